@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+//! Layout pins. A failure here means the ABI changed: bump `ABI_VERSION`
+//! and update both sides, never just the expected numbers.
+
+use super::*;
+use core::mem::{align_of, offset_of, size_of};
+
+#[test]
+fn argument_sizes_are_pinned() {
+    assert_eq!(size_of::<Info>(), 48);
+    assert_eq!(size_of::<BufferConfig>(), 40);
+    assert_eq!(size_of::<StreamSpec>(), 24);
+    assert_eq!(size_of::<StreamStop>(), 8);
+    assert_eq!(size_of::<SessionCounters>(), 88);
+    assert_eq!(size_of::<StreamCounters>(), 56);
+    assert_eq!(size_of::<Status>(), 160);
+    assert_eq!(size_of::<WaitArgs>(), 16);
+    assert_eq!(size_of::<PortInfo>(), 48);
+    // 8-byte alignment at most, and identical on 32-bit targets because
+    // every u64 sits at an 8-byte offset (checked field by field below).
+    assert!(align_of::<Status>() <= 8);
+}
+
+#[test]
+fn argument_offsets_are_pinned() {
+    assert_eq!(offset_of!(Info, size), 0);
+    assert_eq!(offset_of!(Info, port_count), 32);
+    assert_eq!(offset_of!(Info, slot_header_size), 36);
+    assert_eq!(offset_of!(Info, max_session_bytes), 40);
+
+    assert_eq!(offset_of!(BufferConfig, slot_count), 8);
+    assert_eq!(offset_of!(BufferConfig, slot_size), 12);
+    assert_eq!(offset_of!(BufferConfig, mmap_size), 16);
+    assert_eq!(offset_of!(BufferConfig, to_dev_slots_offset), 24);
+    assert_eq!(offset_of!(BufferConfig, from_dev_slots_offset), 32);
+
+    assert_eq!(offset_of!(StreamSpec, stream_id), 4);
+    assert_eq!(offset_of!(StreamSpec, port), 8);
+    assert_eq!(offset_of!(StreamSpec, direction), 12);
+    assert_eq!(offset_of!(StreamSpec, flags), 16);
+    assert_eq!(offset_of!(StreamSpec, reserved), 20);
+
+    assert_eq!(offset_of!(StreamStop, stream_id), 4);
+
+    assert_eq!(offset_of!(Status, stream_id), 4);
+    assert_eq!(offset_of!(Status, state), 8);
+    assert_eq!(offset_of!(Status, session), 16);
+    assert_eq!(offset_of!(Status, stream), 104);
+    assert_eq!(offset_of!(SessionCounters, invalid_slots), 32);
+    assert_eq!(offset_of!(SessionCounters, wait_timeouts), 80);
+    assert_eq!(offset_of!(StreamCounters, to_dev_packets), 16);
+    assert_eq!(offset_of!(StreamCounters, ring_full_drops), 48);
+
+    assert_eq!(offset_of!(WaitArgs, flags), 4);
+    assert_eq!(offset_of!(WaitArgs, timeout_ms), 8);
+    assert_eq!(offset_of!(WaitArgs, ready), 12);
+
+    assert_eq!(offset_of!(PortInfo, kind), 8);
+    assert_eq!(offset_of!(PortInfo, users), 12);
+    assert_eq!(offset_of!(PortInfo, name), 16);
+}
+
+#[test]
+fn shared_region_layout_is_pinned() {
+    assert_eq!(size_of::<SharedHeader>(), 56);
+    assert_eq!(offset_of!(SharedHeader, slot_count), 16);
+    assert_eq!(offset_of!(SharedHeader, to_dev_slots_offset), 32);
+    assert_eq!(offset_of!(SharedHeader, mmap_size), 48);
+
+    assert_eq!(size_of::<RingCtrl>(), 384);
+    assert_eq!(align_of::<RingCtrl>(), 128);
+    assert_eq!(offset_of!(RingCtrl, producer), RING_PRODUCER_OFFSET as usize);
+    assert_eq!(offset_of!(RingCtrl, consumer), RING_CONSUMER_OFFSET as usize);
+    assert_eq!(offset_of!(RingCtrl, flags), RING_FLAGS_OFFSET as usize);
+    assert_eq!((RING_PRODUCER_OFFSET, RING_CONSUMER_OFFSET, RING_FLAGS_OFFSET), (0, 128, 256));
+    assert_eq!((TO_DEV_CTRL_OFFSET, FROM_DEV_CTRL_OFFSET), (0x400, 0x800));
+    // Ring control blocks are cache-line aligned inside the header page.
+    assert_eq!(TO_DEV_CTRL_OFFSET % CACHE_LINE, 0);
+    assert_eq!(FROM_DEV_CTRL_OFFSET % CACHE_LINE, 0);
+
+    assert_eq!(size_of::<SlotHeader>(), 32);
+    assert_eq!(offset_of!(SlotHeader, len), 0);
+    assert_eq!(offset_of!(SlotHeader, flags), 4);
+    assert_eq!(offset_of!(SlotHeader, stream_id), 8);
+    assert_eq!(offset_of!(SlotHeader, timestamp_ns), 16);
+    assert_eq!(SHARED_MAGIC.to_le_bytes(), *b"RTPM");
+}
+
+/// Values hand-computed from `_IOC(dir, 0xB7, nr, size)`.
+#[test]
+fn ioctl_numbers_are_pinned() {
+    assert_eq!(RTPMGR_IOC_GET_INFO, 0x8030_B700); // _IOR,  48 bytes
+    assert_eq!(RTPMGR_IOC_CONFIGURE_BUFFER, 0xC028_B701); // _IOWR, 40
+    assert_eq!(RTPMGR_IOC_START_STREAM, 0x4018_B702); // _IOW,  24
+    assert_eq!(RTPMGR_IOC_STOP_STREAM, 0x4008_B703); // _IOW,   8
+    assert_eq!(RTPMGR_IOC_GET_STATUS, 0xC0A0_B704); // _IOWR, 160
+    assert_eq!(RTPMGR_IOC_RESET, 0x0000_B705); // _IO
+    assert_eq!(RTPMGR_IOC_KICK, 0x0000_B706); // _IO
+    assert_eq!(RTPMGR_IOC_WAIT, 0xC010_B707); // _IOWR, 16
+    assert_eq!(RTPMGR_IOC_GET_PORT, 0xC030_B708); // _IOWR, 48
+}
+
+#[test]
+fn ioctl_numbers_decode_to_dir_type_nr_size() {
+    let table: [(u32, u32, u32, usize); 9] = [
+        (RTPMGR_IOC_GET_INFO, IOC_READ, 0, size_of::<Info>()),
+        (RTPMGR_IOC_CONFIGURE_BUFFER, IOC_READ | IOC_WRITE, 1, size_of::<BufferConfig>()),
+        (RTPMGR_IOC_START_STREAM, IOC_WRITE, 2, size_of::<StreamSpec>()),
+        (RTPMGR_IOC_STOP_STREAM, IOC_WRITE, 3, size_of::<StreamStop>()),
+        (RTPMGR_IOC_GET_STATUS, IOC_READ | IOC_WRITE, 4, size_of::<Status>()),
+        (RTPMGR_IOC_RESET, IOC_NONE, 5, 0),
+        (RTPMGR_IOC_KICK, IOC_NONE, 6, 0),
+        (RTPMGR_IOC_WAIT, IOC_READ | IOC_WRITE, 7, size_of::<WaitArgs>()),
+        (RTPMGR_IOC_GET_PORT, IOC_READ | IOC_WRITE, 8, size_of::<PortInfo>()),
+    ];
+    for (cmd, dir, nr, size) in table {
+        assert_eq!(ioc_dir(cmd), dir, "dir of {cmd:#x}");
+        assert_eq!(ioc_type(cmd), RTPMGR_IOC_MAGIC, "type of {cmd:#x}");
+        assert_eq!(ioc_nr(cmd), nr, "nr of {cmd:#x}");
+        assert_eq!(ioc_size(cmd) as usize, size, "size of {cmd:#x}");
+    }
+}
+
+/// Cross-check our `_IOC` against nix's independent implementation of the
+/// Linux encoding.
+#[test]
+fn encoding_matches_nix() {
+    assert_eq!(
+        RTPMGR_IOC_GET_INFO as u64,
+        nix::request_code_read!(RTPMGR_IOC_MAGIC, 0, size_of::<Info>()) as u64
+    );
+    assert_eq!(
+        RTPMGR_IOC_START_STREAM as u64,
+        nix::request_code_write!(RTPMGR_IOC_MAGIC, 2, size_of::<StreamSpec>()) as u64
+    );
+    assert_eq!(
+        RTPMGR_IOC_GET_STATUS as u64,
+        nix::request_code_readwrite!(RTPMGR_IOC_MAGIC, 4, size_of::<Status>()) as u64
+    );
+    assert_eq!(RTPMGR_IOC_KICK as u64, nix::request_code_none!(RTPMGR_IOC_MAGIC, 6) as u64);
+}
+
+#[test]
+fn ioctl_numbers_are_distinct() {
+    let all = [
+        RTPMGR_IOC_GET_INFO,
+        RTPMGR_IOC_CONFIGURE_BUFFER,
+        RTPMGR_IOC_START_STREAM,
+        RTPMGR_IOC_STOP_STREAM,
+        RTPMGR_IOC_GET_STATUS,
+        RTPMGR_IOC_RESET,
+        RTPMGR_IOC_KICK,
+        RTPMGR_IOC_WAIT,
+        RTPMGR_IOC_GET_PORT,
+    ];
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            assert_ne!(a, b);
+        }
+    }
+}
+
+#[test]
+fn geometry_validation() {
+    let big = u64::MAX;
+    assert_eq!(Geometry::new(1024, 2048, big), Ok(Geometry { slot_count: 1024, slot_size: 2048 }));
+    assert_eq!(Geometry::new(1000, 2048, big), Err(GeometryError::SlotCount));
+    assert_eq!(Geometry::new(4, 2048, big), Err(GeometryError::SlotCount));
+    assert_eq!(Geometry::new(65_536, 2048, big), Err(GeometryError::SlotCount));
+    assert_eq!(Geometry::new(1024, 3000, big), Err(GeometryError::SlotSize));
+    assert_eq!(Geometry::new(1024, 128, big), Err(GeometryError::SlotSize));
+    assert_eq!(Geometry::new(1024, 131_072, big), Err(GeometryError::SlotSize));
+    // 4096 + 2 × 1024 × 2048 = 4_198_400 bytes.
+    assert_eq!(Geometry::new(1024, 2048, 4_198_400).map(|g| g.region_bytes()), Ok(4_198_400));
+    assert_eq!(Geometry::new(1024, 2048, 4_198_399), Err(GeometryError::TooLarge));
+    // The largest geometry: 4096 + 2 × 2^31 bytes, no overflow.
+    let g = Geometry::new(MAX_SLOT_COUNT, MAX_SLOT_SIZE, big).unwrap();
+    assert_eq!(g.region_bytes(), 4096 + (1u64 << 32));
+}
+
+#[test]
+fn geometry_layout() {
+    let g = Geometry::new(8, 256, u64::MAX).unwrap();
+    assert_eq!(g.to_dev_slots_offset(), 4096);
+    assert_eq!(g.from_dev_slots_offset(), 4096 + 2048);
+    assert_eq!(g.region_bytes(), 4096 + 4096);
+    assert_eq!(g.mmap_size(4096), 8192);
+    assert_eq!(g.mmap_size(16_384), 16_384);
+    assert_eq!(g.mmap_size(65_536), 65_536);
+    assert_eq!(g.payload_capacity(), 224);
+    let h = g.shared_header(4096);
+    assert_eq!(h.magic, SHARED_MAGIC);
+    assert_eq!(h.mmap_size, 8192);
+    assert_eq!(h.from_dev_slots_offset, 6144);
+}
+
+#[test]
+fn ring_fill_rejects_impossible_indices() {
+    assert_eq!(ring_fill(0, 0, 8), Some(0));
+    assert_eq!(ring_fill(8, 0, 8), Some(8));
+    assert_eq!(ring_fill(9, 0, 8), None); // producer jumped past the consumer
+    assert_eq!(ring_fill(0, 1, 8), None); // producer behind the consumer
+    // Free-running indices across the u32 wrap.
+    assert_eq!(ring_fill(3, u32::MAX - 2, 8), Some(6));
+    assert_eq!(ring_fill(u32::MAX, u32::MAX - 8, 8), Some(8));
+}
+
+#[test]
+fn slot_header_check() {
+    let ok = SlotHeader { len: 224, stream_id: 63, ..Default::default() };
+    assert_eq!(ok.check(256), Ok(()));
+    assert_eq!(SlotHeader { len: 225, ..ok }.check(256), Err(SlotError::Length));
+    assert_eq!(SlotHeader { len: u32::MAX, ..ok }.check(256), Err(SlotError::Length));
+    assert_eq!(SlotHeader { flags: SLOT_F_AFTER_DROP, ..ok }.check(256), Err(SlotError::Flags));
+    assert_eq!(SlotHeader { stream_id: 64, ..ok }.check(256), Err(SlotError::StreamId));
+    assert_eq!(SlotHeader { len: 0, ..ok }.check(256), Ok(()));
+}
+
+#[test]
+fn port_name_round_trip() {
+    let mut p = PortInfo::default();
+    p.set_name("loopback");
+    assert_eq!(p.name_str(), Some("loopback"));
+    p.set_name("a-very-long-port-name-that-does-not-fit");
+    assert_eq!(p.name_str().map(str::len), Some(PORT_NAME_LEN - 1));
+    p.name = [0xff; PORT_NAME_LEN];
+    assert_eq!(p.name_str(), None);
+}
