@@ -1,1 +1,233 @@
 // SPDX-License-Identifier: MIT
+//! `/etc/rtpmgr.toml`: the configuration model of rtpmgrd, its parser and
+//! its validation.
+//!
+//! Every error names the file, the line and column, and the key:
+//! `/etc/rtpmgr.toml:12:1: unknown field `slot_szie` in [buffer], expected
+//! `slot_count` or `slot_size``. Parsing happens in two passes: serde
+//! deserialises into raw structures whose checked fields keep their source
+//! span (`toml::Spanned`), then [`validate`] turns them into the clean public
+//! model, reporting semantic errors at the span of the offending value.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub use log::LevelFilter;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub buffer: BufferConfig,
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Which device implementation the daemon drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendKind {
+    /// `/dev/rtpmgr`, the kernel module.
+    #[default]
+    Kernel,
+    /// The in-process simulator (tests, demos, hosts without the module).
+    Sim,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub backend: BackendKind,
+    pub device: PathBuf,
+    pub control_socket: PathBuf,
+    pub control_socket_mode: u32,
+    pub log_level: LevelFilter,
+    /// Seconds between status log lines; 0 disables them.
+    pub status_interval_secs: u32,
+    /// SO_RCVBUF/SO_SNDBUF requested for each stream socket.
+    pub socket_buffer_bytes: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            backend: BackendKind::Kernel,
+            device: PathBuf::from("/dev/rtpmgr"),
+            control_socket: PathBuf::from("/run/rtpmgr/control.sock"),
+            control_socket_mode: 0o660,
+            log_level: LevelFilter::Info,
+            status_interval_secs: 10,
+            socket_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+/// `[buffer]`: the geometry of the shared rings (`CONFIGURE_BUFFER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// Slots per ring: a power of two, 8..=32768.
+    pub slot_count: u32,
+    /// Bytes per slot including the 32-byte slot header: a power of two,
+    /// 256..=65536. The largest packet is `slot_size - 32`.
+    pub slot_size: u32,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig { slot_count: 1024, slot_size: 2048 }
+    }
+}
+
+/// Which way a stream flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Network → device.
+    Ingress,
+    /// Device → network.
+    Egress,
+    /// Network → device → network, through a port that loops back.
+    Relay,
+}
+
+/// One `[[stream]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub name: String,
+    pub direction: Direction,
+    pub bind: SocketAddr,
+    pub group: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    pub interface: Option<String>,
+    pub destination: Option<SocketAddr>,
+    pub multicast_ttl: Option<u8>,
+    pub payload_type: Option<u8>,
+    pub clock_rate: Option<u32>,
+    pub media_port: String,
+}
+
+/// The video clock MPEG-TS over RTP uses, the default when neither a
+/// payload type nor a clock rate is configured.
+pub const DEFAULT_CLOCK_RATE: u32 = 90_000;
+
+impl StreamConfig {
+    /// The configured clock rate, else the static payload type's (RFC 3551),
+    /// else 90 kHz. Validation guarantees dynamic types have one configured.
+    pub fn effective_clock_rate(&self) -> u32 {
+        self.clock_rate
+            .or_else(|| self.payload_type.and_then(rtp::payload::static_clock_rate))
+            .unwrap_or(DEFAULT_CLOCK_RATE)
+    }
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, None, format!("cannot read the configuration: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate configuration text; `origin` names it in messages.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::from_toml(&e, text, origin))?;
+        validate::validate(raw, text, origin)
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&StreamConfig> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    path: PathBuf,
+    line: Option<usize>,
+    column: Option<usize>,
+    key: Option<String>,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(path: &Path, at: Option<(usize, usize)>, key: Option<String>, message: String) -> Self {
+        ConfigError { path: path.to_owned(), line: at.map(|a| a.0), column: at.map(|a| a.1), key, message }
+    }
+
+    fn from_toml(e: &toml::de::Error, text: &str, path: &Path) -> Self {
+        let mut message = e.message().trim().to_string();
+        let at = e.span().map(|s| line_col(text, s.start));
+        // serde names the offending field in backticks; toml's span points at
+        // it. Name the table too, which serde does not.
+        let key = message.split('`').nth(1).map(str::to_owned);
+        if let Some(section) = e.span().and_then(|s| section_at(text, s.start)) {
+            if message.starts_with("unknown field") || message.starts_with("missing field") {
+                if let Some(comma) = message.find(", expected") {
+                    message.insert_str(comma, &format!(" in {section}"));
+                } else {
+                    message.push_str(&format!(" in {section}"));
+                }
+            }
+        }
+        ConfigError::new(path, at, key, message)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// 1-based line, when the error has a place in the file.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+    /// 1-based column (in characters).
+    pub fn column(&self) -> Option<usize> {
+        self.column
+    }
+    /// The key the error is about, e.g. `slot_size` or `group`.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+/// The table header (`[buffer]`, `[[stream]]`) that `offset` falls under.
+pub(crate) fn section_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset.min(text.len()))?;
+    before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests;

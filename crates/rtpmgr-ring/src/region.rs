@@ -103,6 +103,12 @@ unsafe impl Send for Region {}
 // SAFETY: as above; `&Region` only hands out atomics and raw snapshots.
 unsafe impl Sync for Region {}
 
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region").field("geometry", &self.geometry).field("len", &self.len()).finish()
+    }
+}
+
 impl Region {
     /// Validate the header the kernel (or the simulator) wrote and wrap the
     /// mapping.

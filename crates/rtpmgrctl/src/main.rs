@@ -1,2 +1,161 @@
 // SPDX-License-Identifier: MIT
-fn main() {}
+//! `rtpmgrctl [--socket PATH] status [--json] | reload | ping`
+
+use rtpmgr_control::{Reply, Request, StatusReport, DEFAULT_SOCKET};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: rtpmgrctl [--socket PATH] COMMAND
+
+Commands:
+  status [--json]   per-stream statistics as a table, or the raw JSON
+  reload            make rtpmgrd re-read its configuration (as SIGHUP does)
+  ping              check that rtpmgrd answers
+
+  -s, --socket PATH   control socket (default $RTPMGR_CONTROL_SOCKET or /run/rtpmgr/control.sock)";
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtpmgrctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode, String> {
+    let mut socket = std::env::var_os("RTPMGR_CONTROL_SOCKET").map(PathBuf::from).unwrap_or(DEFAULT_SOCKET.into());
+    let mut json = false;
+    let mut command = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-s" | "--socket" => socket = args.next().ok_or("--socket needs a path")?.into(),
+            "--json" => json = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            c if command.is_none() => command = Some(Request::parse(c).ok_or(format!("unknown command {c:?}\n\n{USAGE}"))?),
+            other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    let command = command.ok_or(USAGE)?;
+    let raw = rtpmgr_control::request(&socket, command, TIMEOUT).map_err(|e| e.to_string())?;
+    if command == Request::Status {
+        if json {
+            print!("{raw}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let report: StatusReport = serde_json::from_str(&raw).map_err(|e| format!("bad status answer: {e}"))?;
+        print!("{}", table(&report));
+        let failed = report.streams.iter().any(|s| s.state != "running");
+        return Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS });
+    }
+    let reply: Reply = serde_json::from_str(&raw).map_err(|e| format!("bad answer: {e}"))?;
+    if json {
+        print!("{raw}");
+    } else if let Some(m) = &reply.message {
+        println!("{m}");
+    }
+    if reply.ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(reply.error.unwrap_or_else(|| "request failed".into()))
+    }
+}
+
+/// The status as an aligned table, one row per stream.
+fn table(r: &StatusReport) -> String {
+    let mut out = format!(
+        "rtpmgrd {} ({} backend), up {:.1} s, config {}\nrings: {} slots x {} B; to-device fill {}, from-device fill {}; \
+         device: {} in, {} out, {} invalid slots, {} kicks\n\n",
+        r.version,
+        r.backend,
+        r.uptime_secs,
+        r.config,
+        r.rings.slot_count,
+        r.rings.slot_size,
+        r.rings.to_device_fill,
+        r.rings.from_device_fill,
+        r.session.to_device_packets,
+        r.session.from_device_packets,
+        r.session.invalid_slots,
+        r.session.kicks,
+    );
+    let header = [
+        "STREAM", "DIR", "PORT", "STATE", "PACKETS", "BYTES", "LOST", "DUP", "REORD", "JITTER_MS", "MALFORMED", "RING_DROPS",
+        "SENT", "SEND_ERR",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        rows.push(vec![
+            s.name.clone(),
+            s.direction.clone(),
+            s.media_port.clone(),
+            s.state.clone(),
+            s.packets.to_string(),
+            s.bytes.to_string(),
+            s.lost.to_string(),
+            s.duplicates.to_string(),
+            s.reordered.to_string(),
+            format!("{:.3}", s.jitter_ms),
+            (s.malformed + s.wrong_payload_type + s.oversize).to_string(),
+            s.ring_drops.to_string(),
+            s.sent_packets.to_string(),
+            s.send_errors.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| if c < 4 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    for s in r.streams.iter().filter(|s| s.error.is_some()) {
+        out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtpmgr_control::StreamReport;
+
+    #[test]
+    fn table_aligns_columns_and_lists_failures() {
+        let r = StatusReport {
+            version: "0.1.0".into(),
+            backend: "sim".into(),
+            streams: vec![
+                StreamReport { name: "tv1".into(), state: "running".into(), packets: 100_000, lost: 3, ..Default::default() },
+                StreamReport {
+                    name: "radio-long-name".into(),
+                    state: "failed".into(),
+                    error: Some("bind 0.0.0.0:5004: Address in use".into()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let t = table(&r);
+        let lines: Vec<&str> = t.lines().collect();
+        let head = lines.iter().position(|l| l.starts_with("STREAM")).unwrap();
+        // The PACKETS column is right-aligned: its end lines up on all rows.
+        let end = lines[head].find("PACKETS").unwrap() + "PACKETS".len();
+        assert_eq!(&lines[head + 1][end - 6..end], "100000");
+        // The STREAM column is as wide as its longest name.
+        assert!(lines[head + 1].starts_with(&format!("{:<15}  ", "tv1")), "{t}");
+        assert!(t.contains("radio-long-name: bind 0.0.0.0:5004: Address in use"));
+    }
+}

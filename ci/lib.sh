@@ -1,0 +1,32 @@
+# SPDX-License-Identifier: MIT
+# Shared helpers for the ci/ scripts: step timing and set-up of what the
+# scripts need on a fresh Debian machine. Sourced, not run.
+
+CI_START=$(date +%s)
+
+# step NAME CMD...: run CMD with a header and its elapsed time.
+step() {
+    local name=$1; shift
+    local t0; t0=$(date +%s)
+    printf '\n==> %s\n' "$name"
+    "$@"
+    printf '<== %s (%ss, total %ss)\n' "$name" $(( $(date +%s) - t0 )) $(( $(date +%s) - CI_START ))
+}
+
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The repository root, whatever the caller's directory.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+ensure_rust() {
+    command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
+    cargo --version
+    # rustfmt and clippy ship with rustup's default profile; add them if a
+    # minimal profile left them out.
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        rustup component add rustfmt clippy
+    fi
+}
+
+# Host builds go to target/ in the clone; CI starts clean every time.
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+//! What serde reads: every field optional (required keys are checked in
+//! `validate`, where the stream can be named), checked values spanned.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub daemon: Option<RawDaemon>,
+    pub buffer: Option<RawBuffer>,
+    #[serde(default, rename = "stream")]
+    pub streams: Vec<Spanned<RawStream>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBackend {
+    Kernel,
+    Sim,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub backend: Option<RawBackend>,
+    pub device: Option<Spanned<String>>,
+    pub control_socket: Option<Spanned<String>>,
+    pub control_socket_mode: Option<Spanned<String>>,
+    pub log_level: Option<Spanned<String>>,
+    pub status_interval_secs: Option<Spanned<u32>>,
+    pub socket_buffer_bytes: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    pub slot_count: Option<Spanned<u32>>,
+    pub slot_size: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawDirection {
+    Ingress,
+    Egress,
+    Relay,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: Option<Spanned<String>>,
+    pub direction: Option<Spanned<RawDirection>>,
+    pub bind: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub interface: Option<Spanned<String>>,
+    pub destination: Option<Spanned<String>>,
+    pub multicast_ttl: Option<Spanned<u32>>,
+    pub payload_type: Option<Spanned<u32>>,
+    pub clock_rate: Option<Spanned<u32>>,
+    pub media_port: Option<Spanned<String>>,
+}

@@ -1,0 +1,220 @@
+// SPDX-License-Identifier: MIT
+//! Every rule, with the exact message a user sees.
+
+use super::*;
+
+const ORIGIN: &str = "/etc/rtpmgr.toml";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new(ORIGIN))
+}
+
+/// The error as printed.
+fn err(text: &str) -> String {
+    parse(text).expect_err("expected an error").to_string()
+}
+
+const RELAY: &str = "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"127.0.0.1:6000\"\n";
+
+#[test]
+fn shipped_example_parses_with_its_values() {
+    let c = parse(include_str!("../../../conf/rtpmgr.toml")).unwrap();
+    assert_eq!(c.daemon.backend, BackendKind::Kernel);
+    assert_eq!(c.daemon.control_socket, PathBuf::from("/run/rtpmgr/control.sock"));
+    assert_eq!(c.daemon.control_socket_mode, 0o660);
+    assert_eq!(c.buffer, BufferConfig { slot_count: 1024, slot_size: 2048 });
+    assert_eq!(c.streams.len(), 3);
+    let tv1 = c.stream("tv1").unwrap();
+    assert_eq!(tv1.direction, Direction::Relay);
+    assert_eq!(tv1.group, Some("232.1.1.1".parse().unwrap()));
+    assert_eq!(tv1.source, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(tv1.interface.as_deref(), Some("eth0"));
+    assert_eq!(tv1.destination, Some("192.168.1.20:5004".parse().unwrap()));
+    assert_eq!(tv1.effective_clock_rate(), 90_000);
+    let out3 = c.stream("out3").unwrap();
+    assert_eq!((out3.direction, out3.multicast_ttl, out3.payload_type), (Direction::Egress, Some(4), Some(96)));
+    assert_eq!(c.stream("feed2").unwrap().media_port, "null");
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.daemon.socket_buffer_bytes, 4 << 20);
+    assert_eq!(c.daemon.status_interval_secs, 10);
+    assert_eq!(c.daemon.log_level, LevelFilter::Info);
+    let s = &parse(RELAY).unwrap().streams[0];
+    assert_eq!(s.media_port, "loopback");
+    assert_eq!(s.effective_clock_rate(), 90_000);
+}
+
+#[test]
+fn unknown_keys_name_line_key_and_table() {
+    assert_eq!(
+        err("[buffer]\nslot_count = 1024\nslot_szie = 2048\n"),
+        "/etc/rtpmgr.toml:3:1: unknown field `slot_szie` in [buffer], expected `slot_count` or `slot_size`"
+    );
+    let e = parse("[buffer]\nslot_count = 1024\nslot_szie = 2048\n").unwrap_err();
+    assert_eq!((e.line(), e.column(), e.key()), (Some(3), Some(1), Some("slot_szie")));
+    let e = err("verbose = true\n");
+    assert!(e.starts_with("/etc/rtpmgr.toml:1:1: unknown field `verbose`, expected one of `daemon`, `buffer`, `stream`"), "{e}");
+    let e = err("[daemon]\nbackend = \"sim\"\n  log = \"debug\"\n");
+    assert!(e.starts_with("/etc/rtpmgr.toml:3:3: unknown field `log` in [daemon], expected one of"), "{e}");
+    let e = err(&format!("{RELAY}multicast = true\n"));
+    assert!(e.starts_with("/etc/rtpmgr.toml:6:1: unknown field `multicast` in [[stream]], expected one of"), "{e}");
+}
+
+#[test]
+fn wrong_types_and_syntax() {
+    let e = err("[buffer]\nslot_count = \"big\"\n");
+    assert!(e.starts_with("/etc/rtpmgr.toml:2:14: invalid type: string \"big\", expected u32"), "{e}");
+    let e = err("[buffer\nslot_count = 8\n");
+    assert!(e.starts_with("/etc/rtpmgr.toml:1:"), "{e}");
+    let e = err("[daemon]\nbackend = \"fpga\"\n");
+    assert!(e.starts_with("/etc/rtpmgr.toml:2:11: unknown variant `fpga`, expected `kernel` or `sim`"), "{e}");
+}
+
+#[test]
+fn buffer_geometry_rules() {
+    assert_eq!(
+        err("[buffer]\nslot_size = 3000\n"),
+        "/etc/rtpmgr.toml:2:13: buffer.slot_size = 3000 is not a power of two (allowed: powers of two in 256..=65536)"
+    );
+    assert_eq!(
+        err("[buffer]\nslot_count = 65536\n"),
+        "/etc/rtpmgr.toml:2:14: buffer.slot_count = 65536 is out of range (allowed: powers of two in 8..=32768)"
+    );
+    assert_eq!(parse("[buffer]\nslot_count = 8\nslot_size = 65536\n").unwrap().buffer.slot_size, 65_536);
+}
+
+#[test]
+fn daemon_rules() {
+    assert_eq!(
+        err("[daemon]\ncontrol_socket_mode = \"0999\"\n"),
+        "/etc/rtpmgr.toml:2:23: daemon.control_socket_mode = \"0999\" is not an octal file mode such as \"0660\""
+    );
+    assert!(err("[daemon]\ncontrol_socket_mode = \"abc\"\n").contains("\"abc\" is not an octal file mode"));
+    assert_eq!(parse("[daemon]\ncontrol_socket_mode = \"0600\"\n").unwrap().daemon.control_socket_mode, 0o600);
+    assert_eq!(
+        err("[daemon]\nlog_level = \"loud\"\n"),
+        "/etc/rtpmgr.toml:2:13: daemon.log_level = \"loud\", expected one of off, error, warn, info, debug, trace"
+    );
+    assert!(err("[daemon]\nsocket_buffer_bytes = 1024\n").contains("socket_buffer_bytes = 1024 is out of range 65536..=268435456"));
+    assert!(err("[daemon]\ncontrol_socket = \"run/x.sock\"\n").contains("must be an absolute path"));
+    assert_eq!(parse("[daemon]\nlog_level = \"DEBUG\"\n").unwrap().daemon.log_level, LevelFilter::Debug);
+}
+
+fn stream(extra: &str) -> String {
+    format!("[[stream]]\nname = \"tv1\"\n{extra}")
+}
+
+#[test]
+fn required_stream_keys() {
+    assert_eq!(
+        err("[[stream]]\nname = \"tv1\"\nbind = \"0.0.0.0:5004\"\n"),
+        "/etc/rtpmgr.toml:1:1: stream #1: missing required key `direction`"
+    );
+    assert_eq!(
+        err(&format!("{RELAY}\n[[stream]]\ndirection = \"ingress\"\n")),
+        "/etc/rtpmgr.toml:7:1: stream #2: missing required key `name`"
+    );
+    assert_eq!(
+        err(&stream("direction = \"relay\"\nbind = \"0.0.0.0:5004\"\n")),
+        "/etc/rtpmgr.toml:1:1: stream \"tv1\": missing required key `destination` for a relay stream"
+    );
+}
+
+#[test]
+fn addresses() {
+    assert_eq!(
+        err(&stream("direction = \"ingress\"\nbind = \"0.0.0.0:50o4\"\n")),
+        "/etc/rtpmgr.toml:4:8: stream \"tv1\": bind = \"0.0.0.0:50o4\" is not an address:port such as \"0.0.0.0:5004\" or \"[::]:5004\""
+    );
+    assert_eq!(
+        err(&stream("direction = \"ingress\"\nbind = \"0.0.0.0:0\"\n")),
+        "/etc/rtpmgr.toml:4:8: stream \"tv1\": bind = \"0.0.0.0:0\" needs a port: an ingress stream receives on it"
+    );
+    assert!(parse(&stream("direction = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"10.0.0.2:5000\"\n")).is_ok());
+    assert_eq!(
+        err(&stream("direction = \"ingress\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5000\"\n")),
+        "/etc/rtpmgr.toml:5:15: stream \"tv1\": an ingress stream sends nothing; remove destination or use relay"
+    );
+    assert!(err(&stream("direction = \"relay\"\nbind = \"[::]:5004\"\ndestination = \"10.0.0.2:5000\"\n"))
+        .contains("are different address families"));
+}
+
+#[test]
+fn multicast_rules() {
+    let base = "direction = \"ingress\"\nbind = \"0.0.0.0:5004\"\n";
+    assert_eq!(
+        err(&stream(&format!("{base}group = \"10.1.2.3\"\n"))),
+        "/etc/rtpmgr.toml:5:9: stream \"tv1\": group = \"10.1.2.3\" is not a multicast address"
+    );
+    assert!(err(&stream(&format!("{base}group = \"ff3e::1\"\n"))).contains("are different address families"));
+    assert_eq!(
+        err(&stream(&format!("{base}source = \"10.0.0.1\"\n"))),
+        "/etc/rtpmgr.toml:5:10: stream \"tv1\": source (SSM) needs a group"
+    );
+    assert!(err(&stream(&format!("{base}group = \"232.1.1.1\"\nsource = \"239.0.0.1\"\n")))
+        .contains("source = \"239.0.0.1\" must be a unicast sender address"));
+    assert!(err(&stream(&format!("{base}group = \"232.1.1.1\"\ninterface = \"a-very-long-ifname0\"\n")))
+        .contains("is not an interface name (1 to 15 characters"));
+    assert!(err(&stream(&format!("{base}interface = \"eth0\"\n"))).contains("set group too"));
+    assert!(err(&stream("direction = \"ingress\"\nbind = \"10.0.0.5:5004\"\ngroup = \"239.1.1.1\"\n"))
+        .contains("must use the unspecified address or the group 239.1.1.1"));
+    let ok = parse(&stream(&format!("{base}group = \"232.1.1.1\"\nsource = \"10.0.0.1\"\ninterface = \"eth0\"\n"))).unwrap();
+    assert_eq!(ok.streams[0].group, Some("232.1.1.1".parse().unwrap()));
+    let v6 = parse(&stream("direction = \"ingress\"\nbind = \"[::]:5004\"\ngroup = \"ff3e::8000:1\"\nsource = \"2001:db8::1\"\n"));
+    assert!(v6.is_ok(), "{v6:?}");
+    assert_eq!(
+        err(&stream("direction = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5000\"\nmulticast_ttl = 4\n")),
+        "/etc/rtpmgr.toml:6:17: stream \"tv1\": multicast_ttl applies only to a multicast destination"
+    );
+    assert!(err(&stream("direction = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"239.1.1.1:5000\"\nmulticast_ttl = 0\n"))
+        .contains("multicast_ttl = 0 is out of range 1..=255"));
+}
+
+#[test]
+fn payload_type_and_clock_rate() {
+    let base = "direction = \"ingress\"\nbind = \"0.0.0.0:5004\"\n";
+    assert_eq!(
+        err(&stream(&format!("{base}payload_type = 96\n"))),
+        "/etc/rtpmgr.toml:5:16: stream \"tv1\": clock_rate is required for payload type 96, which has no static clock rate (RFC 3551)"
+    );
+    let c = parse(&stream(&format!("{base}payload_type = 96\nclock_rate = 48000\n"))).unwrap();
+    assert_eq!(c.streams[0].effective_clock_rate(), 48_000);
+    assert_eq!(parse(&stream(&format!("{base}payload_type = 33\n"))).unwrap().streams[0].effective_clock_rate(), 90_000);
+    assert_eq!(parse(&stream(&format!("{base}payload_type = 0\n"))).unwrap().streams[0].effective_clock_rate(), 8_000);
+    assert!(err(&stream(&format!("{base}payload_type = 128\n"))).contains("payload_type = 128 is out of range 0..=127"));
+    assert!(err(&stream(&format!("{base}clock_rate = 0\n"))).contains("clock_rate = 0 is out of range"));
+    assert!(err(&stream(&format!("{base}media_port = \"Media 0\"\n"))).contains("is not a port name"));
+    assert!(err("[[stream]]\nname = \"tv 1\"\n").contains("name = \"tv 1\" must be 1 to 32 characters"));
+}
+
+#[test]
+fn streams_cannot_share_names_or_sockets() {
+    let two = |a: &str, b: &str| {
+        format!(
+            "[[stream]]\nname = \"tv1\"\ndirection = \"ingress\"\nbind = \"{a}\"\n\n[[stream]]\nname = \"tv2\"\ndirection = \"ingress\"\nbind = \"{b}\"\n"
+        )
+    };
+    assert_eq!(
+        err(&two("0.0.0.0:5004", "127.0.0.1:5004")),
+        "/etc/rtpmgr.toml:9:8: stream \"tv2\": bind = \"127.0.0.1:5004\" conflicts with stream \"tv1\" (line 4): two streams cannot share one socket"
+    );
+    assert!(parse(&two("0.0.0.0:5004", "0.0.0.0:5006")).is_ok());
+    assert!(parse(&two("127.0.0.1:5004", "127.0.0.2:5004")).is_ok());
+    assert!(parse(&two("0.0.0.0:5004", "[::]:5004")).is_ok(), "different families");
+    let egress = |n: &str| format!("[[stream]]\nname = \"{n}\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"10.0.0.9:5000\"\n");
+    assert!(parse(&format!("{}\n{}", egress("a"), egress("b"))).is_ok(), "two port-0 egress streams");
+    let dup = format!("{RELAY}\n{}", RELAY.replace("5004", "5006"));
+    assert_eq!(err(&dup), "/etc/rtpmgr.toml:8:8: stream \"tv1\" is defined twice (first at line 1)");
+}
+
+#[test]
+fn load_names_the_missing_file() {
+    let e = Config::load(Path::new("/nonexistent/rtpmgr.toml")).unwrap_err();
+    assert_eq!(e.path(), Path::new("/nonexistent/rtpmgr.toml"));
+    assert!(e.to_string().starts_with("/nonexistent/rtpmgr.toml: cannot read the configuration: No such file"), "{e}");
+    assert_eq!(e.line(), None);
+}

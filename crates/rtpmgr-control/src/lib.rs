@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: MIT
+//! The control-socket protocol between `rtpmgrd` and `rtpmgrctl` (or any
+//! script): one request line in, one JSON document out, over a Unix stream
+//! socket (default `/run/rtpmgr/control.sock`).
+//!
+//! Requests: `status`, `reload`, `ping`. Every answer is a JSON object with
+//! `"ok": true|false`; failures carry `"error"`.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+pub const DEFAULT_SOCKET: &str = "/run/rtpmgr/control.sock";
+
+/// A request, as sent on the wire (one line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Reload,
+    Ping,
+}
+
+impl Request {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Reload => "reload",
+            Request::Ping => "ping",
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Request> {
+        match line.trim() {
+            "status" => Some(Request::Status),
+            "reload" => Some(Request::Reload),
+            "ping" => Some(Request::Ping),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub ok: bool,
+    pub version: String,
+    pub backend: String,
+    pub uptime_secs: f64,
+    pub config: String,
+    /// Ring geometry and fill.
+    pub rings: RingsReport,
+    /// Kernel (or simulator) session counters.
+    pub session: SessionReport,
+    pub streams: Vec<StreamReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RingsReport {
+    pub slot_count: u32,
+    pub slot_size: u32,
+    pub to_device_fill: u32,
+    pub from_device_fill: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub to_device_packets: u64,
+    pub from_device_packets: u64,
+    pub invalid_slots: u64,
+    pub invalid_indices: u64,
+    pub ring_full_drops: u64,
+    pub kicks: u64,
+    pub worker_sleeps: u64,
+    /// From-device packets naming no stream that sends (stopped meanwhile).
+    pub unroutable: u64,
+}
+
+/// One stream's statistics. `packets`/`bytes` count RTP packets accepted
+/// from the network into the device; `sent_*` count packets the daemon sent
+/// out of the device to the network. Loss, duplicates, reordering and jitter
+/// are RFC 3550 receiver statistics of the incoming stream (all SSRCs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamReport {
+    pub name: String,
+    /// `running`, or `failed` (then `error` says why).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub id: u32,
+    pub direction: String,
+    pub media_port: String,
+    pub bind: String,
+    pub destination: Option<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub lost: i64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub jitter_ms: f64,
+    pub malformed: u64,
+    pub wrong_payload_type: u64,
+    pub oversize: u64,
+    /// Packets dropped because the to-device ring stayed full.
+    pub ring_drops: u64,
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub send_errors: u64,
+    pub ssrc: Option<u32>,
+    pub ssrc_changes: u64,
+    /// Kernel-side counters of this stream.
+    pub device_to_packets: u64,
+    pub device_from_packets: u64,
+    pub device_ring_full_drops: u64,
+}
+
+/// Generic answer to `ping`/`reload` and failures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Send one request and return the raw JSON answer.
+pub fn request(socket: &Path, req: Request, timeout: Duration) -> io::Result<String> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {}: {e}", socket.display())))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(req.as_str().as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "rtpmgrd closed the connection without answering"));
+    }
+    Ok(line)
+}
+
+/// `status`, decoded.
+pub fn status(socket: &Path, timeout: Duration) -> io::Result<StatusReport> {
+    let raw = request(socket, Request::Status, timeout)?;
+    serde_json::from_str(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        for r in [Request::Status, Request::Reload, Request::Ping] {
+            assert_eq!(Request::parse(&format!("{}\n", r.as_str())), Some(r));
+        }
+        assert_eq!(Request::parse("stats"), None);
+    }
+
+    #[test]
+    fn status_json_round_trip() {
+        let rep = StatusReport {
+            ok: true,
+            streams: vec![StreamReport { name: "tv1".into(), lost: -2, jitter_ms: 1.5, ..Default::default() }],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&rep).unwrap();
+        assert!(json.contains(r#""name":"tv1""#));
+        assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), rep);
+    }
+}

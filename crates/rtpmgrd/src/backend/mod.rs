@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+//! Device backends, one trait shaped after the `/dev/rtpmgr` ioctl set.
+//!
+//! `sim` plays the kernel module in-process (same ring protocol, same
+//! validation, same errnos) so the whole daemon runs and is tested on a
+//! host without the module. The `kernel` backend drives the real device.
+
+pub mod sim;
+
+use rtpmgr_abi as abi;
+use rtpmgr_ring::Region;
+use std::io;
+use std::sync::Arc;
+
+/// What the daemon needs from a device. Every method maps to one ioctl
+/// (or to `mmap` for `configure`) and reports failures as the errno the
+/// kernel would return.
+pub trait Backend: Send + Sync {
+    /// `"kernel"` or `"sim"`, for logs and status.
+    fn name(&self) -> &'static str;
+    /// `GET_INFO`.
+    fn info(&self) -> io::Result<abi::Info>;
+    /// `GET_PORT`; `ENODEV` past the last port.
+    fn port(&self, index: u32) -> io::Result<abi::PortInfo>;
+    /// `CONFIGURE_BUFFER` followed by the `mmap` of the region.
+    fn configure(&self, slot_count: u32, slot_size: u32) -> io::Result<Arc<Region>>;
+    /// `START_STREAM`.
+    fn start_stream(&self, stream_id: u32, port: u32, direction: u32) -> io::Result<()>;
+    /// `STOP_STREAM`.
+    fn stop_stream(&self, stream_id: u32) -> io::Result<()>;
+    /// `GET_STATUS` for a stream id or `abi::STATUS_SESSION_ONLY`.
+    fn status(&self, stream_id: u32) -> io::Result<abi::Status>;
+    /// `RESET`.
+    fn reset(&self) -> io::Result<()>;
+    /// `KICK`.
+    fn kick(&self) -> io::Result<()>;
+    /// `WAIT`: the `WAIT_*` conditions that hold; `ETIMEDOUT` on timeout.
+    fn wait(&self, flags: u32, timeout_ms: u32) -> io::Result<u32>;
+}
+
+/// Look a media port up by name (`loopback`, `null`, `media0`, ...).
+pub fn find_port(backend: &dyn Backend, name: &str) -> io::Result<abi::PortInfo> {
+    let count = backend.info()?.port_count;
+    let mut known = Vec::new();
+    for index in 0..count {
+        let p = backend.port(index)?;
+        match p.name_str() {
+            Some(n) if n == name => return Ok(p),
+            Some(n) => known.push(n.to_owned()),
+            None => {}
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("media port {name:?} does not exist on the {} backend (ports: {})", backend.name(), known.join(", ")),
+    ))
+}

@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: MIT
+//! The controller: configures the device, starts the data threads and the
+//! streams, serves the control socket, logs status, reloads on SIGHUP and
+//! stops gracefully on SIGTERM/SIGINT.
+
+use crate::backend::{find_port, Backend};
+use crate::net;
+use crate::receiver::Receiver;
+use crate::stream::{direction_bits, Stream, StreamTable};
+use crate::transmitter::Transmitter;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rtpmgr_abi as abi;
+use rtpmgr_config::{Config, Direction, StreamConfig};
+use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport};
+use rtpmgr_ring::{Region, RingId};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a graceful stop waits for the rings to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    backend: Arc<dyn Backend>,
+    region: Arc<Region>,
+    table: Arc<StreamTable>,
+    /// Streams of the configuration that could not start, with the reason.
+    failed: Vec<(StreamConfig, String)>,
+    rx_stop: Arc<AtomicBool>,
+    tx_stop: Arc<AtomicBool>,
+    receiver: Option<JoinHandle<()>>,
+    transmitter: Option<JoinHandle<()>>,
+    unroutable: Arc<AtomicU64>,
+    started: Instant,
+}
+
+fn ctx(what: impl std::fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Daemon {
+    /// Configure the device and start everything the configuration names.
+    /// Streams that fail to start are logged and reported, not fatal: one
+    /// bad multicast interface must not take the other channels down.
+    pub fn start(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io::Result<Daemon> {
+        let info = backend.info().map_err(|e| ctx("GET_INFO", e))?;
+        if info.abi_version != abi::ABI_VERSION {
+            return Err(io::Error::other(format!(
+                "device speaks ABI version {}, this rtpmgrd speaks {}",
+                info.abi_version,
+                abi::ABI_VERSION
+            )));
+        }
+        let b = &config.buffer;
+        let region = backend.configure(b.slot_count, b.slot_size).map_err(|e| {
+            ctx(format_args!("CONFIGURE_BUFFER slot_count={} slot_size={}", b.slot_count, b.slot_size), e)
+        })?;
+        log::info!(
+            "{} backend: {} slots of {} bytes per ring, {} KiB shared",
+            backend.name(),
+            b.slot_count,
+            b.slot_size,
+            region.len() / 1024
+        );
+        let table = Arc::new(StreamTable::default());
+        let rx_stop = Arc::new(AtomicBool::new(false));
+        let tx_stop = Arc::new(AtomicBool::new(false));
+        let unroutable = Arc::new(AtomicU64::new(0));
+        // The threads build their ring ends themselves: nix's preallocated
+        // message headers hold raw pointers and are not Send.
+        let receiver = {
+            let (backend, region, table, stop) =
+                (Arc::clone(&backend), Arc::clone(&region), Arc::clone(&table), Arc::clone(&rx_stop));
+            std::thread::Builder::new()
+                .name("rtpmgr-rx".into())
+                .spawn(move || Receiver::new(backend, &region, table, stop).run())?
+        };
+        let transmitter = {
+            let (backend, region, table, stop, unroutable) = (
+                Arc::clone(&backend),
+                Arc::clone(&region),
+                Arc::clone(&table),
+                Arc::clone(&tx_stop),
+                Arc::clone(&unroutable),
+            );
+            std::thread::Builder::new()
+                .name("rtpmgr-tx".into())
+                .spawn(move || Transmitter::new(backend, &region, table, stop, unroutable).run())?
+        };
+        let mut daemon = Daemon {
+            config_path: config_path.to_owned(),
+            config: Config { streams: Vec::new(), ..config.clone() },
+            backend,
+            region,
+            table,
+            failed: Vec::new(),
+            rx_stop,
+            tx_stop,
+            receiver: Some(receiver),
+            transmitter: Some(transmitter),
+            unroutable,
+            started: Instant::now(),
+        };
+        daemon.apply_streams(&config.streams);
+        daemon.config = config;
+        Ok(daemon)
+    }
+
+    fn start_stream(&self, cfg: &StreamConfig) -> io::Result<()> {
+        let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
+        let id = self
+            .table
+            .free_id()
+            .ok_or_else(|| io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)))?;
+        let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
+        self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
+        // Started on the device before the threads see it, so no slot ever
+        // names a stream the device does not know.
+        self.table.insert(Arc::new(Stream::new(id, cfg.clone(), port.index, socket)));
+        log::info!(
+            "stream {} started: {} {} via port {} (id {id})",
+            cfg.name,
+            match cfg.direction {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+                Direction::Relay => "relay",
+            },
+            cfg.bind,
+            cfg.media_port
+        );
+        Ok(())
+    }
+
+    fn stop_stream(&self, name: &str) {
+        if let Some(s) = self.table.remove(name) {
+            if let Err(e) = self.backend.stop_stream(s.id) {
+                log::warn!("stream {name}: STOP_STREAM: {e}");
+            }
+            log::info!("stream {name} stopped");
+        }
+    }
+
+    /// Make the running streams match `wanted`: stop what is gone or
+    /// changed, start what is new or changed, leave the rest untouched.
+    fn apply_streams(&mut self, wanted: &[StreamConfig]) {
+        let (_, running) = self.table.snapshot();
+        for s in &running {
+            if !wanted.iter().any(|w| *w == s.config) {
+                self.stop_stream(&s.config.name);
+            }
+        }
+        self.failed.clear();
+        for w in wanted {
+            if self.table.get(&w.name).is_some() {
+                continue; // unchanged and running
+            }
+            if let Err(e) = self.start_stream(w) {
+                log::error!("stream {}: cannot start: {e}", w.name);
+                self.failed.push((w.clone(), e.to_string()));
+            }
+        }
+    }
+
+    /// Re-read the configuration file. A bad file changes nothing.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let new = Config::load(&self.config_path).map_err(|e| {
+            let msg = format!("reload refused, keeping the running configuration: {e}");
+            log::error!("{msg}");
+            msg
+        })?;
+        let old = self.config.clone();
+        if new.buffer != old.buffer || new.daemon.backend != old.daemon.backend || new.daemon.device != old.daemon.device {
+            log::warn!("reload: [buffer] and the backend/device take effect on restart only");
+        }
+        if new.daemon.control_socket != old.daemon.control_socket {
+            log::warn!("reload: control_socket takes effect on restart only");
+        }
+        if std::env::var_os("RUST_LOG").is_none() {
+            log::set_max_level(new.daemon.log_level);
+        }
+        // What needs a restart keeps describing what runs; the rest (status
+        // interval, log level, socket buffers of new streams) applies now.
+        let daemon = rtpmgr_config::DaemonConfig {
+            backend: old.daemon.backend,
+            device: old.daemon.device,
+            control_socket: old.daemon.control_socket,
+            control_socket_mode: old.daemon.control_socket_mode,
+            ..new.daemon
+        };
+        self.config = Config { daemon, buffer: old.buffer, streams: new.streams };
+        let before: Vec<String> = self.table.snapshot().1.iter().map(|s| s.config.name.clone()).collect();
+        let wanted = self.config.streams.clone();
+        self.apply_streams(&wanted);
+        let (_, after) = self.table.snapshot();
+        let started = after.iter().filter(|s| !before.contains(&s.config.name)).count();
+        let msg = format!(
+            "reloaded {}: {} streams running ({} started), {} failed",
+            self.config_path.display(),
+            after.len(),
+            started,
+            self.failed.len()
+        );
+        log::info!("{msg}");
+        Ok(msg)
+    }
+
+    pub fn status(&self) -> StatusReport {
+        let session = self.backend.status(abi::STATUS_SESSION_ONLY).map(|s| s.session).unwrap_or_default();
+        let g = self.region.geometry();
+        let fill = |ring| {
+            let (p, c, _) = self.region.snapshot(ring);
+            abi::ring_fill(p, c, g.slot_count).unwrap_or(u32::MAX)
+        };
+        let (_, streams) = self.table.snapshot();
+        let mut reports: Vec<StreamReport> = streams.iter().map(|s| self.stream_report(s)).collect();
+        for (cfg, error) in &self.failed {
+            reports.push(StreamReport {
+                state: "failed".into(),
+                error: Some(error.clone()),
+                ..config_report(cfg)
+            });
+        }
+        StatusReport {
+            ok: true,
+            version: env!("CARGO_PKG_VERSION").into(),
+            backend: self.backend.name().into(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            config: self.config_path.display().to_string(),
+            rings: RingsReport {
+                slot_count: g.slot_count,
+                slot_size: g.slot_size,
+                to_device_fill: fill(RingId::ToDevice),
+                from_device_fill: fill(RingId::FromDevice),
+            },
+            session: SessionReport {
+                to_device_packets: session.to_dev_packets,
+                from_device_packets: session.from_dev_packets,
+                invalid_slots: session.invalid_slots,
+                invalid_indices: session.invalid_indices,
+                ring_full_drops: session.ring_full_drops,
+                kicks: session.kicks,
+                worker_sleeps: session.worker_sleeps,
+                unroutable: self.unroutable.load(Ordering::Relaxed),
+            },
+            streams: reports,
+        }
+    }
+
+    fn stream_report(&self, s: &Stream) -> StreamReport {
+        let dev = self.backend.status(s.id).map(|st| st.stream).unwrap_or_default();
+        let c = s.counters();
+        let (mut lost, mut duplicates, mut reordered) = (0i64, 0u64, 0u64);
+        for src in c.rtp.sources() {
+            lost += src.lost();
+            duplicates += src.duplicates();
+            reordered += src.reordered();
+        }
+        let current = c.rtp.current();
+        StreamReport {
+            id: s.id,
+            state: "running".into(),
+            packets: c.packets,
+            bytes: c.bytes,
+            lost,
+            duplicates,
+            reordered,
+            jitter_ms: current.map(|src| src.jitter_ms()).unwrap_or(0.0),
+            malformed: c.malformed,
+            wrong_payload_type: c.wrong_payload_type,
+            oversize: c.oversize,
+            ring_drops: c.ring_drops,
+            sent_packets: c.sent_packets,
+            sent_bytes: c.sent_bytes,
+            send_errors: c.send_errors,
+            ssrc: current.map(|src| src.ssrc()),
+            ssrc_changes: c.rtp.ssrc_changes(),
+            device_to_packets: dev.to_dev_packets,
+            device_from_packets: dev.from_dev_packets,
+            device_ring_full_drops: dev.ring_full_drops,
+            ..config_report(&s.config)
+        }
+    }
+
+    /// One log line per stream.
+    fn log_status(&self) {
+        for s in self.status().streams {
+            if s.state != "running" {
+                log::warn!("{}: not running: {}", s.name, s.error.unwrap_or_default());
+                continue;
+            }
+            log::info!(
+                "{}: rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, ring drops {}; tx {} pkts, errors {}",
+                s.name,
+                s.packets,
+                s.bytes,
+                s.lost,
+                s.duplicates,
+                s.reordered,
+                s.jitter_ms,
+                s.malformed,
+                s.ring_drops,
+                s.sent_packets,
+                s.send_errors
+            );
+        }
+    }
+
+    /// Graceful stop: stop reading the network, let the device and the
+    /// transmitter drain both rings, then stop the streams.
+    pub fn shutdown(mut self) {
+        self.rx_stop.store(true, Ordering::Release);
+        if let Some(h) = self.receiver.take() {
+            let _ = h.join();
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let mut quiet = 0;
+        while quiet < 3 && Instant::now() < deadline {
+            let (tp, tc, _) = self.region.snapshot(RingId::ToDevice);
+            let (fp, fc, _) = self.region.snapshot(RingId::FromDevice);
+            if tp == tc && fp == fc {
+                quiet += 1;
+            } else {
+                quiet = 0;
+                // A sleeping device worker needs a kick to take the rest.
+                let _ = self.backend.kick();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if quiet < 3 {
+            log::warn!("stopping with packets still in the rings after {DRAIN_TIMEOUT:?}");
+        }
+        self.tx_stop.store(true, Ordering::Release);
+        if let Some(h) = self.transmitter.take() {
+            let _ = h.join();
+        }
+        for s in self.table.snapshot().1 {
+            self.stop_stream(&s.config.name);
+        }
+        log::info!("stopped");
+    }
+}
+
+fn config_report(cfg: &StreamConfig) -> StreamReport {
+    StreamReport {
+        name: cfg.name.clone(),
+        direction: match cfg.direction {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+            Direction::Relay => "relay",
+        }
+        .into(),
+        media_port: cfg.media_port.clone(),
+        bind: cfg.bind.to_string(),
+        destination: cfg.destination.map(|d| d.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Bind the control socket: stale file removed, parent created, mode set.
+fn bind_control(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ctx(format_args!("create {}", dir.display()), e))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ctx(format_args!("remove stale {}", path.display()), e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| ctx(format_args!("bind {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn serve(daemon: &mut Daemon, conn: UnixStream) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(1)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(1)))?;
+    let mut line = String::new();
+    BufReader::new(&conn).take_line(&mut line)?;
+    let answer = match Request::parse(&line) {
+        Some(Request::Status) => serde_json::to_string(&daemon.status()),
+        Some(Request::Ping) => serde_json::to_string(&Reply { ok: true, message: Some("pong".into()), ..Default::default() }),
+        Some(Request::Reload) => serde_json::to_string(&match daemon.reload() {
+            Ok(m) => Reply { ok: true, message: Some(m), ..Default::default() },
+            Err(e) => Reply { ok: false, error: Some(e), ..Default::default() },
+        }),
+        None => serde_json::to_string(&Reply {
+            ok: false,
+            error: Some(format!("unknown request {:?}; known: status, reload, ping", line.trim())),
+            ..Default::default()
+        }),
+    }
+    .map_err(io::Error::other)?;
+    let mut conn = conn;
+    conn.write_all(answer.as_bytes())?;
+    conn.write_all(b"\n")
+}
+
+/// Read one line of at most 256 bytes: a client cannot make us buffer more.
+trait TakeLine {
+    fn take_line(self, line: &mut String) -> io::Result<usize>;
+}
+
+impl<R: io::Read> TakeLine for BufReader<R> {
+    fn take_line(self, line: &mut String) -> io::Result<usize> {
+        io::Read::take(self, 256).read_line(line)
+    }
+}
+
+/// Run until SIGTERM/SIGINT. Signals are blocked in every thread and read
+/// from a signalfd here, so no handler runs in the middle of the data path.
+pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io::Result<()> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    // Block before any thread starts, so all of them inherit the mask.
+    mask.thread_block().map_err(io::Error::from)?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let control_path = config.daemon.control_socket.clone();
+    let listener = bind_control(&control_path, config.daemon.control_socket_mode)?;
+    let mut daemon = Daemon::start(config_path, config, backend)?;
+    log::info!("rtpmgrd {} running; control socket {}", env!("CARGO_PKG_VERSION"), control_path.display());
+    let mut next_status = Instant::now() + Duration::from_secs(daemon.config.daemon.status_interval_secs.into());
+    loop {
+        let interval = daemon.config.daemon.status_interval_secs;
+        let timeout = if interval == 0 {
+            PollTimeout::from(1000u16)
+        } else {
+            let left = next_status.saturating_duration_since(Instant::now()).as_millis().min(1000) as u16;
+            PollTimeout::from(left)
+        };
+        let (sig_ready, conn_ready) = {
+            let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready {
+            let mut stop = false;
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => {
+                        log::info!("SIGHUP: reloading {}", config_path.display());
+                        let _ = daemon.reload();
+                    }
+                    Ok(s) => {
+                        log::info!("{s}: stopping");
+                        stop = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        if conn_ready {
+            while let Ok((conn, _)) = listener.accept() {
+                if let Err(e) = serve(&mut daemon, conn) {
+                    log::debug!("control client: {e}");
+                }
+            }
+        }
+        if interval != 0 && Instant::now() >= next_status {
+            daemon.log_status();
+            next_status = Instant::now() + Duration::from_secs(interval.into());
+        }
+    }
+    daemon.shutdown();
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}

@@ -1,0 +1,24 @@
+// SPDX-License-Identifier: MIT
+//! rtpmgrd: moves RTP between UDP sockets and the rtpmgr packet rings.
+//!
+//! * [`backend`]: the device, behind one trait shaped after the ioctl set;
+//! * [`receiver`]: UDP/RTP → to-device ring (`recvmmsg` into ring slots);
+//! * [`transmitter`]: from-device ring → UDP (`sendmmsg` from ring slots);
+//! * [`daemon`]: the controller (configuration, streams, control socket,
+//!   signals, status);
+//! * [`net`]: socket set-up, multicast joins.
+
+pub mod backend;
+pub mod daemon;
+pub mod net;
+pub mod receiver;
+pub mod stream;
+pub mod transmitter;
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}

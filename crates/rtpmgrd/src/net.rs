@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+//! UDP sockets for streams: buffer sizes, kernel receive timestamps,
+//! multicast joins (any-source and source-specific, IPv4 and IPv6) and
+//! multicast TTL.
+
+use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+use rtpmgr_config::{Direction, StreamConfig};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+fn err(context: impl std::fmt::Display, e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
+    io::Error::new(e.kind(), format!("{context}: {e}"))
+}
+
+/// Open, configure and bind the socket of one stream.
+pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<UdpSocket> {
+    let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd: OwnedFd = sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| err("socket", e))?;
+    // Several receivers of one multicast group on a box, and quick restarts.
+    sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
+    set_buffers(&fd, buffer_bytes);
+    if cfg.direction != Direction::Egress {
+        // Kernel arrival times for RFC 3550 jitter, independent of how late
+        // the receiver thread gets to the packet.
+        sock::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).map_err(|e| err("SO_TIMESTAMPNS", e))?;
+        // Count what the socket drops when the ring (and then the socket
+        // buffer) is full: reported as the stream's ring drops.
+        sock::setsockopt(&fd, sockopt::RxqOvfl, &1).map_err(|e| err("SO_RXQ_OVFL", e))?;
+    }
+    let addr = SockaddrStorage::from(cfg.bind);
+    sock::bind(fd.as_raw_fd(), &addr).map_err(|e| err(format_args!("bind {}", cfg.bind), e))?;
+    if let Some(group) = cfg.group {
+        join(&fd, group, cfg.source, cfg.interface.as_deref())?;
+    }
+    if let (Some(ttl), Some(dest)) = (cfg.multicast_ttl, cfg.destination) {
+        set_multicast_ttl(&fd, dest, ttl)?;
+    }
+    Ok(UdpSocket::from(fd))
+}
+
+/// Ask for `bytes` of socket buffer. `SO_RCVBUFFORCE` goes past
+/// `net.core.rmem_max` when we hold CAP_NET_ADMIN; otherwise the plain
+/// option is capped by the sysctl, which is logged so that an operator sees
+/// why bursts are dropped.
+fn set_buffers(fd: &OwnedFd, bytes: u32) {
+    let want = bytes as usize;
+    if sock::setsockopt(fd, sockopt::RcvBufForce, &want).is_err() {
+        let _ = sock::setsockopt(fd, sockopt::RcvBuf, &want);
+    }
+    if sock::setsockopt(fd, sockopt::SndBufForce, &want).is_err() {
+        let _ = sock::setsockopt(fd, sockopt::SndBuf, &want);
+    }
+    if let Ok(got) = sock::getsockopt(fd, sockopt::RcvBuf) {
+        // Linux reports double the requested value (bookkeeping overhead).
+        if got / 2 < want {
+            log::warn!(
+                "socket receive buffer is {} bytes, {} requested: raise net.core.rmem_max or run with CAP_NET_ADMIN",
+                got / 2,
+                want
+            );
+        }
+    }
+}
+
+fn storage(ip: IpAddr) -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match ip {
+        IpAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned at least as
+            // strictly as sockaddr_in, by definition.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+        }
+        IpAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.octets() },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+        }
+    }
+    ss
+}
+
+/// Join `group` (optionally only from `source`) on `interface`, with the
+/// protocol-independent RFC 3678 options so one path serves IPv4 and IPv6.
+fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option<&str>) -> io::Result<()> {
+    let ifindex = match interface {
+        Some(name) => nix::net::if_::if_nametoindex(name).map_err(|e| err(format_args!("interface {name}"), e))?,
+        None => 0, // the kernel picks the interface by route
+    };
+    let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    let what = match source {
+        Some(s) => format!("join {group} from source {s}"),
+        None => format!("join {group}"),
+    };
+    let rc = match source {
+        None => {
+            let req = libc::group_req { gr_interface: ifindex, gr_group: storage(group) };
+            // SAFETY: `req` is a valid group_req and the length passed is its size.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_fd().as_raw_fd(),
+                    level,
+                    libc::MCAST_JOIN_GROUP,
+                    (&req as *const libc::group_req).cast(),
+                    std::mem::size_of::<libc::group_req>() as libc::socklen_t,
+                )
+            }
+        }
+        Some(src) => {
+            let req = libc::group_source_req { gsr_interface: ifindex, gsr_group: storage(group), gsr_source: storage(src) };
+            // SAFETY: `req` is a valid group_source_req and the length is its size.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_fd().as_raw_fd(),
+                    level,
+                    libc::MCAST_JOIN_SOURCE_GROUP,
+                    (&req as *const libc::group_source_req).cast(),
+                    std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    if rc != 0 {
+        return Err(err(what, io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn set_multicast_ttl(fd: &OwnedFd, dest: SocketAddr, ttl: u8) -> io::Result<()> {
+    match dest {
+        SocketAddr::V4(_) => sock::setsockopt(fd, sockopt::IpMulticastTtl, &ttl).map_err(|e| err("IP_MULTICAST_TTL", e)),
+        SocketAddr::V6(_) => {
+            let hops: libc::c_int = ttl.into();
+            // SAFETY: IPV6_MULTICAST_HOPS takes an int; we pass one and its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MULTICAST_HOPS,
+                    (&hops as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(err("IPV6_MULTICAST_HOPS", io::Error::last_os_error()));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+//! A running stream and the table the threads share.
+
+use nix::sys::socket::SockaddrStorage;
+use rtpmgr_abi as abi;
+use rtpmgr_config::{Direction, StreamConfig};
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Most SSRCs tracked per stream; a stream normally has one, a few during a
+/// head-end switch-over.
+const MAX_SOURCES: usize = 8;
+
+/// Counters of one stream, updated by the receiver and transmitter threads
+/// once per batch.
+pub struct StreamCounters {
+    /// RFC 3550 receiver statistics of what arrives from the network.
+    pub rtp: rtp::StreamStats,
+    /// RTP packets accepted into the to-device ring.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Not RTP (bad version, truncated header, padding or CSRC/extension
+    /// running past the end).
+    pub malformed: u64,
+    /// RTP with another payload type than the configured one.
+    pub wrong_payload_type: u64,
+    /// Datagrams longer than a slot's payload capacity.
+    pub oversize: u64,
+    /// Datagrams lost because the to-device ring had no room: the receiver
+    /// then leaves datagrams in the socket buffer, and what overflows it is
+    /// dropped by the socket and reported through SO_RXQ_OVFL.
+    pub ring_drops: u64,
+    pub sent_packets: u64,
+    pub sent_bytes: u64,
+    pub send_errors: u64,
+}
+
+/// One configured stream: its device stream id, socket and counters.
+pub struct Stream {
+    pub id: u32,
+    pub config: StreamConfig,
+    /// Media-port index the stream was started on.
+    pub port: u32,
+    pub socket: UdpSocket,
+    pub destination: Option<SockaddrStorage>,
+    counters: Mutex<StreamCounters>,
+}
+
+impl Stream {
+    pub fn new(id: u32, config: StreamConfig, port: u32, socket: UdpSocket) -> Stream {
+        let destination = config.destination.map(SockaddrStorage::from);
+        let counters = StreamCounters {
+            rtp: rtp::StreamStats::new(config.effective_clock_rate(), MAX_SOURCES),
+            packets: 0,
+            bytes: 0,
+            malformed: 0,
+            wrong_payload_type: 0,
+            oversize: 0,
+            ring_drops: 0,
+            sent_packets: 0,
+            sent_bytes: 0,
+            send_errors: 0,
+        };
+        Stream { id, config, port, socket, destination, counters: Mutex::new(counters) }
+    }
+
+    pub fn counters(&self) -> MutexGuard<'_, StreamCounters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the network side feeds the device (ingress, relay).
+    pub fn receives(&self) -> bool {
+        self.config.direction != Direction::Egress
+    }
+
+    /// Whether the device side feeds the network (egress, relay).
+    pub fn sends(&self) -> bool {
+        self.config.direction != Direction::Ingress
+    }
+
+    /// `START_STREAM` direction bits.
+    pub fn device_direction(&self) -> u32 {
+        direction_bits(self.config.direction)
+    }
+}
+
+pub fn direction_bits(d: Direction) -> u32 {
+    match d {
+        Direction::Ingress => abi::DIR_TO_DEVICE,
+        Direction::Egress => abi::DIR_FROM_DEVICE,
+        Direction::Relay => abi::DIR_BOTH,
+    }
+}
+
+/// The streams currently running. Writers (the controller) bump the
+/// generation; the data threads re-read the table only when it changed.
+#[derive(Default)]
+pub struct StreamTable {
+    streams: RwLock<Vec<Arc<Stream>>>,
+    generation: AtomicU64,
+}
+
+impl StreamTable {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The streams and the generation they belong to.
+    pub fn snapshot(&self) -> (u64, Vec<Arc<Stream>>) {
+        let streams = self.streams.read().unwrap_or_else(|p| p.into_inner());
+        (self.generation(), streams.clone())
+    }
+
+    pub fn insert(&self, stream: Arc<Stream>) {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        streams.push(stream);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<Stream>> {
+        let mut streams = self.streams.write().unwrap_or_else(|p| p.into_inner());
+        let pos = streams.iter().position(|s| s.config.name == name)?;
+        let s = streams.remove(pos);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Some(s)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.snapshot().1.into_iter().find(|s| s.config.name == name)
+    }
+
+    /// The lowest stream id no running stream uses.
+    pub fn free_id(&self) -> Option<u32> {
+        let (_, streams) = self.snapshot();
+        (0..abi::MAX_STREAMS).find(|id| streams.iter().all(|s| s.id != *id))
+    }
+}

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: MIT
+//! Test harness: runs the real `rtpmgrd` binary on loopback with the sim
+//! backend, sends RTP into it and collects what it relays.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use nix::sys::socket::{setsockopt, sockopt};
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Seven MPEG-TS packets: the usual RTP/MP2T payload.
+pub const TS_PAYLOAD: usize = 7 * 188;
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rtpmgrd-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let rtpmgrd = PathBuf::from(env!("CARGO_BIN_EXE_rtpmgrd"));
+    if name == "rtpmgrd" {
+        return rtpmgrd;
+    }
+    let p = rtpmgrd.with_file_name(name);
+    assert!(p.exists(), "{} not built: run the tests with `cargo test --workspace`", p.display());
+    p
+}
+
+/// A relay stream configuration with the sim backend.
+pub fn relay_config(dir: &TempDir, streams: &[(&str, u16, u16)]) -> String {
+    let mut c = format!(
+        "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\nlog_level = \"info\"\n\n\
+         [buffer]\nslot_count = 1024\nslot_size = 2048\n",
+        dir.path("control.sock").display()
+    );
+    for (name, port, dest) in streams {
+        c.push_str(&format!(
+            "\n[[stream]]\nname = \"{name}\"\ndirection = \"relay\"\nbind = \"127.0.0.1:{port}\"\n\
+             destination = \"127.0.0.1:{dest}\"\npayload_type = 33\nmedia_port = \"loopback\"\n"
+        ));
+    }
+    c
+}
+
+/// The daemon process; killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &TempDir, config: &str) -> Daemon {
+        let path = dir.path("rtpmgr.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path("rtpmgrd.log");
+        let child = Command::new(bin("rtpmgrd"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, socket: dir.path("control.sock"), config: path, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rtpmgr_control::request(&d.socket, rtpmgr_control::Request::Ping, Duration::from_secs(1)).is_err() {
+            assert!(Instant::now() < deadline, "rtpmgrd did not come up:\n{}", d.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> rtpmgr_control::StatusReport {
+        rtpmgr_control::status(&self.socket, Duration::from_secs(5)).unwrap()
+    }
+
+    /// `rtpmgrctl status --json`, run as a user would.
+    pub fn ctl_status_json(&self) -> serde_json::Value {
+        let out = Command::new(bin("rtpmgrctl")).arg("--socket").arg(&self.socket).args(["status", "--json"]).output().unwrap();
+        assert!(out.status.success(), "rtpmgrctl failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "rtpmgrd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Payload of packet `seq`: seven TS packets, sync byte and a pattern.
+pub fn ts_payload(seq: u32) -> Vec<u8> {
+    let mut p = vec![0u8; TS_PAYLOAD];
+    for (i, b) in p.iter_mut().enumerate() {
+        *b = if i % 188 == 0 { 0x47 } else { (seq as usize * 31 + i) as u8 };
+    }
+    p
+}
+
+/// RTP/MP2T packet with sequence `seq` (mod 2^16) and a 90 kHz timestamp
+/// advancing 1 ms per packet.
+pub fn rtp_packet(ssrc: u32, seq: u32) -> Vec<u8> {
+    rtp::RtpBuilder::new(33, seq as u16, seq.wrapping_mul(90), ssrc).to_vec(&ts_payload(seq))
+}
+
+/// Collects everything that arrives on a UDP port, in arrival order.
+pub struct Sink {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub count: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let _ = setsockopt(&sock, sockopt::RcvBufForce, &(8 << 20));
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (received, count, stop) = (Arc::clone(&received), Arc::clone(&count), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        received.lock().unwrap().push(buf[..n].to_vec());
+                        count.fetch_add(1, Ordering::Release);
+                    }
+                }
+            })
+        };
+        Sink { port, received, count, stop, thread: Some(thread) }
+    }
+
+    /// Wait until `n` datagrams arrived (or fail after `timeout`).
+    pub fn wait_for(&self, n: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count.load(Ordering::Acquire) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} packets arrived",
+                self.count.load(Ordering::Acquire)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn take(mut self) -> Vec<Vec<u8>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        std::mem::take(&mut *self.received.lock().unwrap())
+    }
+}
+
+/// Sends datagrams to `port`, keeping at most `window` in flight (sent but
+/// not yet seen by `sink`), as a paced real-time source would: a burst the
+/// size of the window never overflows a socket buffer.
+pub fn send_windowed(port: u16, packets: &[Vec<u8>], sink: &Sink, window: u64) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, p) in packets.iter().enumerate() {
+        while (i as u64).saturating_sub(sink.count.load(Ordering::Acquire)) >= window {
+            assert!(Instant::now() < deadline, "relay stalled at packet {i}");
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        sock.send(p).unwrap();
+    }
+}
+
+/// Send without flow control, with a pause every `burst` packets.
+pub fn send_paced(port: u16, packets: &[Vec<u8>], burst: usize, pause: Duration) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(("127.0.0.1", port)).unwrap();
+    for chunk in packets.chunks(burst) {
+        for p in chunk {
+            sock.send(p).unwrap();
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+pub fn write_config(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}

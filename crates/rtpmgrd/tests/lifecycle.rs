@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: MIT
+//! The daemon's life: --check-config, SIGHUP reload (good and bad),
+//! control-socket reload, SIGTERM.
+
+mod common;
+use common::*;
+use nix::sys::signal::Signal;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf/rtpmgr.toml");
+    let out = Command::new(bin("rtpmgrd")).args(["--check-config", "--config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": OK, "));
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = TempDir::new("check");
+    let path = dir.path("bad.toml");
+    write_config(&path, "[daemon]\nbackend = \"sim\"\n\n[buffer]\nslot_count = 1024\nslot_szie = 2048\n");
+    let out = Command::new(bin("rtpmgrd")).arg("--check-config").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:6:", path.display())), "file and line: {err}");
+    assert!(err.contains("slot_szie"), "the key: {err}");
+
+    let missing = dir.path("nope.toml");
+    let out = Command::new(bin("rtpmgrd")).arg("--check-config").arg("-c").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&missing.display().to_string()));
+}
+
+#[test]
+fn unknown_argument_is_a_usage_error() {
+    let out = Command::new(bin("rtpmgrd")).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument \"--frobnicate\""));
+}
+
+/// SIGHUP adds a stream without disturbing the unchanged one; a broken
+/// file is refused and the old configuration keeps running.
+#[test]
+fn sighup_reload_applies_changes_and_refuses_bad_files() {
+    let dir = TempDir::new("reload");
+    let sink_a = Sink::start();
+    let sink_b = Sink::start();
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&dir, &relay_config(&dir, &[("a", port_a, sink_a.port)]));
+    let first: Vec<_> = (0..500).map(|s| rtp_packet(1, s)).collect();
+    send_windowed(port_a, &first, &sink_a, 64);
+    sink_a.wait_for(500, Duration::from_secs(10));
+    let id_a = daemon.status().streams[0].id;
+
+    // Add stream b; a stays as it is.
+    write_config(&daemon.config, &relay_config(&dir, &[("a", port_a, sink_a.port), ("b", port_b, sink_b.port)]));
+    daemon.signal(Signal::SIGHUP);
+    wait_until("stream b", || daemon.status().streams.len() == 2);
+    let st = daemon.status();
+    let a = st.streams.iter().find(|s| s.name == "a").unwrap();
+    assert_eq!(a.id, id_a, "unchanged stream kept its device stream");
+    assert_eq!(a.packets, 500, "unchanged stream kept its counters");
+
+    let more: Vec<_> = (500..1000).map(|s| rtp_packet(1, s)).collect();
+    send_windowed(port_a, &more, &sink_a, 64);
+    let for_b: Vec<_> = (0..300).map(|s| rtp_packet(2, s)).collect();
+    send_windowed(port_b, &for_b, &sink_b, 64);
+    sink_a.wait_for(1000, Duration::from_secs(10));
+    sink_b.wait_for(300, Duration::from_secs(10));
+    let st = daemon.status();
+    let a = st.streams.iter().find(|s| s.name == "a").unwrap();
+    assert_eq!((a.packets, a.lost), (1000, 0), "a went on without a gap");
+
+    // A broken file: refused, both streams keep running.
+    write_config(&daemon.config, "[buffer]\nslot_count = 3\n");
+    daemon.signal(Signal::SIGHUP);
+    wait_until("the refusal in the log", || daemon.log_text().contains("reload refused"));
+    assert!(daemon.log_text().contains(":2:"), "the error names the line:\n{}", daemon.log_text());
+    assert_eq!(daemon.status().streams.len(), 2);
+
+    // Reload through the control socket: remove a, change nothing of b.
+    write_config(&daemon.config, &relay_config(&dir, &[("b", port_b, sink_b.port)]));
+    let out = Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("reload").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = daemon.status();
+    assert_eq!(st.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(st.streams[0].packets, 300);
+
+    // A bad file through rtpmgrctl: non-zero exit and the error text.
+    write_config(&daemon.config, "[[stream]]\nname = \"x\"\n");
+    let out = Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("reload").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reload refused"));
+    assert!(daemon.stop().success());
+    drop((sink_a, sink_b));
+}
+
+#[test]
+fn a_stream_that_cannot_start_is_reported_and_the_rest_run() {
+    let dir = TempDir::new("failed");
+    let sink = Sink::start();
+    let port = free_udp_port();
+    // Occupy the port of stream "busy" so its bind fails.
+    let blocker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = blocker.local_addr().unwrap().port();
+    let cfg = relay_config(&dir, &[("ok", port, sink.port), ("busy", busy, sink.port)]);
+    let daemon = Daemon::start(&dir, &cfg);
+    let st = daemon.status();
+    let busy_s = st.streams.iter().find(|s| s.name == "busy").unwrap();
+    assert_eq!(busy_s.state, "failed");
+    assert!(busy_s.error.as_deref().unwrap().contains("bind 127.0.0.1"), "{:?}", busy_s.error);
+    let packets: Vec<_> = (0..100).map(|s| rtp_packet(7, s)).collect();
+    send_windowed(port, &packets, &sink, 32);
+    sink.wait_for(100, Duration::from_secs(10));
+    // rtpmgrctl's table exits 3 when a stream is not running.
+    let out = Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("busy: bind 127.0.0.1"));
+    assert!(daemon.stop().success());
+}
