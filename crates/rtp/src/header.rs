@@ -31,9 +31,15 @@ impl fmt::Display for ParseError {
             ParseError::TooShort { len } => write!(f, "{len} bytes is shorter than the 12-byte RTP header"),
             ParseError::BadVersion { version } => write!(f, "RTP version {version}, expected 2"),
             ParseError::CsrcOverrun { csrc_count, len } => {
-                write!(f, "{csrc_count} CSRCs need {} bytes, packet has {len}", FIXED_HEADER_LEN + 4 * csrc_count as usize)
+                write!(
+                    f,
+                    "{csrc_count} CSRCs need {} bytes, packet has {len}",
+                    FIXED_HEADER_LEN + 4 * csrc_count as usize
+                )
             }
-            ParseError::ExtensionOverrun { len } => write!(f, "header extension runs past the end of a {len}-byte packet"),
+            ParseError::ExtensionOverrun { len } => {
+                write!(f, "header extension runs past the end of a {len}-byte packet")
+            }
             ParseError::BadPadding { pad_len, available } => {
                 write!(f, "padding count {pad_len} with {available} bytes after the header")
             }
@@ -157,7 +163,9 @@ impl<'a> RtpPacket<'a> {
 /// Why a packet could not be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildError {
-    BufferTooSmall { needed: usize },
+    BufferTooSmall {
+        needed: usize,
+    },
     /// Payload types are 7 bits.
     InvalidPayloadType(u8),
     TooManyCsrcs,
@@ -193,7 +201,16 @@ pub struct RtpBuilder {
 
 impl RtpBuilder {
     pub fn new(payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32) -> Self {
-        RtpBuilder { payload_type, sequence, timestamp, ssrc, marker: false, csrcs: Vec::new(), extension: None, padding: 0 }
+        RtpBuilder {
+            payload_type,
+            sequence,
+            timestamp,
+            ssrc,
+            marker: false,
+            csrcs: Vec::new(),
+            extension: None,
+            padding: 0,
+        }
     }
     pub fn marker(mut self, m: bool) -> Self {
         self.marker = m;
@@ -383,7 +400,10 @@ mod tests {
     #[test]
     fn builder_errors() {
         let mut small = [0u8; 13];
-        assert_eq!(RtpBuilder::new(0, 0, 0, 0).write(b"ab", &mut small), Err(BuildError::BufferTooSmall { needed: 14 }));
+        assert_eq!(
+            RtpBuilder::new(0, 0, 0, 0).write(b"ab", &mut small),
+            Err(BuildError::BufferTooSmall { needed: 14 })
+        );
         let mut buf = [0u8; 200];
         assert_eq!(RtpBuilder::new(128, 0, 0, 0).write(b"", &mut buf), Err(BuildError::InvalidPayloadType(128)));
         let many = (0..16).fold(RtpBuilder::new(0, 0, 0, 0), |b, c| b.csrc(c));

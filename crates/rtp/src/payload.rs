@@ -9,10 +9,10 @@ pub fn static_clock_rate(payload_type: u8) -> Option<u32> {
         // PCMU, GSM, G723, DVI4/8000, LPC, PCMA, G722 (8000 by RFC 3551's
         // historical note), QCELP, CN, G728, G729.
         0 | 3 | 4 | 5 | 7 | 8 | 9 | 12 | 13 | 15 | 18 => Some(8_000),
-        6 => Some(16_000),  // DVI4/16000
+        6 => Some(16_000),       // DVI4/16000
         10 | 11 => Some(44_100), // L16 stereo, L16 mono
-        16 => Some(11_025), // DVI4/11025
-        17 => Some(22_050), // DVI4/22050
+        16 => Some(11_025),      // DVI4/11025
+        17 => Some(22_050),      // DVI4/22050
         // MPA, CelB, JPEG, nv, H261, MPV, MP2T, H263: 90 kHz video clock.
         14 | 25 | 26 | 28 | 31 | 32 | 33 | 34 => Some(90_000),
         _ => None,

@@ -307,8 +307,11 @@ impl SourceStats {
         self.expected_prior = expected;
         self.received_prior = received;
         let lost = expected_interval as i64 - received_interval as i64;
-        let fraction_lost =
-            if expected_interval == 0 || lost <= 0 { 0 } else { ((lost << 8) / expected_interval as i64).min(255) as u8 };
+        let fraction_lost = if expected_interval == 0 || lost <= 0 {
+            0
+        } else {
+            ((lost << 8) / expected_interval as i64).min(255) as u8
+        };
         IntervalReport { expected: expected_interval, received: received_interval, lost, fraction_lost }
     }
 }
@@ -327,7 +330,14 @@ pub struct StreamStats {
 
 impl StreamStats {
     pub fn new(clock_rate: u32, max_sources: usize) -> Self {
-        StreamStats { clock_rate, max_sources: max_sources.max(1), sources: Vec::new(), tick: 0, current: None, ssrc_changes: 0 }
+        StreamStats {
+            clock_rate,
+            max_sources: max_sources.max(1),
+            sources: Vec::new(),
+            tick: 0,
+            current: None,
+            ssrc_changes: 0,
+        }
     }
 
     /// Account one packet; creates its source on first sight, evicting the

@@ -136,7 +136,8 @@ pub const RTPMGR_IOC_START_STREAM: u32 = ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x02, 
 /// Stop one stream. `ENOENT` if it does not run.
 pub const RTPMGR_IOC_STOP_STREAM: u32 = ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x03, core::mem::size_of::<StreamStop>());
 /// Session counters, and one stream's when `Status::stream_id` names one.
-pub const RTPMGR_IOC_GET_STATUS: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x04, core::mem::size_of::<Status>());
+pub const RTPMGR_IOC_GET_STATUS: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x04, core::mem::size_of::<Status>());
 /// Stop every stream, empty both rings (indices back to 0) and zero the
 /// counters. The geometry and the mapping stay.
 pub const RTPMGR_IOC_RESET: u32 = ioc(IOC_NONE, RTPMGR_IOC_MAGIC, 0x05, 0);
@@ -147,7 +148,8 @@ pub const RTPMGR_IOC_KICK: u32 = ioc(IOC_NONE, RTPMGR_IOC_MAGIC, 0x06, 0);
 /// passes (`ETIMEDOUT`); interruptible (`EINTR`).
 pub const RTPMGR_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x07, core::mem::size_of::<WaitArgs>());
 /// Describe media port `PortInfo::index`; `ENODEV` past the last one.
-pub const RTPMGR_IOC_GET_PORT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
+pub const RTPMGR_IOC_GET_PORT: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
 
 // ---------------------------------------------------------------------------
 // ioctl arguments

@@ -127,10 +127,7 @@ fn ioctl_numbers_decode_to_dir_type_nr_size() {
 // nix's request type is the C `unsigned long`: u64 here, u32 on 32-bit.
 #[allow(clippy::unnecessary_cast)]
 fn encoding_matches_nix() {
-    assert_eq!(
-        RTPMGR_IOC_GET_INFO as u64,
-        nix::request_code_read!(RTPMGR_IOC_MAGIC, 0, size_of::<Info>()) as u64
-    );
+    assert_eq!(RTPMGR_IOC_GET_INFO as u64, nix::request_code_read!(RTPMGR_IOC_MAGIC, 0, size_of::<Info>()) as u64);
     assert_eq!(
         RTPMGR_IOC_START_STREAM as u64,
         nix::request_code_write!(RTPMGR_IOC_MAGIC, 2, size_of::<StreamSpec>()) as u64
@@ -202,7 +199,7 @@ fn ring_fill_rejects_impossible_indices() {
     assert_eq!(ring_fill(8, 0, 8), Some(8));
     assert_eq!(ring_fill(9, 0, 8), None); // producer jumped past the consumer
     assert_eq!(ring_fill(0, 1, 8), None); // producer behind the consumer
-    // Free-running indices across the u32 wrap.
+                                          // Free-running indices across the u32 wrap.
     assert_eq!(ring_fill(3, u32::MAX - 2, 8), Some(6));
     assert_eq!(ring_fill(u32::MAX, u32::MAX - 8, 8), Some(8));
 }

@@ -14,7 +14,8 @@ fn err(text: &str) -> String {
     parse(text).expect_err("expected an error").to_string()
 }
 
-const RELAY: &str = "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"127.0.0.1:6000\"\n";
+const RELAY: &str =
+    "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"127.0.0.1:6000\"\n";
 
 #[test]
 fn shipped_example_parses_with_its_values() {
@@ -57,7 +58,10 @@ fn unknown_keys_name_line_key_and_table() {
     let e = parse("[buffer]\nslot_count = 1024\nslot_szie = 2048\n").unwrap_err();
     assert_eq!((e.line(), e.column(), e.key()), (Some(3), Some(1), Some("slot_szie")));
     let e = err("verbose = true\n");
-    assert!(e.starts_with("/etc/rtpmgr.toml:1:1: unknown field `verbose`, expected one of `daemon`, `buffer`, `stream`"), "{e}");
+    assert!(
+        e.starts_with("/etc/rtpmgr.toml:1:1: unknown field `verbose`, expected one of `daemon`, `buffer`, `stream`"),
+        "{e}"
+    );
     let e = err("[daemon]\nbackend = \"sim\"\n  log = \"debug\"\n");
     assert!(e.starts_with("/etc/rtpmgr.toml:3:3: unknown field `log` in [daemon], expected one of"), "{e}");
     let e = err(&format!("{RELAY}multicast = true\n"));
@@ -99,7 +103,8 @@ fn daemon_rules() {
         err("[daemon]\nlog_level = \"loud\"\n"),
         "/etc/rtpmgr.toml:2:13: daemon.log_level = \"loud\", expected one of off, error, warn, info, debug, trace"
     );
-    assert!(err("[daemon]\nsocket_buffer_bytes = 1024\n").contains("socket_buffer_bytes = 1024 is out of range 65536..=268435456"));
+    assert!(err("[daemon]\nsocket_buffer_bytes = 1024\n")
+        .contains("socket_buffer_bytes = 1024 is out of range 65536..=268435456"));
     assert!(err("[daemon]\ncontrol_socket = \"run/x.sock\"\n").contains("must be an absolute path"));
     assert_eq!(parse("[daemon]\nlog_level = \"DEBUG\"\n").unwrap().daemon.log_level, LevelFilter::Debug);
 }
@@ -162,16 +167,23 @@ fn multicast_rules() {
     assert!(err(&stream(&format!("{base}interface = \"eth0\"\n"))).contains("set group too"));
     assert!(err(&stream("direction = \"ingress\"\nbind = \"10.0.0.5:5004\"\ngroup = \"239.1.1.1\"\n"))
         .contains("must use the unspecified address or the group 239.1.1.1"));
-    let ok = parse(&stream(&format!("{base}group = \"232.1.1.1\"\nsource = \"10.0.0.1\"\ninterface = \"eth0\"\n"))).unwrap();
+    let ok =
+        parse(&stream(&format!("{base}group = \"232.1.1.1\"\nsource = \"10.0.0.1\"\ninterface = \"eth0\"\n"))).unwrap();
     assert_eq!(ok.streams[0].group, Some("232.1.1.1".parse().unwrap()));
-    let v6 = parse(&stream("direction = \"ingress\"\nbind = \"[::]:5004\"\ngroup = \"ff3e::8000:1\"\nsource = \"2001:db8::1\"\n"));
+    let v6 = parse(&stream(
+        "direction = \"ingress\"\nbind = \"[::]:5004\"\ngroup = \"ff3e::8000:1\"\nsource = \"2001:db8::1\"\n",
+    ));
     assert!(v6.is_ok(), "{v6:?}");
     assert_eq!(
-        err(&stream("direction = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5000\"\nmulticast_ttl = 4\n")),
+        err(&stream(
+            "direction = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5000\"\nmulticast_ttl = 4\n"
+        )),
         "/etc/rtpmgr.toml:6:17: stream \"tv1\": multicast_ttl applies only to a multicast destination"
     );
-    assert!(err(&stream("direction = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"239.1.1.1:5000\"\nmulticast_ttl = 0\n"))
-        .contains("multicast_ttl = 0 is out of range 1..=255"));
+    assert!(err(&stream(
+        "direction = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"239.1.1.1:5000\"\nmulticast_ttl = 0\n"
+    ))
+    .contains("multicast_ttl = 0 is out of range 1..=255"));
 }
 
 #[test]
@@ -183,7 +195,10 @@ fn payload_type_and_clock_rate() {
     );
     let c = parse(&stream(&format!("{base}payload_type = 96\nclock_rate = 48000\n"))).unwrap();
     assert_eq!(c.streams[0].effective_clock_rate(), 48_000);
-    assert_eq!(parse(&stream(&format!("{base}payload_type = 33\n"))).unwrap().streams[0].effective_clock_rate(), 90_000);
+    assert_eq!(
+        parse(&stream(&format!("{base}payload_type = 33\n"))).unwrap().streams[0].effective_clock_rate(),
+        90_000
+    );
     assert_eq!(parse(&stream(&format!("{base}payload_type = 0\n"))).unwrap().streams[0].effective_clock_rate(), 8_000);
     assert!(err(&stream(&format!("{base}payload_type = 128\n"))).contains("payload_type = 128 is out of range 0..=127"));
     assert!(err(&stream(&format!("{base}clock_rate = 0\n"))).contains("clock_rate = 0 is out of range"));
@@ -205,7 +220,9 @@ fn streams_cannot_share_names_or_sockets() {
     assert!(parse(&two("0.0.0.0:5004", "0.0.0.0:5006")).is_ok());
     assert!(parse(&two("127.0.0.1:5004", "127.0.0.2:5004")).is_ok());
     assert!(parse(&two("0.0.0.0:5004", "[::]:5004")).is_ok(), "different families");
-    let egress = |n: &str| format!("[[stream]]\nname = \"{n}\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"10.0.0.9:5000\"\n");
+    let egress = |n: &str| {
+        format!("[[stream]]\nname = \"{n}\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"10.0.0.9:5000\"\n")
+    };
     assert!(parse(&format!("{}\n{}", egress("a"), egress("b"))).is_ok(), "two port-0 egress streams");
     let dup = format!("{RELAY}\n{}", RELAY.replace("5004", "5006"));
     assert_eq!(err(&dup), "/etc/rtpmgr.toml:8:8: stream \"tv1\" is defined twice (first at line 1)");

@@ -2,7 +2,9 @@
 //! Raw → model, with every semantic rule and its message.
 
 use crate::raw::{RawBackend, RawConfig, RawDirection, RawStream};
-use crate::{line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, Direction, LevelFilter, StreamConfig};
+use crate::{
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, Direction, LevelFilter, StreamConfig,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -29,7 +31,11 @@ impl Ctx<'_> {
 fn power_of_two_in(ctx: &Ctx<'_>, v: &Spanned<u32>, key: &str, (lo, hi): (u32, u32)) -> Result<u32, ConfigError> {
     let n = *v.get_ref();
     if !n.is_power_of_two() {
-        return ctx.err(v.span(), key, format!("{key} = {n} is not a power of two (allowed: powers of two in {lo}..={hi})"));
+        return ctx.err(
+            v.span(),
+            key,
+            format!("{key} = {n} is not a power of two (allowed: powers of two in {lo}..={hi})"),
+        );
     }
     if !(lo..=hi).contains(&n) {
         return ctx.err(v.span(), key, format!("{key} = {n} is out of range (allowed: powers of two in {lo}..={hi})"));
@@ -180,7 +186,10 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             return ctx.err(
                 bind_s.span(),
                 "bind",
-                format!("{what}: bind = {:?} is not an address:port such as \"0.0.0.0:5004\" or \"[::]:5004\"", bind_s.get_ref()),
+                format!(
+                    "{what}: bind = {:?} is not an address:port such as \"0.0.0.0:5004\" or \"[::]:5004\"",
+                    bind_s.get_ref()
+                ),
             )
         }
     };
@@ -192,26 +201,38 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         );
     }
     let ip = |v: &Spanned<String>, key: &str| -> Result<IpAddr, ConfigError> {
-        v.get_ref().parse().or_else(|_| ctx.err(v.span(), key, format!("{what}: {key} = {:?} is not an IP address", v.get_ref())))
+        v.get_ref()
+            .parse()
+            .or_else(|_| ctx.err(v.span(), key, format!("{what}: {key} = {:?} is not an IP address", v.get_ref())))
     };
     let group = match &s.group {
         None => None,
         Some(g) => {
             let addr = ip(g, "group")?;
             if direction == Direction::Egress {
-                return ctx.err(g.span(), "group", format!("{what}: group is for receiving streams; an egress stream sends to `destination`"));
+                return ctx.err(
+                    g.span(),
+                    "group",
+                    format!("{what}: group is for receiving streams; an egress stream sends to `destination`"),
+                );
             }
             if !addr.is_multicast() {
                 return ctx.err(g.span(), "group", format!("{what}: group = \"{addr}\" is not a multicast address"));
             }
             if addr.is_ipv4() != bind.is_ipv4() {
-                return ctx.err(g.span(), "group", format!("{what}: group = \"{addr}\" and bind = \"{bind}\" are different address families"));
+                return ctx.err(
+                    g.span(),
+                    "group",
+                    format!("{what}: group = \"{addr}\" and bind = \"{bind}\" are different address families"),
+                );
             }
             if !bind.ip().is_unspecified() && bind.ip() != addr {
                 return ctx.err(
                     bind_s.span(),
                     "bind",
-                    format!("{what}: bind = \"{bind}\" must use the unspecified address or the group {addr} to receive it"),
+                    format!(
+                        "{what}: bind = \"{bind}\" must use the unspecified address or the group {addr} to receive it"
+                    ),
                 );
             }
             Some(addr)
@@ -225,10 +246,18 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
                 return ctx.err(src.span(), "source", format!("{what}: source (SSM) needs a group"));
             }
             if addr.is_multicast() || addr.is_unspecified() {
-                return ctx.err(src.span(), "source", format!("{what}: source = \"{addr}\" must be a unicast sender address"));
+                return ctx.err(
+                    src.span(),
+                    "source",
+                    format!("{what}: source = \"{addr}\" must be a unicast sender address"),
+                );
             }
             if addr.is_ipv4() != bind.is_ipv4() {
-                return ctx.err(src.span(), "source", format!("{what}: source = \"{addr}\" is not in the group's address family"));
+                return ctx.err(
+                    src.span(),
+                    "source",
+                    format!("{what}: source = \"{addr}\" is not in the group's address family"),
+                );
             }
             Some(addr)
         }
@@ -238,7 +267,11 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         Some(i) => {
             let n = i.get_ref();
             if group.is_none() {
-                return ctx.err(i.span(), "interface", format!("{what}: interface names where to join the group; set group too"));
+                return ctx.err(
+                    i.span(),
+                    "interface",
+                    format!("{what}: interface names where to join the group; set group too"),
+                );
             }
             if n.is_empty() || n.len() > MAX_IFNAME || n.chars().any(|c| c == '/' || c.is_whitespace()) {
                 return ctx.err(
@@ -261,17 +294,33 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         }
         (None, Direction::Ingress) => None,
         (Some(d), Direction::Ingress) => {
-            return ctx.err(d.span(), "destination", format!("{what}: an ingress stream sends nothing; remove destination or use relay"))
+            return ctx.err(
+                d.span(),
+                "destination",
+                format!("{what}: an ingress stream sends nothing; remove destination or use relay"),
+            )
         }
         (Some(d), _) => {
             let addr: SocketAddr = d.get_ref().parse().or_else(|_| {
-                ctx.err(d.span(), "destination", format!("{what}: destination = {:?} is not an address:port", d.get_ref()))
+                ctx.err(
+                    d.span(),
+                    "destination",
+                    format!("{what}: destination = {:?} is not an address:port", d.get_ref()),
+                )
             })?;
             if addr.port() == 0 || addr.ip().is_unspecified() {
-                return ctx.err(d.span(), "destination", format!("{what}: destination = \"{addr}\" needs an address and a port"));
+                return ctx.err(
+                    d.span(),
+                    "destination",
+                    format!("{what}: destination = \"{addr}\" needs an address and a port"),
+                );
             }
             if addr.is_ipv4() != bind.is_ipv4() {
-                return ctx.err(d.span(), "destination", format!("{what}: destination = \"{addr}\" and bind = \"{bind}\" are different address families"));
+                return ctx.err(
+                    d.span(),
+                    "destination",
+                    format!("{what}: destination = \"{addr}\" and bind = \"{bind}\" are different address families"),
+                );
             }
             Some(addr)
         }
@@ -280,11 +329,21 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         None => None,
         Some(t) => {
             if !destination.is_some_and(|d| d.ip().is_multicast()) {
-                return ctx.err(t.span(), "multicast_ttl", format!("{what}: multicast_ttl applies only to a multicast destination"));
+                return ctx.err(
+                    t.span(),
+                    "multicast_ttl",
+                    format!("{what}: multicast_ttl applies only to a multicast destination"),
+                );
             }
             match u8::try_from(*t.get_ref()) {
                 Ok(v) if v >= 1 => Some(v),
-                _ => return ctx.err(t.span(), "multicast_ttl", format!("{what}: multicast_ttl = {} is out of range 1..=255", t.get_ref())),
+                _ => {
+                    return ctx.err(
+                        t.span(),
+                        "multicast_ttl",
+                        format!("{what}: multicast_ttl = {} is out of range 1..=255", t.get_ref()),
+                    )
+                }
             }
         }
     };
@@ -292,7 +351,13 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         None => None,
         Some(p) => match u8::try_from(*p.get_ref()) {
             Ok(v) if v <= 127 => Some(v),
-            _ => return ctx.err(p.span(), "payload_type", format!("{what}: payload_type = {} is out of range 0..=127", p.get_ref())),
+            _ => {
+                return ctx.err(
+                    p.span(),
+                    "payload_type",
+                    format!("{what}: payload_type = {} is out of range 0..=127", p.get_ref()),
+                )
+            }
         },
     };
     let clock_rate = match &s.clock_rate {
@@ -300,7 +365,11 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         Some(c) => {
             let v = *c.get_ref();
             if v == 0 || v > MAX_CLOCK_RATE {
-                return ctx.err(c.span(), "clock_rate", format!("{what}: clock_rate = {v} is out of range 1..={MAX_CLOCK_RATE}"));
+                return ctx.err(
+                    c.span(),
+                    "clock_rate",
+                    format!("{what}: clock_rate = {v} is out of range 1..={MAX_CLOCK_RATE}"),
+                );
             }
             Some(v)
         }
@@ -310,7 +379,9 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             return ctx.err(
                 p.span(),
                 "clock_rate",
-                format!("{what}: clock_rate is required for payload type {pt}, which has no static clock rate (RFC 3551)"),
+                format!(
+                    "{what}: clock_rate is required for payload type {pt}, which has no static clock rate (RFC 3551)"
+                ),
             );
         }
     }

@@ -60,12 +60,18 @@ impl RingId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionError {
     BadMagic(u32),
-    AbiVersion { found: u32, expected: u32 },
+    AbiVersion {
+        found: u32,
+        expected: u32,
+    },
     Geometry(GeometryError),
     /// The header describes a layout this library does not know, or one
     /// that does not fit the mapping.
     Layout,
-    TooSmall { mapped: usize, needed: u64 },
+    TooSmall {
+        mapped: usize,
+        needed: u64,
+    },
 }
 
 impl fmt::Display for RegionError {

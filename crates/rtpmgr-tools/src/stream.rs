@@ -68,7 +68,8 @@ pub fn pcr(p: &[u8]) -> Option<(u16, u64)> {
         return None;
     }
     let pid = u16::from_be_bytes([p[1] & 0x1f, p[2]]);
-    let base = (p[6] as u64) << 25 | (p[7] as u64) << 17 | (p[8] as u64) << 9 | (p[9] as u64) << 1 | (p[10] as u64) >> 7;
+    let base =
+        (p[6] as u64) << 25 | (p[7] as u64) << 17 | (p[8] as u64) << 9 | (p[9] as u64) << 1 | (p[10] as u64) >> 7;
     let ext = ((p[10] as u64 & 1) << 8) | p[11] as u64;
     Some((pid, base * 300 + ext))
 }

@@ -41,7 +41,9 @@ fn run() -> Result<ExitCode, String> {
                 println!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
             }
-            c if command.is_none() => command = Some(Request::parse(c).ok_or(format!("unknown command {c:?}\n\n{USAGE}"))?),
+            c if command.is_none() => {
+                command = Some(Request::parse(c).ok_or(format!("unknown command {c:?}\n\n{USAGE}"))?)
+            }
             other => return Err(format!("unexpected argument {other:?}\n\n{USAGE}")),
         }
     }
@@ -89,8 +91,20 @@ fn table(r: &StatusReport) -> String {
         r.session.kicks,
     );
     let header = [
-        "STREAM", "DIR", "PORT", "STATE", "PACKETS", "BYTES", "LOST", "DUP", "REORD", "JITTER_MS", "MALFORMED", "RING_DROPS",
-        "SENT", "SEND_ERR",
+        "STREAM",
+        "DIR",
+        "PORT",
+        "STATE",
+        "PACKETS",
+        "BYTES",
+        "LOST",
+        "DUP",
+        "REORD",
+        "JITTER_MS",
+        "MALFORMED",
+        "RING_DROPS",
+        "SENT",
+        "SEND_ERR",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for s in &r.streams {
@@ -116,7 +130,15 @@ fn table(r: &StatusReport) -> String {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(c, cell)| if c < 4 { format!("{cell:<w$}", w = widths[c]) } else { format!("{cell:>w$}", w = widths[c]) })
+            .map(
+                |(c, cell)| {
+                    if c < 4 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                },
+            )
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -138,7 +160,13 @@ mod tests {
             version: "0.1.0".into(),
             backend: "sim".into(),
             streams: vec![
-                StreamReport { name: "tv1".into(), state: "running".into(), packets: 100_000, lost: 3, ..Default::default() },
+                StreamReport {
+                    name: "tv1".into(),
+                    state: "running".into(),
+                    packets: 100_000,
+                    lost: 3,
+                    ..Default::default()
+                },
                 StreamReport {
                     name: "radio-long-name".into(),
                     state: "failed".into(),

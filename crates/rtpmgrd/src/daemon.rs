@@ -179,7 +179,10 @@ impl Daemon {
             msg
         })?;
         let old = self.config.clone();
-        if new.buffer != old.buffer || new.daemon.backend != old.daemon.backend || new.daemon.device != old.daemon.device {
+        if new.buffer != old.buffer
+            || new.daemon.backend != old.daemon.backend
+            || new.daemon.device != old.daemon.device
+        {
             log::warn!("reload: [buffer] and the backend/device take effect on restart only");
         }
         if new.daemon.control_socket != old.daemon.control_socket {
@@ -224,11 +227,7 @@ impl Daemon {
         let (_, streams) = self.table.snapshot();
         let mut reports: Vec<StreamReport> = streams.iter().map(|s| self.stream_report(s)).collect();
         for (cfg, error) in &self.failed {
-            reports.push(StreamReport {
-                state: "failed".into(),
-                error: Some(error.clone()),
-                ..config_report(cfg)
-            });
+            reports.push(StreamReport { state: "failed".into(), error: Some(error.clone()), ..config_report(cfg) });
         }
         StatusReport {
             ok: true,
@@ -390,7 +389,9 @@ fn serve(daemon: &mut Daemon, conn: UnixStream) -> io::Result<()> {
     BufReader::new(&conn).take_line(&mut line)?;
     let answer = match Request::parse(&line) {
         Some(Request::Status) => serde_json::to_string(&daemon.status()),
-        Some(Request::Ping) => serde_json::to_string(&Reply { ok: true, message: Some("pong".into()), ..Default::default() }),
+        Some(Request::Ping) => {
+            serde_json::to_string(&Reply { ok: true, message: Some("pong".into()), ..Default::default() })
+        }
         Some(Request::Reload) => serde_json::to_string(&match daemon.reload() {
             Ok(m) => Reply { ok: true, message: Some(m), ..Default::default() },
             Err(e) => Reply { ok: false, error: Some(e), ..Default::default() },
@@ -442,7 +443,8 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
             PollTimeout::from(left)
         };
         let (sig_ready, conn_ready) = {
-            let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            let mut fds =
+                [PollFd::new(signals.as_fd(), PollFlags::POLLIN), PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),

@@ -17,8 +17,8 @@ fn err(context: impl std::fmt::Display, e: impl Into<io::Error>) -> io::Error {
 /// Open, configure and bind the socket of one stream.
 pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<UdpSocket> {
     let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let fd: OwnedFd = sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| err("socket", e))?;
+    let fd: OwnedFd =
+        sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
     // Several receivers of one multicast group on a box, and quick restarts.
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
     set_buffers(&fd, buffer_bytes);
@@ -122,7 +122,8 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
             }
         }
         Some(src) => {
-            let req = libc::group_source_req { gsr_interface: ifindex, gsr_group: storage(group), gsr_source: storage(src) };
+            let req =
+                libc::group_source_req { gsr_interface: ifindex, gsr_group: storage(group), gsr_source: storage(src) };
             // SAFETY: `req` is a valid group_source_req and the length is its size.
             unsafe {
                 libc::setsockopt(
@@ -143,7 +144,9 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
 
 fn set_multicast_ttl(fd: &OwnedFd, dest: SocketAddr, ttl: u8) -> io::Result<()> {
     match dest {
-        SocketAddr::V4(_) => sock::setsockopt(fd, sockopt::IpMulticastTtl, &ttl).map_err(|e| err("IP_MULTICAST_TTL", e)),
+        SocketAddr::V4(_) => {
+            sock::setsockopt(fd, sockopt::IpMulticastTtl, &ttl).map_err(|e| err("IP_MULTICAST_TTL", e))
+        }
         SocketAddr::V6(_) => {
             let hops: libc::c_int = ttl.into();
             // SAFETY: IPV6_MULTICAST_HOPS takes an int; we pass one and its size.

@@ -48,7 +48,12 @@ struct Received {
 }
 
 impl Receiver {
-    pub fn new(backend: Arc<dyn Backend>, region: &Arc<Region>, table: Arc<StreamTable>, stop: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        region: &Arc<Region>,
+        table: Arc<StreamTable>,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         let headers = MultiHeaders::preallocate(BATCH as usize, Some(nix::cmsg_space!(TimeSpec, u32)));
         Receiver { backend, table, stop, producer: region.producer(RingId::ToDevice), headers }
     }
@@ -121,8 +126,10 @@ impl Receiver {
     }
 
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
-        let results = recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
+        let results =
+            recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
         let mut n = 0;
         for (msg, slot) in results.zip(got.iter_mut()) {
             let (mut arrival_ns, mut socket_drops) = (None, None);
@@ -186,7 +193,8 @@ impl Receiver {
             if kept != i {
                 self.producer.move_slot(i, kept, r.len);
             }
-            let header = SlotHeader { len: r.len as u32, stream_id: stream.id, timestamp_ns: now, ..Default::default() };
+            let header =
+                SlotHeader { len: r.len as u32, stream_id: stream.id, timestamp_ns: now, ..Default::default() };
             self.producer.set_header(kept, &header);
             c.packets += 1;
             c.bytes += r.len as u64;

@@ -70,7 +70,8 @@ impl Transmitter {
             if n == 0 {
                 match self.backend.wait(WAIT_FROM_DEV_READY, WAIT_MS) {
                     Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::ETIMEDOUT | Errno::EINTR)) => {}
+                    Err(e)
+                        if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::ETIMEDOUT | Errno::EINTR)) => {}
                     Err(e) => {
                         log::error!("transmitter: WAIT failed: {e}");
                         std::thread::sleep(Duration::from_millis(WAIT_MS.into()));

@@ -49,7 +49,8 @@ fn relays_100k_packets_intact_and_status_agrees() {
     assert!(s["jitter_ms"].as_f64().unwrap() >= 0.0);
 
     // The table form names the stream and its packet count.
-    let out = std::process::Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("status").output().unwrap();
+    let out =
+        std::process::Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("status").output().unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success());
     let row = table.lines().find(|l| l.starts_with("tv1 ")).expect("a row for tv1");

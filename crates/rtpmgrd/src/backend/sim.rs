@@ -153,7 +153,8 @@ impl Backend for SimBackend {
     fn port(&self, index: u32) -> io::Result<abi::PortInfo> {
         let (name, kind) = *PORTS.get(index as usize).ok_or(Errno::ENODEV)?;
         let users = self.shared.lock().streams.iter().flatten().filter(|s| s.port == index).count() as u32;
-        let mut p = abi::PortInfo { size: <abi::PortInfo as abi::IoctlArg>::SIZE, index, kind, users, ..Default::default() };
+        let mut p =
+            abi::PortInfo { size: <abi::PortInfo as abi::IoctlArg>::SIZE, index, kind, users, ..Default::default() };
         p.set_name(name);
         Ok(p)
     }
@@ -312,7 +313,6 @@ fn ready_conditions(region: &Region, flags: u32) -> u32 {
     ready
 }
 
-
 /// Per-pass counter deltas, folded into the shared state under one lock.
 struct Pass {
     session: SessionCounters,
@@ -369,7 +369,12 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
                 }
                 let len = h.len as usize;
                 rx.copy_payload(i, &mut tx.payload_mut(produced)[..len]);
-                let out = SlotHeader { len: h.len, stream_id: h.stream_id, timestamp_ns: crate::monotonic_ns(), ..Default::default() };
+                let out = SlotHeader {
+                    len: h.len,
+                    stream_id: h.stream_id,
+                    timestamp_ns: crate::monotonic_ns(),
+                    ..Default::default()
+                };
                 tx.set_header(produced, &out);
                 produced += 1;
                 pass.from_dev[sid].0 += 1;

@@ -111,7 +111,12 @@ impl Daemon {
 
     /// `rtpmgrctl status --json`, run as a user would.
     pub fn ctl_status_json(&self) -> serde_json::Value {
-        let out = Command::new(bin("rtpmgrctl")).arg("--socket").arg(&self.socket).args(["status", "--json"]).output().unwrap();
+        let out = Command::new(bin("rtpmgrctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "rtpmgrctl failed: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
@@ -193,11 +198,7 @@ impl Sink {
     pub fn wait_for(&self, n: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.count.load(Ordering::Acquire) < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} packets arrived",
-                self.count.load(Ordering::Acquire)
-            );
+            assert!(Instant::now() < deadline, "only {} of {n} packets arrived", self.count.load(Ordering::Acquire));
             std::thread::sleep(Duration::from_millis(5));
         }
     }
