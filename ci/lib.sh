@@ -28,5 +28,21 @@ ensure_rust() {
     fi
 }
 
+# need CMD PACKAGE: install Debian PACKAGE if CMD is missing.
+need() {
+    command -v "$1" >/dev/null && return 0
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    printf 'installing %s (for %s)\n' "$2" "$1"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+
+# Tools the host tests and the demo use besides Rust.
+ensure_host_tools() {
+    need python3 python3
+    need ip iproute2
+}
+
 # Host builds go to target/ in the clone; CI starts clean every time.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}

@@ -128,3 +128,23 @@ fn a_stream_that_cannot_start_is_reported_and_the_rest_run() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("busy: bind 127.0.0.1"));
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn control_socket_mode_and_periodic_status_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("statusline");
+    let sink = Sink::start();
+    let port = free_udp_port();
+    let cfg = relay_config(&dir, &[("tv1", port, sink.port)])
+        .replace("status_interval_secs = 0", "status_interval_secs = 1\ncontrol_socket_mode = \"0640\"");
+    let daemon = Daemon::start(&dir, &cfg);
+    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let packets: Vec<_> = (0..50).map(|s| rtp_packet(3, s)).collect();
+    send_windowed(port, &packets, &sink, 16);
+    sink.wait_for(50, Duration::from_secs(10));
+    wait_until("a status line", || daemon.log_text().contains("tv1: rx 50 pkts"));
+    let line = daemon.log_text().lines().find(|l| l.contains("tv1: rx 50 pkts")).unwrap().to_owned();
+    assert!(line.contains("lost 0") && line.contains("tx 50 pkts"), "{line}");
+    assert!(daemon.stop().success());
+}

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage:
-  rtpgen send --to ADDR [--input FILE.ts] [--bitrate BPS] [--count N] [--ssrc N] [--start-seq N]
+  rtpgen send --to ADDR [--from ADDR] [--input FILE.ts] [--bitrate BPS] [--count N] [--ssrc N] [--start-seq N]
   rtpgen recv --listen ADDR --count N [--input FILE.ts] [--start-seq N] [--timeout SECS] [--json]
 
 send: RTP/MP2T (payload type 33, 7 TS packets per datagram, 90 kHz clock) to ADDR, paced
       at BPS (default 10M; suffixes k, M, G) or, with --input, at the file's PCR bit rate.
       Without --input a synthetic stream is sent whose content the receiver can check.
+      --from binds the sending socket (source address and port; default any).
 recv: count, verify and time a stream; exit 0 only if all N packets arrived once, in
       order and intact. --timeout is the idle time that ends reception (default 5).";
 
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
 #[derive(Default)]
 struct Opts {
     to: Option<SocketAddr>,
+    from: Option<SocketAddr>,
     listen: Option<SocketAddr>,
     input: Option<PathBuf>,
     bitrate: Option<f64>,
@@ -74,6 +76,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--to" => o.to = Some(val()?.parse().map_err(|e| format!("--to: {e}"))?),
+            "--from" => o.from = Some(val()?.parse().map_err(|e| format!("--from: {e}"))?),
             "--listen" => o.listen = Some(val()?.parse().map_err(|e| format!("--listen: {e}"))?),
             "--input" => o.input = Some(val()?.into()),
             "--bitrate" => o.bitrate = Some(parse_rate(&val()?)?),
@@ -103,7 +106,10 @@ fn send(args: &[String]) -> Result<bool, String> {
         (Some(_), None) => payloads.len() as u64,
         (None, None) => 10_000,
     };
-    let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).map_err(|e| e.to_string())?;
+    let any: SocketAddr =
+        if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let from = o.from.unwrap_or(any);
+    let sock = UdpSocket::bind(from).map_err(|e| format!("bind {from}: {e}"))?;
     sock.connect(to).map_err(|e| format!("connect {to}: {e}"))?;
     let mut synthetic = [0u8; PAYLOAD];
     let mut buf = vec![0u8; PAYLOAD + 64];

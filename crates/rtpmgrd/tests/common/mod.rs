@@ -81,10 +81,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &TempDir, config: &str) -> Daemon {
+        Daemon::start_with(dir, config, |p| Command::new(p))
+    }
+
+    /// Start with a command prefix (e.g. `ip netns exec NS`).
+    pub fn start_with(dir: &TempDir, config: &str, command: impl Fn(&Path) -> Command) -> Daemon {
         let path = dir.path("rtpmgr.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.path("rtpmgrd.log");
-        let child = Command::new(bin("rtpmgrd"))
+        let child = command(&bin("rtpmgrd"))
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
