@@ -148,3 +148,32 @@ fn control_socket_mode_and_periodic_status_line() {
     assert!(line.contains("lost 0") && line.contains("tx 50 pkts"), "{line}");
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn reload_restarts_only_the_changed_stream() {
+    let dir = TempDir::new("changed");
+    let (sink_a, sink_b, sink_c) = (Sink::start(), Sink::start(), Sink::start());
+    let (port_a, port_b) = (free_udp_port(), free_udp_port());
+    let daemon = Daemon::start(&dir, &relay_config(&dir, &[("a", port_a, sink_a.port), ("b", port_b, sink_b.port)]));
+    let packets: Vec<_> = (0..100).map(|s| rtp_packet(1, s)).collect();
+    send_windowed(port_a, &packets, &sink_a, 32);
+    send_windowed(port_b, &packets, &sink_b, 32);
+    sink_a.wait_for(100, Duration::from_secs(10));
+    sink_b.wait_for(100, Duration::from_secs(10));
+    let before = daemon.status();
+    // b now sends to another destination; a is unchanged.
+    write_config(&daemon.config, &relay_config(&dir, &[("a", port_a, sink_a.port), ("b", port_b, sink_c.port)]));
+    daemon.signal(Signal::SIGHUP);
+    let dest_c = format!("127.0.0.1:{}", sink_c.port);
+    wait_until("b restarted", || {
+        daemon.status().streams.iter().any(|s| s.name == "b" && s.destination.as_deref() == Some(dest_c.as_str()))
+    });
+    let after = daemon.status();
+    let find = |st: &rtpmgr_control::StatusReport, n: &str| st.streams.iter().find(|s| s.name == n).unwrap().clone();
+    assert_eq!(find(&after, "a").id, find(&before, "a").id);
+    assert_eq!(find(&after, "a").packets, 100, "a untouched");
+    assert_eq!(find(&after, "b").packets, 0, "b restarted with fresh counters");
+    send_windowed(port_b, &packets, &sink_c, 32);
+    sink_c.wait_for(100, Duration::from_secs(10));
+    assert!(daemon.stop().success());
+}
