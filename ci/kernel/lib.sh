@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: MIT
+# Rust-enabled arm64 kernel for the qemuarm64 test guest: toolchain set-up
+# and a cached build. Sourced by ci/ scripts after ci/lib.sh.
+#
+# The kernel is Debian's linux-source-7.2 (the series Yocto blacksail ships),
+# configured as tinyconfig + recipes-kernel/linux/files/rtpmgr.cfg (the
+# fragment the Yocto append uses too) + ci/kernel/qemu-guest.cfg. The build
+# lives outside the clone in $RTPMGR_CACHE, keyed by a hash of everything
+# that goes into it, so a warm machine skips it.
+
+RTPMGR_CACHE=${RTPMGR_CACHE:-/var/cache/rtpmgr}
+KERNEL_SERIES=7.2
+export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
+export LIBCLANG_PATH=/usr/lib/llvm-19/lib
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# The Debian mirror this machine already uses (never a host name of ours).
+debian_mirror() {
+    local uri=""
+    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+        uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    fi
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+    fi
+    [ -n "$uri" ] || die "no Debian mirror found in the apt sources"
+    echo "$uri"
+}
+
+# trixie, trixie-backports and sid at low priority: nothing is taken from
+# them unless asked for by version or suite.
+add_debian_suites() {
+    local f=/etc/apt/sources.list.d/rtpmgr-extra.sources changed=0
+    if [ ! -e "$f" ]; then
+        as_root tee "$f" >/dev/null <<SRC
+Types: deb
+URIs: $(debian_mirror)
+Suites: trixie trixie-backports sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+        as_root tee /etc/apt/preferences.d/rtpmgr-extra >/dev/null <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+
+Package: *
+Pin: release n=trixie-backports
+Pin-Priority: 100
+
+Package: *
+Pin: release n=sid
+Pin-Priority: 50
+PIN
+        changed=1
+    fi
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        as_root dpkg --add-architecture arm64
+        changed=1
+    fi
+    if [ $changed = 1 ] || [ ! -e /var/lib/apt/lists/partial ]; then
+        as_root apt-get update -qq
+    fi
+}
+
+ensure_kernel_toolchain() {
+    local rustc_ver pkgs=()
+    rustc_ver=$(rustc --version | awk '{print $2}')
+    dpkg -s "linux-source-$KERNEL_SERIES" >/dev/null 2>&1 || pkgs+=("linux-source-$KERNEL_SERIES/trixie-backports")
+    # The rust-src matching the installed rustc exactly (the kernel needs
+    # the core library's source of the compiler it builds with).
+    if [ ! -d "/usr/src/rustc-$rustc_ver/library" ]; then
+        add_debian_suites
+        local v
+        v=$(apt-cache madison rust-src | awk -v r="$rustc_ver+" 'index($3, r) == 1 {print $3; exit}')
+        [ -n "$v" ] || die "no Debian rust-src for rustc $rustc_ver"
+        pkgs+=("rust-src=$v")
+    fi
+    local p
+    for p in libclang-19-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm bc bison flex \
+             libelf-dev libssl-dev cpio device-tree-compiler xz-utils make python3 iproute2; do
+        dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+    done
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        add_debian_suites
+        echo "installing: ${pkgs[*]}"
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
+    fi
+    export RUST_LIB_SRC=/usr/src/rustc-$rustc_ver/library
+    if ! command -v bindgen >/dev/null; then
+        cargo install --locked bindgen-cli
+    fi
+    ensure_busybox
+}
+
+# Static arm64 busybox for the guest, unpacked from Debian's package.
+ensure_busybox() {
+    BUSYBOX=$RTPMGR_CACHE/busybox-arm64/bin/busybox
+    [ -x "$BUSYBOX" ] && return 0
+    add_debian_suites
+    local d; d=$(mktemp -d)
+    (cd "$d" && apt-get download -q busybox-static:arm64 >/dev/null)
+    as_root mkdir -p "$RTPMGR_CACHE/busybox-arm64"
+    as_root dpkg -x "$d"/busybox-static_*_arm64.deb "$RTPMGR_CACHE/busybox-arm64"
+    rm -rf "$d"
+}
+
+kernel_src_tarball() { echo "/usr/src/linux-source-$KERNEL_SERIES.tar.xz"; }
+
+# The cache key: everything that changes the kernel build.
+kernel_key() {
+    {
+        dpkg-query -W -f='${Version}\n' "linux-source-$KERNEL_SERIES"
+        rustc --version; bindgen --version; aarch64-linux-gnu-gcc --version | head -1
+        cat "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg" "$ROOT/ci/kernel/lib.sh"
+    } | sha256sum | cut -c1-16
+}
+
+# Build (or reuse) the kernel; sets KSRC, KBUILD and KIMAGE.
+build_kernel() {
+    local key dir
+    key=$(kernel_key)
+    dir=$RTPMGR_CACHE/kernel-$key
+    KSRC=$RTPMGR_CACHE/src/linux-source-$KERNEL_SERIES
+    KBUILD=$dir/build
+    KIMAGE=$KBUILD/arch/arm64/boot/Image
+    if [ -e "$dir/done" ] && [ -d "$KSRC" ]; then
+        echo "kernel $key: cached in $dir"
+        return 0
+    fi
+    as_root mkdir -p "$RTPMGR_CACHE/src" "$KBUILD"
+    as_root chown -R "$(id -u):$(id -g)" "$RTPMGR_CACHE"
+    if [ ! -e "$KSRC/.unpacked" ]; then
+        rm -rf "$KSRC"
+        tar -C "$RTPMGR_CACHE/src" -xf "$(kernel_src_tarball)"
+        touch "$KSRC/.unpacked"
+    fi
+    local mk=(make -C "$KSRC" O="$KBUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUST_LIB_SRC="$RUST_LIB_SRC")
+    "${mk[@]}" -s tinyconfig
+    (cd "$KBUILD" && ARCH=arm64 "$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KBUILD" "$KBUILD/.config" \
+        "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg" >/dev/null)
+    "${mk[@]}" -s olddefconfig
+    # Every option we asked for must have survived olddefconfig.
+    local line missing=0
+    while read -r line; do
+        case $line in CONFIG_*=y) grep -qx "$line" "$KBUILD/.config" || { echo "not set: $line"; missing=1; } ;; esac
+    done < <(cat "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg")
+    [ $missing = 0 ] || die "kernel configuration lost options (dependencies missing?)"
+    "${mk[@]}" -s rustavailable
+    "${mk[@]}" -s -j"$(nproc)" Image modules
+    touch "$dir/done"
+    # Older builds are dead weight.
+    find "$RTPMGR_CACHE" -maxdepth 1 -name 'kernel-*' ! -name "kernel-$key" -exec rm -rf {} +
+}

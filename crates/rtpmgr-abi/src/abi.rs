@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: MIT
+//! The contract itself: see the crate documentation in lib.rs.
+//!
+//! This file carries no crate-level attributes so that the kernel module
+//! can include it with `#[path]` as an ordinary module.
+
+// ---------------------------------------------------------------------------
+// Versioning and limits
+// ---------------------------------------------------------------------------
+
+/// `"RTPM"` in little-endian byte order, at offset 0 of the shared region.
+pub const SHARED_MAGIC: u32 = u32::from_le_bytes(*b"RTPM");
+/// Incremented on any incompatible change of this file.
+pub const ABI_VERSION: u32 = 1;
+
+/// Smallest slot (bytes, including the slot header).
+pub const MIN_SLOT_SIZE: u32 = 256;
+/// Largest slot: a full 64 KiB UDP datagram's worth.
+pub const MAX_SLOT_SIZE: u32 = 65_536;
+/// Fewest slots per ring.
+pub const MIN_SLOT_COUNT: u32 = 8;
+/// Most slots per ring; keeps index arithmetic far from `u32` wrap ambiguity
+/// (any count up to 2^31 would do) and bounds the work of one pass.
+pub const MAX_SLOT_COUNT: u32 = 32_768;
+/// Streams per session; stream ids are `0..MAX_STREAMS`.
+pub const MAX_STREAMS: u32 = 64;
+/// Longest media-port name, including the terminating NUL.
+pub const PORT_NAME_LEN: usize = 32;
+
+/// Ports every kernel offers; device-tree-bound ports follow from index 2.
+pub const PORT_LOOPBACK: u32 = 0;
+/// Counting sink: to-device packets are consumed and dropped.
+pub const PORT_NULL: u32 = 1;
+
+// ---------------------------------------------------------------------------
+// ioctl number encoding (asm-generic/ioctl.h, used by arm64, x86, riscv)
+// ---------------------------------------------------------------------------
+
+pub const IOC_NRBITS: u32 = 8;
+pub const IOC_TYPEBITS: u32 = 8;
+pub const IOC_SIZEBITS: u32 = 14;
+pub const IOC_DIRBITS: u32 = 2;
+pub const IOC_NRSHIFT: u32 = 0;
+pub const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+pub const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+pub const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
+pub const IOC_NONE: u32 = 0;
+pub const IOC_WRITE: u32 = 1;
+pub const IOC_READ: u32 = 2;
+
+/// `_IOC(dir, type, nr, size)`.
+pub const fn ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    // A size that does not fit 14 bits would silently corrupt the direction
+    // bits; make that a compile-time error for the constants below.
+    assert!(size < (1 << IOC_SIZEBITS));
+    (dir << IOC_DIRSHIFT) | (ty << IOC_TYPESHIFT) | (nr << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
+}
+/// `_IOC_DIR(cmd)`.
+pub const fn ioc_dir(cmd: u32) -> u32 {
+    (cmd >> IOC_DIRSHIFT) & ((1 << IOC_DIRBITS) - 1)
+}
+/// `_IOC_TYPE(cmd)`.
+pub const fn ioc_type(cmd: u32) -> u32 {
+    (cmd >> IOC_TYPESHIFT) & ((1 << IOC_TYPEBITS) - 1)
+}
+/// `_IOC_NR(cmd)`.
+pub const fn ioc_nr(cmd: u32) -> u32 {
+    (cmd >> IOC_NRSHIFT) & ((1 << IOC_NRBITS) - 1)
+}
+/// `_IOC_SIZE(cmd)`.
+pub const fn ioc_size(cmd: u32) -> u32 {
+    (cmd >> IOC_SIZESHIFT) & ((1 << IOC_SIZEBITS) - 1)
+}
+
+/// ioctl type byte. 0xB7 is unassigned in the kernel's
+/// Documentation/userspace-api/ioctl/ioctl-number.rst.
+pub const RTPMGR_IOC_MAGIC: u32 = 0xB7;
+
+/// Read ABI version, features and limits. Valid in any session state.
+pub const RTPMGR_IOC_GET_INFO: u32 = ioc(IOC_READ, RTPMGR_IOC_MAGIC, 0x00, core::mem::size_of::<Info>());
+/// Size the session's rings; fills in the mapping geometry. `EBUSY` while a
+/// stream runs or while the region is mapped.
+pub const RTPMGR_IOC_CONFIGURE_BUFFER: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x01, core::mem::size_of::<BufferConfig>());
+/// Start one stream (id, media port, direction). `ENOTCONN` before
+/// `CONFIGURE_BUFFER`, `EEXIST` if the id runs already, `ENODEV` for an
+/// unknown port.
+pub const RTPMGR_IOC_START_STREAM: u32 = ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x02, core::mem::size_of::<StreamSpec>());
+/// Stop one stream. `ENOENT` if it does not run.
+pub const RTPMGR_IOC_STOP_STREAM: u32 = ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x03, core::mem::size_of::<StreamStop>());
+/// Session counters, and one stream's when `Status::stream_id` names one.
+pub const RTPMGR_IOC_GET_STATUS: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x04, core::mem::size_of::<Status>());
+/// Stop every stream, empty both rings (indices back to 0) and zero the
+/// counters. The geometry and the mapping stay.
+pub const RTPMGR_IOC_RESET: u32 = ioc(IOC_NONE, RTPMGR_IOC_MAGIC, 0x05, 0);
+/// Doorbell: wake the kernel worker. Needed only when a ring shows
+/// [`RING_NEED_WAKEUP`]; harmless otherwise.
+pub const RTPMGR_IOC_KICK: u32 = ioc(IOC_NONE, RTPMGR_IOC_MAGIC, 0x06, 0);
+/// Block until a condition in [`WaitArgs::flags`] holds or the timeout
+/// passes (`ETIMEDOUT`); interruptible (`EINTR`).
+pub const RTPMGR_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x07, core::mem::size_of::<WaitArgs>());
+/// Describe media port `PortInfo::index`; `ENODEV` past the last one.
+pub const RTPMGR_IOC_GET_PORT: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
+
+// ---------------------------------------------------------------------------
+// ioctl arguments
+// ---------------------------------------------------------------------------
+
+/// Feature bits in [`Info::features`].
+pub const FEATURE_MMAP_RINGS: u32 = 1 << 0;
+/// The copying `write()`/`read()` path is available.
+pub const FEATURE_RW_COPY: u32 = 1 << 1;
+/// Rings implement the need-wakeup protocol.
+pub const FEATURE_NEED_WAKEUP: u32 = 1 << 2;
+
+/// `GET_INFO` result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    pub size: u32,
+    pub abi_version: u32,
+    pub features: u32,
+    pub max_streams: u32,
+    pub min_slot_size: u32,
+    pub max_slot_size: u32,
+    pub min_slot_count: u32,
+    pub max_slot_count: u32,
+    /// Media ports available to `START_STREAM` (indices `0..port_count`).
+    pub port_count: u32,
+    pub slot_header_size: u32,
+    /// Most bytes one session may pin (module parameter).
+    pub max_session_bytes: u64,
+}
+
+/// `CONFIGURE_BUFFER` argument; the kernel fills the `out` fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferConfig {
+    pub size: u32,
+    /// No flags are defined yet: must be 0.
+    pub flags: u32,
+    /// in: slots per ring (power of two, `MIN_SLOT_COUNT..=MAX_SLOT_COUNT`).
+    pub slot_count: u32,
+    /// in: bytes per slot (power of two, `MIN_SLOT_SIZE..=MAX_SLOT_SIZE`).
+    pub slot_size: u32,
+    /// out: length to pass to `mmap` (offset 0).
+    pub mmap_size: u64,
+    /// out: offset of the first to-device slot.
+    pub to_dev_slots_offset: u64,
+    /// out: offset of the first from-device slot.
+    pub from_dev_slots_offset: u64,
+}
+
+/// Stream direction bits in [`StreamSpec::direction`].
+pub const DIR_TO_DEVICE: u32 = 1 << 0;
+pub const DIR_FROM_DEVICE: u32 = 1 << 1;
+pub const DIR_BOTH: u32 = DIR_TO_DEVICE | DIR_FROM_DEVICE;
+
+/// `START_STREAM` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamSpec {
+    pub size: u32,
+    /// `0..MAX_STREAMS`; tags every slot of this stream.
+    pub stream_id: u32,
+    /// Media port index (`PORT_LOOPBACK`, `PORT_NULL`, or a DT-bound port).
+    pub port: u32,
+    /// `DIR_TO_DEVICE`, `DIR_FROM_DEVICE` or both.
+    pub direction: u32,
+    /// No flags are defined yet: must be 0.
+    pub flags: u32,
+    pub reserved: u32,
+}
+
+/// `STOP_STREAM` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStop {
+    pub size: u32,
+    pub stream_id: u32,
+}
+
+/// Session states reported in [`Status::state`].
+pub const STATE_UNCONFIGURED: u32 = 0;
+/// Rings sized, no stream running.
+pub const STATE_CONFIGURED: u32 = 1;
+/// At least one stream running.
+pub const STATE_STREAMING: u32 = 2;
+
+/// `Status::stream_id` value asking for session counters only.
+pub const STATUS_SESSION_ONLY: u32 = u32::MAX;
+
+/// Counters of one session (all streams together).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    /// Valid slots the kernel took from the to-device ring.
+    pub to_dev_packets: u64,
+    pub to_dev_bytes: u64,
+    /// Slots the kernel published on the from-device ring.
+    pub from_dev_packets: u64,
+    pub from_dev_bytes: u64,
+    /// To-device slots skipped as invalid (bad length, flags, stream id).
+    pub invalid_slots: u64,
+    /// Times the producer index seen in shared memory was impossible
+    /// (more than `slot_count` ahead of the consumer, or behind it).
+    pub invalid_indices: u64,
+    /// Packets a port produced while the from-device ring was full.
+    pub ring_full_drops: u64,
+    /// `KICK` calls.
+    pub kicks: u64,
+    /// Times the kernel worker went to sleep with need-wakeup raised.
+    pub worker_sleeps: u64,
+    /// `WAIT` calls that returned ready, and ones that timed out.
+    pub waits: u64,
+    pub wait_timeouts: u64,
+}
+
+/// Counters of one stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// 1 while running, 0 otherwise.
+    pub running: u32,
+    pub port: u32,
+    pub direction: u32,
+    pub _pad: u32,
+    pub to_dev_packets: u64,
+    pub to_dev_bytes: u64,
+    pub from_dev_packets: u64,
+    pub from_dev_bytes: u64,
+    pub ring_full_drops: u64,
+}
+
+/// `GET_STATUS` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub size: u32,
+    /// in: a stream id, or `STATUS_SESSION_ONLY`.
+    pub stream_id: u32,
+    /// out: `STATE_*`.
+    pub state: u32,
+    pub _pad: u32,
+    pub session: SessionCounters,
+    /// out: zero unless `stream_id` names a stream.
+    pub stream: StreamCounters,
+}
+
+/// Conditions for `WAIT`.
+pub const WAIT_FROM_DEV_READY: u32 = 1 << 0;
+/// The to-device ring has at least one free slot.
+pub const WAIT_TO_DEV_SPACE: u32 = 1 << 1;
+pub const WAIT_ALL: u32 = WAIT_FROM_DEV_READY | WAIT_TO_DEV_SPACE;
+/// Longest accepted `WaitArgs::timeout_ms` (one minute).
+pub const MAX_WAIT_MS: u32 = 60_000;
+
+/// `WAIT` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitArgs {
+    pub size: u32,
+    /// in: `WAIT_*` conditions, at least one.
+    pub flags: u32,
+    /// in: `0..=MAX_WAIT_MS`; 0 polls.
+    pub timeout_ms: u32,
+    /// out: the conditions that hold.
+    pub ready: u32,
+}
+
+/// Port kinds in [`PortInfo::kind`].
+pub const PORT_KIND_LOOPBACK: u32 = 0;
+pub const PORT_KIND_NULL: u32 = 1;
+/// A device-tree-bound DMA-capable media peripheral.
+pub const PORT_KIND_DMA: u32 = 2;
+
+/// `GET_PORT` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortInfo {
+    pub size: u32,
+    /// in: port index.
+    pub index: u32,
+    /// out: `PORT_KIND_*`.
+    pub kind: u32,
+    /// out: streams of any session currently using the port.
+    pub users: u32,
+    /// out: NUL-terminated name (`loopback`, `null`, `media0`, ...).
+    pub name: [u8; PORT_NAME_LEN],
+}
+
+impl Default for PortInfo {
+    fn default() -> Self {
+        Self { size: 0, index: 0, kind: 0, users: 0, name: [0; PORT_NAME_LEN] }
+    }
+}
+
+impl PortInfo {
+    /// The name up to its NUL, or `None` if it is not UTF-8.
+    pub fn name_str(&self) -> Option<&str> {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(PORT_NAME_LEN);
+        core::str::from_utf8(&self.name[..end]).ok()
+    }
+
+    /// Store `name`, truncated so that a NUL always remains.
+    pub fn set_name(&mut self, name: &str) {
+        self.name = [0; PORT_NAME_LEN];
+        let n = name.len().min(PORT_NAME_LEN - 1);
+        self.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    }
+}
+
+/// The `size` value each argument must carry.
+pub trait IoctlArg: Sized {
+    const SIZE: u32 = core::mem::size_of::<Self>() as u32;
+}
+impl IoctlArg for Info {}
+impl IoctlArg for BufferConfig {}
+impl IoctlArg for StreamSpec {}
+impl IoctlArg for StreamStop {}
+impl IoctlArg for Status {}
+impl IoctlArg for WaitArgs {}
+impl IoctlArg for PortInfo {}
+
+// ---------------------------------------------------------------------------
+// Shared region
+// ---------------------------------------------------------------------------
+
+/// Bytes reserved for the header page (header and both ring control blocks).
+/// The slots start here, so they are page aligned for 4 KiB pages; the kernel
+/// reports the actual offsets in `BufferConfig`, which user space must use.
+pub const HEADER_REGION_SIZE: u32 = 4096;
+/// Offset of the to-device [`RingCtrl`].
+pub const TO_DEV_CTRL_OFFSET: u32 = 0x400;
+/// Offset of the from-device [`RingCtrl`].
+pub const FROM_DEV_CTRL_OFFSET: u32 = 0x800;
+/// Cache-line size assumed for separating the index words. 128 covers
+/// CPUs with 128-byte lines or adjacent-line prefetch.
+pub const CACHE_LINE: u32 = 128;
+
+/// At offset 0 of the region. Written by the kernel once per
+/// `CONFIGURE_BUFFER`; the kernel never reads it back, so user space
+/// scribbling over it harms only itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SharedHeader {
+    pub magic: u32,
+    pub abi_version: u32,
+    pub header_size: u32,
+    pub slot_header_size: u32,
+    pub slot_count: u32,
+    pub slot_size: u32,
+    pub to_dev_ctrl_offset: u32,
+    pub from_dev_ctrl_offset: u32,
+    pub to_dev_slots_offset: u64,
+    pub from_dev_slots_offset: u64,
+    pub mmap_size: u64,
+}
+
+/// Control block of one ring. The three words are written by different
+/// sides and so live on different cache lines:
+/// `producer` by the producer, `consumer` by the consumer, `flags` by
+/// whichever side sleeps (always the kernel).
+#[repr(C, align(128))]
+pub struct RingCtrl {
+    pub producer: u32,
+    pub _pad0: [u8; CACHE_LINE as usize - 4],
+    pub consumer: u32,
+    pub _pad1: [u8; CACHE_LINE as usize - 4],
+    pub flags: u32,
+    pub _pad2: [u8; CACHE_LINE as usize - 4],
+}
+
+/// `RingCtrl::flags`: the kernel worker sleeps; kick it after publishing to
+/// (to-device) or releasing from (from-device) this ring.
+pub const RING_NEED_WAKEUP: u32 = 1 << 0;
+
+/// Offsets of the words inside [`RingCtrl`].
+pub const RING_PRODUCER_OFFSET: u32 = 0;
+pub const RING_CONSUMER_OFFSET: u32 = CACHE_LINE;
+pub const RING_FLAGS_OFFSET: u32 = 2 * CACHE_LINE;
+
+/// Header at the start of every slot; the packet follows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotHeader {
+    /// Packet bytes after the header, `0..=slot_size - SLOT_HEADER_SIZE`.
+    pub len: u32,
+    /// `SLOT_F_*`; to-device slots must carry none.
+    pub flags: u32,
+    /// Stream the packet belongs to.
+    pub stream_id: u32,
+    pub reserved: u32,
+    /// Nanoseconds, `CLOCK_MONOTONIC`: arrival from the network (to-device,
+    /// set by user space) or from the port (from-device, set by the kernel).
+    pub timestamp_ns: u64,
+    pub reserved2: u64,
+}
+
+/// Size of [`SlotHeader`]; packet bytes start at this offset in a slot.
+pub const SLOT_HEADER_SIZE: u32 = 32;
+
+/// From-device flag: the port dropped packets of this stream (ring full)
+/// just before this one.
+pub const SLOT_F_AFTER_DROP: u32 = 1 << 0;
+/// Flags the kernel may set on from-device slots.
+pub const SLOT_F_FROM_DEV_MASK: u32 = SLOT_F_AFTER_DROP;
+/// Flags user space may set on to-device slots: none yet.
+pub const SLOT_F_TO_DEV_MASK: u32 = 0;
+
+/// Why a slot was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotError {
+    /// `len` larger than the slot's payload capacity.
+    Length,
+    /// Flag bits not defined for this direction.
+    Flags,
+    /// `stream_id` outside `0..MAX_STREAMS`.
+    StreamId,
+}
+
+impl SlotHeader {
+    /// Validate a to-device slot header snapshot against the ring geometry.
+    /// The caller must have copied the header out of shared memory first and
+    /// must use only the copy afterwards (never re-read shared memory).
+    pub const fn check(&self, slot_size: u32) -> Result<(), SlotError> {
+        if self.len > slot_size.saturating_sub(SLOT_HEADER_SIZE) {
+            return Err(SlotError::Length);
+        }
+        if self.flags & !SLOT_F_TO_DEV_MASK != 0 {
+            return Err(SlotError::Flags);
+        }
+        if self.stream_id >= MAX_STREAMS {
+            return Err(SlotError::StreamId);
+        }
+        Ok(())
+    }
+}
+
+/// Filled entries of a ring given a producer index read from shared memory
+/// and the reader's own consumer index, or `None` if the pair is impossible
+/// (the producer more than `slot_count` ahead, or behind). `slot_count` must
+/// be a valid geometry (power of two `<= MAX_SLOT_COUNT`).
+pub const fn ring_fill(producer: u32, consumer: u32, slot_count: u32) -> Option<u32> {
+    let fill = producer.wrapping_sub(consumer);
+    if fill <= slot_count {
+        Some(fill)
+    } else {
+        None
+    }
+}
+
+/// Why a geometry was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeometryError {
+    SlotCount,
+    SlotSize,
+    /// The region would exceed the session limit.
+    TooLarge,
+}
+
+/// A validated ring geometry and the layout derived from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub slot_count: u32,
+    pub slot_size: u32,
+}
+
+impl Geometry {
+    /// Validate `slot_count`/`slot_size` and check the region against
+    /// `max_bytes` (the per-session pin limit).
+    pub const fn new(slot_count: u32, slot_size: u32, max_bytes: u64) -> Result<Self, GeometryError> {
+        if !slot_count.is_power_of_two() || slot_count < MIN_SLOT_COUNT || slot_count > MAX_SLOT_COUNT {
+            return Err(GeometryError::SlotCount);
+        }
+        if !slot_size.is_power_of_two() || slot_size < MIN_SLOT_SIZE || slot_size > MAX_SLOT_SIZE {
+            return Err(GeometryError::SlotSize);
+        }
+        let g = Geometry { slot_count, slot_size };
+        if g.region_bytes() > max_bytes {
+            return Err(GeometryError::TooLarge);
+        }
+        Ok(g)
+    }
+
+    /// Bytes of one ring's slots. At most 2^15 × 2^16 = 2^31.
+    pub const fn ring_bytes(&self) -> u64 {
+        self.slot_count as u64 * self.slot_size as u64
+    }
+    pub const fn to_dev_slots_offset(&self) -> u64 {
+        HEADER_REGION_SIZE as u64
+    }
+    pub const fn from_dev_slots_offset(&self) -> u64 {
+        HEADER_REGION_SIZE as u64 + self.ring_bytes()
+    }
+    /// Bytes the region needs before rounding to pages.
+    pub const fn region_bytes(&self) -> u64 {
+        HEADER_REGION_SIZE as u64 + 2 * self.ring_bytes()
+    }
+    /// Mapping length for a given page size (a power of two).
+    pub const fn mmap_size(&self, page_size: u64) -> u64 {
+        (self.region_bytes() + page_size - 1) & !(page_size - 1)
+    }
+    pub const fn payload_capacity(&self) -> u32 {
+        self.slot_size - SLOT_HEADER_SIZE
+    }
+    /// The header the kernel writes at offset 0.
+    pub const fn shared_header(&self, page_size: u64) -> SharedHeader {
+        SharedHeader {
+            magic: SHARED_MAGIC,
+            abi_version: ABI_VERSION,
+            header_size: HEADER_REGION_SIZE,
+            slot_header_size: SLOT_HEADER_SIZE,
+            slot_count: self.slot_count,
+            slot_size: self.slot_size,
+            to_dev_ctrl_offset: TO_DEV_CTRL_OFFSET,
+            from_dev_ctrl_offset: FROM_DEV_CTRL_OFFSET,
+            to_dev_slots_offset: self.to_dev_slots_offset(),
+            from_dev_slots_offset: self.from_dev_slots_offset(),
+            mmap_size: self.mmap_size(page_size),
+        }
+    }
+}
+
+// Compile-time guards; the tests below print the same facts readably.
+const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
+const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
+const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
+const _: () = assert!(HEADER_REGION_SIZE as usize >= FROM_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

@@ -1,0 +1,291 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The kernel side of a session's shared region.
+//!
+//! The region is `vmalloc` memory that user space maps read-write, so every
+//! byte of it may change at any moment. The rules, which every method here
+//! follows:
+//!
+//! * the kernel keeps its own copy of its indices (`to_dev_tail`,
+//!   `from_dev_head`) and never reads them back from shared memory;
+//! * each word user space writes (the to-device producer, the from-device
+//!   consumer) is read once per use and validated with `abi::ring_fill`
+//!   against the kernel's own index before it decides anything;
+//! * slot headers are copied out once (`read_volatile`) and only the copy is
+//!   validated and used;
+//! * packet bytes are copied with plain memory copies bounded by validated
+//!   lengths; their content is never interpreted.
+
+use crate::abi::{self, Geometry, SharedHeader, SlotHeader};
+use core::marker::PhantomData;
+use kernel::{
+    alloc::{allocator::Vmalloc, VVec},
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{
+        atomic::{Acquire, Atomic, Relaxed, Release},
+        barrier::smp_mb,
+    },
+};
+
+/// Which ring.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RingId {
+    ToDevice,
+    FromDevice,
+}
+
+/// Which word of a ring's control block.
+#[derive(Clone, Copy)]
+enum Word {
+    Producer,
+    Consumer,
+    Flags,
+}
+
+/// A byte range in the shared region (or in DMA memory) that another party
+/// may write concurrently. Only raw copies touch it.
+///
+/// Invariant: `ptr` is valid for reads and writes of `len` bytes for `'a`.
+pub(crate) struct SharedBytes<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _life: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> SharedBytes<'a> {
+    /// # Safety
+    ///
+    /// `ptr` must be valid for reads and writes of `len` bytes for `'a`, and
+    /// nothing may hold a Rust reference to those bytes during `'a`.
+    pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
+        SharedBytes { ptr, len, _life: PhantomData }
+    }
+
+    /// Copy as much of `src` as fits; returns the bytes copied.
+    pub(crate) fn copy_from(&mut self, src: &SharedBytes<'_>) -> usize {
+        let n = self.len.min(src.len);
+        // SAFETY: both ranges are valid for `n` bytes (type invariant). They do
+        // not overlap: they are distinct slots, or slot and DMA buffer.
+        unsafe { core::ptr::copy_nonoverlapping(src.ptr, self.ptr, n) };
+        n
+    }
+}
+
+/// A configured region: the shared memory and the kernel's private ring
+/// state.
+///
+/// Invariants: `mem` is `geometry.mmap_size(PAGE_SIZE)` bytes, page aligned
+/// (vmalloc), laid out as `abi` says; `to_dev_tail` and `from_dev_head` are
+/// the only authoritative kernel indices.
+pub(crate) struct Region {
+    /// Owns the memory; never borrowed after construction (all access goes
+    /// through `base`, as the memory is shared with user space).
+    mem: VVec<u8>,
+    /// `mem`'s buffer, taken once from a mutable borrow.
+    base: core::ptr::NonNull<u8>,
+    geometry: Geometry,
+    /// Next to-device position the kernel consumes.
+    to_dev_tail: u32,
+    /// Next from-device position the kernel fills.
+    from_dev_head: u32,
+    /// Last from-device consumer value seen that was valid.
+    from_dev_seen_tail: u32,
+}
+
+// SAFETY: `base` points into `mem`, which the region owns; moving the region
+// to another thread moves that ownership with it. Access is serialised by
+// the session lock that holds the region.
+unsafe impl Send for Region {}
+
+impl Region {
+    /// Allocate and initialise a region for `geometry`.
+    pub(crate) fn new(geometry: Geometry) -> Result<Region> {
+        let size = usize::try_from(geometry.mmap_size(PAGE_SIZE as u64)).map_err(|_| ENOMEM)?;
+        let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL | __GFP_NOWARN).map_err(|_| ENOMEM)?;
+        let header: SharedHeader = geometry.shared_header(PAGE_SIZE as u64);
+        // SAFETY: `mem` is at least `HEADER_REGION_SIZE` (4096) bytes and
+        // page aligned, so a `SharedHeader` (56 bytes, align 8) fits at 0;
+        // nobody else can see the memory yet.
+        unsafe { core::ptr::write(mem.as_mut_ptr().cast::<SharedHeader>(), header) };
+        let base = core::ptr::NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
+        Ok(Region { mem, base, geometry, to_dev_tail: 0, from_dev_head: 0, from_dev_seen_tail: 0 })
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Bytes user space must map.
+    pub(crate) fn mmap_size(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// The `index`-th page of the region, for `vm_insert_page`.
+    pub(crate) fn page(&self, index: usize) -> Option<kernel::page::BorrowedPage<'_>> {
+        let offset = index.checked_mul(PAGE_SIZE)?;
+        if offset >= self.mem.len() {
+            return None;
+        }
+        // SAFETY: `offset` is inside the allocation, so the pointer is valid.
+        let ptr = unsafe { self.base.add(offset) };
+        // SAFETY: `ptr` points into a live `Vmalloc` allocation that outlives
+        // the returned borrow (it is tied to `&self`).
+        Some(unsafe { Vmalloc::to_page(ptr) })
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    fn word(&self, ring: RingId, word: Word) -> &Atomic<u32> {
+        let ctrl = match ring {
+            RingId::ToDevice => abi::TO_DEV_CTRL_OFFSET,
+            RingId::FromDevice => abi::FROM_DEV_CTRL_OFFSET,
+        };
+        let off = ctrl
+            + match word {
+                Word::Producer => abi::RING_PRODUCER_OFFSET,
+                Word::Consumer => abi::RING_CONSUMER_OFFSET,
+                Word::Flags => abi::RING_FLAGS_OFFSET,
+            };
+        // SAFETY: `off` < 4096 <= region size, 4-byte aligned on a page-aligned
+        // base. The word is only accessed atomically by the kernel; user space
+        // may write it at any time, which atomics tolerate.
+        unsafe { Atomic::from_ptr(self.base().add(off as usize).cast::<u32>()) }
+    }
+
+    fn slot_ptr(&self, ring: RingId, pos: u32) -> *mut u8 {
+        let g = self.geometry;
+        let first = match ring {
+            RingId::ToDevice => g.to_dev_slots_offset(),
+            RingId::FromDevice => g.from_dev_slots_offset(),
+        } as usize;
+        let index = (pos & (g.slot_count - 1)) as usize;
+        // SAFETY: index < slot_count, so the slot lies inside the ring, which
+        // lies inside `mem` (Geometry's layout, checked at allocation).
+        unsafe { self.base().add(first + index * g.slot_size as usize) }
+    }
+
+    // --- to-device: user space produces, the kernel consumes -------------
+
+    /// Entries user space has published, or `Err` if its producer index is
+    /// impossible (counted by the caller).
+    pub(crate) fn to_dev_available(&self) -> core::result::Result<u32, ()> {
+        let producer = self.word(RingId::ToDevice, Word::Producer).load(Acquire);
+        abi::ring_fill(producer, self.to_dev_tail, self.geometry.slot_count).ok_or(())
+    }
+
+    /// A copy of the header of the `i`-th available to-device entry.
+    pub(crate) fn to_dev_header(&self, i: u32) -> SlotHeader {
+        let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
+        // SAFETY: `p` is a slot start inside the region, aligned to the slot
+        // size (>= 256); the volatile read copies the header exactly once.
+        unsafe { core::ptr::read_volatile(p.cast::<SlotHeader>()) }
+    }
+
+    /// The payload of the `i`-th available to-device entry, `len` bytes,
+    /// which the caller validated against the slot capacity.
+    pub(crate) fn to_dev_payload(&self, i: u32, len: u32) -> SharedBytes<'_> {
+        let len = len.min(self.geometry.payload_capacity()) as usize;
+        let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
+        // SAFETY: the payload starts after the slot header and `len` is within
+        // the slot; the borrow of `self` keeps the memory alive, and the
+        // kernel never creates references into the region.
+        unsafe { SharedBytes::from_raw(p.add(abi::SLOT_HEADER_SIZE as usize), len) }
+    }
+
+    /// Hand `n` consumed entries back to user space.
+    pub(crate) fn to_dev_release(&mut self, n: u32) {
+        if n > 0 {
+            self.to_dev_tail = self.to_dev_tail.wrapping_add(n);
+            self.word(RingId::ToDevice, Word::Consumer).store(self.to_dev_tail, Release);
+        }
+    }
+
+    // --- from-device: the kernel produces, user space consumes -----------
+
+    /// Free from-device slots, at least `want` if that many are free.
+    /// `Err` if the consumer index user space wrote is impossible.
+    pub(crate) fn from_dev_free(&mut self, want: u32) -> core::result::Result<u32, ()> {
+        let count = self.geometry.slot_count;
+        let cached = abi::ring_fill(self.from_dev_head, self.from_dev_seen_tail, count).map_or(0, |f| count - f);
+        if cached >= want {
+            return Ok(cached);
+        }
+        let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Acquire);
+        let fill = abi::ring_fill(self.from_dev_head, consumer, count).ok_or(())?;
+        self.from_dev_seen_tail = consumer;
+        Ok(count - fill)
+    }
+
+    /// Payload area of the `k`-th free from-device slot.
+    pub(crate) fn from_dev_payload(&self, k: u32) -> SharedBytes<'_> {
+        let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
+        let cap = self.geometry.payload_capacity() as usize;
+        // SAFETY: as for `to_dev_payload`; the whole payload area of the slot.
+        unsafe { SharedBytes::from_raw(p.add(abi::SLOT_HEADER_SIZE as usize), cap) }
+    }
+
+    pub(crate) fn from_dev_set_header(&self, k: u32, header: &SlotHeader) {
+        let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
+        // SAFETY: aligned slot start inside the region (see `to_dev_header`).
+        unsafe { core::ptr::write_volatile(p.cast::<SlotHeader>(), *header) };
+    }
+
+    /// Publish `n` filled from-device slots.
+    pub(crate) fn from_dev_publish(&mut self, n: u32) {
+        if n > 0 {
+            self.from_dev_head = self.from_dev_head.wrapping_add(n);
+            self.word(RingId::FromDevice, Word::Producer).store(self.from_dev_head, Release);
+        }
+    }
+
+    // --- need-wakeup and readiness ---------------------------------------
+
+    /// The sleeper's half of the handshake: raise need-wakeup on `ring`,
+    /// full barrier, then the caller re-checks (see `rtpmgr_ring::proto`).
+    pub(crate) fn raise_need_wakeup(&self, ring: RingId) {
+        self.word(ring, Word::Flags).store(abi::RING_NEED_WAKEUP, Relaxed);
+        smp_mb();
+    }
+
+    pub(crate) fn clear_need_wakeup(&self) {
+        self.word(RingId::ToDevice, Word::Flags).store(0, Relaxed);
+        self.word(RingId::FromDevice, Word::Flags).store(0, Relaxed);
+    }
+
+    /// `WAIT_FROM_DEV_READY`: published entries user space has not consumed.
+    pub(crate) fn from_dev_ready(&self) -> bool {
+        let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
+        abi::ring_fill(self.from_dev_head, consumer, self.geometry.slot_count).is_some_and(|f| f > 0)
+    }
+
+    /// `WAIT_TO_DEV_SPACE`: a free to-device slot.
+    pub(crate) fn to_dev_space(&self) -> bool {
+        let producer = self.word(RingId::ToDevice, Word::Producer).load(Relaxed);
+        let count = self.geometry.slot_count;
+        abi::ring_fill(producer, self.to_dev_tail, count).is_some_and(|f| f < count)
+    }
+
+    /// `(to-device fill, from-device fill)` as far as the kernel knows.
+    pub(crate) fn fill(&self) -> (u32, u32) {
+        let count = self.geometry.slot_count;
+        let to = self.to_dev_available().unwrap_or(u32::MAX);
+        let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
+        let from = abi::ring_fill(self.from_dev_head, consumer, count).unwrap_or(u32::MAX);
+        (to, from)
+    }
+
+    /// `RESET`: both rings empty, all indices 0.
+    pub(crate) fn reset(&mut self) {
+        for ring in [RingId::ToDevice, RingId::FromDevice] {
+            for w in [Word::Producer, Word::Consumer, Word::Flags] {
+                self.word(ring, w).store(0, Release);
+            }
+        }
+        self.to_dev_tail = 0;
+        self.from_dev_head = 0;
+        self.from_dev_seen_tail = 0;
+    }
+}

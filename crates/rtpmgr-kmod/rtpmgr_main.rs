@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! rtpmgr: kernel-assisted RTP streaming.
+//!
+//! A misc device, `/dev/rtpmgr`, whose every open file is a session owning
+//! two packet rings shared with user space by `mmap` (to-device and
+//! from-device), driven by ioctls, and a kernel worker that moves packets
+//! between the rings and media ports: `loopback`, `null`, and
+//! device-tree-bound DMA-capable media peripherals.
+//!
+//! The user/kernel contract is `crates/rtpmgr-abi/src/abi.rs`, included
+//! below as it is, the same file user space compiles.
+
+use kernel::{
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+};
+
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[path = "../rtpmgr-abi/src/abi.rs"]
+mod abi;
+
+mod port;
+mod ring;
+mod session;
+
+module! {
+    type: RtpmgrModule,
+    name: "rtpmgr",
+    authors: ["The rtpmgr authors"],
+    description: "Kernel-assisted RTP streaming: mmap packet rings and media ports",
+    license: "GPL",
+    params: {
+        max_session_mb: u32 {
+            default: 64,
+            description: "Most memory (MiB) one session may pin for its rings",
+        },
+    },
+}
+
+/// Bytes one session may pin, from the module parameter.
+pub(crate) fn max_session_bytes() -> u64 {
+    u64::from(*module_parameters::max_session_mb.value()) << 20
+}
+
+#[pin_data]
+struct RtpmgrModule {
+    #[pin]
+    _misc: MiscDeviceRegistration<session::Session>,
+}
+
+impl kernel::InPlaceModule for RtpmgrModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_info!("ABI {}, {} MiB per session\n", abi::ABI_VERSION, *module_parameters::max_session_mb.value());
+        try_pin_init!(Self {
+            _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rtpmgr" }),
+        })
+    }
+}

@@ -1,0 +1,699 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! One open file of `/dev/rtpmgr`: its rings, streams, counters, ioctls,
+//! the copying read()/write() path and the worker that moves packets.
+//!
+//! Locking: `inner` (a mutex) guards everything mutable. It is never held
+//! while copying from or to user memory (a fault there takes `mmap_lock`,
+//! which `mmap` takes before `inner`), so ioctl arguments are copied in
+//! before locking and results copied out after unlocking.
+
+use crate::abi::{self, Geometry, IoctlArg, SessionCounters, SlotHeader, StreamCounters};
+use crate::port::{self, MediaPort};
+use crate::ring::{Region, RingId, SharedBytes};
+use kernel::{
+    bindings,
+    fs::{File, Kiocb},
+    iov::{IovIterDest, IovIterSource},
+    miscdevice::{MiscDevice, MiscDeviceRegistration},
+    mm::virt::{flags as vm_flags, VmaNew},
+    new_condvar, new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    seq_file::{seq_print, SeqFile},
+    sync::{Arc, ArcBorrow, CondVar, Mutex},
+    time::msecs_to_jiffies,
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+    workqueue::{self, impl_has_work, new_work, Work, WorkItem},
+};
+
+// SAFETY (all impls below): the ABI structures are `#[repr(C)]`, made only of
+// integer fields and byte arrays with explicit padding fields (their sizes
+// are pinned in rtpmgr-abi's layout tests), so every bit pattern is valid and
+// they contain no uninitialised bytes.
+unsafe impl FromBytes for abi::BufferConfig {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::BufferConfig {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::StreamSpec {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::StreamStop {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::Status {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::Status {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::WaitArgs {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::WaitArgs {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::Info {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::PortInfo {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::PortInfo {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::SlotHeader {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::SlotHeader {}
+
+/// Slots the worker handles per pass before publishing.
+const BATCH: u32 = 64;
+/// Passes per worker run before it yields the CPU by re-queueing itself.
+const PASSES_PER_RUN: u32 = 16;
+/// Packets the copying path holds for read().
+const COPY_QUEUE_MAX: usize = 256;
+
+fn enotconn() -> Error {
+    Error::from_errno(-(bindings::ENOTCONN as i32))
+}
+
+fn monotonic_ns() -> u64 {
+    // SAFETY: `ktime_get` has no preconditions.
+    let ns = unsafe { bindings::ktime_get() };
+    u64::try_from(ns).unwrap_or(0)
+}
+
+#[derive(Clone, Copy)]
+struct Stream {
+    port: &'static dyn MediaPort,
+    direction: u32,
+    counters: StreamCounters,
+}
+
+struct Inner {
+    region: Option<Region>,
+    streams: [Option<Stream>; abi::MAX_STREAMS as usize],
+    counters: SessionCounters,
+    /// Packets ports returned for write(): what read() hands out.
+    copy_queue: KVec<KVec<u8>>,
+    /// Set on release; the worker stops at once.
+    closing: bool,
+}
+
+impl Inner {
+    fn running(&self) -> usize {
+        self.streams.iter().flatten().count()
+    }
+
+    fn stop_all(&mut self) {
+        for s in self.streams.iter_mut() {
+            if let Some(st) = s.take() {
+                port::add_user(st.port, -1);
+            }
+        }
+    }
+
+    fn state(&self) -> u32 {
+        match (&self.region, self.running()) {
+            (None, _) => abi::STATE_UNCONFIGURED,
+            (Some(_), 0) => abi::STATE_CONFIGURED,
+            _ => abi::STATE_STREAMING,
+        }
+    }
+}
+
+/// What one worker pass achieved.
+enum Pass {
+    /// Moved at least one slot.
+    Progress,
+    /// Nothing to consume.
+    Idle,
+    /// Entries wait, but the from-device ring has no room.
+    NoSpace,
+}
+
+impl Inner {
+    /// Drain up to `BATCH` to-device entries into their ports and publish
+    /// what the ports return.
+    fn pass(&mut self) -> Pass {
+        let Some(region) = self.region.as_mut() else { return Pass::Idle };
+        let slot_size = region.geometry().slot_size;
+        let available = match region.to_dev_available() {
+            Ok(n) => n.min(BATCH),
+            Err(()) => {
+                self.counters.invalid_indices += 1;
+                0
+            }
+        };
+        let (mut consumed, mut produced) = (0u32, 0u32);
+        let mut blocked = false;
+        let now = monotonic_ns();
+        for i in 0..available {
+            // One copy of the header; only the copy is used below.
+            let h: SlotHeader = region.to_dev_header(i);
+            let stream = h.check(slot_size).ok().and_then(|()| self.streams[h.stream_id as usize].as_mut());
+            let Some(stream) = stream.filter(|s| s.direction & abi::DIR_TO_DEVICE != 0) else {
+                self.counters.invalid_slots += 1;
+                consumed += 1;
+                continue;
+            };
+            let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
+            if wants_return {
+                match region.from_dev_free(produced + 1) {
+                    Ok(free) if free > produced => {}
+                    Ok(_) => {
+                        blocked = true;
+                        break;
+                    }
+                    Err(()) => {
+                        // User space wrote an impossible consumer index: we
+                        // cannot know which slots are free, so write none.
+                        self.counters.invalid_indices += 1;
+                        blocked = true;
+                        break;
+                    }
+                }
+            }
+            let pkt = region.to_dev_payload(i, h.len);
+            let returned = if wants_return {
+                let mut out = region.from_dev_payload(produced);
+                stream.port.transmit(&pkt, Some(&mut out))
+            } else {
+                stream.port.transmit(&pkt, None)
+            };
+            stream.counters.to_dev_packets += 1;
+            stream.counters.to_dev_bytes += u64::from(h.len);
+            self.counters.to_dev_packets += 1;
+            self.counters.to_dev_bytes += u64::from(h.len);
+            if let Some(len) = returned {
+                let header =
+                    SlotHeader { len: len as u32, stream_id: h.stream_id, timestamp_ns: now, ..Default::default() };
+                region.from_dev_set_header(produced, &header);
+                produced += 1;
+                stream.counters.from_dev_packets += 1;
+                stream.counters.from_dev_bytes += len as u64;
+                self.counters.from_dev_packets += 1;
+                self.counters.from_dev_bytes += len as u64;
+            }
+            consumed += 1;
+        }
+        // Publish before releasing: once user space sees to-device empty,
+        // everything returned from it is visible.
+        region.from_dev_publish(produced);
+        region.to_dev_release(consumed);
+        if consumed > 0 || produced > 0 {
+            Pass::Progress
+        } else if blocked {
+            Pass::NoSpace
+        } else {
+            Pass::Idle
+        }
+    }
+}
+
+/// A session: the private data of an open `/dev/rtpmgr`.
+#[pin_data]
+pub(crate) struct Session {
+    #[pin]
+    inner: Mutex<Inner>,
+    /// `WAIT` callers sleep here; the worker wakes them after each pass.
+    #[pin]
+    waiters: CondVar,
+    #[pin]
+    work: Work<Session>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for Session { self.work }
+}
+
+impl WorkItem for Session {
+    type Pointer = Arc<Session>;
+
+    /// The kernel side of the rings. "Asleep" means "not queued": it runs
+    /// until there is nothing to do, raises need-wakeup on the ring it waits
+    /// for, re-checks once, and returns; `KICK` queues it again.
+    fn run(this: Arc<Session>) {
+        for _ in 0..PASSES_PER_RUN {
+            let mut inner = this.inner.lock();
+            if inner.closing {
+                return;
+            }
+            if let Some(r) = inner.region.as_ref() {
+                r.clear_need_wakeup();
+            }
+            match inner.pass() {
+                Pass::Progress => {
+                    drop(inner);
+                    this.waiters.notify_all();
+                    continue;
+                }
+                Pass::Idle => {
+                    let Some(r) = inner.region.as_ref() else { return };
+                    r.raise_need_wakeup(RingId::ToDevice);
+                    // Entries that arrived in between: stay awake.
+                    if matches!(r.to_dev_available(), Ok(n) if n > 0) {
+                        continue;
+                    }
+                }
+                Pass::NoSpace => {
+                    let Some(r) = inner.region.as_mut() else { return };
+                    r.raise_need_wakeup(RingId::FromDevice);
+                    if matches!(r.from_dev_free(1), Ok(n) if n > 0) {
+                        continue;
+                    }
+                }
+            }
+            inner.counters.worker_sleeps += 1;
+            return;
+        }
+        // Still busy after a fair share: run again later, behind others.
+        if !this.inner.lock().closing {
+            let _ = workqueue::system_unbound().enqueue(this);
+        }
+    }
+}
+
+fn read_arg<T: FromBytes + IoctlArg>(user: UserPtr) -> Result<T> {
+    let v: T = UserSlice::new(user, core::mem::size_of::<T>()).reader().read()?;
+    Ok(v)
+}
+
+fn write_arg<T: AsBytes>(user: UserPtr, v: &T) -> Result {
+    UserSlice::new(user, core::mem::size_of::<T>()).writer().write(v)
+}
+
+fn check_size(size: u32, want: u32) -> Result {
+    if size == want {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+impl Session {
+    fn kick(this: ArcBorrow<'_, Session>) {
+        let arc: Arc<Session> = this.into();
+        // Already queued: the queued run will see the new entries.
+        let _ = workqueue::system_unbound().enqueue(arc);
+    }
+
+    fn get_info(&self, user: UserPtr) -> Result<isize> {
+        let info = abi::Info {
+            size: <abi::Info as IoctlArg>::SIZE,
+            abi_version: abi::ABI_VERSION,
+            features: abi::FEATURE_MMAP_RINGS | abi::FEATURE_RW_COPY | abi::FEATURE_NEED_WAKEUP,
+            max_streams: abi::MAX_STREAMS,
+            min_slot_size: abi::MIN_SLOT_SIZE,
+            max_slot_size: abi::MAX_SLOT_SIZE,
+            min_slot_count: abi::MIN_SLOT_COUNT,
+            max_slot_count: abi::MAX_SLOT_COUNT,
+            port_count: port::count(),
+            slot_header_size: abi::SLOT_HEADER_SIZE,
+            max_session_bytes: crate::max_session_bytes(),
+        };
+        write_arg(user, &info)?;
+        Ok(0)
+    }
+
+    fn get_port(&self, user: UserPtr) -> Result<isize> {
+        let mut p: abi::PortInfo = read_arg(user)?;
+        check_size(p.size, <abi::PortInfo as IoctlArg>::SIZE)?;
+        let port = port::get(p.index).ok_or(ENODEV)?;
+        p.kind = port.kind();
+        p.users = port.users().load(kernel::sync::atomic::Relaxed);
+        p.set_name(port.name());
+        write_arg(user, &p)?;
+        Ok(0)
+    }
+
+    fn configure(&self, user: UserPtr) -> Result<isize> {
+        let mut cfg: abi::BufferConfig = read_arg(user)?;
+        check_size(cfg.size, <abi::BufferConfig as IoctlArg>::SIZE)?;
+        if cfg.flags != 0 {
+            return Err(EINVAL);
+        }
+        let geometry =
+            Geometry::new(cfg.slot_count, cfg.slot_size, crate::max_session_bytes()).map_err(|e| match e {
+                abi::GeometryError::TooLarge => ENOMEM,
+                _ => EINVAL,
+            })?;
+        if self.inner.lock().running() > 0 {
+            return Err(EBUSY);
+        }
+        // Allocate without the lock (it may sleep for a while).
+        let region = Region::new(geometry)?;
+        cfg.mmap_size = region.mmap_size() as u64;
+        cfg.to_dev_slots_offset = geometry.to_dev_slots_offset();
+        cfg.from_dev_slots_offset = geometry.from_dev_slots_offset();
+        {
+            let mut inner = self.inner.lock();
+            if inner.running() > 0 {
+                return Err(EBUSY);
+            }
+            // An old region still mapped somewhere keeps its pages (each
+            // mapped page holds a reference) but is no longer ours.
+            inner.region = Some(region);
+            inner.counters = SessionCounters::default();
+            inner.copy_queue.clear();
+        }
+        write_arg(user, &cfg)?;
+        Ok(0)
+    }
+
+    fn start_stream(&self, user: UserPtr) -> Result<isize> {
+        let spec: abi::StreamSpec = read_arg(user)?;
+        check_size(spec.size, <abi::StreamSpec as IoctlArg>::SIZE)?;
+        if spec.flags != 0 || spec.reserved != 0 {
+            return Err(EINVAL);
+        }
+        if spec.stream_id >= abi::MAX_STREAMS || spec.direction == 0 || spec.direction & !abi::DIR_BOTH != 0 {
+            return Err(EINVAL);
+        }
+        let port = port::get(spec.port).ok_or(ENODEV)?;
+        let mut inner = self.inner.lock();
+        if inner.region.is_none() {
+            return Err(enotconn());
+        }
+        let slot = &mut inner.streams[spec.stream_id as usize];
+        if slot.is_some() {
+            return Err(EEXIST);
+        }
+        port::add_user(port, 1);
+        *slot = Some(Stream {
+            port,
+            direction: spec.direction,
+            counters: StreamCounters { running: 1, port: spec.port, direction: spec.direction, ..Default::default() },
+        });
+        Ok(0)
+    }
+
+    fn stop_stream(&self, user: UserPtr) -> Result<isize> {
+        let stop: abi::StreamStop = read_arg(user)?;
+        check_size(stop.size, <abi::StreamStop as IoctlArg>::SIZE)?;
+        if stop.stream_id >= abi::MAX_STREAMS {
+            return Err(EINVAL);
+        }
+        let st = self.inner.lock().streams[stop.stream_id as usize].take().ok_or(ENOENT)?;
+        port::add_user(st.port, -1);
+        Ok(0)
+    }
+
+    fn get_status(&self, user: UserPtr) -> Result<isize> {
+        let mut status: abi::Status = read_arg(user)?;
+        check_size(status.size, <abi::Status as IoctlArg>::SIZE)?;
+        {
+            let inner = self.inner.lock();
+            status.stream = if status.stream_id == abi::STATUS_SESSION_ONLY {
+                StreamCounters::default()
+            } else if status.stream_id >= abi::MAX_STREAMS {
+                return Err(EINVAL);
+            } else {
+                inner.streams[status.stream_id as usize].map(|s| s.counters).unwrap_or_default()
+            };
+            status.state = inner.state();
+            status.session = inner.counters;
+            status._pad = 0;
+        }
+        write_arg(user, &status)?;
+        Ok(0)
+    }
+
+    fn reset(&self) -> Result<isize> {
+        let mut inner = self.inner.lock();
+        inner.stop_all();
+        inner.counters = SessionCounters::default();
+        inner.copy_queue.clear();
+        if let Some(r) = inner.region.as_mut() {
+            r.reset();
+        }
+        Ok(0)
+    }
+
+    fn wait(&self, user: UserPtr) -> Result<isize> {
+        let mut args: abi::WaitArgs = read_arg(user)?;
+        check_size(args.size, <abi::WaitArgs as IoctlArg>::SIZE)?;
+        if args.flags == 0 || args.flags & !abi::WAIT_ALL != 0 || args.timeout_ms > abi::MAX_WAIT_MS || args.ready != 0
+        {
+            return Err(EINVAL);
+        }
+        let mut jiffies = msecs_to_jiffies(args.timeout_ms);
+        let mut inner = self.inner.lock();
+        let ready = loop {
+            let Some(region) = inner.region.as_ref() else { return Err(enotconn()) };
+            let mut ready = 0;
+            if args.flags & abi::WAIT_FROM_DEV_READY != 0 && (region.from_dev_ready() || !inner.copy_queue.is_empty()) {
+                ready |= abi::WAIT_FROM_DEV_READY;
+            }
+            if args.flags & abi::WAIT_TO_DEV_SPACE != 0 && region.to_dev_space() {
+                ready |= abi::WAIT_TO_DEV_SPACE;
+            }
+            if ready != 0 {
+                inner.counters.waits += 1;
+                break ready;
+            }
+            if jiffies == 0 {
+                inner.counters.wait_timeouts += 1;
+                return Err(ETIMEDOUT);
+            }
+            match self.waiters.wait_interruptible_timeout(&mut inner, jiffies) {
+                kernel::sync::CondVarTimeoutResult::Timeout => jiffies = 0,
+                kernel::sync::CondVarTimeoutResult::Woken { jiffies: left } => jiffies = left,
+                kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+            }
+        };
+        drop(inner);
+        args.ready = ready;
+        write_arg(user, &args)?;
+        Ok(0)
+    }
+}
+
+#[vtable]
+impl MiscDevice for Session {
+    type Ptr = Arc<Session>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Session>> {
+        let copy_queue = KVec::with_capacity(COPY_QUEUE_MAX, GFP_KERNEL)?;
+        Arc::pin_init(
+            try_pin_init!(Session {
+                inner <- new_mutex!(Inner {
+                    region: None,
+                    streams: [None; abi::MAX_STREAMS as usize],
+                    counters: SessionCounters::default(),
+                    copy_queue,
+                    closing: false,
+                }),
+                waiters <- new_condvar!("rtpmgr::Session::waiters"),
+                work <- new_work!("rtpmgr::Session::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    fn release(session: Arc<Session>, _file: &File) {
+        {
+            let mut inner = session.inner.lock();
+            inner.closing = true;
+            inner.stop_all();
+        }
+        session.waiters.notify_all();
+        // SAFETY: `work` is an initialised work item inside `session`, which
+        // we keep alive across the call. After it returns no run of the
+        // worker is pending or executing, and none can be queued again: the
+        // file is going away (no more ioctls) and `closing` stops re-queueing.
+        unsafe { bindings::flush_work(Work::raw_get(&session.work)) };
+    }
+
+    fn mmap(session: ArcBorrow<'_, Session>, _file: &File, vma: &VmaNew) -> Result {
+        // Only the whole region, shared, never executable.
+        if vma.flags() & vm_flags::SHARED == 0 || vma.executable() {
+            return Err(EINVAL);
+        }
+        // SAFETY: `vma` is a valid VMA being set up; reading its page offset
+        // has no side effects.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        if pgoff != 0 {
+            return Err(EINVAL);
+        }
+        vma.try_clear_mayexec()?;
+        // Not inherited by fork, cannot be grown by mremap.
+        vma.set_dontcopy();
+        vma.set_dontexpand();
+        let inner = session.inner.lock();
+        let region = inner.region.as_ref().ok_or(EINVAL)?;
+        let len = vma.end() - vma.start();
+        if len != region.mmap_size() {
+            return Err(EINVAL);
+        }
+        let mixed = vma.set_mixedmap();
+        for i in 0..len / PAGE_SIZE {
+            let page = region.page(i).ok_or(EINVAL)?;
+            mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
+        }
+        Ok(())
+    }
+
+    fn ioctl(session: ArcBorrow<'_, Session>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserPtr::from_addr(arg);
+        match cmd {
+            abi::RTPMGR_IOC_GET_INFO => session.get_info(user),
+            abi::RTPMGR_IOC_CONFIGURE_BUFFER => session.configure(user),
+            abi::RTPMGR_IOC_START_STREAM => session.start_stream(user),
+            abi::RTPMGR_IOC_STOP_STREAM => session.stop_stream(user),
+            abi::RTPMGR_IOC_GET_STATUS => session.get_status(user),
+            abi::RTPMGR_IOC_RESET => session.reset(),
+            abi::RTPMGR_IOC_KICK => {
+                {
+                    let mut inner = session.inner.lock();
+                    if inner.region.is_none() {
+                        return Err(enotconn());
+                    }
+                    inner.counters.kicks += 1;
+                }
+                Session::kick(session);
+                Ok(0)
+            }
+            abi::RTPMGR_IOC_WAIT => session.wait(user),
+            abi::RTPMGR_IOC_GET_PORT => session.get_port(user),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    /// The copying baseline: one write() is one packet, a `SlotHeader`
+    /// followed by `len` bytes, for a running stream.
+    fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
+        let session = kiocb.file();
+        let total = iov.len();
+        let hdr_size = abi::SLOT_HEADER_SIZE as usize;
+        if total < hdr_size || total > abi::MAX_SLOT_SIZE as usize {
+            return Err(EINVAL);
+        }
+        let mut buf = KVec::with_capacity(total, GFP_KERNEL)?;
+        iov.copy_from_iter_vec(&mut buf, GFP_KERNEL)?;
+        if buf.len() != total {
+            return Err(EFAULT);
+        }
+        let h = SlotHeader::from_bytes_copy(&buf[..hdr_size]).ok_or(EINVAL)?;
+        if h.check(abi::MAX_SLOT_SIZE).is_err() || h.len as usize != total - hdr_size {
+            return Err(EINVAL);
+        }
+        let mut inner = session.inner.lock();
+        if inner.region.is_none() {
+            return Err(enotconn());
+        }
+        let stream = inner.streams[h.stream_id as usize]
+            .as_mut()
+            .filter(|s| s.direction & abi::DIR_TO_DEVICE != 0)
+            .ok_or(EINVAL)?;
+        let payload = &mut buf[hdr_size..];
+        // SAFETY: `payload` is our exclusive kernel buffer, valid for its
+        // length for this scope, with no other reference used meanwhile.
+        let pkt = unsafe { SharedBytes::from_raw(payload.as_mut_ptr(), payload.len()) };
+        let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
+        let mut back = KVec::new();
+        let returned = if wants_return {
+            back.extend_with(payload.len(), 0u8, GFP_KERNEL)?;
+            // SAFETY: `back` is an exclusive kernel buffer of that length.
+            let mut out = unsafe { SharedBytes::from_raw(back.as_mut_ptr(), back.len()) };
+            stream.port.transmit(&pkt, Some(&mut out))
+        } else {
+            stream.port.transmit(&pkt, None)
+        };
+        stream.counters.to_dev_packets += 1;
+        stream.counters.to_dev_bytes += u64::from(h.len);
+        let mut full = false;
+        if let Some(len) = returned {
+            back.truncate(len);
+            let out_hdr = SlotHeader {
+                len: len as u32,
+                stream_id: h.stream_id,
+                timestamp_ns: monotonic_ns(),
+                ..Default::default()
+            };
+            let mut packet = KVec::with_capacity(hdr_size + len, GFP_KERNEL)?;
+            packet.extend_from_slice(out_hdr.as_bytes(), GFP_KERNEL)?;
+            packet.extend_from_slice(&back, GFP_KERNEL)?;
+            stream.counters.from_dev_packets += 1;
+            stream.counters.from_dev_bytes += len as u64;
+            if inner.copy_queue.len() >= COPY_QUEUE_MAX {
+                full = true;
+            } else {
+                inner.copy_queue.push(packet, GFP_KERNEL)?;
+            }
+        }
+        inner.counters.to_dev_packets += 1;
+        inner.counters.to_dev_bytes += u64::from(h.len);
+        if full {
+            inner.counters.ring_full_drops += 1;
+            if let Some(s) = inner.streams[h.stream_id as usize].as_mut() {
+                s.counters.ring_full_drops += 1;
+            }
+        } else if returned.is_some() {
+            inner.counters.from_dev_packets += 1;
+            inner.counters.from_dev_bytes += returned.unwrap_or(0) as u64;
+        }
+        drop(inner);
+        session.waiters.notify_all();
+        Ok(total)
+    }
+
+    /// One returned packet per read(), `SlotHeader` first; `EAGAIN` when
+    /// none is queued (block in `WAIT` for `WAIT_FROM_DEV_READY`), `EMSGSIZE`
+    /// if the buffer cannot hold the next one.
+    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let session = kiocb.file();
+        let packet = {
+            let mut inner = session.inner.lock();
+            let next_len = inner.copy_queue.first().map(|p| p.len()).ok_or(EAGAIN)?;
+            if next_len > iov.len() {
+                return Err(EMSGSIZE);
+            }
+            inner.copy_queue.remove(0).map_err(|_| EAGAIN)?
+        };
+        Ok(iov.copy_to_iter(&packet))
+    }
+
+    fn show_fdinfo(session: ArcBorrow<'_, Session>, m: &SeqFile, _file: &File) {
+        let inner = session.inner.lock();
+        let state = match inner.state() {
+            abi::STATE_UNCONFIGURED => "unconfigured",
+            abi::STATE_CONFIGURED => "configured",
+            _ => "streaming",
+        };
+        seq_print!(m, "rtpmgr-state:\t{}\n", state);
+        if let Some(r) = inner.region.as_ref() {
+            let g = r.geometry();
+            let (to, from) = r.fill();
+            seq_print!(
+                m,
+                "rtpmgr-rings:\t{} x {} B, to-device fill {}, from-device fill {}\n",
+                g.slot_count,
+                g.slot_size,
+                to,
+                from
+            );
+        }
+        let c = &inner.counters;
+        seq_print!(
+            m,
+            "rtpmgr-counters:\tto_dev {} pkts {} B, from_dev {} pkts {} B, invalid_slots {}, invalid_indices {}, ring_full_drops {}, kicks {}, sleeps {}, waits {}/{}\n",
+            c.to_dev_packets,
+            c.to_dev_bytes,
+            c.from_dev_packets,
+            c.from_dev_bytes,
+            c.invalid_slots,
+            c.invalid_indices,
+            c.ring_full_drops,
+            c.kicks,
+            c.worker_sleeps,
+            c.waits,
+            c.wait_timeouts
+        );
+        for (id, s) in inner.streams.iter().enumerate() {
+            if let Some(s) = s {
+                seq_print!(
+                    m,
+                    "rtpmgr-stream:\t{} port {} dir {} to_dev {} from_dev {}\n",
+                    id,
+                    s.port.name(),
+                    s.direction,
+                    s.counters.to_dev_packets,
+                    s.counters.from_dev_packets
+                );
+            }
+        }
+    }
+}
