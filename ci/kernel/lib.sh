@@ -64,6 +64,10 @@ PIN
     fi
 }
 
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
 ensure_kernel_toolchain() {
     local rustc_ver pkgs=()
     rustc_ver=$(rustc --version | awk '{print $2}')
@@ -85,7 +89,8 @@ ensure_kernel_toolchain() {
     if [ ${#pkgs[@]} -gt 0 ]; then
         add_debian_suites
         echo "installing: ${pkgs[*]}"
-        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${pkgs[@]}" >/dev/null
+        # Retry once after refreshing the lists, which may be stale.
+        apt_install "${pkgs[@]}" || { as_root apt-get update -qq && apt_install "${pkgs[@]}"; }
     fi
     export RUST_LIB_SRC=/usr/src/rustc-$rustc_ver/library
     if ! command -v bindgen >/dev/null; then

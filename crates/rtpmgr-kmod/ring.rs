@@ -109,7 +109,16 @@ impl Region {
         // nobody else can see the memory yet.
         unsafe { core::ptr::write(mem.as_mut_ptr().cast::<SharedHeader>(), header) };
         let base = core::ptr::NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
-        Ok(Region { mem, base, geometry, to_dev_tail: 0, from_dev_head: 0, from_dev_seen_tail: 0 })
+        let region = Region { mem, base, geometry, to_dev_tail: 0, from_dev_head: 0, from_dev_seen_tail: 0 };
+        region.start_asleep();
+        Ok(region)
+    }
+
+    /// The worker is not queued until the first kick, so both rings start
+    /// with need-wakeup raised: the first publish then asks for that kick.
+    fn start_asleep(&self) {
+        self.word(RingId::ToDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
+        self.word(RingId::FromDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -287,5 +296,6 @@ impl Region {
         self.to_dev_tail = 0;
         self.from_dev_head = 0;
         self.from_dev_seen_tail = 0;
+        self.start_asleep();
     }
 }

@@ -284,6 +284,39 @@ fn check_size(size: u32, want: u32) -> Result {
 }
 
 impl Session {
+    fn new_session() -> Result<Arc<Session>> {
+        let copy_queue = KVec::with_capacity(COPY_QUEUE_MAX, GFP_KERNEL)?;
+        Arc::pin_init(
+            try_pin_init!(Session {
+                inner <- new_mutex!(Inner {
+                    region: None,
+                    streams: [None; abi::MAX_STREAMS as usize],
+                    counters: SessionCounters::default(),
+                    copy_queue,
+                    closing: false,
+                }),
+                waiters <- new_condvar!("rtpmgr::Session::waiters"),
+                work <- new_work!("rtpmgr::Session::work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// On close: stop the streams and wait until the worker is idle for good.
+    fn shut_down(&self) {
+        {
+            let mut inner = self.inner.lock();
+            inner.closing = true;
+            inner.stop_all();
+        }
+        self.waiters.notify_all();
+        // SAFETY: `work` is an initialised work item inside `self`, alive
+        // across the call. After it returns no run of the worker is pending
+        // or executing, and none can be queued again: the file is going away
+        // (no more ioctls) and `closing` stops re-queueing.
+        unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
+    }
+
     fn kick(this: ArcBorrow<'_, Session>) {
         let arc: Arc<Session> = this.into();
         // Already queued: the queued run will see the new entries.
@@ -466,35 +499,26 @@ impl MiscDevice for Session {
     type Ptr = Arc<Session>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Session>> {
-        let copy_queue = KVec::with_capacity(COPY_QUEUE_MAX, GFP_KERNEL)?;
-        Arc::pin_init(
-            try_pin_init!(Session {
-                inner <- new_mutex!(Inner {
-                    region: None,
-                    streams: [None; abi::MAX_STREAMS as usize],
-                    counters: SessionCounters::default(),
-                    copy_queue,
-                    closing: false,
-                }),
-                waiters <- new_condvar!("rtpmgr::Session::waiters"),
-                work <- new_work!("rtpmgr::Session::work"),
-            }),
-            GFP_KERNEL,
-        )
+        // The 7.2 miscdevice abstraction leaves `file_operations.owner`
+        // unset, so an open file would not pin the module. Pin it here and
+        // release it as the last step of `release`, so that unloading is
+        // impossible while a session is open.
+        // SAFETY: `THIS_MODULE` is this module, alive while its code runs.
+        if !unsafe { bindings::try_module_get(crate::THIS_MODULE.as_ptr()) } {
+            return Err(ENODEV);
+        }
+        Self::new_session().inspect_err(|_| {
+            // SAFETY: balances the successful `try_module_get` above.
+            unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) }
+        })
     }
 
     fn release(session: Arc<Session>, _file: &File) {
-        {
-            let mut inner = session.inner.lock();
-            inner.closing = true;
-            inner.stop_all();
-        }
-        session.waiters.notify_all();
-        // SAFETY: `work` is an initialised work item inside `session`, which
-        // we keep alive across the call. After it returns no run of the
-        // worker is pending or executing, and none can be queued again: the
-        // file is going away (no more ioctls) and `closing` stops re-queueing.
-        unsafe { bindings::flush_work(Work::raw_get(&session.work)) };
+        session.shut_down();
+        drop(session);
+        // SAFETY: balances `try_module_get` in `open`; nothing of the session
+        // remains. This is the last statement, as in `module_put_and_*`.
+        unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) };
     }
 
     fn mmap(session: ArcBorrow<'_, Session>, _file: &File, vma: &VmaNew) -> Result {

@@ -2,7 +2,7 @@
 //! `rtpmgrd [--config PATH] [--check-config]`
 
 use rtpmgr_config::{BackendKind, Config};
-use rtpmgrd::backend::{sim::SimBackend, Backend};
+use rtpmgrd::backend::{kernel::KernelBackend, sim::SimBackend, Backend};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -75,13 +75,13 @@ fn main() -> ExitCode {
         .init();
     let backend: Arc<dyn Backend> = match config.daemon.backend {
         BackendKind::Sim => Arc::new(SimBackend::default()),
-        BackendKind::Kernel => {
-            log::error!(
-                "backend = \"kernel\" ({}): this build has no kernel backend yet; use backend = \"sim\"",
-                config.daemon.device.display()
-            );
-            return ExitCode::FAILURE;
-        }
+        BackendKind::Kernel => match KernelBackend::open(&config.daemon.device) {
+            Ok(k) => Arc::new(k),
+            Err(e) => {
+                log::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match rtpmgrd::daemon::run(&args.config, config, backend) {
         Ok(()) => ExitCode::SUCCESS,

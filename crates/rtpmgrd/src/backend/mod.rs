@@ -5,6 +5,7 @@
 //! validation, same errnos) so the whole daemon runs and is tested on a
 //! host without the module. The `kernel` backend drives the real device.
 
+pub mod kernel;
 pub mod sim;
 
 use rtpmgr_abi as abi;

@@ -172,16 +172,8 @@ impl Backend for SimBackend {
         }
         self.stop_worker();
         let mut st = self.shared.lock();
-        // The module refuses to resize a region that is still mapped; here
-        // "mapped" means someone besides us still holds the Arc.
-        if st.region.as_ref().is_some_and(|r| Arc::strong_count(r) > 1) {
-            let region = st.region.clone();
-            drop(st);
-            if let Some(r) = region {
-                self.start_worker(r);
-            }
-            return Err(Errno::EBUSY.into());
-        }
+        // As in the module: a previous region that is still mapped stays
+        // valid for whoever holds it, but is no longer the session's.
         let region = anonymous_region(geometry)?;
         st.region = Some(Arc::clone(&region));
         st.session = SessionCounters::default();

@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: MIT
+# The qemuarm64 test guest: arm64 user space, the module, an initramfs, and
+# a qemu boot whose console is checked. Sourced after ci/lib.sh and
+# ci/kernel/lib.sh.
+
+AARCH64=aarch64-unknown-linux-gnu
+GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests)
+
+# Static arm64 binaries. rustup's aarch64 std when it can be had, else std
+# built from Debian's rust-src of the same version (-Zbuild-std).
+build_guest_binaries() {
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+    local pkgs=(-p rtpmgrd -p rtpmgrctl -p rtpmgr-tools -p rtpmgr-guest-tests)
+    if [ -d "$(rustc --print sysroot)/lib/rustlib/$AARCH64/lib" ] || timeout 300 rustup target add "$AARCH64"; then
+        cargo build --release --target "$AARCH64" "${pkgs[@]}"
+    else
+        local src
+        src="$(rustc --print sysroot)/lib/rustlib/src/rust"
+        mkdir -p "$(dirname "$src")"
+        [ -e "$src" ] || ln -s "/usr/src/rustc-$(rustc --version | awk '{print $2}')" "$src"
+        RUSTC_BOOTSTRAP=1 cargo build --release --target "$AARCH64" -Zbuild-std=std,panic_abort "${pkgs[@]}"
+    fi
+}
+
+build_module() {
+    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD"
+}
+
+# initramfs: busybox, the module, the binaries, /init and the test config.
+build_initramfs() {
+    local out root
+    out=$(realpath -m "$1")
+    root=$(mktemp -d)
+    mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc,lib/modules}
+    cp "$BUSYBOX" "$root/bin/busybox"
+    cp "$ROOT/crates/rtpmgr-kmod/rtpmgr.ko" "$root/lib/modules/"
+    local b
+    for b in "${GUEST_BINS[@]}"; do
+        cp "$ROOT/target/$AARCH64/release/$b" "$root/bin/"
+    done
+    cp "$ROOT/ci/guest/init" "$root/init"
+    cp "$ROOT/ci/guest/rtpmgr-test.toml" "$root/etc/rtpmgr-test.toml"
+    chmod +x "$root/init"
+    (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out")
+    rm -rf "$root"
+}
+
+# boot_guest INITRD LOG: boot, print the console, fail on a kernel problem
+# or a guest failure.
+boot_guest() {
+    local initrd=$1 log=$2
+    timeout 1500 qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 -nographic -no-reboot -nic none \
+        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
+        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^STREAM'
+    if grep -nE 'Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:' "$log"; then
+        die "kernel problem on the console (full log: $log)"
+    fi
+    grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
+}
