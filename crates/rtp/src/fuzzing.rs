@@ -1,17 +1,37 @@
 // SPDX-License-Identifier: MIT
 //! Invariants checked by the cargo-fuzz targets (`fuzz/`) and, on
-//! pseudo-random input, by the unit tests, so CI exercises them without a
-//! nightly toolchain.
+//! pseudo-random input, by this module's unit tests, so CI exercises them
+//! without a nightly toolchain. Not a stable API.
+//!
+//! The checks panic (assert) on a broken invariant: that is how a fuzzer
+//! learns of it.
 
-use crate::{RtpBuilder, RtpPacket, SourceStats, StreamStats};
+use crate::payload::static_clock_rate;
+use crate::{PacketClass, RtpBuilder, RtpPacket, SourceStats, StreamStats, FIXED_HEADER_LEN, RTP_VERSION};
 
-/// Parse arbitrary bytes; if they are RTP, check the view is consistent and
-/// that rebuilding it gives the same bytes.
+/// Parse arbitrary bytes; if they are RTP, check that the view is
+/// consistent, that rebuilding it from its fields gives the same bytes, and
+/// feed it to a [`StreamStats`].
 pub fn check_parse(data: &[u8]) {
     let Ok(p) = RtpPacket::parse(data) else { return };
+    assert_eq!(p.as_bytes(), data);
+    assert_eq!(p.version(), RTP_VERSION);
     assert_eq!(p.header_len() + p.payload().len() + p.padding_len(), data.len());
+    assert!(p.header_len() >= FIXED_HEADER_LEN + 4 * p.csrc_count() as usize);
     assert_eq!(p.csrcs().count(), p.csrc_count() as usize);
-    assert_eq!(p.version(), 2);
+    assert_eq!(p.padding(), p.padding_len() > 0);
+    assert_eq!(p.extension(), p.extension_header().is_some());
+    if let Some((_, body)) = p.extension_header() {
+        assert_eq!(body.len() % 4, 0);
+    }
+    assert_eq!(data.get(p.header_len()..p.header_len() + p.payload().len()), Some(p.payload()));
+    if p.padding() {
+        assert_eq!(data.last().map(|&b| b as usize), Some(p.padding_len()));
+    }
+
+    // Every parsed packet is representable: CC <= 15, the extension body is
+    // whole words, the padding count is 1..=255. The builder zero-fills
+    // padding, so compare with the padding's filler bytes zeroed.
     let mut b = RtpBuilder::new(p.payload_type(), p.sequence_number(), p.timestamp(), p.ssrc()).marker(p.marker());
     for c in p.csrcs() {
         b = b.csrc(c);
@@ -19,28 +39,130 @@ pub fn check_parse(data: &[u8]) {
     if let Some((profile, body)) = p.extension_header() {
         b = b.extension(profile, body);
     }
-    // The builder zero-fills padding; compare with padding bytes zeroed.
-    b = b.padding(p.padding_len() as u8);
-    let rebuilt = b.to_vec(p.payload());
+    b = b.padding(u8::try_from(p.padding_len()).unwrap_or(0));
+    let rebuilt = b.try_to_vec(p.payload()).expect("a parsed packet rebuilds");
     let mut want = data.to_vec();
-    if p.padding_len() > 0 {
-        let end = want.len() - 1;
-        want[end - (p.padding_len() - 1)..end].fill(0);
+    let filler = want.len() - p.padding_len()..want.len().saturating_sub(1);
+    if let Some(bytes) = want.get_mut(filler) {
+        bytes.fill(0);
     }
     assert_eq!(rebuilt, want);
-    let mut st = StreamStats::new(90_000, 4);
-    st.update(&p, 0);
+
+    // A source's first packet starts probation; the next in sequence
+    // completes it and both count.
+    let clock_rate = static_clock_rate(p.payload_type()).unwrap_or(90_000);
+    let mut st = StreamStats::new(clock_rate, 2);
+    assert_eq!(st.update(&p, 0), PacketClass::Probation);
+    let bytes = RtpBuilder::new(p.payload_type(), p.sequence_number().wrapping_add(1), p.timestamp(), p.ssrc())
+        .to_vec(p.payload());
+    let q = RtpPacket::parse(&bytes).expect("built packets parse");
+    assert_eq!(st.update(&q, 1_000_000), PacketClass::InOrder);
+    let src = st.current().expect("a current source");
+    assert_eq!((src.ssrc(), src.received(), src.lost()), (p.ssrc(), 2, 0));
+    assert_eq!(st.ssrc_changes(), 0);
 }
 
-/// Drive one source with arbitrary (seq, timestamp, arrival) triples.
+/// Decode fuzzer bytes into (sequence, timestamp, arrival) events, 10 bytes
+/// each, as deltas from the previous event: sequence `i16`, timestamp `i32`,
+/// arrival `u32` nanoseconds. Deltas let a fuzzer reach the interesting
+/// cases (runs, small gaps, swaps, repeats, wraps) far more easily than
+/// absolute values, and any value is still reachable through wrapping.
+pub fn events_from_bytes(data: &[u8]) -> Vec<(u16, u32, u64)> {
+    let (mut seq, mut ts, mut arrival) = (0u16, 0u32, 0u64);
+    data.chunks_exact(10)
+        .map(|c| {
+            let &[s0, s1, t0, t1, t2, t3, a0, a1, a2, a3] = c else { return (seq, ts, arrival) };
+            seq = seq.wrapping_add_signed(i16::from_le_bytes([s0, s1]));
+            ts = ts.wrapping_add_signed(i32::from_le_bytes([t0, t1, t2, t3]));
+            arrival = arrival.wrapping_add(u32::from_le_bytes([a0, a1, a2, a3]).into());
+            (seq, ts, arrival)
+        })
+        .collect()
+}
+
+/// Counters of one source, to compare before and after a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    received: u64,
+    duplicates: u64,
+    reordered: u64,
+    resyncs: u64,
+    expected: u64,
+    probation: bool,
+}
+
+impl Counts {
+    fn of(s: &SourceStats) -> Self {
+        Counts {
+            received: s.received(),
+            duplicates: s.duplicates(),
+            reordered: s.reordered(),
+            resyncs: s.resyncs(),
+            expected: s.expected(),
+            probation: s.in_probation(),
+        }
+    }
+}
+
+/// Drive one source with arbitrary (seq, timestamp, arrival) events and
+/// check, after every packet, what its classification implies for the
+/// counters, that loss is never negative, and the A.3 interval figures.
 pub fn check_stats(events: &[(u16, u32, u64)]) {
     let Some(&(first, _, _)) = events.first() else { return };
     let mut s = SourceStats::new(7, first, 90_000);
+    // What the previous interval report saw, to check the next one.
+    let (mut last_expected, mut last_distinct) = (0u64, 0u64);
     for &(seq, ts, arrival) in events {
-        s.update(seq, ts, arrival);
+        let before = Counts::of(&s);
+        let class = s.update(seq, ts, arrival);
+        let after = Counts::of(&s);
+        let unchanged = |c: Counts| Counts { probation: after.probation, ..c };
+        match class {
+            PacketClass::Probation => {
+                assert!(after.probation);
+                assert_eq!(after, unchanged(before));
+            }
+            PacketClass::InOrder if before.probation => {
+                assert!(!after.probation);
+                assert_eq!((after.received, after.expected), (2, 2));
+            }
+            PacketClass::InOrder => {
+                assert_eq!(after.received, before.received + 1);
+                assert!(after.expected > before.expected);
+                assert_eq!((after.duplicates, after.reordered), (before.duplicates, before.reordered));
+            }
+            PacketClass::Reordered => {
+                assert_eq!(after.received, before.received + 1);
+                assert_eq!(after.reordered, before.reordered + 1);
+                assert_eq!(after.duplicates, before.duplicates);
+            }
+            PacketClass::Duplicate => {
+                assert_eq!(after.received, before.received + 1);
+                assert_eq!(after.duplicates, before.duplicates + 1);
+                assert_eq!((after.reordered, after.expected), (before.reordered, before.expected));
+            }
+            PacketClass::BadSequence => assert_eq!(after, before),
+            PacketClass::Resync => {
+                assert_eq!(after.resyncs, before.resyncs + 1);
+                assert_eq!((after.received, after.duplicates, after.reordered, after.expected), (2, 0, 0, 2));
+                (last_expected, last_distinct) = (0, 0);
+            }
+        }
+        assert!(!after.probation || after.received == 0);
         assert!(s.duplicates() + s.reordered() <= s.received());
-        let _ = s.interval_report();
-        let _ = s.jitter_ms();
+        assert!(s.lost() >= 0, "lost {} after {class:?}", s.lost());
+        assert!(s.jitter_ms().is_finite() && s.jitter_ms() >= 0.0);
+
+        let r = s.interval_report();
+        let distinct = s.received() - s.duplicates();
+        assert_eq!((r.expected, r.received), (s.expected() - last_expected, distinct - last_distinct));
+        assert_eq!(r.lost, r.expected as i64 - r.received as i64);
+        if r.lost <= 0 {
+            assert_eq!(r.fraction_lost, 0);
+        } else {
+            assert_eq!(u64::from(r.fraction_lost), ((r.lost as u64) << 8) / r.expected);
+        }
+        (last_expected, last_distinct) = (s.expected(), distinct);
     }
 }
 
@@ -48,6 +170,7 @@ pub fn check_stats(events: &[(u16, u32, u64)]) {
 mod tests {
     use super::*;
 
+    /// xorshift64: deterministic, so a failure reproduces.
     struct XorShift(u64);
     impl XorShift {
         fn next(&mut self) -> u64 {
@@ -56,42 +179,107 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
     }
 
     #[test]
     fn parse_invariants_on_random_and_mutated_packets() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let seed = RtpBuilder::new(33, 1, 2, 3).csrc(4).extension(0xbede, &[1, 2, 3, 4]).padding(4).to_vec(&[5; 40]);
-        for _ in 0..20_000 {
-            let mut d = seed.clone();
-            for _ in 0..(rng.next() % 4) {
-                let i = (rng.next() as usize) % d.len();
-                d[i] = rng.next() as u8;
+        let seeds = [
+            RtpBuilder::new(33, 1, 2, 3).csrc(4).extension(0xbede, &[1, 2, 3, 4]).padding(4).to_vec(&[5; 40]),
+            RtpBuilder::new(96, 65_535, u32::MAX, 9).marker(true).to_vec(&[0x47; 188]),
+            RtpBuilder::new(0, 0, 0, 0).extension(0x1000, &[]).pad_to_multiple(16).to_vec(b"abc"),
+        ];
+        let mut parsed = 0;
+        for i in 0..20_000 {
+            // Mutate a valid packet: flip a few bytes (often the flag byte,
+            // so CC, X and P change), then maybe truncate.
+            let mut d = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.below(4) {
+                let at = if rng.below(3) == 0 { 0 } else { rng.below(d.len() as u64) as usize };
+                if let Some(b) = d.get_mut(at) {
+                    *b = rng.next() as u8;
+                }
             }
-            d.truncate((rng.next() as usize) % (d.len() + 1));
+            if rng.below(4) == 0 {
+                d.truncate(rng.below(d.len() as u64 + 1) as usize);
+            }
+            parsed += usize::from(RtpPacket::parse(&d).is_ok());
             check_parse(&d);
-            let len = (rng.next() % 64) as usize;
-            let random: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            check_parse(&random);
+            // And plain noise, with the version bits forced to 2 half the
+            // time so that some of it gets past the first check.
+            let mut noise: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+            if let (Some(b), 0) = (noise.first_mut(), rng.below(2)) {
+                *b = (*b & 0x3f) | 0x80;
+            }
+            check_parse(&noise);
         }
+        assert!(parsed > 5_000, "the mutations should leave many packets valid, got {parsed}");
     }
 
     #[test]
     fn stats_invariants_on_random_sequences() {
         let mut rng = XorShift(42);
+        let mut classes = [0usize; 6];
         for _ in 0..500 {
             let mut seq = rng.next() as u16;
-            let events: Vec<(u16, u32, u64)> = (0..200)
-                .map(|i| {
-                    seq = match rng.next() % 10 {
-                        0 => rng.next() as u16,
-                        1 => seq.wrapping_sub((rng.next() % 5) as u16),
-                        _ => seq.wrapping_add(1),
+            let mut ts = rng.next() as u32;
+            let mut arrival = rng.next() >> 1;
+            let events: Vec<(u16, u32, u64)> = (0..300)
+                .map(|_| {
+                    let step: i32 = match rng.below(20) {
+                        0 => rng.next() as u16 as i32,    // anywhere
+                        1 => -(rng.below(160) as i32),    // late or repeated, around MAX_MISORDER
+                        2 => 2990 + rng.below(20) as i32, // around MAX_DROPOUT
+                        3 => 0,                           // repeat
+                        4 | 5 => 2 + rng.below(8) as i32, // small gap
+                        _ => 1,
                     };
-                    (seq, rng.next() as u32, i * 1_000_000 + rng.next() % 5_000_000)
+                    seq = seq.wrapping_add(step as u16);
+                    ts = ts.wrapping_add(3600);
+                    arrival = arrival.wrapping_add(40_000_000 + rng.below(4_000_000));
+                    (seq, ts, arrival)
                 })
                 .collect();
             check_stats(&events);
+            let mut s = SourceStats::new(0, events[0].0, 90_000);
+            for &(q, t, a) in &events {
+                let i = match s.update(q, t, a) {
+                    PacketClass::InOrder => 0,
+                    PacketClass::Reordered => 1,
+                    PacketClass::Duplicate => 2,
+                    PacketClass::Probation => 3,
+                    PacketClass::Resync => 4,
+                    PacketClass::BadSequence => 5,
+                };
+                classes[i] += 1;
+            }
         }
+        // The generator reaches every classification.
+        assert!(classes.iter().all(|&n| n > 0), "{classes:?}");
+    }
+
+    #[test]
+    fn stats_invariants_on_random_bytes() {
+        let mut rng = XorShift(7);
+        for _ in 0..2_000 {
+            let bytes: Vec<u8> = (0..rng.below(400)).map(|_| rng.next() as u8).collect();
+            check_stats(&events_from_bytes(&bytes));
+        }
+    }
+
+    #[test]
+    fn events_decode_as_wrapping_deltas() {
+        let mut bytes = vec![];
+        bytes.extend_from_slice(&(-1i16).to_le_bytes());
+        bytes.extend_from_slice(&(-1i32).to_le_bytes());
+        bytes.extend_from_slice(&7u32.to_le_bytes());
+        bytes.extend_from_slice(&2i16.to_le_bytes());
+        bytes.extend_from_slice(&3000i32.to_le_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.push(0xff); // an incomplete trailing event is ignored
+        assert_eq!(events_from_bytes(&bytes), [(65_535, u32::MAX, 7), (1, 2999, 7 + u64::from(u32::MAX))]);
     }
 }

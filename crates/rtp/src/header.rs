@@ -1,47 +1,100 @@
 // SPDX-License-Identifier: MIT
-//! RTP fixed header (RFC 3550 section 5.1): a validated zero-copy view and a
+//! RTP packet layout (RFC 3550 section 5.1): a validated zero-copy view and a
 //! builder that writes into caller memory.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |V=2|P|X|  CC   |M|     PT      |       sequence number         |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                           timestamp                           |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |                             SSRC                              |
+//! +=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+=+
+//! |                   CSRC list (CC words)                        |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! | profile-defined (16 bits)     |  length (in 32-bit words)     | if X
+//! |                  extension body (length words)                |
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! |            payload ...        |  padding ...  | pad count (n) | if P
+//! +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//! ```
+//!
+//! [`RtpPacket::parse`] does every bounds check once and keeps the pieces as
+//! sub-slices, so the accessors have no failure path and no indexing that
+//! could panic. The receive path parses every datagram from the network, so
+//! this matters more than the few extra words the view carries.
 
 use core::fmt;
 
+/// The only RTP version in use (RFC 3550). Versions 0 and 1 are historic,
+/// and 3 is unassigned; anything else on the port is not RTP.
 pub const RTP_VERSION: u8 = 2;
+/// Length of the fixed header: flags, PT, sequence, timestamp, SSRC.
 pub const FIXED_HEADER_LEN: usize = 12;
-/// The CSRC count is 4 bits wide.
+/// The CSRC count field is 4 bits wide.
 pub const MAX_CSRCS: usize = 15;
+
+const FLAG_PADDING: u8 = 0x20;
+const FLAG_EXTENSION: u8 = 0x10;
+const MASK_CSRC_COUNT: u8 = 0x0f;
+const FLAG_MARKER: u8 = 0x80;
+const MASK_PAYLOAD_TYPE: u8 = 0x7f;
 
 /// Why bytes are not an RTP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// Shorter than the 12-byte fixed header.
-    TooShort { len: usize },
+    TooShort {
+        /// Bytes in the buffer.
+        len: usize,
+    },
     /// Version field other than 2.
-    BadVersion { version: u8 },
+    BadVersion {
+        /// The two version bits.
+        version: u8,
+    },
     /// The CSRC list (4 bytes per entry) runs past the end.
-    CsrcOverrun { csrc_count: u8, len: usize },
-    /// The extension header, or the body it announces, runs past the end.
-    ExtensionOverrun { len: usize },
-    /// P bit set, but the count in the last byte is 0 (it counts itself, so
-    /// it is at least 1) or larger than the bytes after the headers.
-    BadPadding { pad_len: u8, available: usize },
+    CsrcOverrun {
+        /// The CC field.
+        csrc_count: u8,
+        /// Bytes in the buffer.
+        len: usize,
+    },
+    /// The 4-byte extension header, or the body it announces, runs past the
+    /// end.
+    ExtensionOverrun {
+        /// Bytes in the buffer.
+        len: usize,
+    },
+    /// P bit set, but the count in the last byte is 0 (the count includes
+    /// itself, so a valid one is at least 1) or larger than the bytes after
+    /// the headers. Either would make the payload length negative, or eat
+    /// into the header, if trusted.
+    BadPadding {
+        /// The last byte of the packet.
+        pad_len: u8,
+        /// Bytes after the fixed header, CSRCs and extension.
+        available: usize,
+    },
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ParseError::TooShort { len } => write!(f, "{len} bytes is shorter than the 12-byte RTP header"),
-            ParseError::BadVersion { version } => write!(f, "RTP version {version}, expected 2"),
-            ParseError::CsrcOverrun { csrc_count, len } => {
-                write!(
-                    f,
-                    "{csrc_count} CSRCs need {} bytes, packet has {len}",
-                    FIXED_HEADER_LEN + 4 * csrc_count as usize
-                )
-            }
+            ParseError::BadVersion { version } => write!(f, "RTP version {version}, expected {RTP_VERSION}"),
+            ParseError::CsrcOverrun { csrc_count, len } => write!(
+                f,
+                "{csrc_count} CSRCs need {} bytes, packet has {len}",
+                FIXED_HEADER_LEN + 4 * csrc_count as usize
+            ),
             ParseError::ExtensionOverrun { len } => {
                 write!(f, "header extension runs past the end of a {len}-byte packet")
             }
             ParseError::BadPadding { pad_len, available } => {
-                write!(f, "padding count {pad_len} with {available} bytes after the header")
+                write!(f, "padding count {pad_len} with {available} bytes after the headers")
             }
         }
     }
@@ -49,144 +102,214 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// A validated RTP packet borrowed from a buffer. All offsets were checked
-/// once in [`RtpPacket::parse`]; accessors cannot fail.
+/// A validated RTP packet borrowed from a buffer.
+///
+/// All lengths were checked once in [`RtpPacket::parse`], which split the
+/// buffer into its parts; the accessors only read those parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtpPacket<'a> {
     buf: &'a [u8],
-    /// Fixed header + CSRCs + extension.
+    fixed: &'a [u8; FIXED_HEADER_LEN],
+    /// The CSRC list, `4 * CC` bytes.
+    csrcs: &'a [u8],
+    /// Profile-defined 16 bits and the body (whole words).
+    extension: Option<(u16, &'a [u8])>,
+    payload: &'a [u8],
+    /// Fixed header + CSRCs + extension header and body.
     header_len: usize,
-    padding_len: usize,
-    /// Offset of the extension header (profile, length), if present.
-    ext_at: Option<usize>,
+    /// Padding including the count byte; 0 when P is clear.
+    padding_len: u8,
 }
 
 impl<'a> RtpPacket<'a> {
+    /// Validate `buf` as one RTP packet: version 2, the CSRC list and the
+    /// extension inside the buffer, and, if P is set, a padding count of at
+    /// least 1 that fits after the headers.
+    ///
+    /// Payload type, SSRC and sequence are not judged here: which values are
+    /// acceptable is the stream's business (configured PT, A.1 statistics).
     pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
         let len = buf.len();
-        if len < FIXED_HEADER_LEN {
-            return Err(ParseError::TooShort { len });
-        }
-        let b0 = buf[0];
-        let version = b0 >> 6;
+        let (fixed, rest) = buf.split_first_chunk::<FIXED_HEADER_LEN>().ok_or(ParseError::TooShort { len })?;
+        let flags = fixed[0];
+        let version = flags >> 6;
         if version != RTP_VERSION {
             return Err(ParseError::BadVersion { version });
         }
-        let csrc_count = b0 & 0x0f;
-        let csrc_end = FIXED_HEADER_LEN + 4 * csrc_count as usize;
-        if csrc_end > len {
-            return Err(ParseError::CsrcOverrun { csrc_count, len });
-        }
-        let (header_len, ext_at) = if b0 & 0x10 != 0 {
-            let words = match buf.get(csrc_end + 2..csrc_end + 4) {
-                Some(w) => u16::from_be_bytes([w[0], w[1]]) as usize,
-                None => return Err(ParseError::ExtensionOverrun { len }),
-            };
-            let end = csrc_end + 4 + 4 * words;
-            if end > len {
-                return Err(ParseError::ExtensionOverrun { len });
-            }
-            (end, Some(csrc_end))
+
+        let csrc_count = flags & MASK_CSRC_COUNT;
+        let (csrcs, rest) =
+            rest.split_at_checked(4 * csrc_count as usize).ok_or(ParseError::CsrcOverrun { csrc_count, len })?;
+
+        let (extension, rest) = if flags & FLAG_EXTENSION != 0 {
+            let (ext_header, rest) = rest.split_first_chunk::<4>().ok_or(ParseError::ExtensionOverrun { len })?;
+            let profile = u16::from_be_bytes([ext_header[0], ext_header[1]]);
+            let words = u16::from_be_bytes([ext_header[2], ext_header[3]]) as usize;
+            let (body, rest) = rest.split_at_checked(4 * words).ok_or(ParseError::ExtensionOverrun { len })?;
+            (Some((profile, body)), rest)
         } else {
-            (csrc_end, None)
+            (None, rest)
         };
-        let padding_len = if b0 & 0x20 != 0 {
-            let available = len - header_len;
-            let pad_len = buf[len - 1];
-            if pad_len == 0 || pad_len as usize > available {
-                return Err(ParseError::BadPadding { pad_len, available });
+        let header_len = len - rest.len();
+
+        let (payload, padding_len) = if flags & FLAG_PADDING != 0 {
+            // The count is the packet's last octet. With nothing after the
+            // headers that octet belongs to the header, and any value is
+            // rejected below because `available` is 0.
+            let pad_len = buf.last().copied().unwrap_or(0);
+            let available = rest.len();
+            match available.checked_sub(pad_len as usize) {
+                Some(payload_len) if pad_len > 0 => (rest.get(..payload_len).unwrap_or_default(), pad_len),
+                _ => return Err(ParseError::BadPadding { pad_len, available }),
             }
-            pad_len as usize
         } else {
-            0
+            (rest, 0)
         };
-        Ok(RtpPacket { buf, header_len, padding_len, ext_at })
+
+        Ok(RtpPacket { buf, fixed, csrcs, extension, payload, header_len, padding_len })
     }
 
     fn word(&self, at: usize) -> u32 {
-        // In bounds: only called for offsets validated by `parse`.
-        u32::from_be_bytes([self.buf[at], self.buf[at + 1], self.buf[at + 2], self.buf[at + 3]])
+        match self.fixed.get(at..at + 4) {
+            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            _ => 0,
+        }
     }
 
+    /// Always [`RTP_VERSION`]: `parse` accepts nothing else.
     pub fn version(&self) -> u8 {
-        self.buf[0] >> 6
+        self.fixed[0] >> 6
     }
+    /// The P bit: the packet ends in [`padding_len`](Self::padding_len)
+    /// bytes that are not payload.
     pub fn padding(&self) -> bool {
-        self.buf[0] & 0x20 != 0
+        self.fixed[0] & FLAG_PADDING != 0
     }
+    /// The X bit: a header extension follows the CSRC list.
     pub fn extension(&self) -> bool {
-        self.buf[0] & 0x10 != 0
+        self.fixed[0] & FLAG_EXTENSION != 0
     }
+    /// The CC field: number of contributing sources (0..=15).
     pub fn csrc_count(&self) -> u8 {
-        self.buf[0] & 0x0f
+        self.fixed[0] & MASK_CSRC_COUNT
     }
+    /// The M bit; its meaning is up to the payload format (for video,
+    /// usually the last packet of a frame).
     pub fn marker(&self) -> bool {
-        self.buf[1] & 0x80 != 0
+        self.fixed[1] & FLAG_MARKER != 0
     }
+    /// The 7-bit payload type.
     pub fn payload_type(&self) -> u8 {
-        self.buf[1] & 0x7f
+        self.fixed[1] & MASK_PAYLOAD_TYPE
     }
+    /// The 16-bit sequence number (extend it with
+    /// [`SourceStats`](crate::SourceStats)).
     pub fn sequence_number(&self) -> u16 {
-        u16::from_be_bytes([self.buf[2], self.buf[3]])
+        u16::from_be_bytes([self.fixed[2], self.fixed[3]])
     }
+    /// The media timestamp, in units of the payload's clock rate.
     pub fn timestamp(&self) -> u32 {
         self.word(4)
     }
+    /// The synchronisation source identifier.
     pub fn ssrc(&self) -> u32 {
         self.word(8)
     }
+    /// The contributing sources, in packet order.
     pub fn csrcs(&self) -> impl Iterator<Item = u32> + 'a {
-        let list = &self.buf[FIXED_HEADER_LEN..FIXED_HEADER_LEN + 4 * self.csrc_count() as usize];
-        list.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        self.csrcs.chunks_exact(4).map(|c| match *c {
+            [a, b, c, d] => u32::from_be_bytes([a, b, c, d]),
+            _ => 0, // chunks_exact(4) yields only 4-byte chunks
+        })
     }
-    /// The profile-defined 16 bits and the extension body.
+    /// The header extension, if X is set: the 16 profile-defined bits
+    /// (0xBEDE for RFC 8285 one-byte elements, 0x100x for two-byte ones)
+    /// and the body, a whole number of 32-bit words (possibly none).
     pub fn extension_header(&self) -> Option<(u16, &'a [u8])> {
-        let at = self.ext_at?;
-        let profile = u16::from_be_bytes([self.buf[at], self.buf[at + 1]]);
-        Some((profile, &self.buf[at + 4..self.header_len]))
+        self.extension
     }
-    /// The payload: after header, CSRCs and extension, before padding.
+    /// The payload: after the header, CSRCs and extension, before padding.
     pub fn payload(&self) -> &'a [u8] {
-        &self.buf[self.header_len..self.buf.len() - self.padding_len]
+        self.payload
     }
+    /// Padding bytes at the end, including the count byte; 0 without P.
     pub fn padding_len(&self) -> usize {
-        self.padding_len
+        self.padding_len as usize
     }
+    /// Bytes before the payload: fixed header, CSRCs and the extension.
     pub fn header_len(&self) -> usize {
         self.header_len
     }
+    /// The whole packet as parsed.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf
     }
 }
 
-/// Why a packet could not be built.
+/// Why [`RtpBuilder::write`] could not build a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildError {
+    /// The output buffer is shorter than the packet.
     BufferTooSmall {
+        /// The packet's length, [`RtpBuilder::len`].
         needed: usize,
     },
-    /// Payload types are 7 bits.
+    /// Payload types are 7 bits (0..=127).
     InvalidPayloadType(u8),
-    TooManyCsrcs,
-    /// Extension bodies are whole 32-bit words, at most 65535 of them.
-    ExtensionNotWordAligned,
+    /// More than [`MAX_CSRCS`] contributing sources were added.
+    TooManyCsrcs {
+        /// How many were added.
+        count: usize,
+    },
+    /// The extension's length field counts 32-bit words, so the body must
+    /// be a multiple of 4 bytes.
+    ExtensionNotWordAligned {
+        /// Body length in bytes.
+        len: usize,
+    },
+    /// The extension's length field is 16 bits: at most 65535 words.
+    ExtensionTooLong {
+        /// Body length in bytes.
+        len: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match *self {
             BuildError::BufferTooSmall { needed } => write!(f, "buffer too small, {needed} bytes needed"),
             BuildError::InvalidPayloadType(pt) => write!(f, "payload type {pt} does not fit 7 bits"),
-            BuildError::TooManyCsrcs => write!(f, "more than {MAX_CSRCS} CSRCs"),
-            BuildError::ExtensionNotWordAligned => write!(f, "extension body is not a whole number of 32-bit words"),
+            BuildError::TooManyCsrcs { count } => write!(f, "{count} CSRCs, at most {MAX_CSRCS} fit"),
+            BuildError::ExtensionNotWordAligned { len } => {
+                write!(f, "extension body of {len} bytes is not a whole number of 32-bit words")
+            }
+            BuildError::ExtensionTooLong { len } => {
+                write!(f, "extension body of {len} bytes exceeds 65535 words")
+            }
         }
     }
 }
 
 impl std::error::Error for BuildError {}
 
-/// Writes RTP packets. Fields are set by value; `write` checks them.
+/// How the builder pads (RFC 3550 5.1: padding for block ciphers or to
+/// carry several packets in one lower-layer unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Padding {
+    None,
+    /// This many bytes, count byte included.
+    Exact(u8),
+    /// Pad the whole packet to a multiple of this (2..=255).
+    ToMultipleOf(u8),
+}
+
+/// Writes RTP packets into caller memory.
+///
+/// The setters take and return the builder by value and never fail; all
+/// checks happen in [`write`](Self::write), which reports them as a
+/// [`BuildError`]. The builder itself allocates only for an extension body
+/// (its type has no lifetime so it can be stored and cloned per stream);
+/// `write` never allocates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtpBuilder {
     payload_type: u8,
@@ -194,12 +317,16 @@ pub struct RtpBuilder {
     timestamp: u32,
     ssrc: u32,
     marker: bool,
-    csrcs: Vec<u32>,
+    csrcs: [u32; MAX_CSRCS],
+    /// CSRCs added; may exceed `MAX_CSRCS` (only the first 15 are kept),
+    /// which `write` reports rather than silently dropping them.
+    csrc_count: usize,
     extension: Option<(u16, Vec<u8>)>,
-    padding: u8,
+    padding: Padding,
 }
 
 impl RtpBuilder {
+    /// A packet with no marker, CSRCs, extension or padding.
     pub fn new(payload_type: u8, sequence: u16, timestamp: u32, ssrc: u32) -> Self {
         RtpBuilder {
             payload_type,
@@ -207,210 +334,180 @@ impl RtpBuilder {
             timestamp,
             ssrc,
             marker: false,
-            csrcs: Vec::new(),
+            csrcs: [0; MAX_CSRCS],
+            csrc_count: 0,
             extension: None,
-            padding: 0,
+            padding: Padding::None,
         }
     }
+
+    /// Set the M bit.
     pub fn marker(mut self, m: bool) -> Self {
         self.marker = m;
         self
     }
-    /// Add a contributing source (at most 15; `write` refuses more).
+
+    /// Add a contributing source. At most 15 fit; `write` refuses more.
     pub fn csrc(mut self, c: u32) -> Self {
-        self.csrcs.push(c);
+        if let Some(slot) = self.csrcs.get_mut(self.csrc_count) {
+            *slot = c;
+        }
+        self.csrc_count = self.csrc_count.saturating_add(1);
         self
     }
-    /// Header extension: 16 profile-defined bits and a body of whole words.
+
+    /// Header extension: 16 profile-defined bits and a body whose length is
+    /// a multiple of 4 (the wire format counts words). Replaces any earlier
+    /// extension.
     pub fn extension(mut self, profile: u16, body: &[u8]) -> Self {
         self.extension = Some((profile, body.to_vec()));
         self
     }
-    /// Padding bytes to append, including the count byte; 0 for none.
+
+    /// Append exactly `pad_len` padding bytes, the count byte included
+    /// (zeros, then `pad_len`); 0 means no padding and a clear P bit.
     pub fn padding(mut self, pad_len: u8) -> Self {
-        self.padding = pad_len;
+        self.padding = if pad_len == 0 { Padding::None } else { Padding::Exact(pad_len) };
+        self
+    }
+
+    /// Pad the whole packet to a multiple of `block` bytes, as a block
+    /// cipher needs. Adds nothing (and leaves P clear) when the packet is
+    /// already a multiple; `block` 0 or 1 means no padding. Replaces
+    /// [`padding`](Self::padding).
+    pub fn pad_to_multiple(mut self, block: u8) -> Self {
+        self.padding = if block <= 1 { Padding::None } else { Padding::ToMultipleOf(block) };
         self
     }
 
     fn header_len(&self) -> usize {
-        FIXED_HEADER_LEN + 4 * self.csrcs.len() + self.extension.as_ref().map_or(0, |(_, b)| 4 + b.len())
+        FIXED_HEADER_LEN
+            + 4 * self.csrc_count.min(MAX_CSRCS)
+            + self.extension.as_ref().map_or(0, |(_, body)| 4 + body.len())
     }
 
-    /// Total packet length for a payload of `payload_len` bytes.
-    pub fn len(&self, payload_len: usize) -> usize {
-        self.header_len() + payload_len + self.padding as usize
-    }
-
-    /// Write the packet into `out`; returns its length.
-    pub fn write(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, BuildError> {
-        if self.payload_type > 0x7f {
-            return Err(BuildError::InvalidPayloadType(self.payload_type));
-        }
-        if self.csrcs.len() > MAX_CSRCS {
-            return Err(BuildError::TooManyCsrcs);
-        }
-        if let Some((_, body)) = &self.extension {
-            if body.len() % 4 != 0 || body.len() / 4 > u16::MAX as usize {
-                return Err(BuildError::ExtensionNotWordAligned);
+    fn padding_for(&self, payload_len: usize) -> usize {
+        match self.padding {
+            Padding::None => 0,
+            Padding::Exact(n) => n as usize,
+            Padding::ToMultipleOf(block) => {
+                let block = block as usize;
+                let unpadded = self.header_len().saturating_add(payload_len);
+                (block - unpadded % block) % block
             }
         }
+    }
+
+    /// Total packet length for a payload of `payload_len` bytes: what
+    /// [`write`](Self::write) needs and returns.
+    pub fn len(&self, payload_len: usize) -> usize {
+        self.header_len().saturating_add(payload_len).saturating_add(self.padding_for(payload_len))
+    }
+
+    /// Check the fields without writing.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        if self.payload_type > MASK_PAYLOAD_TYPE {
+            return Err(BuildError::InvalidPayloadType(self.payload_type));
+        }
+        if self.csrc_count > MAX_CSRCS {
+            return Err(BuildError::TooManyCsrcs { count: self.csrc_count });
+        }
+        if let Some((_, body)) = &self.extension {
+            let len = body.len();
+            if len % 4 != 0 {
+                return Err(BuildError::ExtensionNotWordAligned { len });
+            }
+            if len / 4 > u16::MAX as usize {
+                return Err(BuildError::ExtensionTooLong { len });
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the packet for `payload` to the start of `out`; returns its
+    /// length. On error nothing useful is in `out`.
+    pub fn write(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, BuildError> {
+        self.validate()?;
         let needed = self.len(payload.len());
-        let out = out.get_mut(..needed).ok_or(BuildError::BufferTooSmall { needed })?;
-        out[0] = RTP_VERSION << 6
-            | if self.padding > 0 { 0x20 } else { 0 }
-            | if self.extension.is_some() { 0x10 } else { 0 }
-            | self.csrcs.len() as u8;
-        out[1] = if self.marker { 0x80 } else { 0 } | self.payload_type;
-        out[2..4].copy_from_slice(&self.sequence.to_be_bytes());
-        out[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
-        out[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        let mut at = FIXED_HEADER_LEN;
-        for c in &self.csrcs {
-            out[at..at + 4].copy_from_slice(&c.to_be_bytes());
-            at += 4;
+        let mut w = Cursor { rest: out.get_mut(..needed).ok_or(BuildError::BufferTooSmall { needed })?, needed };
+        let pad_len = self.padding_for(payload.len());
+        let csrcs = self.csrcs.get(..self.csrc_count).unwrap_or_default();
+
+        let mut flags = RTP_VERSION << 6 | csrcs.len() as u8;
+        if pad_len > 0 {
+            flags |= FLAG_PADDING;
+        }
+        if self.extension.is_some() {
+            flags |= FLAG_EXTENSION;
+        }
+        let marker = if self.marker { FLAG_MARKER } else { 0 };
+        w.put(&[flags, marker | self.payload_type])?;
+        w.put(&self.sequence.to_be_bytes())?;
+        w.put(&self.timestamp.to_be_bytes())?;
+        w.put(&self.ssrc.to_be_bytes())?;
+        for c in csrcs {
+            w.put(&c.to_be_bytes())?;
         }
         if let Some((profile, body)) = &self.extension {
-            out[at..at + 2].copy_from_slice(&profile.to_be_bytes());
-            out[at + 2..at + 4].copy_from_slice(&((body.len() / 4) as u16).to_be_bytes());
-            out[at + 4..at + 4 + body.len()].copy_from_slice(body);
-            at += 4 + body.len();
+            w.put(&profile.to_be_bytes())?;
+            w.put(&((body.len() / 4) as u16).to_be_bytes())?;
+            w.put(body)?;
         }
-        out[at..at + payload.len()].copy_from_slice(payload);
-        at += payload.len();
-        if self.padding > 0 {
-            let end = at + self.padding as usize;
-            out[at..end - 1].fill(0);
-            out[end - 1] = self.padding;
-            at = end;
+        w.put(payload)?;
+        if pad_len > 0 {
+            // Zeros, then the count. `pad_len` fits a u8: it is an explicit
+            // u8, or a remainder modulo a u8 block size.
+            w.fill_zero(pad_len - 1)?;
+            w.put(&[pad_len as u8])?;
         }
-        Ok(at)
+        Ok(needed)
+    }
+
+    /// The packet as a new vector; [`write`](Self::write) for callers that
+    /// own their buffers.
+    pub fn try_to_vec(&self, payload: &[u8]) -> Result<Vec<u8>, BuildError> {
+        self.validate()?;
+        let mut v = vec![0u8; self.len(payload.len())];
+        let n = self.write(payload, &mut v)?;
+        v.truncate(n);
+        Ok(v)
     }
 
     /// The packet as a new vector.
     ///
     /// # Panics
-    /// On the builder misuse `write` reports: a payload type over 127, more
-    /// than 15 CSRCs, or an extension body that is not whole words.
+    /// On builder misuse, which is a programming error rather than bad
+    /// input: a payload type over 127, more than 15 CSRCs, or an extension
+    /// body that is not whole words or exceeds 65535 of them. Use
+    /// [`try_to_vec`](Self::try_to_vec) when the fields come from outside.
     pub fn to_vec(&self, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0u8; self.len(payload.len())];
-        match self.write(payload, &mut v) {
-            Ok(n) => v.truncate(n),
-            Err(e) => panic!("RtpBuilder misuse: {e}"),
-        }
-        v
+        self.try_to_vec(payload).unwrap_or_else(|e| panic!("RtpBuilder misuse: {e}"))
+    }
+}
+
+/// Sequential writer over a buffer already checked to be `needed` long;
+/// running out is reported, never a panic.
+struct Cursor<'b> {
+    rest: &'b mut [u8],
+    needed: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Result<&mut [u8], BuildError> {
+        let rest = core::mem::take(&mut self.rest);
+        let (head, tail) = rest.split_at_mut_checked(n).ok_or(BuildError::BufferTooSmall { needed: self.needed })?;
+        self.rest = tail;
+        Ok(head)
+    }
+    fn put(&mut self, bytes: &[u8]) -> Result<(), BuildError> {
+        self.take(bytes.len())?.copy_from_slice(bytes);
+        Ok(())
+    }
+    fn fill_zero(&mut self, n: usize) -> Result<(), BuildError> {
+        self.take(n)?.fill(0);
+        Ok(())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// V=2 P=0 X=0 CC=0, M=1 PT=33, seq 0x1234, ts 0x01020304,
-    /// SSRC 0xdeadbeef, payload "TS".
-    const SIMPLE: [u8; 14] = [0x80, 0xa1, 0x12, 0x34, 0x01, 0x02, 0x03, 0x04, 0xde, 0xad, 0xbe, 0xef, b'T', b'S'];
-
-    #[test]
-    fn parses_a_known_packet() {
-        let p = RtpPacket::parse(&SIMPLE).unwrap();
-        assert_eq!(p.version(), 2);
-        assert!(!p.padding() && !p.extension());
-        assert!(p.marker());
-        assert_eq!(p.payload_type(), 33);
-        assert_eq!(p.sequence_number(), 0x1234);
-        assert_eq!(p.timestamp(), 0x0102_0304);
-        assert_eq!(p.ssrc(), 0xdead_beef);
-        assert_eq!(p.csrc_count(), 0);
-        assert_eq!(p.header_len(), 12);
-        assert_eq!(p.payload(), b"TS");
-        assert_eq!(p.extension_header(), None);
-    }
-
-    #[test]
-    fn parses_csrcs_extension_and_padding() {
-        // CC=2, X=1, P=1; extension 0xBEDE with one word; payload 3 bytes;
-        // 4 padding bytes (last one = 4).
-        let mut b = vec![0xb2, 0x60, 0, 1, 0, 0, 0, 9, 0, 0, 0, 7];
-        b.extend_from_slice(&[0, 0, 0, 0x11, 0, 0, 0, 0x22]); // CSRCs
-        b.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 0xaa, 0, 0]); // extension
-        b.extend_from_slice(&[1, 2, 3]); // payload
-        b.extend_from_slice(&[0, 0, 0, 4]); // padding
-        let p = RtpPacket::parse(&b).unwrap();
-        assert_eq!(p.csrcs().collect::<Vec<_>>(), [0x11, 0x22]);
-        assert_eq!(p.extension_header(), Some((0xbede, &[0x10, 0xaa, 0, 0][..])));
-        assert_eq!(p.header_len(), 12 + 8 + 8);
-        assert_eq!(p.padding_len(), 4);
-        assert_eq!(p.payload(), [1, 2, 3]);
-        assert_eq!(p.payload_type(), 0x60);
-        assert!(!p.marker());
-    }
-
-    #[test]
-    fn every_parse_error() {
-        assert_eq!(RtpPacket::parse(&SIMPLE[..11]), Err(ParseError::TooShort { len: 11 }));
-        assert_eq!(RtpPacket::parse(&[]), Err(ParseError::TooShort { len: 0 }));
-        let mut v1 = SIMPLE;
-        v1[0] = 0x40;
-        assert_eq!(RtpPacket::parse(&v1), Err(ParseError::BadVersion { version: 1 }));
-        let mut cc = SIMPLE;
-        cc[0] = 0x81; // one CSRC needs 16 bytes, have 14
-        assert_eq!(RtpPacket::parse(&cc), Err(ParseError::CsrcOverrun { csrc_count: 1, len: 14 }));
-        let mut x = SIMPLE;
-        x[0] = 0x90; // extension header needs 4 bytes after 12, have 2
-        assert_eq!(RtpPacket::parse(&x), Err(ParseError::ExtensionOverrun { len: 14 }));
-        let mut xb = SIMPLE.to_vec();
-        xb[0] = 0x90;
-        // "TS" becomes the profile field; a length of 2 words needs 24 bytes.
-        xb.extend_from_slice(&[0, 2]);
-        assert_eq!(RtpPacket::parse(&xb), Err(ParseError::ExtensionOverrun { len: 16 }));
-        let mut p0 = SIMPLE;
-        p0[0] = 0xa0;
-        p0[13] = 0; // padding count 0
-        assert_eq!(RtpPacket::parse(&p0), Err(ParseError::BadPadding { pad_len: 0, available: 2 }));
-        let mut p3 = SIMPLE;
-        p3[0] = 0xa0;
-        p3[13] = 3; // 3 bytes of padding, only 2 after the header
-        assert_eq!(RtpPacket::parse(&p3), Err(ParseError::BadPadding { pad_len: 3, available: 2 }));
-        let mut p2 = SIMPLE;
-        p2[0] = 0xa0;
-        p2[13] = 2; // all of the bytes after the header are padding
-        assert_eq!(RtpPacket::parse(&p2).unwrap().payload(), b"");
-    }
-
-    #[test]
-    fn builder_round_trip() {
-        let b = RtpBuilder::new(96, 65_535, 4_000_000_000, 42)
-            .marker(true)
-            .csrc(7)
-            .csrc(8)
-            .extension(0x1000, &[1, 2, 3, 4, 5, 6, 7, 8])
-            .padding(3);
-        let bytes = b.to_vec(b"hello");
-        assert_eq!(bytes.len(), 12 + 8 + 12 + 5 + 3);
-        assert_eq!(b.len(5), bytes.len());
-        let p = RtpPacket::parse(&bytes).unwrap();
-        assert_eq!((p.payload_type(), p.sequence_number(), p.timestamp(), p.ssrc()), (96, 65_535, 4_000_000_000, 42));
-        assert!(p.marker());
-        assert_eq!(p.csrcs().collect::<Vec<_>>(), [7, 8]);
-        assert_eq!(p.extension_header(), Some((0x1000, &[1, 2, 3, 4, 5, 6, 7, 8][..])));
-        assert_eq!(p.payload(), b"hello");
-        assert_eq!(p.padding_len(), 3);
-        assert_eq!(RtpBuilder::new(33, 0x1234, 0x0102_0304, 0xdead_beef).marker(true).to_vec(b"TS"), SIMPLE);
-    }
-
-    #[test]
-    fn builder_errors() {
-        let mut small = [0u8; 13];
-        assert_eq!(
-            RtpBuilder::new(0, 0, 0, 0).write(b"ab", &mut small),
-            Err(BuildError::BufferTooSmall { needed: 14 })
-        );
-        let mut buf = [0u8; 200];
-        assert_eq!(RtpBuilder::new(128, 0, 0, 0).write(b"", &mut buf), Err(BuildError::InvalidPayloadType(128)));
-        let many = (0..16).fold(RtpBuilder::new(0, 0, 0, 0), |b, c| b.csrc(c));
-        assert_eq!(many.write(b"", &mut buf), Err(BuildError::TooManyCsrcs));
-        assert_eq!(
-            RtpBuilder::new(0, 0, 0, 0).extension(1, &[1, 2, 3]).write(b"", &mut buf),
-            Err(BuildError::ExtensionNotWordAligned)
-        );
-    }
-}
+mod tests;

@@ -4,75 +4,184 @@
 //! fraction lost per interval) and A.8 (interarrival jitter), plus duplicate
 //! and reordering detection, which A.1 does not do.
 //!
-//! Definitions used throughout:
-//! * `received` counts every packet accepted as belonging to the source,
-//!   duplicates included (as A.1's `received` does);
-//! * `duplicates` counts packets whose extended sequence number was already
-//!   seen within the last [`DUP_WINDOW`] numbers;
-//! * `reordered` counts packets that arrive after a higher sequence number
-//!   and are not duplicates (late packets);
-//! * `lost = expected - (received - duplicates)`. The RFC's formula is
-//!   `expected - received`, which lets every duplicate hide one loss; we
-//!   subtract duplicates so a stream with 3 losses and 3 duplicates reports 3
-//!   lost, not 0. It can still go negative only for packets older than the
-//!   duplicate window that arrive twice.
+//! # Definitions
 //!
-//! One deviation from A.1 on purpose: A.1 does not count the packets that
-//! make up the probation run (a source is valid after MIN_SEQUENTIAL
-//! in-order packets, and counting restarts at the last one). We count them,
-//! so a clean stream of N packets reports `received == expected == N`.
-//! Likewise the two packets that resynchronise a source after a large jump
-//! both count.
+//! All counters describe the source's current *sequence epoch*: from the
+//! end of probation, or from the last resynchronisation (A.1's `init_seq`
+//! resets `received` and the interval baselines, and so do we; see
+//! [`SourceStats::resyncs`]).
+//!
+//! * `received`: every packet accepted as belonging to the source,
+//!   duplicates included, as A.1's `received`. Packets dropped by A.1
+//!   (probation runs that did not complete, lone far jumps, packets
+//!   MAX_MISORDER or more behind) are not counted.
+//! * `duplicates`: accepted packets whose extended sequence number was
+//!   already received within the last [`DUP_WINDOW`] numbers.
+//! * `reordered`: accepted packets with a sequence number below the highest
+//!   seen, that are not duplicates (late, but new).
+//! * `expected`: A.3, `extended_max - base + 1`.
+//! * `lost = expected - (received - duplicates)`. A.3 uses `expected -
+//!   received`, so every duplicate hides one loss and a stream with 3 losses
+//!   and 3 duplicates reports 0 lost. Subtracting duplicates reports 3.
+//!
+//! # Deviations from A.1, on purpose
+//!
+//! * A.1 counts only the last packet of the probation run (`init_seq` then
+//!   `received++`), so a clean stream of N packets reports N-1 received of
+//!   N-1 expected. We count the whole run (MIN_SEQUENTIAL packets) and set
+//!   the base to its first packet, so a clean stream reports N of N. The same
+//!   applies to the two packets that confirm a resynchronisation.
+//! * A.1 counts a late packet from before the first counted packet as
+//!   received but not expected, making loss negative. We move the base back
+//!   to it, so it is expected as well.
+//!
+//! With both, and duplicates detected over a window wider than
+//! MAX_MISORDER, `received - duplicates` counts distinct sequence numbers
+//! between base and highest, so `lost()` is never negative.
+//!
+//! # Jitter
+//!
+//! A.8 in its integer form, kept scaled by 16. Every accepted packet except
+//! duplicates updates it, in arrival order, as A.8 does per packet:
+//! reordered packets and packets sharing a timestamp (video frames split
+//! over several packets) included. A repeated packet is skipped because it
+//! says nothing new about the path's delay. After a resynchronisation the
+//! previous transit time is forgotten, so the sender's restart (a new
+//! timestamp base) is not taken for network jitter.
 
 use crate::header::RtpPacket;
 
+/// A.1: a forward jump of this many or more is not taken as loss.
 pub const MAX_DROPOUT: u16 = 3000;
+/// A.1: a packet fewer than this many behind the highest is late; this
+/// many or more, a jump.
 pub const MAX_MISORDER: u16 = 100;
+/// A.1: sequential packets needed before a new source counts.
 pub const MIN_SEQUENTIAL: u16 = 2;
-const RTP_SEQ_MOD: u64 = 1 << 16;
-/// Extended sequence numbers carry this bias internally so that the base of
-/// a probation run that straddles the 16-bit wrap is never negative.
-const BIAS: u64 = RTP_SEQ_MOD;
-/// How many recent sequence numbers duplicate detection remembers.
+/// A.1's RTP_SEQ_MOD: sequence numbers are 16 bits.
+pub const RTP_SEQ_MOD: u32 = 1 << 16;
+/// How many recent extended sequence numbers duplicate detection remembers.
+/// Only packets fewer than MAX_MISORDER behind the highest reach the
+/// lookup, so any window of at least MAX_MISORDER is exact; 1024 keeps a
+/// margin and the bitmap at 128 bytes.
 pub const DUP_WINDOW: u64 = 1024;
+const _: () = assert!(DUP_WINDOW >= MAX_MISORDER as u64 && DUP_WINDOW % 64 == 0);
 
-/// How one packet was classified.
+/// Internal extended sequence numbers carry this bias, so that a base moved
+/// back across the 16-bit wrap of the first cycle stays non-negative.
+const BIAS: u64 = RTP_SEQ_MOD as u64;
+/// A.1 sets `bad_seq` to this so that no sequence number matches it.
+const NO_BAD_SEQ: u32 = RTP_SEQ_MOD + 1;
+
+/// How [`SourceStats::update`] classified one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketClass {
-    /// Next in sequence, or ahead with a gap (loss) within MAX_DROPOUT.
+    /// Above the highest sequence number so far: the next one, or ahead by
+    /// less than MAX_DROPOUT (the numbers skipped count as lost until they
+    /// arrive). Also the packet that completes probation.
     InOrder,
-    /// Late: a higher sequence number was seen before it.
+    /// Below the highest by fewer than MAX_MISORDER, and not seen before:
+    /// late, and counted.
     Reordered,
-    /// Its sequence number was seen already.
+    /// Seen already (within [`DUP_WINDOW`]): counted in `received` and in
+    /// `duplicates`, not in jitter.
     Duplicate,
-    /// The source is still in probation; the packet does not count (yet).
+    /// The source is in probation and this packet did not complete it; it
+    /// counts only if the run it starts or continues completes.
     Probation,
-    /// Second packet after a large jump: the source restarted here.
+    /// Confirms a large jump: the sender restarted, and the statistics
+    /// restart at the two packets of the jump.
     Resync,
-    /// A large jump; not counted unless the next packet confirms it.
+    /// A jump of MAX_DROPOUT or more ahead, or MAX_MISORDER or more
+    /// behind: dropped from the statistics unless the next packet confirms
+    /// it.
     BadSequence,
 }
 
 /// A.3 figures for the interval since the previous report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IntervalReport {
+    /// Sequence numbers the interval added to `expected`.
     pub expected: u64,
+    /// Distinct packets received in the interval (duplicates excluded, as
+    /// in [`SourceStats::lost`]).
     pub received: u64,
+    /// `expected - received`; negative when late packets of an earlier
+    /// interval arrived in this one.
     pub lost: i64,
-    /// Fraction lost, 8-bit fixed point (256 = all).
+    /// `lost / expected` in 8-bit fixed point, as an RTCP report block
+    /// carries it: 0 when nothing was lost (or less than nothing), and at
+    /// most 255.
     pub fraction_lost: u8,
 }
 
-/// Statistics of one synchronisation source.
+/// Which extended sequence numbers arrived, over the last [`DUP_WINDOW`].
+///
+/// Bit `ext % DUP_WINDOW` stands for `ext`; when the highest number moves
+/// forward, the positions it moves over are cleared before reuse.
+#[derive(Debug, Clone)]
+struct SeqWindow {
+    bits: [u64; (DUP_WINDOW / 64) as usize],
+}
+
+impl SeqWindow {
+    fn new() -> Self {
+        SeqWindow { bits: [0; (DUP_WINDOW / 64) as usize] }
+    }
+
+    fn slot(ext: u64) -> (usize, u64) {
+        let i = ext % DUP_WINDOW;
+        ((i / 64) as usize, 1 << (i % 64))
+    }
+
+    fn contains(&self, ext: u64) -> bool {
+        let (w, b) = Self::slot(ext);
+        self.bits.get(w).is_some_and(|word| word & b != 0)
+    }
+
+    fn insert(&mut self, ext: u64) {
+        let (w, b) = Self::slot(ext);
+        if let Some(word) = self.bits.get_mut(w) {
+            *word |= b;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bits = [0; (DUP_WINDOW / 64) as usize];
+    }
+
+    /// The highest number moves from `old_max` to `new_max`: forget what
+    /// the positions of `old_max + 1 ..= new_max` held.
+    fn advance(&mut self, old_max: u64, new_max: u64) {
+        let steps = new_max.saturating_sub(old_max);
+        if steps >= DUP_WINDOW {
+            self.clear();
+            return;
+        }
+        for ext in old_max + 1..=new_max {
+            let (w, b) = Self::slot(ext);
+            if let Some(word) = self.bits.get_mut(w) {
+                *word &= !b;
+            }
+        }
+    }
+}
+
+/// Statistics of one synchronisation source (SSRC).
 #[derive(Debug, Clone)]
 pub struct SourceStats {
     ssrc: u32,
     clock_rate: u32,
+    /// A.1 `probation`: sequential packets still needed.
     probation: u16,
+    /// Packets in the current probation run, counted when it completes.
+    run: u16,
+    /// A.1 `max_seq`: highest sequence number seen.
     max_seq: u16,
-    /// Count of wraps, in units of 2^16 (A.1 `cycles`).
+    /// A.1 `cycles`: wraps, in units of RTP_SEQ_MOD.
     cycles: u64,
-    /// Biased extended sequence number of the first counted packet.
+    /// Biased extended sequence number of the first counted packet (A.1
+    /// `base_seq`).
     base_ext: u64,
     /// A.1 `bad_seq`: the sequence number that would confirm a jump.
     bad_seq: u32,
@@ -80,303 +189,348 @@ pub struct SourceStats {
     duplicates: u64,
     reordered: u64,
     resyncs: u64,
+    /// A.3 baselines of the previous interval report.
     expected_prior: u64,
     received_prior: u64,
-    /// Bit per extended sequence number, indexed modulo DUP_WINDOW.
-    seen: [u64; (DUP_WINDOW / 64) as usize],
-    /// A.8: previous transit time, and jitter scaled by 16.
+    window: SeqWindow,
+    /// A.8: transit time of the previous packet, in timestamp units.
     transit: Option<u32>,
-    jitter_x16: u32,
-    /// Probation run so far (to count it once the source is valid).
-    run: u16,
+    /// A.8: jitter scaled by 16. 64 bits so that even |D| near 2^31 (the
+    /// RFC's 32-bit form overflows there) cannot wrap.
+    jitter_x16: u64,
 }
 
 impl SourceStats {
-    /// A new source whose first packet has sequence `first_seq`; feed that
-    /// packet to [`SourceStats::update`] as well.
+    /// A new source that starts in probation, as A.1 does on the first
+    /// packet of an SSRC: `max_seq = first_seq - 1`, so that `first_seq`
+    /// begins the run. Feed that first packet to [`update`](Self::update)
+    /// as well. A `clock_rate` of 0 is taken as 1 (jitter is then in
+    /// arrival-clock units of one second).
     pub fn new(ssrc: u32, first_seq: u16, clock_rate: u32) -> Self {
-        let mut s = SourceStats {
+        let max_seq = first_seq.wrapping_sub(1);
+        SourceStats {
             ssrc,
             clock_rate: clock_rate.max(1),
             probation: MIN_SEQUENTIAL,
-            max_seq: first_seq.wrapping_sub(1),
+            run: 0,
+            max_seq,
             cycles: 0,
-            base_ext: 0,
-            bad_seq: RTP_SEQ_MOD as u32 + 1,
+            base_ext: BIAS + max_seq as u64,
+            bad_seq: NO_BAD_SEQ,
             received: 0,
             duplicates: 0,
             reordered: 0,
             resyncs: 0,
             expected_prior: 0,
             received_prior: 0,
-            seen: [0; (DUP_WINDOW / 64) as usize],
+            window: SeqWindow::new(),
             transit: None,
             jitter_x16: 0,
-            run: 0,
-        };
-        s.base_ext = s.ext_max();
-        s
+        }
     }
 
+    /// Biased extended highest sequence number.
     fn ext_max(&self) -> u64 {
         BIAS + self.cycles + self.max_seq as u64
     }
 
-    fn bit(ext: u64) -> (usize, u64) {
-        let i = ext % DUP_WINDOW;
-        ((i / 64) as usize, 1u64 << (i % 64))
-    }
-
-    /// A.1 `init_seq` for a source that becomes valid at `seq`, with the
-    /// `counted` packets before and including it counting as received.
+    /// A.1 `init_seq` at `seq`, counting it and the `counted - 1` packets
+    /// just before it as received (the probation run, or the two packets of
+    /// a resynchronisation).
     fn init_seq(&mut self, seq: u16, counted: u16) {
         self.max_seq = seq;
         self.cycles = 0;
-        self.bad_seq = RTP_SEQ_MOD as u32 + 1;
-        self.base_ext = self.ext_max() + 1 - counted as u64;
+        self.bad_seq = NO_BAD_SEQ;
+        let max = self.ext_max();
+        self.base_ext = max + 1 - counted as u64;
         self.received = counted as u64;
         self.duplicates = 0;
         self.reordered = 0;
         self.expected_prior = 0;
         self.received_prior = 0;
-        self.seen = [0; (DUP_WINDOW / 64) as usize];
-        for k in 0..counted as u64 {
-            let (w, b) = Self::bit(self.ext_max() - k);
-            self.seen[w] |= b;
+        self.window.clear();
+        for ext in self.base_ext..=max {
+            self.window.insert(ext);
         }
     }
 
-    /// Advance the highest sequence number to `ext`, forgetting the window
-    /// positions it passes.
-    fn advance_window(&mut self, old_max: u64, new_max: u64) {
-        let steps = (new_max - old_max).min(DUP_WINDOW);
-        for k in 1..=steps {
-            let (w, b) = Self::bit(new_max - steps + k);
-            self.seen[w] &= !b;
-        }
-    }
-
-    /// Feed one packet. `arrival_ns` is its arrival time in nanoseconds on
-    /// any clock that does not jump (only differences matter).
+    /// Account one packet and classify it. `arrival_ns` is its arrival time
+    /// in nanoseconds on any clock that does not jump; only differences
+    /// between packets matter, and they are taken modulo 2^32 timestamp
+    /// units, like the timestamps themselves.
     pub fn update(&mut self, seq: u16, rtp_timestamp: u32, arrival_ns: u64) -> PacketClass {
         let class = self.update_seq(seq);
-        // Every packet from the source but repeats and stray jumps feeds the
-        // jitter estimate, probation included, as A.8 computes it per packet.
-        if !matches!(class, PacketClass::Duplicate | PacketClass::BadSequence) {
-            self.update_jitter(rtp_timestamp, arrival_ns);
+        match class {
+            PacketClass::Duplicate | PacketClass::BadSequence => {}
+            PacketClass::Resync => {
+                self.transit = None;
+                self.update_jitter(rtp_timestamp, arrival_ns);
+            }
+            PacketClass::InOrder | PacketClass::Reordered | PacketClass::Probation => {
+                self.update_jitter(rtp_timestamp, arrival_ns)
+            }
         }
         class
     }
 
+    /// A.1 `update_seq`, with the deviations in the module documentation.
     fn update_seq(&mut self, seq: u16) -> PacketClass {
-        let udelta = seq.wrapping_sub(self.max_seq);
         if self.probation > 0 {
             if seq == self.max_seq.wrapping_add(1) {
                 self.probation -= 1;
-                self.max_seq = seq;
                 self.run += 1;
+                self.max_seq = seq;
                 if self.probation == 0 {
-                    let run = self.run;
-                    self.init_seq(seq, run);
+                    self.init_seq(seq, self.run);
                     return PacketClass::InOrder;
                 }
             } else {
+                // Not sequential: this packet starts a new run.
                 self.probation = MIN_SEQUENTIAL - 1;
-                self.max_seq = seq;
                 self.run = 1;
+                self.max_seq = seq;
             }
             return PacketClass::Probation;
         }
+
+        let udelta = seq.wrapping_sub(self.max_seq);
         let old_max = self.ext_max();
-        if udelta < MAX_DROPOUT {
-            if udelta == 0 {
-                self.received += 1;
-                self.duplicates += 1;
-                return PacketClass::Duplicate;
-            }
+        if udelta == 0 {
+            // A.1 treats this as "in order with a gap of 0" and counts it.
+            self.received += 1;
+            self.duplicates += 1;
+            PacketClass::Duplicate
+        } else if udelta < MAX_DROPOUT {
             if seq < self.max_seq {
-                self.cycles += RTP_SEQ_MOD; // wrapped
+                self.cycles += RTP_SEQ_MOD as u64;
             }
             self.max_seq = seq;
             let new_max = self.ext_max();
-            self.advance_window(old_max, new_max);
-            let (w, b) = Self::bit(new_max);
-            self.seen[w] |= b;
+            self.window.advance(old_max, new_max);
+            self.window.insert(new_max);
             self.received += 1;
             PacketClass::InOrder
-        } else if udelta as u64 <= RTP_SEQ_MOD - MAX_MISORDER as u64 {
-            // A very large jump. Two sequential packets after it mean the
-            // sender restarted: resynchronise there.
-            if seq as u32 == self.bad_seq {
+        } else if u32::from(udelta) <= RTP_SEQ_MOD - u32::from(MAX_MISORDER) {
+            // A very large jump. The next sequential packet confirms that
+            // the sender restarted; a lone one is dropped.
+            if u32::from(seq) == self.bad_seq {
                 self.init_seq(seq, 2);
                 self.resyncs += 1;
                 PacketClass::Resync
             } else {
-                self.bad_seq = (seq as u32 + 1) & (RTP_SEQ_MOD as u32 - 1);
+                self.bad_seq = (u32::from(seq) + 1) & (RTP_SEQ_MOD - 1);
                 PacketClass::BadSequence
             }
         } else {
-            // Behind the highest by at most MAX_MISORDER: late or repeated.
-            let behind = self.max_seq.wrapping_sub(seq) as u64;
+            // Fewer than MAX_MISORDER behind the highest: duplicate or late.
+            // `old_max` is at least BIAS and `behind` below MAX_MISORDER, so
+            // the subtraction cannot underflow.
+            let behind = u64::from(self.max_seq.wrapping_sub(seq));
+            let ext = old_max.saturating_sub(behind);
             self.received += 1;
-            let ext = old_max.checked_sub(behind).filter(|e| *e >= self.base_ext);
-            match ext {
-                Some(e) if old_max - e < DUP_WINDOW => {
-                    let (w, b) = Self::bit(e);
-                    if self.seen[w] & b != 0 {
-                        self.duplicates += 1;
-                        return PacketClass::Duplicate;
-                    }
-                    self.seen[w] |= b;
-                    self.reordered += 1;
-                    PacketClass::Reordered
-                }
-                _ => {
-                    // Older than the source's first packet or the window:
-                    // late, and we cannot tell a repeat; count as late.
-                    self.reordered += 1;
-                    PacketClass::Reordered
-                }
+            if ext >= self.base_ext && self.window.contains(ext) {
+                self.duplicates += 1;
+                return PacketClass::Duplicate;
             }
+            // Older than the first counted packet: the stream began earlier
+            // than we thought. Expect it too, rather than let it make the
+            // loss negative.
+            self.base_ext = self.base_ext.min(ext);
+            self.window.insert(ext);
+            self.reordered += 1;
+            PacketClass::Reordered
         }
     }
 
-    /// A.8 in the integer form: J += |D| - J/16, kept scaled by 16.
+    /// A.8, integer form: `J += |D| - ((J + 8) >> 4)` with J scaled by 16,
+    /// the same as `J += (|D| - J) / 16` in floating point, rounded.
     fn update_jitter(&mut self, rtp_timestamp: u32, arrival_ns: u64) {
-        let arrival_units = (arrival_ns as u128 * self.clock_rate as u128 / 1_000_000_000) as u32;
-        let transit = arrival_units.wrapping_sub(rtp_timestamp);
+        // Arrival in timestamp units. u128 so that no arrival time and clock
+        // rate can overflow; truncating to u32 wraps as RTP timestamps do,
+        // and only differences are used.
+        let arrival = (u128::from(arrival_ns) * u128::from(self.clock_rate) / 1_000_000_000) as u32;
+        let transit = arrival.wrapping_sub(rtp_timestamp);
         if let Some(prev) = self.transit {
-            let d = (transit.wrapping_sub(prev) as i32).unsigned_abs();
-            // Same arithmetic as A.8: jitter += d - ((jitter + 8) >> 4).
-            self.jitter_x16 = self.jitter_x16.wrapping_add(d).wrapping_sub((self.jitter_x16 + 8) >> 4);
+            // The difference of two wrapping transits, as a signed 32-bit
+            // value: correct across timestamp and arrival wraps.
+            let d = u64::from((transit.wrapping_sub(prev) as i32).unsigned_abs());
+            // (J + 8) >> 4 <= J for every J >= 1, and is 0 for J = 0.
+            self.jitter_x16 = self.jitter_x16.saturating_add(d).saturating_sub((self.jitter_x16 + 8) >> 4);
         }
         self.transit = Some(transit);
     }
 
+    /// The synchronisation source identifier.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }
+    /// Timestamp clock rate, Hz, used to convert arrival times.
     pub fn clock_rate(&self) -> u32 {
         self.clock_rate
     }
+    /// True until MIN_SEQUENTIAL sequential packets arrived; nothing is
+    /// counted before that.
     pub fn in_probation(&self) -> bool {
         self.probation > 0
     }
+    /// Packets received in this epoch, duplicates included (module docs).
     pub fn received(&self) -> u64 {
         self.received
     }
-    /// A.1 extended highest sequence number: cycles + max_seq, as RTCP
-    /// receiver reports carry it.
+    /// A.1 extended highest sequence number, `cycles + max_seq`, truncated
+    /// to 32 bits as an RTCP report block carries it.
     pub fn extended_highest_seq(&self) -> u32 {
-        (self.cycles + self.max_seq as u64) as u32
+        (self.cycles + u64::from(self.max_seq)) as u32
     }
     /// A.3: extended highest - base + 1; 0 while in probation.
     pub fn expected(&self) -> u64 {
         if self.in_probation() {
             return 0;
         }
-        self.ext_max() + 1 - self.base_ext
+        (self.ext_max() + 1).saturating_sub(self.base_ext)
     }
-    /// Cumulative packets lost (see the module documentation).
+    /// Cumulative packets lost: `expected - (received - duplicates)`. Not
+    /// the RFC's `expected - received`; see the module documentation.
     pub fn lost(&self) -> i64 {
-        self.expected() as i64 - (self.received - self.duplicates) as i64
+        let distinct = self.received.saturating_sub(self.duplicates);
+        (self.expected() as i64).saturating_sub(distinct as i64)
     }
+    /// [`lost`](Self::lost) clamped to the signed 24-bit field of an RTCP
+    /// report block (RFC 3550 6.4.1).
+    pub fn cumulative_lost_rtcp(&self) -> i32 {
+        self.lost().clamp(-0x80_0000, 0x7f_ffff) as i32
+    }
+    /// Packets received more than once (within [`DUP_WINDOW`]).
     pub fn duplicates(&self) -> u64 {
         self.duplicates
     }
+    /// Packets that arrived after a higher sequence number and were new.
     pub fn reordered(&self) -> u64 {
         self.reordered
     }
+    /// Times the source resynchronised after a large sequence jump (A.1
+    /// `bad_seq`); each one restarted the counters.
     pub fn resyncs(&self) -> u64 {
         self.resyncs
     }
-    /// Interarrival jitter in timestamp units (A.8's `jitter >> 4`).
+    /// Interarrival jitter in timestamp units: A.8's `jitter >> 4`, the
+    /// value an RTCP report block carries.
     pub fn jitter_units(&self) -> u32 {
-        self.jitter_x16 >> 4
+        u32::try_from(self.jitter_x16 >> 4).unwrap_or(u32::MAX)
     }
-    /// Interarrival jitter in milliseconds.
+    /// Interarrival jitter in milliseconds, from the unrounded scaled value
+    /// (so it keeps the 1/16 unit that `jitter_units` truncates).
     pub fn jitter_ms(&self) -> f64 {
-        self.jitter_x16 as f64 / 16.0 / self.clock_rate as f64 * 1000.0
+        self.jitter_x16 as f64 * 1000.0 / (16.0 * f64::from(self.clock_rate))
     }
-    /// A.3 interval figures since the previous call.
+    /// A.3 figures since the previous call (or the start of the epoch), and
+    /// start a new interval.
     pub fn interval_report(&mut self) -> IntervalReport {
         let expected = self.expected();
-        let received = self.received - self.duplicates;
-        let expected_interval = expected - self.expected_prior.min(expected);
-        let received_interval = received - self.received_prior.min(received);
+        let received = self.received.saturating_sub(self.duplicates);
+        let expected_interval = expected.saturating_sub(self.expected_prior);
+        let received_interval = received.saturating_sub(self.received_prior);
         self.expected_prior = expected;
         self.received_prior = received;
-        let lost = expected_interval as i64 - received_interval as i64;
+        let lost = (expected_interval as i64).saturating_sub(received_interval as i64);
         let fraction_lost = if expected_interval == 0 || lost <= 0 {
             0
         } else {
-            ((lost << 8) / expected_interval as i64).min(255) as u8
+            // lost <= expected_interval, so this is at most 256; 256 (all
+            // lost) does not fit the 8-bit field and is reported as 255.
+            (((lost as u64) << 8) / expected_interval).min(255) as u8
         };
         IntervalReport { expected: expected_interval, received: received_interval, lost, fraction_lost }
     }
 }
 
-/// All sources heard on one stream, bounded.
+/// A source and when it was last heard, for eviction.
+#[derive(Debug, Clone)]
+struct Entry {
+    stats: SourceStats,
+    last_heard: u64,
+}
+
+/// All sources heard on one stream.
+///
+/// Bounded: at most `max_sources` are tracked, and a new SSRC evicts the one
+/// heard least recently, so a flood of spoofed SSRCs costs bounded memory
+/// (it can still push out the real source, whose statistics then restart).
 #[derive(Debug, Clone)]
 pub struct StreamStats {
     clock_rate: u32,
     max_sources: usize,
-    /// Sources with the tick they were last heard at.
-    sources: Vec<(SourceStats, u64)>,
+    entries: Vec<Entry>,
+    /// Packets seen, as a clock for `last_heard`.
     tick: u64,
     current: Option<u32>,
     ssrc_changes: u64,
 }
 
 impl StreamStats {
+    /// No sources yet. `max_sources` of 0 is taken as 1.
     pub fn new(clock_rate: u32, max_sources: usize) -> Self {
+        let max_sources = max_sources.max(1);
         StreamStats {
             clock_rate,
-            max_sources: max_sources.max(1),
-            sources: Vec::new(),
+            max_sources,
+            entries: Vec::with_capacity(max_sources.min(16)),
             tick: 0,
             current: None,
             ssrc_changes: 0,
         }
     }
 
-    /// Account one packet; creates its source on first sight, evicting the
-    /// source heard least recently when the table is full.
+    /// Account one packet to its SSRC, creating the source on first sight
+    /// (evicting the least recently heard one when full).
     pub fn update(&mut self, pkt: &RtpPacket<'_>, arrival_ns: u64) -> PacketClass {
         self.tick += 1;
         let ssrc = pkt.ssrc();
+        let seq = pkt.sequence_number();
         if self.current.is_some_and(|c| c != ssrc) {
             self.ssrc_changes += 1;
         }
         self.current = Some(ssrc);
-        let pos = match self.sources.iter().position(|(s, _)| s.ssrc == ssrc) {
-            Some(p) => p,
-            None => {
-                if self.sources.len() >= self.max_sources {
-                    if let Some(oldest) = (0..self.sources.len()).min_by_key(|&i| self.sources[i].1) {
-                        self.sources.swap_remove(oldest);
-                    }
-                }
-                self.sources.push((SourceStats::new(ssrc, pkt.sequence_number(), self.clock_rate), self.tick));
-                self.sources.len() - 1
-            }
+        let idx = match self.entries.iter().position(|e| e.stats.ssrc == ssrc) {
+            Some(idx) => idx,
+            None => self.insert(SourceStats::new(ssrc, seq, self.clock_rate)),
         };
-        let (src, heard) = &mut self.sources[pos];
-        *heard = self.tick;
-        src.update(pkt.sequence_number(), pkt.timestamp(), arrival_ns)
+        // In bounds: `position` found it, or `insert` returned it.
+        let entry = &mut self.entries[idx];
+        entry.last_heard = self.tick;
+        entry.stats.update(seq, pkt.timestamp(), arrival_ns)
     }
 
+    /// Track a new source, evicting the least recently heard one if full;
+    /// returns its index.
+    fn insert(&mut self, stats: SourceStats) -> usize {
+        if self.entries.len() >= self.max_sources {
+            let oldest = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_heard).map(|(i, _)| i);
+            if let Some(oldest) = oldest {
+                self.entries.swap_remove(oldest);
+            }
+        }
+        self.entries.push(Entry { stats, last_heard: self.tick });
+        self.entries.len() - 1
+    }
+
+    /// The tracked sources, in no particular order.
     pub fn sources(&self) -> impl Iterator<Item = &SourceStats> {
-        self.sources.iter().map(|(s, _)| s)
+        self.entries.iter().map(|e| &e.stats)
+    }
+
+    /// The source with this SSRC, if tracked.
+    pub fn source(&self, ssrc: u32) -> Option<&SourceStats> {
+        self.sources().find(|s| s.ssrc == ssrc)
     }
 
     /// The source heard most recently.
     pub fn current(&self) -> Option<&SourceStats> {
-        let c = self.current?;
-        self.sources().find(|s| s.ssrc == c)
+        self.source(self.current?)
     }
 
-    /// Times the SSRC differed from the previous packet's.
+    /// Packets whose SSRC differed from the previous packet's: 1 for a
+    /// sender that restarts with a new SSRC, more if two senders interleave.
     pub fn ssrc_changes(&self) -> u64 {
         self.ssrc_changes
     }

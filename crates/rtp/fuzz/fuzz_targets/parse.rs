@@ -1,4 +1,7 @@
 // SPDX-License-Identifier: MIT
+//! Parse arbitrary bytes as RTP; on success check the view, rebuild the
+//! packet with `RtpBuilder` and compare, and feed it to `StreamStats`. The
+//! checks are in `rtp::fuzzing::check_parse`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
