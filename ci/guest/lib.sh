@@ -46,11 +46,26 @@ build_initramfs() {
     rm -rf "$root"
 }
 
-# boot_guest INITRD LOG: boot, print the console, fail on a kernel problem
-# or a guest failure.
+# The machine every guest boot uses (the DTB dump must match it).
+QEMU_MACHINE=(qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 -nographic -no-reboot -nic none)
+OVERLAY=$ROOT/meta-rtpmgr/recipes-bsp/rtpmgr-overlays/files/rtpmgr-qemuarm64.dtso
+
+# guest_dtb OUT: the DTB qemu generates for virt, with the media-port
+# overlay applied, so the platform driver binds from the device tree.
+guest_dtb() {
+    local out=$1 tmp
+    tmp=$(mktemp -d)
+    "${QEMU_MACHINE[@]}" -machine dumpdtb="$tmp/virt.dtb" >/dev/null
+    dtc -q -@ -I dts -O dtb -o "$tmp/overlay.dtbo" "$OVERLAY"
+    fdtoverlay -i "$tmp/virt.dtb" -o "$out" "$tmp/overlay.dtbo"
+    rm -rf "$tmp"
+}
+
+# boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
+# problem or a guest failure.
 boot_guest() {
-    local initrd=$1 log=$2
-    timeout 1500 qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 -nographic -no-reboot -nic none \
+    local initrd=$1 dtb=$2 log=$3
+    timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
         -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
         | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^STREAM'
     if grep -nE 'Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:' "$log"; then

@@ -8,8 +8,15 @@
 //! given. Ports never see the rings themselves.
 
 use crate::abi;
+use crate::dma_port::DmaPort;
 use crate::ring::SharedBytes;
-use kernel::sync::atomic::{Atomic, Relaxed};
+use kernel::{
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+};
 
 /// A media port.
 pub(crate) trait MediaPort: Send + Sync {
@@ -75,21 +82,80 @@ impl MediaPort for Null {
 static LOOPBACK: Loopback = Loopback { users: Atomic::new(0) };
 static NULL: Null = Null { users: Atomic::new(0) };
 
-/// Ports every kernel has; device-tree ports follow.
+/// Ports every kernel has; device-tree ports follow at these indices plus
+/// their slot number.
 pub(crate) const BUILTIN_PORTS: u32 = 2;
 
-/// The port with ABI index `index`.
-pub(crate) fn get(index: u32) -> Option<&'static dyn MediaPort> {
-    match index {
-        abi::PORT_LOOPBACK => Some(&LOOPBACK),
-        abi::PORT_NULL => Some(&NULL),
-        _ => None,
+kernel::sync::global_lock! {
+    // SAFETY: `init_registry` runs in module init, before any use.
+    pub(crate) unsafe(uninit) static DMA_PORTS: Mutex<KVec<Option<Arc<DmaPort>>>> = KVec::new();
+}
+
+/// Called once from module init.
+pub(crate) fn init_registry() {
+    // SAFETY: called once, from module init, before the device and the
+    // driver are registered (so before any other use of the lock).
+    unsafe { DMA_PORTS.init() };
+}
+
+/// A port as a stream holds it: built-in ports are static, bound
+/// peripherals are reference counted (and outlive their unbind harmlessly).
+#[derive(Clone)]
+pub(crate) enum PortRef {
+    Builtin(&'static dyn MediaPort),
+    Dma(Arc<DmaPort>),
+}
+
+impl core::ops::Deref for PortRef {
+    type Target = dyn MediaPort;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            PortRef::Builtin(p) => *p,
+            PortRef::Dma(p) => &**p,
+        }
     }
 }
 
-/// How many ports there are.
+/// The port with ABI index `index`.
+pub(crate) fn get(index: u32) -> Option<PortRef> {
+    match index {
+        abi::PORT_LOOPBACK => Some(PortRef::Builtin(&LOOPBACK)),
+        abi::PORT_NULL => Some(PortRef::Builtin(&NULL)),
+        _ => {
+            let slot = (index - BUILTIN_PORTS) as usize;
+            DMA_PORTS.lock().get(slot).cloned().flatten().map(PortRef::Dma)
+        }
+    }
+}
+
+/// How many port indices exist (some DMA slots may be empty after unbind).
 pub(crate) fn count() -> u32 {
-    BUILTIN_PORTS
+    BUILTIN_PORTS + DMA_PORTS.lock().len() as u32
+}
+
+/// A free registry slot for a probing device (reused after unbind).
+pub(crate) fn reserve_dma_slot() -> Result<u32> {
+    let mut ports = DMA_PORTS.lock();
+    if let Some(free) = ports.iter().position(Option::is_none) {
+        return Ok(free as u32);
+    }
+    ports.push(None, GFP_KERNEL)?;
+    Ok(ports.len() as u32 - 1)
+}
+
+/// Publish a bound port in its slot; returns its ABI index.
+pub(crate) fn register_dma(slot: u32, port: Arc<DmaPort>) -> u32 {
+    if let Some(entry) = DMA_PORTS.lock().get_mut(slot as usize) {
+        *entry = Some(port);
+    }
+    BUILTIN_PORTS + slot
+}
+
+/// Withdraw a port (unbind); its index stays reserved until reused.
+pub(crate) fn unregister_dma(index: u32) {
+    if let Some(entry) = DMA_PORTS.lock().get_mut((index - BUILTIN_PORTS) as usize) {
+        *entry = None;
+    }
 }
 
 /// Count a stream on or off a port.

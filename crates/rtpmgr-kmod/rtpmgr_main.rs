@@ -12,7 +12,9 @@
 //! below as it is, the same file user space compiles.
 
 use kernel::{
+    driver,
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+    platform,
     prelude::*,
 };
 
@@ -20,6 +22,7 @@ use kernel::{
 #[path = "../rtpmgr-abi/src/abi.rs"]
 mod abi;
 
+mod dma_port;
 mod port;
 mod ring;
 mod session;
@@ -45,14 +48,20 @@ pub(crate) fn max_session_bytes() -> u64 {
 
 #[pin_data]
 struct RtpmgrModule {
+    /// Registered first, dropped last: ports are bound before `/dev/rtpmgr`
+    /// appears and unbound after it is gone.
+    #[pin]
+    _ports: driver::Registration<platform::Adapter<dma_port::MediaPortDriver>>,
     #[pin]
     _misc: MiscDeviceRegistration<session::Session>,
 }
 
 impl kernel::InPlaceModule for RtpmgrModule {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        port::init_registry();
         pr_info!("ABI {}, {} MiB per session\n", abi::ABI_VERSION, *module_parameters::max_session_mb.value());
         try_pin_init!(Self {
+            _ports <- driver::Registration::new(c"rtpmgr-media-port", module),
             _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rtpmgr" }),
         })
     }

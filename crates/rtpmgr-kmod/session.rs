@@ -9,7 +9,7 @@
 //! before locking and results copied out after unlocking.
 
 use crate::abi::{self, Geometry, IoctlArg, SessionCounters, SlotHeader, StreamCounters};
-use crate::port::{self, MediaPort};
+use crate::port::{self, PortRef};
 use crate::ring::{Region, RingId, SharedBytes};
 use kernel::{
     bindings,
@@ -75,9 +75,9 @@ fn monotonic_ns() -> u64 {
     u64::try_from(ns).unwrap_or(0)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Stream {
-    port: &'static dyn MediaPort,
+    port: PortRef,
     direction: u32,
     counters: StreamCounters,
 }
@@ -100,7 +100,7 @@ impl Inner {
     fn stop_all(&mut self) {
         for s in self.streams.iter_mut() {
             if let Some(st) = s.take() {
-                port::add_user(st.port, -1);
+                port::add_user(&*st.port, -1);
             }
         }
     }
@@ -290,7 +290,7 @@ impl Session {
             try_pin_init!(Session {
                 inner <- new_mutex!(Inner {
                     region: None,
-                    streams: [None; abi::MAX_STREAMS as usize],
+                    streams: [const { None }; abi::MAX_STREAMS as usize],
                     counters: SessionCounters::default(),
                     copy_queue,
                     closing: false,
@@ -404,7 +404,7 @@ impl Session {
         if slot.is_some() {
             return Err(EEXIST);
         }
-        port::add_user(port, 1);
+        port::add_user(&*port, 1);
         *slot = Some(Stream {
             port,
             direction: spec.direction,
@@ -420,7 +420,7 @@ impl Session {
             return Err(EINVAL);
         }
         let st = self.inner.lock().streams[stop.stream_id as usize].take().ok_or(ENOENT)?;
-        port::add_user(st.port, -1);
+        port::add_user(&*st.port, -1);
         Ok(0)
     }
 
@@ -434,7 +434,7 @@ impl Session {
             } else if status.stream_id >= abi::MAX_STREAMS {
                 return Err(EINVAL);
             } else {
-                inner.streams[status.stream_id as usize].map(|s| s.counters).unwrap_or_default()
+                inner.streams[status.stream_id as usize].as_ref().map(|s| s.counters).unwrap_or_default()
             };
             status.state = inner.state();
             status.session = inner.counters;

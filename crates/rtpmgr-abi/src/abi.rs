@@ -374,7 +374,8 @@ pub struct RingCtrl {
 }
 
 /// `RingCtrl::flags`: the kernel worker sleeps; kick it after publishing to
-/// (to-device) or releasing from (from-device) this ring.
+/// (to-device) or releasing from (from-device) this ring. Raised on both
+/// rings after `CONFIGURE_BUFFER` and `RESET`: the worker starts asleep.
 pub const RING_NEED_WAKEUP: u32 = 1 << 0;
 
 /// Offsets of the words inside [`RingCtrl`].
