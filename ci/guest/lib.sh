@@ -23,8 +23,10 @@ build_guest_binaries() {
     fi
 }
 
+# The module, with the kernel's clippy lints, every warning an error.
 build_module() {
-    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD"
+    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD" clean
+    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD" CLIPPY=1 KRUSTFLAGS=-Dwarnings
 }
 
 # initramfs: busybox, the module, the binaries, /init and the test config.

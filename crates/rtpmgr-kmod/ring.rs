@@ -180,13 +180,13 @@ impl Region {
 
     /// Entries user space has published, or `Err` if its producer index is
     /// impossible (counted by the caller).
-    pub(crate) fn to_dev_available(&self) -> core::result::Result<u32, ()> {
+    pub(crate) fn todev_available(&self) -> core::result::Result<u32, ()> {
         let producer = self.word(RingId::ToDevice, Word::Producer).load(Acquire);
         abi::ring_fill(producer, self.to_dev_tail, self.geometry.slot_count).ok_or(())
     }
 
     /// A copy of the header of the `i`-th available to-device entry.
-    pub(crate) fn to_dev_header(&self, i: u32) -> SlotHeader {
+    pub(crate) fn todev_header(&self, i: u32) -> SlotHeader {
         let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
         // SAFETY: `p` is a slot start inside the region, aligned to the slot
         // size (>= 256); the volatile read copies the header exactly once.
@@ -195,7 +195,7 @@ impl Region {
 
     /// The payload of the `i`-th available to-device entry, `len` bytes,
     /// which the caller validated against the slot capacity.
-    pub(crate) fn to_dev_payload(&self, i: u32, len: u32) -> SharedBytes<'_> {
+    pub(crate) fn todev_payload(&self, i: u32, len: u32) -> SharedBytes<'_> {
         let len = len.min(self.geometry.payload_capacity()) as usize;
         let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
         // SAFETY: the payload starts after the slot header and `len` is within
@@ -205,7 +205,7 @@ impl Region {
     }
 
     /// Hand `n` consumed entries back to user space.
-    pub(crate) fn to_dev_release(&mut self, n: u32) {
+    pub(crate) fn todev_release(&mut self, n: u32) {
         if n > 0 {
             self.to_dev_tail = self.to_dev_tail.wrapping_add(n);
             self.word(RingId::ToDevice, Word::Consumer).store(self.to_dev_tail, Release);
@@ -216,7 +216,7 @@ impl Region {
 
     /// Free from-device slots, at least `want` if that many are free.
     /// `Err` if the consumer index user space wrote is impossible.
-    pub(crate) fn from_dev_free(&mut self, want: u32) -> core::result::Result<u32, ()> {
+    pub(crate) fn fromdev_free(&mut self, want: u32) -> core::result::Result<u32, ()> {
         let count = self.geometry.slot_count;
         let cached = abi::ring_fill(self.from_dev_head, self.from_dev_seen_tail, count).map_or(0, |f| count - f);
         if cached >= want {
@@ -229,21 +229,21 @@ impl Region {
     }
 
     /// Payload area of the `k`-th free from-device slot.
-    pub(crate) fn from_dev_payload(&self, k: u32) -> SharedBytes<'_> {
+    pub(crate) fn fromdev_payload(&self, k: u32) -> SharedBytes<'_> {
         let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
         let cap = self.geometry.payload_capacity() as usize;
-        // SAFETY: as for `to_dev_payload`; the whole payload area of the slot.
+        // SAFETY: as for `todev_payload`; the whole payload area of the slot.
         unsafe { SharedBytes::from_raw(p.add(abi::SLOT_HEADER_SIZE as usize), cap) }
     }
 
-    pub(crate) fn from_dev_set_header(&self, k: u32, header: &SlotHeader) {
+    pub(crate) fn fromdev_set_header(&self, k: u32, header: &SlotHeader) {
         let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
-        // SAFETY: aligned slot start inside the region (see `to_dev_header`).
+        // SAFETY: aligned slot start inside the region (see `todev_header`).
         unsafe { core::ptr::write_volatile(p.cast::<SlotHeader>(), *header) };
     }
 
     /// Publish `n` filled from-device slots.
-    pub(crate) fn from_dev_publish(&mut self, n: u32) {
+    pub(crate) fn fromdev_publish(&mut self, n: u32) {
         if n > 0 {
             self.from_dev_head = self.from_dev_head.wrapping_add(n);
             self.word(RingId::FromDevice, Word::Producer).store(self.from_dev_head, Release);
@@ -265,13 +265,13 @@ impl Region {
     }
 
     /// `WAIT_FROM_DEV_READY`: published entries user space has not consumed.
-    pub(crate) fn from_dev_ready(&self) -> bool {
+    pub(crate) fn fromdev_ready(&self) -> bool {
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
         abi::ring_fill(self.from_dev_head, consumer, self.geometry.slot_count).is_some_and(|f| f > 0)
     }
 
     /// `WAIT_TO_DEV_SPACE`: a free to-device slot.
-    pub(crate) fn to_dev_space(&self) -> bool {
+    pub(crate) fn todev_space(&self) -> bool {
         let producer = self.word(RingId::ToDevice, Word::Producer).load(Relaxed);
         let count = self.geometry.slot_count;
         abi::ring_fill(producer, self.to_dev_tail, count).is_some_and(|f| f < count)
@@ -280,7 +280,7 @@ impl Region {
     /// `(to-device fill, from-device fill)` as far as the kernel knows.
     pub(crate) fn fill(&self) -> (u32, u32) {
         let count = self.geometry.slot_count;
-        let to = self.to_dev_available().unwrap_or(u32::MAX);
+        let to = self.todev_available().unwrap_or(u32::MAX);
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
         let from = abi::ring_fill(self.from_dev_head, consumer, count).unwrap_or(u32::MAX);
         (to, from)

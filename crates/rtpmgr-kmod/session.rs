@@ -28,10 +28,11 @@ use kernel::{
     workqueue::{self, impl_has_work, new_work, Work, WorkItem},
 };
 
-// SAFETY (all impls below): the ABI structures are `#[repr(C)]`, made only of
-// integer fields and byte arrays with explicit padding fields (their sizes
-// are pinned in rtpmgr-abi's layout tests), so every bit pattern is valid and
-// they contain no uninitialised bytes.
+// The ABI structures are `#[repr(C)]`, made only of integer fields and byte
+// arrays with explicit padding fields (their sizes are pinned in rtpmgr-abi's
+// layout tests), so every bit pattern is valid and they contain no
+// uninitialised bytes: they may be read from and written to user memory.
+// SAFETY: see above.
 unsafe impl FromBytes for abi::BufferConfig {}
 // SAFETY: see above.
 unsafe impl AsBytes for abi::BufferConfig {}
@@ -130,7 +131,7 @@ impl Inner {
     fn pass(&mut self) -> Pass {
         let Some(region) = self.region.as_mut() else { return Pass::Idle };
         let slot_size = region.geometry().slot_size;
-        let available = match region.to_dev_available() {
+        let available = match region.todev_available() {
             Ok(n) => n.min(BATCH),
             Err(()) => {
                 self.counters.invalid_indices += 1;
@@ -142,7 +143,7 @@ impl Inner {
         let now = monotonic_ns();
         for i in 0..available {
             // One copy of the header; only the copy is used below.
-            let h: SlotHeader = region.to_dev_header(i);
+            let h: SlotHeader = region.todev_header(i);
             let stream = h.check(slot_size).ok().and_then(|()| self.streams[h.stream_id as usize].as_mut());
             let Some(stream) = stream.filter(|s| s.direction & abi::DIR_TO_DEVICE != 0) else {
                 self.counters.invalid_slots += 1;
@@ -151,7 +152,7 @@ impl Inner {
             };
             let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
             if wants_return {
-                match region.from_dev_free(produced + 1) {
+                match region.fromdev_free(produced + 1) {
                     Ok(free) if free > produced => {}
                     Ok(_) => {
                         blocked = true;
@@ -166,9 +167,9 @@ impl Inner {
                     }
                 }
             }
-            let pkt = region.to_dev_payload(i, h.len);
+            let pkt = region.todev_payload(i, h.len);
             let returned = if wants_return {
-                let mut out = region.from_dev_payload(produced);
+                let mut out = region.fromdev_payload(produced);
                 stream.port.transmit(&pkt, Some(&mut out))
             } else {
                 stream.port.transmit(&pkt, None)
@@ -180,7 +181,7 @@ impl Inner {
             if let Some(len) = returned {
                 let header =
                     SlotHeader { len: len as u32, stream_id: h.stream_id, timestamp_ns: now, ..Default::default() };
-                region.from_dev_set_header(produced, &header);
+                region.fromdev_set_header(produced, &header);
                 produced += 1;
                 stream.counters.from_dev_packets += 1;
                 stream.counters.from_dev_bytes += len as u64;
@@ -191,8 +192,8 @@ impl Inner {
         }
         // Publish before releasing: once user space sees to-device empty,
         // everything returned from it is visible.
-        region.from_dev_publish(produced);
-        region.to_dev_release(consumed);
+        region.fromdev_publish(produced);
+        region.todev_release(consumed);
         if consumed > 0 || produced > 0 {
             Pass::Progress
         } else if blocked {
@@ -244,14 +245,14 @@ impl WorkItem for Session {
                     let Some(r) = inner.region.as_ref() else { return };
                     r.raise_need_wakeup(RingId::ToDevice);
                     // Entries that arrived in between: stay awake.
-                    if matches!(r.to_dev_available(), Ok(n) if n > 0) {
+                    if matches!(r.todev_available(), Ok(n) if n > 0) {
                         continue;
                     }
                 }
                 Pass::NoSpace => {
                     let Some(r) = inner.region.as_mut() else { return };
                     r.raise_need_wakeup(RingId::FromDevice);
-                    if matches!(r.from_dev_free(1), Ok(n) if n > 0) {
+                    if matches!(r.fromdev_free(1), Ok(n) if n > 0) {
                         continue;
                     }
                 }
@@ -467,10 +468,10 @@ impl Session {
         let ready = loop {
             let Some(region) = inner.region.as_ref() else { return Err(enotconn()) };
             let mut ready = 0;
-            if args.flags & abi::WAIT_FROM_DEV_READY != 0 && (region.from_dev_ready() || !inner.copy_queue.is_empty()) {
+            if args.flags & abi::WAIT_FROM_DEV_READY != 0 && (region.fromdev_ready() || !inner.copy_queue.is_empty()) {
                 ready |= abi::WAIT_FROM_DEV_READY;
             }
-            if args.flags & abi::WAIT_TO_DEV_SPACE != 0 && region.to_dev_space() {
+            if args.flags & abi::WAIT_TO_DEV_SPACE != 0 && region.todev_space() {
                 ready |= abi::WAIT_TO_DEV_SPACE;
             }
             if ready != 0 {
