@@ -6,21 +6,33 @@
 AARCH64=aarch64-unknown-linux-gnu
 GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests)
 
-# Static arm64 binaries. rustup's aarch64 std when it can be had, else std
-# built from Debian's rust-src of the same version (-Zbuild-std).
-build_guest_binaries() {
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-    local pkgs=(-p rtpmgrd -p rtpmgrctl -p rtpmgr-tools -p rtpmgr-guest-tests)
-    if [ -d "$(rustc --print sysroot)/lib/rustlib/$AARCH64/lib" ] || timeout 300 rustup target add "$AARCH64"; then
-        cargo build --release --target "$AARCH64" "${pkgs[@]}"
+# rust_target TARGET LINKER PACKAGE...: static release binaries for TARGET.
+# rustup's std for the target when it can be had, else std built from
+# Debian's rust-src of the same version (-Zbuild-std).
+rust_target() {
+    local target=$1 linker=$2; shift 2
+    local pkgs=() p env
+    for p in "$@"; do pkgs+=(-p "$p"); done
+    env=$(echo "$target" | tr 'a-z-' 'A-Z_')
+    export "CARGO_TARGET_${env}_LINKER=$linker"
+    export "CARGO_TARGET_${env}_RUSTFLAGS=-C target-feature=+crt-static"
+    if [ -d "$(rustc --print sysroot)/lib/rustlib/$target/lib" ] || timeout 300 rustup target add "$target"; then
+        cargo build --release --target "$target" "${pkgs[@]}"
     else
         local src
         src="$(rustc --print sysroot)/lib/rustlib/src/rust"
         mkdir -p "$(dirname "$src")"
         [ -e "$src" ] || ln -s "/usr/src/rustc-$(rustc --version | awk '{print $2}')" "$src"
-        RUSTC_BOOTSTRAP=1 cargo build --release --target "$AARCH64" -Zbuild-std=std,panic_abort "${pkgs[@]}"
+        RUSTC_BOOTSTRAP=1 cargo build --release --target "$target" -Zbuild-std=std,panic_abort "${pkgs[@]}"
     fi
+}
+
+ARMV7=armv7-unknown-linux-gnueabihf
+
+# arm64 user space, and the guest tests once more as 32-bit ARM (compat).
+build_guest_binaries() {
+    rust_target "$AARCH64" aarch64-linux-gnu-gcc rtpmgrd rtpmgrctl rtpmgr-tools rtpmgr-guest-tests
+    rust_target "$ARMV7" arm-linux-gnueabihf-gcc rtpmgr-guest-tests
 }
 
 # The module, with the kernel's clippy lints, every warning an error.
@@ -41,6 +53,7 @@ build_initramfs() {
     for b in "${GUEST_BINS[@]}"; do
         cp "$ROOT/target/$AARCH64/release/$b" "$root/bin/"
     done
+    cp "$ROOT/target/$ARMV7/release/rtpmgr-guest-tests" "$root/bin/rtpmgr-guest-tests32"
     cp "$ROOT/ci/guest/init" "$root/init"
     cp "$ROOT/ci/guest/rtpmgr-test.toml" "$root/etc/rtpmgr-test.toml"
     chmod +x "$root/init"

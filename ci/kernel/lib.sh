@@ -84,7 +84,7 @@ ensure_kernel_toolchain() {
         pkgs+=("rust-src=$v")
     fi
     local p
-    for p in libclang-19-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm bc bison flex \
+    for p in libclang-19-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-system-arm bc bison flex \
              libelf-dev libssl-dev cpio device-tree-compiler xz-utils make python3 iproute2; do
         dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
     done

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
-//! `rtpmgr-guest-tests [FILTER]`: the kernel module's tests, run inside the
-//! booted qemuarm64 guest against the real `/dev/rtpmgr`.
+//! `rtpmgr-guest-tests [FILTER...]`: the kernel module's tests, run inside
+//! the booted qemuarm64 guest against the real `/dev/rtpmgr`. Built for
+//! arm64 and, to check that 32-bit user space gets the same ABI through
+//! `compat_ioctl`, for 32-bit ARM.
 //!
 //! Each test prints `ok NAME` or `FAILED NAME: why`; the last line is
 //! `guest-tests: N passed, N failed`, and the exit status is 0 only if
@@ -165,7 +167,7 @@ fn ioctl_errors() -> TestResult {
     Ok(())
 }
 
-fn raw_map(d: &Device, len: usize, prot: ProtFlags, flags: MapFlags, offset: i64) -> io::Result<()> {
+fn raw_map(d: &Device, len: usize, prot: ProtFlags, flags: MapFlags, offset: libc::off_t) -> io::Result<()> {
     let len = NonZeroUsize::new(len).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a fresh mapping chosen by the kernel; unmapped right away.
     let p = unsafe { mmap(None, len, prot, flags, d.file(), offset) }
@@ -634,10 +636,12 @@ const TESTS: &[Test] = &[
 ];
 
 fn main() {
-    let filter = std::env::args().nth(1);
+    // Arguments select the tests whose names contain any of them.
+    let filters: Vec<String> = std::env::args().skip(1).collect();
     let (mut passed, mut failed) = (0, 0);
+    println!("guest-tests: {}-bit user space", usize::BITS);
     for (name, test) in TESTS {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
         let t = Instant::now();
