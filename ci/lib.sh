@@ -46,3 +46,28 @@ ensure_host_tools() {
 
 # Host builds go to target/ in the clone; CI starts clean every time.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+# ensure_venv DIR PIN...: a Python venv in DIR holding exactly the pinned
+# packages, reused while the pins and the interpreter stay the same.
+ensure_venv() {
+    local dir=$1; shift
+    local stamp; stamp=$(printf '%s\n' "$(python3 --version)" "$@")
+    if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.pins" 2>/dev/null)" = "$stamp" ]; then
+        return 0
+    fi
+    python3 -c 'import ensurepip' 2>/dev/null || need_pkg python3-venv
+    mkdir -p "$(dirname "$dir")" 2>/dev/null || { sudo mkdir -p "$(dirname "$dir")" && sudo chown "$(id -u):$(id -g)" "$(dirname "$dir")"; }
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+    echo "$stamp" >"$dir/.pins"
+}
+
+# need_pkg PACKAGE: install a Debian package that provides no command.
+need_pkg() {
+    dpkg -s "$1" >/dev/null 2>&1 && return 0
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}

@@ -63,7 +63,7 @@ build_initramfs() {
 
 # The machine every guest boot uses (the DTB dump must match it).
 QEMU_MACHINE=(qemu-system-aarch64 -M virt -cpu cortex-a57 -smp 2 -m 1024 -nographic -no-reboot -nic none)
-OVERLAY=$ROOT/meta-rtpmgr/recipes-bsp/rtpmgr-overlays/files/rtpmgr-qemuarm64.dtso
+OVERLAY=$ROOT/recipes-bsp/rtpmgr-overlays/files/rtpmgr-qemuarm64.dtso
 
 # guest_dtb OUT: the DTB qemu generates for virt, with the media-port
 # overlay applied, so the platform driver binds from the device tree.
@@ -76,6 +76,9 @@ guest_dtb() {
     rm -rf "$tmp"
 }
 
+# Console lines that mean the kernel found a bug.
+KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:'
+
 # boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
 # problem or a guest failure.
 boot_guest() {
@@ -83,8 +86,34 @@ boot_guest() {
     timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
         -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
         | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^STREAM'
-    if grep -nE 'Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:' "$log"; then
+    if grep -nE "$KERNEL_PROBLEMS" "$log"; then
         die "kernel problem on the console (full log: $log)"
     fi
     grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
+}
+
+# build_demo_rootfs OUT: the ci/demo guest, assembled from the files the
+# Yocto recipes install: /etc/rtpmgr.toml (qemuarm64's), the sysvinit
+# script, and the udev rule as mdev.conf; the user and group useradd makes.
+build_demo_rootfs() {
+    local out root files=$ROOT/recipes-rtp/rtpmgrd/files
+    out=$(realpath -m "$1")
+    root=$(mktemp -d)
+    chmod 0755 "$root"
+    mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc/init.d,lib/modules,usr/bin,var/log}
+    cp "$BUSYBOX" "$root/bin/busybox"
+    cp "$ROOT/crates/rtpmgr-kmod/rtpmgr.ko" "$root/lib/modules/"
+    cp "$ROOT/target/$AARCH64/release/rtpmgrd" "$ROOT/target/$AARCH64/release/rtpmgrctl" "$root/usr/bin/"
+    cp "$ROOT/conf/rtpmgr-qemuarm64.toml" "$root/etc/rtpmgr.toml"
+    install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
+    # KERNEL=="rtpmgr", ..., OWNER="root", GROUP="rtpmgr", MODE="0660"
+    # becomes mdev's "rtpmgr root:rtpmgr 0660".
+    sed -n 's/^KERNEL=="\([^"]*\)".*OWNER="\([^"]*\)".*GROUP="\([^"]*\)".*MODE="\([0-7]*\)".*/\1 \2:\3 \4/p' \
+        "$files/60-rtpmgr.rules" >"$root/etc/mdev.conf"
+    [ -s "$root/etc/mdev.conf" ] || die "no device rule in 60-rtpmgr.rules"
+    printf 'root:x:0:0:root:/root:/bin/sh\nrtpmgr:x:999:999::/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nrtpmgr:x:999:\n' >"$root/etc/group"
+    install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
+    (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")
+    rm -rf "$root"
 }

@@ -115,6 +115,17 @@ ensure_busybox() {
 
 kernel_src_tarball() { echo "/usr/src/linux-source-$KERNEL_SERIES.tar.xz"; }
 
+# Unpack (or reuse) Debian's kernel source tarball; sets KSRC.
+ensure_kernel_source() {
+    KSRC=$RTPMGR_CACHE/src/linux-source-$KERNEL_SERIES
+    [ -e "$KSRC/.unpacked" ] && return 0
+    as_root mkdir -p "$RTPMGR_CACHE/src"
+    as_root chown "$(id -u):$(id -g)" "$RTPMGR_CACHE" "$RTPMGR_CACHE/src"
+    rm -rf "$KSRC"
+    tar -C "$RTPMGR_CACHE/src" -xf "$(kernel_src_tarball)"
+    touch "$KSRC/.unpacked"
+}
+
 # The cache key: everything that changes the kernel build.
 kernel_key() {
     {
@@ -139,11 +150,7 @@ build_kernel() {
     fi
     as_root mkdir -p "$RTPMGR_CACHE/src" "$KBUILD"
     as_root chown -R "$(id -u):$(id -g)" "$RTPMGR_CACHE"
-    if [ ! -e "$KSRC/.unpacked" ]; then
-        rm -rf "$KSRC"
-        tar -C "$RTPMGR_CACHE/src" -xf "$(kernel_src_tarball)"
-        touch "$KSRC/.unpacked"
-    fi
+    ensure_kernel_source
     local mk=(make -C "$KSRC" O="$KBUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUST_LIB_SRC="$RUST_LIB_SRC")
     "${mk[@]}" -s tinyconfig
     (cd "$KBUILD" && ARCH=arm64 "$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KBUILD" "$KBUILD/.config" \

@@ -18,6 +18,19 @@ const RELAY: &str =
     "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"127.0.0.1:6000\"\n";
 
 #[test]
+fn qemuarm64_image_config_relays_the_slirp_port_through_media0() {
+    let c = parse(include_str!("../../../conf/rtpmgr-qemuarm64.toml")).unwrap();
+    assert_eq!(c.daemon.backend, BackendKind::Kernel);
+    assert_eq!(c.streams.len(), 1);
+    let tv1 = c.stream("tv1").unwrap();
+    assert_eq!(tv1.direction, Direction::Relay);
+    assert_eq!(tv1.bind, "0.0.0.0:5004".parse().unwrap());
+    // qemu user networking shows the host as 10.0.2.2.
+    assert_eq!(tv1.destination, Some("10.0.2.2:5006".parse().unwrap()));
+    assert_eq!(tv1.media_port, "media0");
+}
+
+#[test]
 fn shipped_example_parses_with_its_values() {
     let c = parse(include_str!("../../../conf/rtpmgr.toml")).unwrap();
     assert_eq!(c.daemon.backend, BackendKind::Kernel);

@@ -1,0 +1,21 @@
+SUMMARY = "rtpmgr kernel module: /dev/rtpmgr packet rings shared by mmap"
+DESCRIPTION = "Rust kernel module that owns RTP packet rings, shares them \
+               with user space by mmap, and feeds them to media ports \
+               (loopback, null and device-tree bound DMA-capable peripherals)."
+LICENSE = "GPL-2.0-only"
+LIC_FILES_CHKSUM = "file://rtpmgr_main.rs;beginline=1;endline=1;md5=fcab174c20ea2e2bc0be64b493708266"
+
+inherit rtpmgr_source module-rust
+
+# The module crate and the one ABI file it shares with user space
+# (crates/rtpmgr-abi/src/abi.rs, which the crate includes by relative path).
+SRC_URI = "file://crates/rtpmgr-kmod \
+           file://crates/rtpmgr-abi/src/abi.rs \
+"
+S = "${UNPACKDIR}/crates/rtpmgr-kmod"
+
+EXTRA_OEMAKE = "KDIR=${STAGING_KERNEL_DIR}"
+
+# module.bbclass names the package kernel-module-rtpmgr after rtpmgr.ko.
+RPROVIDES:${PN} += "kernel-module-rtpmgr"
+KERNEL_MODULE_AUTOLOAD += "rtpmgr"
