@@ -4,7 +4,7 @@
 # ci/kernel/lib.sh.
 
 AARCH64=aarch64-unknown-linux-gnu
-GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests)
+GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests rtpmgr-guest-bench rtpmgr-guest-fuzz)
 
 # rust_target TARGET LINKER PACKAGE...: static release binaries for TARGET.
 # rustup's std for the target when it can be had, else std built from
@@ -41,11 +41,13 @@ build_module() {
     make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD" CLIPPY=1 KRUSTFLAGS=-Dwarnings
 }
 
-# initramfs: busybox, the module, the binaries, /init and the test config.
+# build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
+# config and /init (default ci/guest/init, the tests).
 build_initramfs() {
-    local out root
+    local out root init=${2:-$ROOT/ci/guest/init}
     out=$(realpath -m "$1")
     root=$(mktemp -d)
+    chmod 0755 "$root"
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc,lib/modules}
     cp "$BUSYBOX" "$root/bin/busybox"
     cp "$ROOT/crates/rtpmgr-kmod/rtpmgr.ko" "$root/lib/modules/"
@@ -54,7 +56,8 @@ build_initramfs() {
         cp "$ROOT/target/$AARCH64/release/$b" "$root/bin/"
     done
     cp "$ROOT/target/$ARMV7/release/rtpmgr-guest-tests" "$root/bin/rtpmgr-guest-tests32"
-    cp "$ROOT/ci/guest/init" "$root/init"
+    install_device_rule "$root"
+    cp "$init" "$root/init"
     cp "$ROOT/ci/guest/rtpmgr-test.toml" "$root/etc/rtpmgr-test.toml"
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out")
@@ -92,6 +95,20 @@ boot_guest() {
     grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
 }
 
+# install_device_rule ROOT: the image's udev rule for /dev/rtpmgr as an
+# mdev rule, and the user and group useradd makes (uid/gid 999).
+install_device_rule() {
+    local root=$1
+    mkdir -p "$root/etc"
+    # KERNEL=="rtpmgr", ..., OWNER="root", GROUP="rtpmgr", MODE="0660"
+    # becomes mdev's "rtpmgr root:rtpmgr 0660".
+    sed -n 's/^KERNEL=="\([^"]*\)".*OWNER="\([^"]*\)".*GROUP="\([^"]*\)".*MODE="\([0-7]*\)".*/\1 \2:\3 \4/p' \
+        "$ROOT/recipes-rtp/rtpmgrd/files/60-rtpmgr.rules" >"$root/etc/mdev.conf"
+    [ -s "$root/etc/mdev.conf" ] || die "no device rule in 60-rtpmgr.rules"
+    printf 'root:x:0:0:root:/root:/bin/sh\nrtpmgr:x:999:999::/nonexistent:/bin/false\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nrtpmgr:x:999:\n' >"$root/etc/group"
+}
+
 # build_demo_rootfs OUT: the ci/demo guest, assembled from the files the
 # Yocto recipes install: /etc/rtpmgr.toml (qemuarm64's), the sysvinit
 # script, and the udev rule as mdev.conf; the user and group useradd makes.
@@ -106,13 +123,7 @@ build_demo_rootfs() {
     cp "$ROOT/target/$AARCH64/release/rtpmgrd" "$ROOT/target/$AARCH64/release/rtpmgrctl" "$root/usr/bin/"
     cp "$ROOT/conf/rtpmgr-qemuarm64.toml" "$root/etc/rtpmgr.toml"
     install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
-    # KERNEL=="rtpmgr", ..., OWNER="root", GROUP="rtpmgr", MODE="0660"
-    # becomes mdev's "rtpmgr root:rtpmgr 0660".
-    sed -n 's/^KERNEL=="\([^"]*\)".*OWNER="\([^"]*\)".*GROUP="\([^"]*\)".*MODE="\([0-7]*\)".*/\1 \2:\3 \4/p' \
-        "$files/60-rtpmgr.rules" >"$root/etc/mdev.conf"
-    [ -s "$root/etc/mdev.conf" ] || die "no device rule in 60-rtpmgr.rules"
-    printf 'root:x:0:0:root:/root:/bin/sh\nrtpmgr:x:999:999::/nonexistent:/bin/false\n' >"$root/etc/passwd"
-    printf 'root:x:0:\nrtpmgr:x:999:\n' >"$root/etc/group"
+    install_device_rule "$root"
     install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")
     rm -rf "$root"

@@ -618,10 +618,64 @@ fn dt_media_port() -> TestResult {
     s2.round_trip(1, 2_000, 0)
 }
 
+/// The group the image's useradd creates and the udev rule (here applied
+/// by mdev, from the same rule) gives `/dev/rtpmgr`: 0660 root:rtpmgr.
+const RTPMGR_GID: u32 = 999;
+
+/// In a child with the given credentials, try to open the device; report
+/// the errno (0 on success) through the exit status.
+fn open_as(uid: u32, gid: u32, groups: &[u32]) -> Result<i32, String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
+    // SAFETY: the child only calls async-signal-safe functions (setgroups,
+    // setgid, setuid, open, _exit) before it exits; nothing it touches is
+    // shared with other threads of this single-threaded test binary.
+    match unsafe { fork() }.map_err(fail("fork"))? {
+        ForkResult::Child => {
+            let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
+            let code = if setgroups(&gids).is_err()
+                || setgid(Gid::from_raw(gid)).is_err()
+                || setuid(Uid::from_raw(uid)).is_err()
+            {
+                255
+            } else {
+                match std::fs::OpenOptions::new().read(true).write(true).open(DEV) {
+                    Ok(_) => 0,
+                    Err(e) => e.raw_os_error().unwrap_or(254).min(253),
+                }
+            };
+            // SAFETY: _exit ends the child without running the parent's
+            // atexit handlers or flushing its copied stdio buffers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).map_err(fail("waitpid"))? {
+            WaitStatus::Exited(_, 255) => Err("the child could not drop its credentials".into()),
+            WaitStatus::Exited(_, code) => Ok(code),
+            other => Err(format!("child: {other:?}")),
+        },
+    }
+}
+
+/// `/dev/rtpmgr` is 0660 root:rtpmgr (the udev rule); a user outside the
+/// group gets EACCES, a member of the group opens it.
+fn device_permissions() -> TestResult {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = std::fs::metadata(DEV).map_err(fail("stat"))?;
+    ensure!(m.permissions().mode() & 0o777 == 0o660, "mode {:o}", m.permissions().mode() & 0o777);
+    ensure!(m.uid() == 0 && m.gid() == RTPMGR_GID, "owner {}:{}", m.uid(), m.gid());
+    let nobody = 65534;
+    let e = open_as(nobody, nobody, &[])?;
+    ensure!(e == libc::EACCES, "a user outside the group: errno {e}, expected EACCES");
+    let e = open_as(nobody, nobody, &[RTPMGR_GID])?;
+    ensure!(e == 0, "a member of group rtpmgr: errno {e}");
+    Ok(())
+}
+
 type Test = (&'static str, fn() -> TestResult);
 
 const TESTS: &[Test] = &[
     ("info_and_ports", info_and_ports),
+    ("device_permissions", device_permissions),
     ("ioctl_errors", ioctl_errors),
     ("mmap_checks", mmap_checks),
     ("fdinfo_shows_state", fdinfo_shows_state),

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: MIT
+//! `rtpmgr-guest-bench [--quick]`: figures of the kernel module, measured
+//! inside the booted guest against the real `/dev/rtpmgr` (the guest half of
+//! `ci/bench`). Prints one JSON document on stdout.
+//!
+//! * Throughput and CPU per packet through the loopback port, the mmap
+//!   rings versus the same module's `write()`/`read()` copy path, at 64,
+//!   1316 (7 x 188 MPEG-TS) and 8192-byte payloads.
+//! * Wake-up economy: syscalls (KICK + WAIT) per packet while the rings run
+//!   flat out.
+//! * Latency at a low rate: one packet at a time, publish to arrival in the
+//!   from-device ring, p50/p99/p99.9.
+//!
+//! CPU time is the whole guest's busy time from /proc/stat (so the kernel
+//! worker that moves the slots counts), divided by the packets moved.
+//! Every figure is repeated; the median, min and max are reported.
+
+use rtpmgr_abi::{self as abi, SlotHeader};
+use rtpmgr_device::Device;
+use rtpmgr_ring::RingId;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, String>;
+
+const STREAM: u32 = 1;
+/// Slots per batch the user side fills or drains before it syncs indices:
+/// the kernel worker moves up to 64 per pass.
+const BATCH: u32 = 256;
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+fn open() -> Result<Device> {
+    Device::open(Path::new("/dev/rtpmgr")).map_err(err("open /dev/rtpmgr"))
+}
+
+/// The smallest slot that holds `payload` bytes after the slot header.
+fn slot_size_for(payload: usize) -> u32 {
+    ((payload as u32) + abi::SLOT_HEADER_SIZE).next_power_of_two().max(abi::MIN_SLOT_SIZE)
+}
+
+/// Busy and total jiffies of all CPUs, from the first line of /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait are not busy.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    packets: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    syscalls: u64,
+}
+
+impl Run {
+    fn pps(&self) -> f64 {
+        self.packets as f64 / self.seconds
+    }
+    fn cpu_us_per_packet(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.packets as f64
+    }
+    fn syscalls_per_packet(&self) -> f64 {
+        self.syscalls as f64 / self.packets as f64
+    }
+}
+
+fn measure(packets: u64, f: impl FnOnce() -> Result<u64>) -> Result<Run> {
+    let (busy0, _) = cpu_jiffies();
+    let t = Instant::now();
+    let syscalls = f()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let (busy1, _) = cpu_jiffies();
+    Ok(Run { packets, seconds, cpu_seconds: (busy1 - busy0) as f64 / clock_ticks(), syscalls })
+}
+
+/// Payload of packet `seq`: its number, then a pattern the receiver checks.
+fn fill(seq: u64, out: &mut [u8]) {
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8] = seq as u8;
+    let last = out.len() - 1;
+    out[last] = (seq as u8).wrapping_mul(7);
+}
+
+fn check(seq: u64, got: &[u8], payload: usize) -> Result<()> {
+    if got.len() != payload
+        || got[..8] != seq.to_le_bytes()
+        || got[8] != seq as u8
+        || got[payload - 1] != (seq as u8).wrapping_mul(7)
+    {
+        return Err(format!("packet {seq} came back wrong ({} bytes)", got.len()));
+    }
+    Ok(())
+}
+
+/// `n` packets of `payload` bytes through the loopback port over the mmap
+/// rings; returns the KICK and WAIT calls made.
+fn ring_run(payload: usize, n: u64) -> Result<u64> {
+    let dev = open()?;
+    let cfg = dev.configure(1024, slot_size_for(payload)).map_err(err("CONFIGURE_BUFFER"))?;
+    let region = dev.map(&cfg).map_err(err("mmap"))?;
+    dev.start_stream(STREAM, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(err("START_STREAM"))?;
+    let mut tx = region.producer(RingId::ToDevice);
+    let mut rx = region.consumer(RingId::FromDevice);
+    let (mut sent, mut got, mut syscalls) = (0u64, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < n {
+        if Instant::now() > deadline {
+            return Err(format!("stalled: sent {sent}, received {got}"));
+        }
+        let want = (n - sent).min(u64::from(BATCH)) as u32;
+        let free = tx.free(want).min(want);
+        for i in 0..free {
+            fill(sent + u64::from(i), &mut tx.payload_mut(i)[..payload]);
+            tx.set_header(i, &SlotHeader { len: payload as u32, stream_id: STREAM, ..Default::default() });
+        }
+        sent += u64::from(free);
+        if tx.publish(free) {
+            dev.kick().map_err(err("KICK"))?;
+            syscalls += 1;
+        }
+        let avail = rx.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        for i in 0..avail {
+            let h = rx.header(i);
+            check(got, rx.payload(i, h.len), payload)?;
+            got += 1;
+        }
+        if rx.release(avail) {
+            dev.kick().map_err(err("KICK"))?;
+            syscalls += 1;
+        }
+        if avail == 0 && free == 0 {
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+            syscalls += 1;
+        }
+    }
+    let st = dev.status(STREAM).map_err(err("GET_STATUS"))?;
+    if st.stream.to_dev_packets != n || st.stream.from_dev_packets != n || st.session.invalid_slots != 0 {
+        return Err(format!("kernel counters disagree: {:?} {:?}", st.stream, st.session));
+    }
+    Ok(syscalls)
+}
+
+/// `n` packets through the same port with one `write()` and one `read()`
+/// each (the copy path); returns the syscalls made.
+fn copy_run(payload: usize, n: u64) -> Result<u64> {
+    let dev = open()?;
+    dev.configure(8, slot_size_for(payload)).map_err(err("CONFIGURE_BUFFER"))?;
+    dev.start_stream(STREAM, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(err("START_STREAM"))?;
+    let hs = abi::SLOT_HEADER_SIZE as usize;
+    let mut out = vec![0u8; hs + payload];
+    let mut back = vec![0u8; hs + payload];
+    let h = SlotHeader { len: payload as u32, stream_id: STREAM, ..Default::default() };
+    // SAFETY: SlotHeader is plain old data of SLOT_HEADER_SIZE bytes, alive
+    // for the whole borrow.
+    let hb = unsafe { std::slice::from_raw_parts(&h as *const SlotHeader as *const u8, hs) };
+    out[..hs].copy_from_slice(hb);
+    let mut f = dev.file();
+    for seq in 0..n {
+        fill(seq, &mut out[hs..]);
+        let w = f.write(&out).map_err(err("write"))?;
+        if w != out.len() {
+            return Err(format!("short write {w}"));
+        }
+        let r = f.read(&mut back).map_err(err("read"))?;
+        if r < hs {
+            return Err(format!("short read {r}"));
+        }
+        check(seq, &back[hs..r], payload)?;
+    }
+    Ok(2 * n)
+}
+
+/// Round-trip times, in microseconds, of `n` single packets sent
+/// `interval` apart over the rings: publish (and KICK if the worker sleeps)
+/// to the packet's arrival in the from-device ring, waiting in WAIT.
+fn latency_run(n: u64, interval: Duration) -> Result<Vec<f64>> {
+    let payload = 1316;
+    let dev = open()?;
+    let cfg = dev.configure(64, slot_size_for(payload)).map_err(err("CONFIGURE_BUFFER"))?;
+    let region = dev.map(&cfg).map_err(err("mmap"))?;
+    dev.start_stream(STREAM, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(err("START_STREAM"))?;
+    let mut tx = region.producer(RingId::ToDevice);
+    let mut rx = region.consumer(RingId::FromDevice);
+    let mut out = Vec::with_capacity(n as usize);
+    for seq in 0..n {
+        let t = Instant::now();
+        if tx.free(1) == 0 {
+            return Err("to-device ring full with one packet in flight".into());
+        }
+        fill(seq, &mut tx.payload_mut(0)[..payload]);
+        tx.set_header(0, &SlotHeader { len: payload as u32, stream_id: STREAM, ..Default::default() });
+        if tx.publish(1) {
+            dev.kick().map_err(err("KICK"))?;
+        }
+        loop {
+            let avail = rx.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+            if avail > 0 {
+                let h = rx.header(0);
+                check(seq, rx.payload(0, h.len), payload)?;
+                if rx.release(avail) {
+                    dev.kick().map_err(err("KICK"))?;
+                }
+                break;
+            }
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => return Err(format!("packet {seq} lost")),
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+        std::thread::sleep(interval);
+    }
+    Ok(out)
+}
+
+/// The value at quantile `q` (0..=1) of sorted `v` (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// median/min/max of repeated samples.
+fn summary(unit: &str, samples: &[f64]) -> Value {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    json!({ "unit": unit, "median": quantile(&s, 0.5), "min": s[0], "max": s[s.len() - 1], "samples": samples })
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    match run(quick) {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            eprintln!("rtpmgr-guest-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(quick: bool) -> Result<Value> {
+    let reps = 5;
+    let mut figures = serde_json::Map::new();
+    let mut ratios = Vec::new();
+    for payload in [64usize, 1316, 8192] {
+        // Enough packets for a second or so of the faster path under TCG.
+        let ring_n: u64 = if quick {
+            5_000
+        } else if payload == 8192 {
+            100_000
+        } else {
+            300_000
+        };
+        let copy_n: u64 = if quick { 1_000 } else { 20_000 };
+        let mut ring = Vec::new();
+        let mut copy = Vec::new();
+        for _ in 0..reps {
+            ring.push(measure(ring_n, || ring_run(payload, ring_n))?);
+            copy.push(measure(copy_n, || copy_run(payload, copy_n))?);
+        }
+        let pps = |r: &[Run]| r.iter().map(Run::pps).collect::<Vec<_>>();
+        let cpu = |r: &[Run]| r.iter().map(Run::cpu_us_per_packet).collect::<Vec<_>>();
+        figures.insert(format!("ring_pps_{payload}"), summary("pkt/s", &pps(&ring)));
+        figures.insert(format!("copy_pps_{payload}"), summary("pkt/s", &pps(&copy)));
+        figures.insert(format!("ring_cpu_us_per_pkt_{payload}"), summary("us/pkt", &cpu(&ring)));
+        figures.insert(format!("copy_cpu_us_per_pkt_{payload}"), summary("us/pkt", &cpu(&copy)));
+        figures.insert(
+            format!("ring_syscalls_per_pkt_{payload}"),
+            summary("syscalls/pkt", &ring.iter().map(Run::syscalls_per_packet).collect::<Vec<_>>()),
+        );
+        // The ratio of medians, both measured in this boot.
+        let ratio = figures[&format!("ring_pps_{payload}")]["median"].as_f64().unwrap_or(0.0)
+            / figures[&format!("copy_pps_{payload}")]["median"].as_f64().unwrap_or(f64::NAN);
+        let target = (payload == 1316).then_some(3.0);
+        ratios.push(json!({
+            "name": format!("ring_vs_copy_pps_{payload}"),
+            "value": ratio,
+            "target": target.map(|t| format!(">= {t}")),
+            "met": target.map(|t| ratio >= t),
+        }));
+    }
+    let economy = figures["ring_syscalls_per_pkt_1316"]["median"].as_f64().unwrap_or(f64::NAN);
+    ratios.push(json!({
+        "name": "syscalls_per_pkt_1316_sustained",
+        "value": economy,
+        "target": "<= 0.015625 (1 per 64 packets)",
+        "met": economy <= 1.0 / 64.0,
+    }));
+
+    let lat_n = if quick { 200 } else { 2_000 };
+    let mut lat = latency_run(lat_n, Duration::from_millis(1))?;
+    lat.sort_by(f64::total_cmp);
+    figures.insert(
+        "ring_latency_us_1pkt_per_ms".into(),
+        json!({
+            "unit": "us", "samples": lat.len(),
+            "p50": quantile(&lat, 0.5), "p99": quantile(&lat, 0.99), "p999": quantile(&lat, 0.999),
+            "max": lat[lat.len() - 1],
+        }),
+    );
+    Ok(json!({ "where": "qemuarm64 guest (TCG)", "repetitions": reps, "quick": quick,
+               "figures": figures, "ratios": ratios }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 0.999), 100.0);
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn summary_reports_median_min_max() {
+        let s = summary("x", &[3.0, 1.0, 2.0, 5.0, 4.0]);
+        assert_eq!(s["median"], 3.0);
+        assert_eq!(s["min"], 1.0);
+        assert_eq!(s["max"], 5.0);
+    }
+
+    #[test]
+    fn slot_sizes_hold_header_and_payload() {
+        assert_eq!(slot_size_for(64), abi::MIN_SLOT_SIZE);
+        assert_eq!(slot_size_for(1316), 2048);
+        assert_eq!(slot_size_for(8192), 16384);
+        assert!(slot_size_for(2016) == 2048 && slot_size_for(2017) == 4096);
+    }
+
+    #[test]
+    fn fill_and_check_agree_and_catch_a_wrong_packet() {
+        let mut p = vec![0u8; 64];
+        fill(41, &mut p);
+        assert!(check(41, &p, 64).is_ok());
+        assert!(check(42, &p, 64).is_err());
+        assert!(check(41, &p[..63], 64).is_err());
+    }
+}

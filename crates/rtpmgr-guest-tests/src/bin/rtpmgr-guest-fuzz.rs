@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: MIT
+//! `rtpmgr-guest-fuzz [--seed N] [--ops N] [--procs N]`: a seeded,
+//! reproducible fuzzer of `/dev/rtpmgr`, run in the booted guest by
+//! `ci/fuzz-kernel`. Each of `--procs` processes (default 2) performs
+//! `--ops` random operations (default 10,000) drawn from its own seed
+//! (`seed + process number`):
+//!
+//! random and boundary ioctl arguments, unknown commands and bad pointers;
+//! mmap and munmap at odd sizes, offsets and protections; hostile writes to
+//! the ring indices, flags and slot headers while the kernel worker runs,
+//! mixed with valid traffic; START/STOP/RESET/KICK/WAIT at random, also
+//! while streaming; write()/read() with random buffers; close while another
+//! thread waits in WAIT; fork with the mapping held; rmmod while the device
+//! is open (must be refused).
+//!
+//! The kernel must answer every call with a result or an errno: a splat,
+//! a hang (the host's timeout) or a refused-but-succeeded rmmod fails the
+//! run. The seed is printed first so a failure can be replayed.
+
+use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
+use rtpmgr_device::Device;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+/// xorshift64*: small, seedable, the same sequence on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len() as u64) as usize]
+    }
+    /// A boundary value half of the time, any u32 otherwise.
+    fn u32_edgy(&mut self, edges: &[u32]) -> u32 {
+        if self.below(2) == 0 {
+            self.pick(edges)
+        } else {
+            self.next() as u32
+        }
+    }
+}
+
+const COUNTS: &[u32] = &[0, 1, 7, 8, 9, 64, 1000, 1024, 4096, 32_768, 32_769, u32::MAX];
+const SIZES: &[u32] = &[0, 100, 255, 256, 512, 2048, 4096, 65_536, 65_537, u32::MAX];
+const IDS: &[u32] = &[0, 1, 5, 63, 64, 65, u32::MAX - 1, u32::MAX];
+
+/// The mapping of the current session, while it is mapped whole.
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+    cfg: abi::BufferConfig,
+}
+
+struct Fuzzer {
+    rng: Rng,
+    dev: Option<Device>,
+    map: Option<Mapping>,
+    /// The geometry of the last CONFIGURE_BUFFER that succeeded.
+    cfg: Option<abi::BufferConfig>,
+    /// errno (0 = success) per operation name.
+    results: BTreeMap<(&'static str, i32), u64>,
+    buf: Vec<u8>,
+}
+
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+impl Fuzzer {
+    fn note<T>(&mut self, op: &'static str, r: std::io::Result<T>) -> Option<T> {
+        let code = match &r {
+            Ok(_) => 0,
+            Err(e) => errno(e),
+        };
+        *self.results.entry((op, code)).or_insert(0) += 1;
+        r.ok()
+    }
+
+    fn unmap(&mut self) {
+        if let Some(m) = self.map.take() {
+            // SAFETY: `base..base+len` is a mapping this process created and
+            // still holds whole; nothing refers to it after this.
+            unsafe { libc::munmap(m.base.cast(), m.len) };
+        }
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        if self.dev.is_none() {
+            let d = Device::open(Path::new("/dev/rtpmgr"));
+            self.dev = self.note("open", d);
+            return Ok(());
+        }
+        // Weights out of 40: sessions mostly stay open, configured and
+        // mapped, so the ring and streaming paths get most of the work.
+        match self.rng.below(40) {
+            // Sessions live for about 80 operations.
+            0 | 1 if self.rng.below(4) != 0 => {
+                let r = self.dev.as_ref().unwrap().info();
+                self.note("info", r);
+            }
+            0 => {
+                // close (sometimes with the mapping still held)
+                if self.rng.below(2) == 0 {
+                    self.unmap();
+                }
+                self.dev = None;
+                self.cfg = None;
+                self.note("close", Ok(()));
+            }
+            1 => self.close_during_wait(),
+            2..=5 => {
+                let (count, size) = if self.rng.below(4) != 0 {
+                    (self.rng.pick(&[8, 64, 256, 1024]), self.rng.pick(&[256, 2048, 4096]))
+                } else {
+                    (self.rng.u32_edgy(COUNTS), self.rng.u32_edgy(SIZES))
+                };
+                let r = self.dev.as_ref().unwrap().configure(count, size);
+                if let Ok(c) = &r {
+                    self.unmap();
+                    self.cfg = Some(*c);
+                }
+                self.note("configure", r);
+            }
+            6..=9 => self.mmap_odd(),
+            10..=15 => self.hostile_ring_write(),
+            16..=19 => self.traffic(),
+            20..=22 => {
+                let (id, port, dir) = if self.rng.below(3) != 0 {
+                    (self.rng.below(4) as u32, self.rng.pick(&[0, 0, 1, 2]), self.rng.below(3) as u32 + 1)
+                } else {
+                    (self.rng.u32_edgy(IDS), self.rng.pick(&[0, 1, 2, 3, 99]), self.rng.below(5) as u32)
+                };
+                let r = self.dev.as_ref().unwrap().start_stream(id, port, dir);
+                self.note("start", r);
+            }
+            23 | 24 => {
+                let id = if self.rng.below(2) == 0 { self.rng.below(4) as u32 } else { self.rng.u32_edgy(IDS) };
+                let r = self.dev.as_ref().unwrap().stop_stream(id);
+                self.note("stop", r);
+            }
+            25 => {
+                let r = self.dev.as_ref().unwrap().reset();
+                self.note("reset", r);
+            }
+            26 | 27 => {
+                let r = self.dev.as_ref().unwrap().kick();
+                self.note("kick", r);
+            }
+            28 | 29 => {
+                let (flags, ms) = (self.rng.below(5) as u32, self.rng.pick(&[0, 1, 5, 60_001]));
+                let r = self.dev.as_ref().unwrap().wait(flags, ms);
+                self.note("wait", r);
+            }
+            30 | 31 => {
+                let id = if self.rng.below(2) == 0 { self.rng.below(4) as u32 } else { self.rng.u32_edgy(IDS) };
+                let r = self.dev.as_ref().unwrap().status(id);
+                self.note("status", r);
+            }
+            32 | 33 => self.raw_ioctl(),
+            34 | 35 => self.read_write(),
+            36 => self.fork_with_mapping()?,
+            37 => self.rmmod_refused()?,
+            _ => {
+                let r = self.dev.as_ref().unwrap().port(self.rng.u32_edgy(IDS));
+                self.note("port", r);
+            }
+        }
+        Ok(())
+    }
+
+    fn mmap_odd(&mut self) {
+        let valid = self.cfg;
+        let size = valid.map(|c| c.mmap_size as usize).filter(|&s| s > 0).unwrap_or(1 << 20);
+        // Half of the time the one mapping the kernel accepts (it maps a
+        // session's region once at a time, so drop ours first).
+        let exact = self.rng.below(2) == 0;
+        if exact {
+            self.unmap();
+        }
+        let len = match self.rng.below(6) {
+            _ if exact => size,
+            0 => 1,
+            1 => 4095,
+            2 => size.saturating_sub(4096).max(4096),
+            3 => size + 4096,
+            4 => (self.rng.below(64) as usize + 1) * 4096,
+            _ => size,
+        };
+        let offset = if !exact && self.rng.below(4) == 0 { (self.rng.below(8) * 4096) as libc::off_t } else { 0 };
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let prot = if exact { rw } else { self.rng.pick(&[libc::PROT_READ, rw, libc::PROT_WRITE | libc::PROT_EXEC]) };
+        let flags = if exact { libc::MAP_SHARED } else { self.rng.pick(&[libc::MAP_SHARED, libc::MAP_PRIVATE]) };
+        let fd = self.dev.as_ref().unwrap().file().as_raw_fd();
+        // SAFETY: a new mapping at an address the kernel picks; it replaces
+        // nothing of ours.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset) };
+        if p == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            self.note("mmap", Err::<(), _>(e));
+            return;
+        }
+        self.note("mmap", Ok(()));
+        let whole_rw = prot == libc::PROT_READ | libc::PROT_WRITE && flags == libc::MAP_SHARED && offset == 0;
+        match (whole_rw, valid) {
+            (true, Some(cfg)) if cfg.mmap_size as usize == len && self.rng.below(4) != 0 => {
+                self.unmap();
+                self.map = Some(Mapping { base: p.cast(), len, cfg });
+            }
+            _ => {
+                // Odd munmap: a page from the middle first, then the rest.
+                let pages = len.div_ceil(4096);
+                if pages > 2 {
+                    // SAFETY: unmapping part of the mapping just made, which
+                    // nothing else refers to.
+                    unsafe { libc::munmap(p.cast::<u8>().add(4096).cast(), 4096) };
+                }
+                // SAFETY: as above; unmapping a hole again is harmless.
+                unsafe { libc::munmap(p, len) };
+            }
+        }
+    }
+
+    /// A random value into a ring index, flag word or slot header field.
+    fn hostile_ring_write(&mut self) {
+        let Some(m) = &self.map else { return };
+        let geom_slots = m.cfg.slot_count.max(1);
+        let word = match self.rng.below(3) {
+            0 => {
+                let ring = self.rng.pick(&[abi::TO_DEV_CTRL_OFFSET, abi::FROM_DEV_CTRL_OFFSET]);
+                let field =
+                    self.rng.pick(&[abi::RING_PRODUCER_OFFSET, abi::RING_CONSUMER_OFFSET, abi::RING_FLAGS_OFFSET]);
+                (ring + field) as usize
+            }
+            _ => {
+                let slot = self.rng.below(u64::from(geom_slots)) as usize;
+                let ring_base =
+                    if self.rng.below(2) == 0 { m.cfg.to_dev_slots_offset } else { m.cfg.from_dev_slots_offset };
+                let ring_base = if ring_base == 0 { abi::HEADER_REGION_SIZE as u64 } else { ring_base };
+                ring_base as usize + slot * m.cfg.slot_size as usize + self.rng.pick(&[0usize, 4, 8, 12, 16])
+            }
+        };
+        if word + 4 > m.len {
+            return;
+        }
+        let value = self.rng.u32_edgy(&[0, 1, 31, 32, 2016, 2017, 65_535, 0x8000_0000, u32::MAX]);
+        // SAFETY: `word` is a 4-byte aligned offset inside the mapping we
+        // hold whole (checked against its length); the kernel reads it as
+        // hostile data, which is the point.
+        unsafe { std::ptr::write_volatile(m.base.add(word).cast::<u32>(), value) };
+        self.note("ring-write", Ok(()));
+        if self.rng.below(2) == 0 {
+            let r = self.dev.as_ref().unwrap().kick();
+            self.note("kick", r);
+        }
+    }
+
+    /// A few well-formed packets at whatever the producer index says.
+    fn traffic(&mut self) {
+        let Some(m) = &self.map else { return };
+        if m.cfg.slot_count == 0 || m.cfg.slot_size < abi::MIN_SLOT_SIZE {
+            return;
+        }
+        let off = m.cfg.to_dev_slots_offset.max(u64::from(abi::HEADER_REGION_SIZE)) as usize;
+        let id = self.rng.below(3) as u32;
+        for _ in 0..self.rng.below(8) + 1 {
+            // SAFETY: the producer word lies in the header page of the
+            // mapping we hold whole.
+            let prod_ptr = unsafe { m.base.add((abi::TO_DEV_CTRL_OFFSET + abi::RING_PRODUCER_OFFSET) as usize) };
+            // SAFETY: as above; aligned u32.
+            let prod = unsafe { std::ptr::read_volatile(prod_ptr.cast::<u32>()) };
+            let slot = (prod & (m.cfg.slot_count - 1)) as usize;
+            let at = off + slot * m.cfg.slot_size as usize;
+            if at + m.cfg.slot_size as usize > m.len {
+                return;
+            }
+            let len = self.rng.below(u64::from(m.cfg.slot_size - abi::SLOT_HEADER_SIZE) + 1) as u32;
+            let h = SlotHeader { len, stream_id: id, ..Default::default() };
+            // SAFETY: the slot lies inside the mapping (checked above); the
+            // header is plain old data written as the ABI lays it out.
+            unsafe {
+                std::ptr::write_volatile(m.base.add(at).cast::<SlotHeader>(), h);
+                std::ptr::write_volatile(prod_ptr.cast::<u32>(), prod.wrapping_add(1));
+            }
+        }
+        let r = self.dev.as_ref().unwrap().kick();
+        self.note("traffic", r);
+    }
+
+    fn raw_ioctl(&mut self) {
+        let known = [
+            abi::RTPMGR_IOC_GET_INFO,
+            abi::RTPMGR_IOC_CONFIGURE_BUFFER,
+            abi::RTPMGR_IOC_START_STREAM,
+            abi::RTPMGR_IOC_STOP_STREAM,
+            abi::RTPMGR_IOC_GET_STATUS,
+            abi::RTPMGR_IOC_RESET,
+            abi::RTPMGR_IOC_KICK,
+            abi::RTPMGR_IOC_WAIT,
+            abi::RTPMGR_IOC_GET_PORT,
+        ];
+        let cmd = match self.rng.below(3) {
+            0 => self.rng.pick(&known),
+            // Our type and a random nr, direction and size.
+            1 => abi::ioc(
+                self.rng.below(4) as u32,
+                abi::RTPMGR_IOC_MAGIC,
+                self.rng.below(16) as u32,
+                self.rng.below(512) as usize,
+            ),
+            _ => self.rng.next() as u32 & 0x3fff_ffff,
+        };
+        // Only our own magic or never-used types: generic VFS ioctls could
+        // change the descriptor in ways the rest of the run does not expect.
+        if abi::ioc_type(cmd) != abi::RTPMGR_IOC_MAGIC && abi::ioc_type(cmd) < 0xB0 {
+            return;
+        }
+        for b in self.buf.iter_mut().take(512) {
+            *b = self.rng.next() as u8;
+        }
+        // A plausible size field for the structs that start with one.
+        if self.rng.below(2) == 0 {
+            self.buf[..4].copy_from_slice(&abi::ioc_size(cmd).to_ne_bytes());
+        }
+        let arg = match self.rng.below(4) {
+            0 => self.rng.below(4096) as usize,
+            _ => self.buf.as_mut_ptr() as usize,
+        };
+        // SAFETY: the argument is our 16 KiB buffer, larger than any size an
+        // ioctl command can encode (14 bits), or an address in the never
+        // mapped first page; either way the kernel cannot write outside it.
+        let r = unsafe { self.dev.as_ref().unwrap().raw_ioctl(cmd, arg) };
+        self.note("ioctl", r.map_err(|e| std::io::Error::from_raw_os_error(e as i32)));
+    }
+
+    fn read_write(&mut self) {
+        let len = self.rng.pick(&[0usize, 1, 31, 32, 33, 100, 2048, 2049, 8192]);
+        let mut f = self.dev.as_ref().unwrap().file();
+        if self.rng.below(2) == 0 {
+            for b in self.buf.iter_mut().take(len) {
+                *b = self.rng.next() as u8;
+            }
+            if len >= 12 && self.rng.below(2) == 0 {
+                // A header whose length matches, on a low stream id.
+                let plen = (len as u32).saturating_sub(abi::SLOT_HEADER_SIZE);
+                self.buf[..4].copy_from_slice(&plen.to_ne_bytes());
+                self.buf[8..12].copy_from_slice(&(self.rng.below(3) as u32).to_ne_bytes());
+            }
+            let r = f.write(&self.buf[..len]);
+            self.note("write", r);
+        } else {
+            let r = f.read(&mut self.buf[..len]);
+            self.note("read", r);
+        }
+    }
+
+    /// A thread waits in WAIT on the descriptor while this one closes it.
+    fn close_during_wait(&mut self) {
+        self.unmap();
+        self.cfg = None;
+        let Some(dev) = self.dev.take() else { return };
+        let fd = dev.file().as_raw_fd();
+        let waiter = std::thread::spawn(move || {
+            let mut args = abi::WaitArgs {
+                size: abi::WaitArgs::SIZE,
+                flags: abi::WAIT_FROM_DEV_READY,
+                timeout_ms: 50,
+                ..Default::default()
+            };
+            // SAFETY: WAIT reads and writes a WaitArgs, which `args` is; the
+            // descriptor may be closed meanwhile, then the call fails EBADF
+            // or finishes on the file it started with.
+            unsafe { libc::ioctl(fd, abi::RTPMGR_IOC_WAIT as _, &mut args as *mut abi::WaitArgs) }
+        });
+        std::thread::sleep(Duration::from_millis(self.rng.below(10)));
+        drop(dev);
+        let _ = waiter.join();
+        self.note("close-during-wait", Ok(()));
+    }
+
+    /// fork with the mapping held: the child uses the inherited descriptor
+    /// (its copy of the address space has no mapping: VM_DONTCOPY) and exits.
+    fn fork_with_mapping(&mut self) -> Result<(), String> {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, ForkResult};
+        let d = self.dev.as_ref().unwrap();
+        // SAFETY: the child makes a few ioctls on an inherited descriptor and
+        // leaves with _exit; the parent's other threads are all joined.
+        match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => {
+                let _ = d.kick();
+                let _ = d.status(abi::STATUS_SESSION_ONLY);
+                let _ = d.wait(abi::WAIT_ALL, 1);
+                // SAFETY: leaves the child at once, running nothing of the
+                // parent's.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, 0)) => {
+                    self.note("fork", Ok(()));
+                    Ok(())
+                }
+                other => Err(format!("forked child: {other:?}")),
+            },
+        }
+    }
+
+    /// The module is in use (this process holds it open): rmmod must fail.
+    fn rmmod_refused(&mut self) -> Result<(), String> {
+        let out = std::process::Command::new("rmmod").arg("rtpmgr").output().map_err(|e| format!("rmmod: {e}"))?;
+        if out.status.success() {
+            return Err("rmmod succeeded while /dev/rtpmgr was open".into());
+        }
+        self.note("rmmod-refused", Ok(()));
+        Ok(())
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fuzz_process(seed: u64, ops: u64) -> Result<Fuzzer, String> {
+    let mut f = Fuzzer {
+        rng: Rng::new(seed),
+        dev: None,
+        map: None,
+        cfg: None,
+        results: BTreeMap::new(),
+        buf: vec![0u8; 16384],
+    };
+    for i in 0..ops {
+        f.step().map_err(|e| format!("seed {seed}, operation {i}: {e}"))?;
+    }
+    f.unmap();
+    f.dev = None;
+    Ok(f)
+}
+
+fn main() {
+    let seed = arg("--seed", 1);
+    let ops = arg("--ops", 10_000);
+    let procs = arg("--procs", 2);
+    println!("fuzz: seed {seed}, {ops} operations in each of {procs} processes");
+    let mut children = Vec::new();
+    for p in 0..procs {
+        // SAFETY: single-threaded at this point; each child runs its own
+        // fuzz loop and leaves with exit.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code = match fuzz_process(seed + p, ops) {
+                    Ok(f) => {
+                        let summary: Vec<String> =
+                            f.results.iter().map(|((op, e), n)| format!("{op}:{e}={n}")).collect();
+                        println!("fuzz: process {p} done: {}", summary.join(" "));
+                        0
+                    }
+                    Err(e) => {
+                        println!("fuzz: process {p} FAILED: {e}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => children.push(child),
+            Err(e) => {
+                println!("fuzz: fork: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let mut ok = true;
+    for c in children {
+        ok &= matches!(nix::sys::wait::waitpid(c, None), Ok(nix::sys::wait::WaitStatus::Exited(_, 0)));
+    }
+    println!("fuzz: {} (seed {seed}, {} operations)", if ok { "PASS" } else { "FAIL" }, ops * procs);
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_sequence() {
+        let (mut a, mut b, mut c) = (Rng::new(7), Rng::new(7), Rng::new(8));
+        let va: Vec<u64> = (0..100).map(|_| a.next()).collect();
+        let vb: Vec<u64> = (0..100).map(|_| b.next()).collect();
+        let vc: Vec<u64> = (0..100).map(|_| c.next()).collect();
+        assert_eq!(va, vb);
+        assert_ne!(va, vc);
+    }
+
+    #[test]
+    fn below_stays_below_and_covers_the_range() {
+        let mut r = Rng::new(1);
+        let mut seen = [false; 20];
+        for _ in 0..10_000 {
+            let v = r.below(20);
+            assert!(v < 20);
+            seen[v as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "every value gets drawn");
+    }
+}
