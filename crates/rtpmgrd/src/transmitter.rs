@@ -28,6 +28,8 @@ pub struct Transmitter {
     stop: Arc<AtomicBool>,
     consumer: Consumer,
     headers: MultiHeaders<SockaddrStorage>,
+    /// The destination of each datagram of a `sendmmsg`, kept between calls.
+    addrs: Vec<Option<SockaddrStorage>>,
     /// From-device slots that named no stream able to send (stopped
     /// meanwhile, or an ingress-only stream): counted, then released.
     unroutable: Arc<AtomicU64>,
@@ -42,7 +44,8 @@ impl Transmitter {
         unroutable: Arc<AtomicU64>,
     ) -> Self {
         let headers = MultiHeaders::preallocate(BATCH as usize, None);
-        Transmitter { backend, table, stop, consumer: region.consumer(RingId::FromDevice), headers, unroutable }
+        let addrs = Vec::with_capacity(BATCH as usize);
+        Transmitter { backend, table, stop, consumer: region.consumer(RingId::FromDevice), headers, addrs, unroutable }
     }
 
     pub fn run(mut self) {
@@ -120,9 +123,10 @@ impl Transmitter {
                 .enumerate()
                 .map(|(j, h)| [IoSlice::new(self.consumer.payload(first + (k + j) as u32, h.len))])
                 .collect();
-            let addrs = vec![Some(dest); iovs.len()];
+            self.addrs.clear();
+            self.addrs.resize(iovs.len(), Some(dest));
             let cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(fd, &mut self.headers, &iovs, &addrs, cmsgs, MsgFlags::empty()) {
+            match sendmmsg(fd, &mut self.headers, &iovs, &self.addrs, cmsgs, MsgFlags::empty()) {
                 Ok(results) => {
                     let mut n = 0usize;
                     for r in results {

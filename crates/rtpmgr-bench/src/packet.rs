@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: MIT
+//! The benchmark's RTP packets: a 12-byte RTP header (payload type 33,
+//! MPEG-TS, so rtpmgrd's payload-type check passes) and a 1316-byte payload
+//! (seven 188-byte TS packets' worth) that starts with the send time and a
+//! tag.
+//!
+//! ```text
+//! 0       12            20     24                          1328
+//! | RTP   | send time ns | tag  | filler (0x47, then 0xff) |
+//! ```
+//!
+//! The receiver reads only the first [`HEAD`] bytes of each datagram.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+pub const RTP_HEADER: usize = 12;
+/// RTP payload bytes: seven MPEG-TS packets.
+pub const PAYLOAD: usize = 1316;
+/// One datagram.
+pub const PACKET: usize = RTP_HEADER + PAYLOAD;
+/// RTP payload type of MPEG-TS (RFC 3551).
+pub const PT_MP2T: u8 = 33;
+/// Bytes of a datagram the receiver looks at.
+pub const HEAD: usize = RTP_HEADER + 12;
+
+/// Payload tag of a measured packet.
+pub const TAG_DATA: [u8; 4] = *b"RBd1";
+/// Payload tag of a probe: sent until the path through a relay works,
+/// then ignored.
+pub const TAG_PROBE: [u8; 4] = *b"RBp1";
+
+/// Nanoseconds on one monotonic clock shared by every thread of this
+/// process (sender and receiver compare stamps of it).
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Fill `buf` (at least [`PACKET`] bytes) with a packet of `ssrc`; the
+/// varying fields are set by [`stamp`].
+pub fn init(buf: &mut [u8], ssrc: u32) {
+    let buf = &mut buf[..PACKET];
+    buf.fill(0xff);
+    buf[0] = 0x80; // V=2, no padding, no extension, no CSRC
+    buf[1] = PT_MP2T; // no marker
+    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    for ts in buf[RTP_HEADER..].chunks_mut(188) {
+        ts[0] = 0x47;
+    }
+}
+
+/// Set sequence number, RTP timestamp, send time and tag of a packet made
+/// by [`init`].
+pub fn stamp(buf: &mut [u8], seq: u16, rtp_ts: u32, send_ns: u64, tag: [u8; 4]) {
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&rtp_ts.to_be_bytes());
+    buf[12..20].copy_from_slice(&send_ns.to_le_bytes());
+    buf[20..24].copy_from_slice(&tag);
+}
+
+/// What the receiver needs of a datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub send_ns: u64,
+    pub probe: bool,
+}
+
+/// Decode the first bytes of a datagram; `None` for anything that is not
+/// one of ours (wrong version or payload type, unknown tag, too short).
+pub fn parse(head: &[u8]) -> Option<Head> {
+    if head.len() < HEAD || head[0] >> 6 != 2 || head[1] & 0x7f != PT_MP2T {
+        return None;
+    }
+    let probe = match &head[20..24] {
+        t if t == TAG_DATA => false,
+        t if t == TAG_PROBE => true,
+        _ => return None,
+    };
+    Some(Head {
+        ssrc: u32::from_be_bytes(head[8..12].try_into().ok()?),
+        seq: u16::from_be_bytes([head[2], head[3]]),
+        send_ns: u64::from_le_bytes(head[12..20].try_into().ok()?),
+        probe,
+    })
+}
+
+/// The 90 kHz RTP timestamp of a packet sent `ns` after the stream began.
+pub fn rtp_ts(ns: u64) -> u32 {
+    (ns as u128 * 90_000 / 1_000_000_000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_valid_rtp() {
+        let mut buf = vec![0u8; PACKET];
+        init(&mut buf, 0xdead_beef);
+        stamp(&mut buf, 65535, 90_000, 123_456_789_012, TAG_DATA);
+        let h = parse(&buf[..HEAD]).unwrap();
+        assert_eq!(h, Head { ssrc: 0xdead_beef, seq: 65535, send_ns: 123_456_789_012, probe: false });
+        // rtpmgrd parses with the project's RTP crate: it must accept it.
+        let p = rtp::RtpPacket::parse(&buf).unwrap();
+        assert_eq!(p.payload_type(), PT_MP2T);
+        assert_eq!(p.sequence_number(), 65535);
+        assert_eq!(p.ssrc(), 0xdead_beef);
+        assert_eq!(p.timestamp(), 90_000);
+        assert_eq!(p.payload().len(), PAYLOAD);
+        assert_eq!(p.payload()[188], 0x47);
+    }
+
+    #[test]
+    fn probes_and_strangers() {
+        let mut buf = vec![0u8; PACKET];
+        init(&mut buf, 7);
+        stamp(&mut buf, 1, 0, 5, TAG_PROBE);
+        assert!(parse(&buf).unwrap().probe);
+        assert_eq!(parse(&buf[..HEAD - 1]), None);
+        stamp(&mut buf, 1, 0, 5, *b"XXXX");
+        assert_eq!(parse(&buf), None);
+        stamp(&mut buf, 1, 0, 5, TAG_DATA);
+        buf[1] = 96;
+        assert_eq!(parse(&buf), None);
+        buf[1] = PT_MP2T | 0x80; // marker bit set is still ours
+        assert!(parse(&buf).is_some());
+        buf[0] = 0x40; // RTP version 1
+        assert_eq!(parse(&buf), None);
+    }
+
+    #[test]
+    fn rtp_clock() {
+        assert_eq!(rtp_ts(1_000_000_000), 90_000);
+        assert_eq!(rtp_ts(0), 0);
+        // Wraps like a 32-bit RTP timestamp, not saturating.
+        assert_eq!(rtp_ts(100_000_000_000_000), (9_000_000_000u64 % (1 << 32)) as u32);
+    }
+
+    #[test]
+    fn clock_is_monotonic() {
+        let a = now_ns();
+        let b = now_ns();
+        assert!(b >= a);
+    }
+}

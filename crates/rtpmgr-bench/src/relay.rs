@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: MIT
+//! The relays under test, as child processes: rtpmgrd (sim backend), the
+//! bare `recvmmsg`→`sendmmsg` loop and GStreamer's `udpsrc ! udpsink`.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Socket buffer every relay gets: rtpmgrd's default
+/// `socket_buffer_bytes`, given to the other two as well.
+pub const RELAY_SOCKET_BUFFER: usize = 4 << 20;
+/// Datagrams per `recvmmsg`/`sendmmsg` of the bare loop: rtpmgrd's.
+pub const BARE_BATCH: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayKind {
+    Rtpmgrd,
+    Bare,
+    Gstreamer,
+}
+
+impl RelayKind {
+    /// Key in the JSON document.
+    pub fn key(self) -> &'static str {
+        match self {
+            RelayKind::Rtpmgrd => "rtpmgrd",
+            RelayKind::Bare => "bare_loop",
+            RelayKind::Gstreamer => "gstreamer",
+        }
+    }
+
+    /// Name in the table.
+    pub fn label(self) -> &'static str {
+        match self {
+            RelayKind::Rtpmgrd => "rtpmgrd (sim)",
+            RelayKind::Bare => "bare loop",
+            RelayKind::Gstreamer => "GStreamer",
+        }
+    }
+}
+
+/// The programs to run.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    pub rtpmgrd: PathBuf,
+    pub bare_relay: PathBuf,
+    /// `None`: GStreamer is not available (its figures are skipped).
+    pub gst_launch: Option<PathBuf>,
+}
+
+/// The rtpmgrd configuration for relay streams `bench0..` from
+/// `127.0.0.1:in_ports[i]` to `dest`, all through the simulator's loopback
+/// port.
+pub fn rtpmgrd_config(control_socket: &Path, in_ports: &[u16], dest: SocketAddrV4) -> String {
+    let mut t = format!(
+        "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\nlog_level = \"warn\"\n\
+         socket_buffer_bytes = {RELAY_SOCKET_BUFFER}\n\n[buffer]\nslot_count = 1024\nslot_size = 2048\n",
+        control_socket.display()
+    );
+    for (i, port) in in_ports.iter().enumerate() {
+        let _ = write!(
+            t,
+            "\n[[stream]]\nname = \"bench{i}\"\ndirection = \"relay\"\nbind = \"127.0.0.1:{port}\"\n\
+             destination = \"{dest}\"\npayload_type = 33\nmedia_port = \"loopback\"\n"
+        );
+    }
+    t
+}
+
+/// Run `cmd` on CPU `cpu` only, if given, and at nice level `nice`, if
+/// given (set in the child before exec, so every thread it starts
+/// inherits them).
+pub fn place_command(cmd: &mut Command, cpu: Option<usize>, nice: Option<i32>) {
+    // SAFETY: the closure runs between fork and exec and only makes plain
+    // system calls (sched_setaffinity on a CpuSet on its stack,
+    // setpriority): no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(cpu) = cpu {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).map_err(io::Error::from)?;
+                nix::sched::sched_setaffinity(Pid::from_raw(0), &set).map_err(io::Error::from)?;
+            }
+            if let Some(n) = nice {
+                set_nice(n)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Set the calling thread's nice level (threads it starts later inherit
+/// it). Below 0 needs CAP_SYS_NICE.
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority only reads its integer arguments.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Pin the calling thread (and the threads it starts later) to `cpu`.
+pub fn pin_self(cpu: usize) -> io::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
+/// A running relay; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Relay {
+    pub kind: RelayKind,
+    child: Option<Child>,
+    dir: PathBuf,
+    control: PathBuf,
+}
+
+impl Relay {
+    /// Start `kind` relaying `127.0.0.1:in_ports[i]` to `dest` (the bare
+    /// loop and GStreamer carry one stream only), on CPU `cpu` and at nice
+    /// level `nice` if given.
+    pub fn start(
+        kind: RelayKind,
+        tools: &Tools,
+        in_ports: &[u16],
+        dest: SocketAddrV4,
+        cpu: Option<usize>,
+        nice: Option<i32>,
+    ) -> io::Result<Relay> {
+        static RUN: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rtpmgr-bench-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let control = dir.join("control.sock");
+        if kind != RelayKind::Rtpmgrd && in_ports.len() != 1 {
+            return Err(io::Error::other(format!("{} relays one stream only", kind.label())));
+        }
+        let input = format!("127.0.0.1:{}", in_ports[0]);
+        let mut cmd = match kind {
+            RelayKind::Rtpmgrd => {
+                let conf = dir.join("rtpmgr.toml");
+                std::fs::write(&conf, rtpmgrd_config(&control, in_ports, dest))?;
+                let mut c = Command::new(&tools.rtpmgrd);
+                c.arg("--config").arg(&conf).env_remove("RUST_LOG");
+                c
+            }
+            RelayKind::Bare => {
+                let mut c = Command::new(&tools.bare_relay);
+                c.args(["--listen", &input, "--to", &dest.to_string()]);
+                c.args(["--batch", &BARE_BATCH.to_string(), "--buffer", &RELAY_SOCKET_BUFFER.to_string()]);
+                c
+            }
+            RelayKind::Gstreamer => {
+                let gst = tools.gst_launch.as_ref().ok_or_else(|| io::Error::other("GStreamer is not available"))?;
+                let mut c = Command::new(gst);
+                c.arg("-q");
+                c.args(["udpsrc", "address=127.0.0.1", &format!("port={}", in_ports[0])]);
+                c.arg(format!("buffer-size={RELAY_SOCKET_BUFFER}"));
+                c.args(["!", "udpsink", &format!("host={}", dest.ip()), &format!("port={}", dest.port())]);
+                c
+            }
+        };
+        let log = std::fs::File::create(dir.join("relay.log"))?;
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        place_command(&mut cmd, cpu, nice);
+        let child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Path::new(cmd.get_program()).display())))?;
+        Ok(Relay { kind, child: Some(child), dir, control })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Err with the end of its log if the relay has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        let Some(child) = self.child.as_mut() else { return Err("relay stopped".into()) };
+        match child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!("{} exited ({status}): {}", self.kind.label(), self.log_tail())),
+            Err(e) => Err(format!("{}: {e}", self.kind.label())),
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// CPU time (user + system, all threads) the relay used so far.
+    pub fn cpu_seconds(&self) -> io::Result<f64> {
+        crate::procfs::cpu_seconds(self.pid())
+    }
+
+    /// rtpmgrd's `status` (rtpmgrd only).
+    pub fn status(&self) -> io::Result<rtpmgr_control::StatusReport> {
+        rtpmgr_control::status(&self.control, Duration::from_secs(2))
+    }
+
+    /// Stop the relay: SIGTERM, up to 5 s to exit (rtpmgrd drains), then
+    /// SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        if let Ok(None) = child.try_wait() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtpmgrd_config_has_one_relay_per_port() {
+        let t = rtpmgrd_config(Path::new("/tmp/x/control.sock"), &[5000, 5002], "127.0.0.1:6000".parse().unwrap());
+        assert!(t.contains("backend = \"sim\""));
+        assert!(t.contains("control_socket = \"/tmp/x/control.sock\""));
+        assert_eq!(t.matches("[[stream]]").count(), 2);
+        assert!(t.contains("name = \"bench1\"\ndirection = \"relay\"\nbind = \"127.0.0.1:5002\""));
+        assert_eq!(t.matches("destination = \"127.0.0.1:6000\"").count(), 2);
+        assert_eq!(t.matches("payload_type = 33").count(), 2);
+    }
+
+    #[test]
+    fn rtpmgrd_config_validates_up_to_the_stream_limit() {
+        let ports: Vec<u16> = (0..64).map(|i| 20_000 + i).collect();
+        let text = rtpmgrd_config(Path::new("/tmp/x/control.sock"), &ports, "127.0.0.1:6000".parse().unwrap());
+        let c = rtpmgr_config::Config::parse(&text, Path::new("bench.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.daemon.backend, rtpmgr_config::BackendKind::Sim);
+        assert_eq!(c.daemon.socket_buffer_bytes as usize, RELAY_SOCKET_BUFFER);
+        assert_eq!(c.streams.len(), 64);
+        assert_eq!(c.streams[63].bind, "127.0.0.1:20063".parse().unwrap());
+        assert_eq!(c.streams[0].payload_type, Some(33));
+        assert_eq!(c.streams[0].direction, rtpmgr_config::Direction::Relay);
+    }
+}
