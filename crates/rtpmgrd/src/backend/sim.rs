@@ -364,12 +364,8 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
                 }
                 let len = h.len as usize;
                 rx.copy_payload(i, &mut tx.payload_mut(produced)[..len]);
-                let out = SlotHeader {
-                    len: h.len,
-                    stream_id: h.stream_id,
-                    timestamp_ns: pass_ns,
-                    ..Default::default()
-                };
+                let out =
+                    SlotHeader { len: h.len, stream_id: h.stream_id, timestamp_ns: pass_ns, ..Default::default() };
                 tx.set_header(produced, &out);
                 produced += 1;
                 pass.from_dev[sid].0 += 1;
