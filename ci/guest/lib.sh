@@ -35,10 +35,16 @@ build_guest_binaries() {
     rust_target "$ARMV7" arm-linux-gnueabihf-gcc rtpmgr-guest-tests
 }
 
+# Where build_module puts rtpmgr.ko and its intermediates: out of the
+# source tree (Kbuild's MO=), so crates/rtpmgr-kmod holds only sources, the
+# very files the Yocto recipe takes.
+KMOD_OUT=$ROOT/target/kmod
+
 # The module, with the kernel's clippy lints, every warning an error.
 build_module() {
-    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD" clean
-    make -s -C "$ROOT/crates/rtpmgr-kmod" KDIR="$KBUILD" CLIPPY=1 KRUSTFLAGS=-Dwarnings
+    rm -rf "$KMOD_OUT"
+    mkdir -p "$KMOD_OUT"
+    make -s -C "$KBUILD" M="$ROOT/crates/rtpmgr-kmod" MO="$KMOD_OUT" CLIPPY=1 KRUSTFLAGS=-Dwarnings
 }
 
 # build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
@@ -50,7 +56,7 @@ build_initramfs() {
     chmod 0755 "$root"
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc,lib/modules}
     cp "$BUSYBOX" "$root/bin/busybox"
-    cp "$ROOT/crates/rtpmgr-kmod/rtpmgr.ko" "$root/lib/modules/"
+    cp "$KMOD_OUT/rtpmgr.ko" "$root/lib/modules/"
     local b
     for b in "${GUEST_BINS[@]}"; do
         cp "$ROOT/target/$AARCH64/release/$b" "$root/bin/"
@@ -111,7 +117,8 @@ install_device_rule() {
 
 # build_demo_rootfs OUT: the ci/demo guest, assembled from the files the
 # Yocto recipes install: /etc/rtpmgr.toml (qemuarm64's), the sysvinit
-# script, and the udev rule as mdev.conf; the user and group useradd makes.
+# script, the sysctl.d file, and the udev rule as mdev.conf; the user and
+# group useradd makes.
 build_demo_rootfs() {
     local out root files=$ROOT/recipes-rtp/rtpmgrd/files
     out=$(realpath -m "$1")
@@ -119,10 +126,11 @@ build_demo_rootfs() {
     chmod 0755 "$root"
     mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,etc/init.d,lib/modules,usr/bin,var/log}
     cp "$BUSYBOX" "$root/bin/busybox"
-    cp "$ROOT/crates/rtpmgr-kmod/rtpmgr.ko" "$root/lib/modules/"
+    cp "$KMOD_OUT/rtpmgr.ko" "$root/lib/modules/"
     cp "$ROOT/target/$AARCH64/release/rtpmgrd" "$ROOT/target/$AARCH64/release/rtpmgrctl" "$root/usr/bin/"
     cp "$ROOT/conf/rtpmgr-qemuarm64.toml" "$root/etc/rtpmgr.toml"
     install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
+    install -D -m 0644 "$files/60-rtpmgr-sysctl.conf" "$root/etc/sysctl.d/60-rtpmgr.conf"
     install_device_rule "$root"
     install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")

@@ -31,7 +31,13 @@ DT_FILES:qemuarm64 = "rtpmgr-qemuarm64.dtso"
 DT_FILES:raspberrypi4 = "rtpmgr-rpi4.dtso"
 DT_FILES:rk3328 = "rtpmgr-rk3328.dtso"
 
+# The dump lives outside B, whose *.dtb the class installs; its random
+# seeds are dropped so the deployed DTB is reproducible (qemu fills /chosen
+# again at boot).
 do_deploy:append:qemuarm64() {
-    ${QB_SYSTEM_NAME} ${QB_MACHINE},dumpdtb=${B}/qemu-virt.dtb ${QB_CPU} ${QB_SMP} ${QB_MEM} -nographic -nodefaults
-    fdtoverlay -i ${B}/qemu-virt.dtb -o ${DEPLOYDIR}/devicetree/rtpmgr-qemuarm64.dtb ${B}/rtpmgr-qemuarm64.dtbo
+    install -d ${WORKDIR}/qemu-dump
+    ${QB_SYSTEM_NAME} ${QB_MACHINE},dumpdtb=${WORKDIR}/qemu-dump/virt.dtb ${QB_CPU} ${QB_SMP} -nographic -nodefaults
+    fdtput -d ${WORKDIR}/qemu-dump/virt.dtb /chosen rng-seed || true
+    fdtput -d ${WORKDIR}/qemu-dump/virt.dtb /chosen kaslr-seed || true
+    fdtoverlay -i ${WORKDIR}/qemu-dump/virt.dtb -o ${DEPLOYDIR}/devicetree/rtpmgr-qemuarm64.dtb ${B}/rtpmgr-qemuarm64.dtbo
 }

@@ -18,6 +18,7 @@ SRC_URI = "file://Cargo.toml \
            file://rtpmgrd.service \
            file://rtpmgrd.init \
            file://60-rtpmgr.rules \
+           file://60-rtpmgr-sysctl.conf \
 "
 S = "${UNPACKDIR}"
 
@@ -30,6 +31,10 @@ PACKAGE_ARCH = "${MACHINE_ARCH}"
 
 # Only the two programs of the image, at the versions Cargo.lock pins.
 EXTRA_CARGO_FLAGS = "--locked -p rtpmgrd -p rtpmgrctl"
+# cargo_bin passes no path remapping: without it the binaries (panic
+# locations, debug info) name TMPDIR, which insane's buildpaths check
+# refuses.
+EXTRA_RUSTFLAGS += "--remap-path-prefix=${WORKDIR}=${TARGET_DBGSRC_DIR} --remap-path-prefix=${TMPDIR}=/usr/src/debug/tmp"
 # cargo_bin fetches the crates while compiling (meta-rust-bin has no
 # fetcher for them); Cargo.lock and --locked pin every one.
 # nooelint: oelint.task.network
@@ -38,6 +43,7 @@ do_compile[network] = "1"
 do_install:append() {
     install -Dm 0644 ${UNPACKDIR}/${RTPMGR_CONFIG} ${D}${sysconfdir}/rtpmgr.toml
     install -Dm 0644 ${UNPACKDIR}/60-rtpmgr.rules ${D}${nonarch_base_libdir}/udev/rules.d/60-rtpmgr.rules
+    install -Dm 0644 ${UNPACKDIR}/60-rtpmgr-sysctl.conf ${D}${sysconfdir}/sysctl.d/60-rtpmgr.conf
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -Dm 0644 ${UNPACKDIR}/rtpmgrd.service ${D}${systemd_system_unitdir}/rtpmgrd.service
     fi
