@@ -671,6 +671,43 @@ fn device_permissions() -> TestResult {
     Ok(())
 }
 
+/// One session can never see another's memory: a second session's region,
+/// mapped through its own file, holds none of the first one's bytes, and
+/// no length or offset maps the first one's pages through the second file.
+fn sessions_cannot_map_each_other() -> TestResult {
+    const MARK: u8 = 0xA7;
+    let mut a = RingSession::new(64, 2048, 1)?;
+    // Fill every to-device payload of session A with a mark (never published).
+    let free = a.tx.free(64);
+    for i in 0..free {
+        a.tx.payload_mut(i).fill(MARK);
+    }
+    let a_len = a.region.len();
+    let b = open()?;
+    let rw = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    // Unconfigured, B has nothing to map, whatever A has.
+    expect_errno("B maps before configuring", raw_map(&b, a_len, rw, MapFlags::MAP_SHARED, 0), Errno::EINVAL)?;
+    // A smaller B: A's length, or any offset into a larger range, is refused.
+    let cfg = b.configure(8, 256).map_err(fail("configure B"))?;
+    let b_len = cfg.mmap_size as usize;
+    ensure!(b_len < a_len, "B {b_len} not smaller than A {a_len}");
+    expect_errno("B maps A's length", raw_map(&b, a_len, rw, MapFlags::MAP_SHARED, 0), Errno::EINVAL)?;
+    for off in [4096, b_len as libc::off_t, a_len as libc::off_t - 4096] {
+        expect_errno("B maps at an offset", raw_map(&b, b_len, rw, MapFlags::MAP_SHARED, off), Errno::EINVAL)?;
+    }
+    // B's own region is B's: fresh memory, none of A's marks.
+    let region = b.map(&cfg).map_err(fail("map B"))?;
+    let base = region.ctrl_word(RingId::ToDevice, CtrlWord::Producer) as *const _ as *const u8;
+    // SAFETY: `base` points TO_DEV_CTRL_OFFSET bytes into B's mapping of
+    // `b_len` bytes, alive as long as `region`; only read here.
+    let bytes = unsafe { std::slice::from_raw_parts(base.sub(abi::TO_DEV_CTRL_OFFSET as usize), b_len) };
+    let marks = bytes.windows(16).filter(|w| w.iter().all(|&x| x == MARK)).count();
+    ensure!(marks == 0, "session B's region holds {marks} runs of session A's bytes");
+    // And A still holds its own.
+    ensure!(a.tx.payload_mut(0).iter().all(|&x| x == MARK), "A's payload changed");
+    Ok(())
+}
+
 type Test = (&'static str, fn() -> TestResult);
 
 const TESTS: &[Test] = &[
@@ -683,6 +720,7 @@ const TESTS: &[Test] = &[
     ("null_port_counts", null_port_counts),
     ("hostile_ring_writes", hostile_ring_writes),
     ("two_sessions_isolated", two_sessions_isolated),
+    ("sessions_cannot_map_each_other", sessions_cannot_map_each_other),
     ("wait_eintr", wait_eintr),
     ("close_with_stream_running", close_with_stream_running),
     ("loopback_million_ring", loopback_million_ring),
