@@ -6,49 +6,13 @@
 
 mod common;
 use common::*;
-use std::process::{Command, Output};
 use std::time::Duration;
-
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Option<Netns> {
-        if !nix::unistd::Uid::effective().is_root() || Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("multicast test needs root and iproute2 (ip netns); not run here");
-            return None;
-        }
-        let name = format!("rtpmgr-mc-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().unwrap();
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        ip(&["netns", "add", &name]);
-        let ns = Netns(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up", "multicast", "on"]);
-        ip(&["-n", &ns.0, "route", "add", "224.0.0.0/4", "dev", "lo"]);
-        Some(ns)
-    }
-
-    fn cmd(&self, program: &std::path::Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).arg(program);
-        c
-    }
-
-    fn rtpgen(&self, args: &[&str]) -> Output {
-        self.cmd(&bin("rtpgen")).args(args).output().unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 #[test]
 fn any_source_and_source_specific_joins() {
-    let Some(ns) = Netns::create() else { return };
+    let Some(ns) = Netns::create("mc") else { return };
+    ns.ip(&["link", "set", "lo", "multicast", "on"]);
+    ns.ip(&["route", "add", "224.0.0.0/4", "dev", "lo"]);
     let dir = TempDir::new("mcast");
     let config = format!(
         "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\n\n\

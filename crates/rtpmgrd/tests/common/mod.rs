@@ -250,3 +250,46 @@ pub fn write_config(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
+
+/// A network namespace of the test's own, with its loopback up, removed on
+/// drop: what crosses a "network" in these tests never leaves the machine.
+/// Needs root and iproute2, as CI has; `create` returns None otherwise.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn create(tag: &str) -> Option<Netns> {
+        if !nix::unistd::Uid::effective().is_root() || Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("this test needs root and iproute2 (ip netns); not run here");
+            return None;
+        }
+        let name = format!("rtpmgr-{tag}-{}", std::process::id());
+        let out = Command::new("ip").args(["netns", "add", &name]).output().unwrap();
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// `ip -n NS ARGS`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").arg("-n").arg(&self.0).args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `program` run inside the namespace.
+    pub fn cmd(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).arg(program);
+        c
+    }
+
+    pub fn rtpgen(&self, args: &[&str]) -> std::process::Output {
+        self.cmd(&bin("rtpgen")).args(args).output().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
