@@ -3,7 +3,7 @@ DESCRIPTION = "Rust kernel module that owns RTP packet rings, shares them \
                with user space by mmap, and feeds them to media ports \
                (loopback, null and device-tree bound DMA-capable peripherals)."
 # The module is GPL-2.0-only; the ABI file it compiles in is MIT.
-LICENSE = "GPL-2.0-only & MIT"
+LICENSE = "GPL-2.0-only AND MIT"
 LIC_FILES_CHKSUM = "file://rtpmgr_main.rs;beginline=1;endline=1;md5=fcab174c20ea2e2bc0be64b493708266 \
                     file://../rtpmgr-abi/src/abi.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4"
 
