@@ -455,7 +455,7 @@ fn capacity_trial(tools: &Tools, plan: &Plan, streams: usize, dur: Duration, pha
     match status {
         Ok(s) => {
             t.rtpmgrd_lost = Some(s.streams.iter().map(|x| x.lost).sum());
-            t.rtpmgrd_ring_drops = Some(s.streams.iter().map(|x| x.ring_drops).sum());
+            t.rtpmgrd_ring_drops = Some(s.streams.iter().map(|x| x.socket_drops + x.ring_full_drops).sum());
         }
         Err(e) => t.error = Some(format!("rtpmgrd status: {e}")),
     }

@@ -105,6 +105,22 @@ pub struct StreamConfig {
     pub payload_type: Option<u8>,
     pub clock_rate: Option<u32>,
     pub media_port: String,
+    pub ring_full: RingFullPolicy,
+}
+
+/// What the receiver does with a stream's datagrams while the to-device
+/// ring has no free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RingFullPolicy {
+    /// Leave them in the socket buffer until the device frees slots: a
+    /// burst is absorbed up to `socket_buffer_bytes`, latency grows with
+    /// it, and what overflows the buffer is dropped by the socket (the
+    /// stream's `socket_drops`).
+    #[default]
+    Wait,
+    /// Read and discard them at once (the stream's `ring_full_drops`):
+    /// latency stays bounded by the ring, as live video wants.
+    Drop,
 }
 
 /// The video clock MPEG-TS over RTP uses, the default when neither a

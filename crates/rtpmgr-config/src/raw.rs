@@ -62,4 +62,12 @@ pub struct RawStream {
     pub payload_type: Option<Spanned<u32>>,
     pub clock_rate: Option<Spanned<u32>>,
     pub media_port: Option<Spanned<String>>,
+    pub ring_full: Option<Spanned<RawRingFull>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRingFull {
+    Wait,
+    Drop,
 }

@@ -45,6 +45,8 @@ fn shipped_example_parses_with_its_values() {
     assert_eq!(tv1.interface.as_deref(), Some("eth0"));
     assert_eq!(tv1.destination, Some("192.168.1.20:5004".parse().unwrap()));
     assert_eq!(tv1.effective_clock_rate(), 90_000);
+    assert_eq!(tv1.ring_full, RingFullPolicy::Drop);
+    assert_eq!(c.stream("feed2").unwrap().ring_full, RingFullPolicy::Wait);
     let out3 = c.stream("out3").unwrap();
     assert_eq!((out3.direction, out3.multicast_ttl, out3.payload_type), (Direction::Egress, Some(4), Some(96)));
     assert_eq!(c.stream("feed2").unwrap().media_port, "null");
@@ -247,4 +249,26 @@ fn load_names_the_missing_file() {
     assert_eq!(e.path(), Path::new("/nonexistent/rtpmgr.toml"));
     assert!(e.to_string().starts_with("/nonexistent/rtpmgr.toml: cannot read the configuration: No such file"), "{e}");
     assert_eq!(e.line(), None);
+}
+
+#[test]
+fn ring_full_policy_defaults_to_wait_and_takes_drop() {
+    assert_eq!(parse(RELAY).unwrap().streams[0].ring_full, RingFullPolicy::Wait);
+    let c = parse(&format!("{RELAY}ring_full = \"drop\"\n")).unwrap();
+    assert_eq!(c.streams[0].ring_full, RingFullPolicy::Drop);
+    let c = parse(&format!("{RELAY}ring_full = \"wait\"\n")).unwrap();
+    assert_eq!(c.streams[0].ring_full, RingFullPolicy::Wait);
+}
+
+#[test]
+fn ring_full_typo_names_the_key_line_and_choices() {
+    let e = err(&format!("{RELAY}ring_full = \"dropp\"\n"));
+    assert!(e.starts_with("/etc/rtpmgr.toml:6:13: unknown variant `dropp`, expected `wait` or `drop`"), "{e}");
+}
+
+#[test]
+fn ring_full_drop_is_refused_on_an_egress_stream() {
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nring_full = \"drop\"\n");
+    assert!(e.contains(":6:13: stream \"o\": ring_full applies to receiving streams"), "{e}");
 }

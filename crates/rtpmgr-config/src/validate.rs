@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawRingFull, RawStream};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, Direction, LevelFilter, StreamConfig,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, Direction, LevelFilter, RingFullPolicy,
+    StreamConfig,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -402,6 +403,20 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             n.clone()
         }
     };
+    let ring_full = match s.ring_full.as_ref().map(|r| (*r.get_ref(), r.span())) {
+        None => RingFullPolicy::Wait,
+        Some((RawRingFull::Wait, _)) => RingFullPolicy::Wait,
+        Some((RawRingFull::Drop, span)) => {
+            if direction == Direction::Egress {
+                return ctx.err(
+                    span,
+                    "ring_full",
+                    format!("{what}: ring_full applies to receiving streams; an egress stream fills no ring"),
+                );
+            }
+            RingFullPolicy::Drop
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -414,6 +429,7 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         payload_type,
         clock_rate,
         media_port,
+        ring_full,
     })
 }
 

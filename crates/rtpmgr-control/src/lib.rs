@@ -102,8 +102,12 @@ pub struct StreamReport {
     pub malformed: u64,
     pub wrong_payload_type: u64,
     pub oversize: u64,
-    /// Packets dropped because the to-device ring stayed full.
-    pub ring_drops: u64,
+    /// Datagrams the stream's socket dropped because its buffer overflowed
+    /// (SO_RXQ_OVFL): with `ring_full = "wait"`, what a full ring costs.
+    pub socket_drops: u64,
+    /// Datagrams discarded while the to-device ring was full, under
+    /// `ring_full = "drop"`.
+    pub ring_full_drops: u64,
     pub sent_packets: u64,
     pub sent_bytes: u64,
     pub send_errors: u64,

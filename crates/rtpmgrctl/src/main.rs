@@ -102,6 +102,7 @@ fn table(r: &StatusReport) -> String {
         "REORD",
         "JITTER_MS",
         "MALFORMED",
+        "SOCK_DROPS",
         "RING_DROPS",
         "SENT",
         "SEND_ERR",
@@ -120,7 +121,8 @@ fn table(r: &StatusReport) -> String {
             s.reordered.to_string(),
             format!("{:.3}", s.jitter_ms),
             (s.malformed + s.wrong_payload_type + s.oversize).to_string(),
-            s.ring_drops.to_string(),
+            s.socket_drops.to_string(),
+            s.ring_full_drops.to_string(),
             s.sent_packets.to_string(),
             s.send_errors.to_string(),
         ]);

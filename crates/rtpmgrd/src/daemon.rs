@@ -28,14 +28,46 @@ use std::time::{Duration, Instant};
 /// How long a graceful stop waits for the rings to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A stream that cannot start (its port gone, its interface not up yet,
+/// its address taken) is retried after this, doubling up to
+/// [`RETRY_MAX`]: it comes back by itself, and a dead one costs a log
+/// line per half minute.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How often the controller checks that every running stream's media port
+/// is still there (a peripheral can be unbound or hot-unplugged).
+const PORT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A configured stream that is not running, and when to try it again.
+struct Waiting {
+    config: StreamConfig,
+    error: String,
+    attempts: u32,
+    next_try: Instant,
+}
+
+impl Waiting {
+    fn new(config: StreamConfig, error: String) -> Waiting {
+        Waiting { config, error, attempts: 1, next_try: Instant::now() + RETRY_MIN }
+    }
+
+    /// The delay before the next attempt, after `attempts` failed ones.
+    fn backoff(attempts: u32) -> Duration {
+        RETRY_MIN.saturating_mul(1 << attempts.saturating_sub(1).min(5)).min(RETRY_MAX)
+    }
+}
+
 pub struct Daemon {
     config_path: PathBuf,
     config: Config,
     backend: Arc<dyn Backend>,
     region: Arc<Region>,
     table: Arc<StreamTable>,
-    /// Streams of the configuration that could not start, with the reason.
-    failed: Vec<(StreamConfig, String)>,
+    /// Streams of the configuration that are not running, with the reason;
+    /// retried with backoff.
+    failed: Vec<Waiting>,
+    next_port_check: Instant,
     rx_stop: Arc<AtomicBool>,
     tx_stop: Arc<AtomicBool>,
     receiver: Option<JoinHandle<()>>,
@@ -104,6 +136,7 @@ impl Daemon {
             region,
             table,
             failed: Vec::new(),
+            next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             rx_stop,
             tx_stop,
             receiver: Some(receiver),
@@ -165,9 +198,66 @@ impl Daemon {
                 continue; // unchanged and running
             }
             if let Err(e) = self.start_stream(w) {
-                log::error!("stream {}: cannot start: {e}", w.name);
-                self.failed.push((w.clone(), e.to_string()));
+                log::error!("stream {}: cannot start: {e}; retrying in {RETRY_MIN:?}", w.name);
+                self.failed.push(Waiting::new(w.clone(), e.to_string()));
             }
+        }
+    }
+
+    /// Try the streams whose retry time has come; called from the control
+    /// loop, at least once a second.
+    fn retry_failed(&mut self) {
+        let now = Instant::now();
+        let mut still = Vec::with_capacity(self.failed.len());
+        for mut w in std::mem::take(&mut self.failed) {
+            if w.next_try > now {
+                still.push(w);
+                continue;
+            }
+            match self.start_stream(&w.config) {
+                Ok(()) => log::info!("stream {}: running again after {} failed attempts", w.config.name, w.attempts),
+                Err(e) => {
+                    let delay = Waiting::backoff(w.attempts);
+                    let error = e.to_string();
+                    if error != w.error {
+                        log::error!("stream {}: cannot start: {error}; retrying in {delay:?}", w.config.name);
+                    } else {
+                        log::warn!("stream {}: still cannot start; retrying in {delay:?}", w.config.name);
+                    }
+                    w.attempts += 1;
+                    w.error = error;
+                    w.next_try = now + delay;
+                    still.push(w);
+                }
+            }
+        }
+        self.failed = still;
+    }
+
+    /// Stop the streams whose media port went away (unbound or unplugged
+    /// peripheral) and queue them for restart: when the port comes back,
+    /// under the same name, so do they.
+    fn check_ports(&mut self) {
+        let now = Instant::now();
+        if now < self.next_port_check {
+            return;
+        }
+        self.next_port_check = now + PORT_CHECK_INTERVAL;
+        let (_, running) = self.table.snapshot();
+        for s in running {
+            let gone = match self.backend.port(s.port) {
+                Ok(p) if p.name_str() == Some(s.config.media_port.as_str()) => continue,
+                Ok(p) => format!("port index {} is now {:?}", s.port, p.name_str().unwrap_or("?")),
+                Err(e) => e.to_string(),
+            };
+            log::error!(
+                "stream {}: media port {} went away ({gone}); stopping the stream until it returns",
+                s.config.name,
+                s.config.media_port
+            );
+            self.stop_stream(&s.config.name);
+            self.failed
+                .push(Waiting::new(s.config.clone(), format!("media port {} went away: {gone}", s.config.media_port)));
         }
     }
 
@@ -226,8 +316,13 @@ impl Daemon {
         };
         let (_, streams) = self.table.snapshot();
         let mut reports: Vec<StreamReport> = streams.iter().map(|s| self.stream_report(s)).collect();
-        for (cfg, error) in &self.failed {
-            reports.push(StreamReport { state: "failed".into(), error: Some(error.clone()), ..config_report(cfg) });
+        for w in &self.failed {
+            let retry = w.next_try.saturating_duration_since(Instant::now());
+            reports.push(StreamReport {
+                state: "failed".into(),
+                error: Some(format!("{} (attempt {}, next in {:.0?})", w.error, w.attempts, retry)),
+                ..config_report(&w.config)
+            });
         }
         StatusReport {
             ok: true,
@@ -277,7 +372,9 @@ impl Daemon {
             malformed: c.malformed,
             wrong_payload_type: c.wrong_payload_type,
             oversize: c.oversize,
-            ring_drops: c.ring_drops,
+            // Under ring_full = "wait", where a ring that stays full shows.
+            socket_drops: net::socket_drops(&s.socket).unwrap_or(0),
+            ring_full_drops: c.ring_full_drops,
             sent_packets: c.sent_packets,
             sent_bytes: c.sent_bytes,
             send_errors: c.send_errors,
@@ -298,7 +395,7 @@ impl Daemon {
                 continue;
             }
             log::info!(
-                "{}: rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, ring drops {}; tx {} pkts, errors {}",
+                "{}: rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}; tx {} pkts, errors {}",
                 s.name,
                 s.packets,
                 s.bytes,
@@ -307,7 +404,8 @@ impl Daemon {
                 s.reordered,
                 s.jitter_ms,
                 s.malformed,
-                s.ring_drops,
+                s.socket_drops,
+                s.ring_full_drops,
                 s.sent_packets,
                 s.send_errors
             );
@@ -478,6 +576,8 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
                 }
             }
         }
+        daemon.check_ports();
+        daemon.retry_failed();
         if interval != 0 && Instant::now() >= next_status {
             daemon.log_status();
             next_status = Instant::now() + Duration::from_secs(interval.into());

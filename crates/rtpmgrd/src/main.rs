@@ -1,11 +1,17 @@
 // SPDX-License-Identifier: MIT
 //! `rtpmgrd [--config PATH] [--check-config]`
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_config::{BackendKind, Config};
 use rtpmgrd::backend::{kernel::KernelBackend, sim::SimBackend, Backend};
-use std::path::PathBuf;
+use std::io::ErrorKind;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 const DEFAULT_CONFIG: &str = "/etc/rtpmgr.toml";
 
@@ -48,6 +54,62 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
+/// First and longest pause between attempts to open a missing device.
+const DEVICE_RETRY_MIN: Duration = Duration::from_millis(250);
+const DEVICE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Open the device, waiting for it while it is not there yet: at boot the
+/// daemon may start before the module is loaded or before udev has given
+/// the node its group, and after `rmmod` for an upgrade the module comes
+/// back. Retries with backoff while the device is missing (ENOENT, ENODEV,
+/// ENXIO) or not yet ours (EACCES, EPERM); any other error is fatal.
+/// SIGTERM or SIGINT ends the wait: `Ok(None)`.
+fn open_device_waiting(path: &Path) -> std::io::Result<Option<KernelBackend>> {
+    // The signals rtpmgrd handles are blocked from here on (daemon::run
+    // reads them from its own signalfd); while waiting, read them here.
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let mut delay = DEVICE_RETRY_MIN;
+    let mut last = String::new();
+    loop {
+        match KernelBackend::open(path) {
+            Ok(k) => {
+                if !last.is_empty() {
+                    log::info!("{} is here", path.display());
+                }
+                return Ok(Some(k));
+            }
+            Err(e)
+                if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied)
+                    || matches!(e.raw_os_error(), Some(libc::ENODEV | libc::ENXIO)) =>
+            {
+                let msg = e.to_string();
+                if msg != last {
+                    log::warn!(
+                        "waiting for {}: {msg}; retrying with backoff up to {DEVICE_RETRY_MAX:?}",
+                        path.display()
+                    );
+                    last = msg;
+                }
+                let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::try_from(delay).unwrap_or(PollTimeout::MAX));
+                while let Ok(Some(info)) = signals.read_signal() {
+                    if info.ssi_signo != Signal::SIGHUP as u32 {
+                        log::info!("stopped while waiting for {}", path.display());
+                        return Ok(None);
+                    }
+                }
+                delay = (delay * 2).min(DEVICE_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
@@ -75,8 +137,9 @@ fn main() -> ExitCode {
         .init();
     let backend: Arc<dyn Backend> = match config.daemon.backend {
         BackendKind::Sim => Arc::new(SimBackend::default()),
-        BackendKind::Kernel => match KernelBackend::open(&config.daemon.device) {
-            Ok(k) => Arc::new(k),
+        BackendKind::Kernel => match open_device_waiting(&config.daemon.device) {
+            Ok(Some(k)) => Arc::new(k),
+            Ok(None) => return ExitCode::SUCCESS,
             Err(e) => {
                 log::error!("{e}");
                 return ExitCode::FAILURE;

@@ -26,9 +26,6 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
         // Kernel arrival times for RFC 3550 jitter, independent of how late
         // the receiver thread gets to the packet.
         sock::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).map_err(|e| err("SO_TIMESTAMPNS", e))?;
-        // Count what the socket drops when the ring (and then the socket
-        // buffer) is full: reported as the stream's ring drops.
-        sock::setsockopt(&fd, sockopt::RxqOvfl, &1).map_err(|e| err("SO_RXQ_OVFL", e))?;
     }
     let addr = SockaddrStorage::from(cfg.bind);
     sock::bind(fd.as_raw_fd(), &addr).map_err(|e| err(format_args!("bind {}", cfg.bind), e))?;
@@ -39,6 +36,24 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
         set_multicast_ttl(&fd, dest, ttl)?;
     }
     Ok(UdpSocket::from(fd))
+}
+
+/// How many datagrams the socket has dropped since it was opened (receive
+/// buffer full, mostly), read from SO_MEMINFO. Not SO_RXQ_OVFL: that count
+/// travels on the datagrams queued after a drop, so the last drops of a
+/// burst show only when more traffic comes, and on recent kernels it lags
+/// the socket's real count.
+pub fn socket_drops(sock: &UdpSocket) -> Option<u64> {
+    let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `len` bytes that outlives the
+    // call; the kernel writes at most `len` bytes and stores the length it
+    // wrote back into `len`.
+    let rc = unsafe {
+        libc::getsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MEMINFO, info.as_mut_ptr().cast(), &mut len)
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    (rc == 0 && len as usize >= (drops + 1) * std::mem::size_of::<u32>()).then(|| info[drops].into())
 }
 
 /// Ask for `bytes` of socket buffer. `SO_RCVBUFFORCE` goes past

@@ -15,6 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
 use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
+use rtpmgr_config::RingFullPolicy;
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd};
@@ -43,8 +44,6 @@ struct Received {
     len: usize,
     arrival_ns: u64,
     truncated: bool,
-    /// SO_RXQ_OVFL: datagrams the socket dropped so far (cumulative).
-    socket_drops: Option<u32>,
 }
 
 impl Receiver {
@@ -54,7 +53,7 @@ impl Receiver {
         table: Arc<StreamTable>,
         stop: Arc<AtomicBool>,
     ) -> Self {
-        let headers = MultiHeaders::preallocate(BATCH as usize, Some(nix::cmsg_space!(TimeSpec, u32)));
+        let headers = MultiHeaders::preallocate(BATCH as usize, Some(nix::cmsg_space!(TimeSpec)));
         Receiver { backend, table, stop, producer: region.producer(RingId::ToDevice), headers }
     }
 
@@ -100,13 +99,28 @@ impl Receiver {
         loop {
             let free = self.producer.free(BATCH).min(BATCH);
             if free == 0 {
-                // The kernel has not taken the last batches yet. Leave the
-                // datagrams in the socket buffer (sized by
-                // socket_buffer_bytes) and wait for room.
-                // The next poll comes straight back here while the socket
-                // has data, so a timeout or error needs no handling.
-                let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
-                return;
+                match stream.config.ring_full {
+                    RingFullPolicy::Wait => {
+                        // The kernel has not taken the last batches yet.
+                        // Leave the datagrams in the socket buffer (sized
+                        // by socket_buffer_bytes) and wait for room. The
+                        // next poll comes straight back here while the
+                        // socket has data, so a timeout or error needs no
+                        // handling.
+                        let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
+                        return;
+                    }
+                    RingFullPolicy::Drop => {
+                        // Discard one batch, then look for room again: the
+                        // first free slot goes to the newest datagrams.
+                        let n = self.discard(stream);
+                        stream.counters().ring_full_drops += n as u64;
+                        if n < BATCH as usize {
+                            return; // socket drained
+                        }
+                        continue;
+                    }
+                }
             }
             let mut got = [Received::default(); BATCH as usize];
             let n = match self.receive(stream, free, &mut got) {
@@ -125,6 +139,17 @@ impl Receiver {
         }
     }
 
+    /// Read up to one batch from `stream`'s socket and throw it away
+    /// (truncated into a small scratch area: only the count matters).
+    fn discard(&mut self, stream: &Stream) -> usize {
+        let mut scratch = [[0u8; 16]; BATCH as usize];
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = scratch.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        // Non-blocking, and every signal is blocked in this thread: no EINTR.
+        recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
+            .map(|results| results.count())
+            .unwrap_or(0)
+    }
+
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
             self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
@@ -132,21 +157,16 @@ impl Receiver {
             recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
         let mut n = 0;
         for (msg, slot) in results.zip(got.iter_mut()) {
-            let (mut arrival_ns, mut socket_drops) = (None, None);
+            let mut arrival_ns = None;
             for cmsg in msg.cmsgs().into_iter().flatten() {
-                match cmsg {
-                    ControlMessageOwned::ScmTimestampns(ts) => {
-                        arrival_ns = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
-                    }
-                    ControlMessageOwned::RxqOvfl(n) => socket_drops = Some(n),
-                    _ => {}
+                if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+                    arrival_ns = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
                 }
             }
             *slot = Received {
                 len: msg.bytes,
                 arrival_ns: arrival_ns.unwrap_or_else(crate::monotonic_ns),
                 truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-                socket_drops,
             };
             n += 1;
         }
@@ -161,9 +181,6 @@ impl Receiver {
         let mut kept = 0u32;
         for (i, r) in got.iter().enumerate() {
             let i = i as u32;
-            if let Some(d) = r.socket_drops {
-                c.ring_drops = d.into();
-            }
             if r.truncated {
                 c.oversize += 1;
                 continue;

@@ -27,10 +27,9 @@ pub struct StreamCounters {
     pub wrong_payload_type: u64,
     /// Datagrams longer than a slot's payload capacity.
     pub oversize: u64,
-    /// Datagrams lost because the to-device ring had no room: the receiver
-    /// then leaves datagrams in the socket buffer, and what overflows it is
-    /// dropped by the socket and reported through SO_RXQ_OVFL.
-    pub ring_drops: u64,
+    /// Datagrams read and discarded while the to-device ring was full,
+    /// under `ring_full = "drop"`.
+    pub ring_full_drops: u64,
     pub sent_packets: u64,
     pub sent_bytes: u64,
     pub send_errors: u64,
@@ -57,7 +56,7 @@ impl Stream {
             malformed: 0,
             wrong_payload_type: 0,
             oversize: 0,
-            ring_drops: 0,
+            ring_full_drops: 0,
             sent_packets: 0,
             sent_bytes: 0,
             send_errors: 0,

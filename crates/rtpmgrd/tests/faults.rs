@@ -3,7 +3,8 @@
 //! creates, a relay whose destination has no route counts its send errors
 //! and keeps receiving; when a route appears it sends; when the interface
 //! goes down and comes back it fails and recovers the same way, without a
-//! restart. Needs root and iproute2, as CI has.
+//! restart; a queue that drops everything (ENOBUFS inside the kernel) does
+//! not end it either. Needs root, iproute2 and tc, as CI has.
 
 mod common;
 use common::*;
@@ -12,7 +13,7 @@ use std::time::Duration;
 const DEST: &str = "10.77.0.2:5004";
 
 #[test]
-fn unreachable_destination_and_interface_down_and_up_never_end_the_stream() {
+fn unreachable_destination_interface_down_and_up_and_enobufs_never_end_the_stream() {
     let Some(ns) = Netns::create("faults") else { return };
     // A veth pair (its peer up, so d0 has carrier once up): sends through
     // it succeed and go nowhere.
@@ -62,6 +63,32 @@ fn unreachable_destination_and_interface_down_and_up_never_end_the_stream() {
     ns.ip(&["link", "set", "d0", "up"]);
     let s = send(100, 600);
     assert_eq!((s.packets, s.sent_packets, s.send_errors), (700, 400, 300), "{s:?}");
+
+    // The interface's queue drops everything (a full qdisc: the kernel's
+    // ENOBUFS). Linux tells a UDP socket only if it set IP_RECVERR, which
+    // rtpmgrd does not (ICMP errors would then fail its next send): the
+    // drops are the kernel's Udp SndbufErrors, and the stream goes on.
+    let sndbuf_errors = || {
+        let out = ns.cmd(std::path::Path::new("cat")).arg("/proc/net/snmp").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<Vec<&str>> =
+            text.lines().filter(|l| l.starts_with("Udp: ")).map(|l| l.split_whitespace().collect()).collect();
+        let col = rows[0].iter().position(|h| *h == "SndbufErrors").unwrap();
+        rows[1][col].parse::<u64>().unwrap()
+    };
+    ns.ip(&["neigh", "replace", "10.77.0.2", "lladdr", "02:00:00:00:00:02", "dev", "d0"]);
+    let tc = |args: &[&str]| {
+        let out = ns.cmd(std::path::Path::new("tc")).args(args).output().unwrap();
+        assert!(out.status.success(), "tc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    tc(&["qdisc", "add", "dev", "d0", "root", "pfifo", "limit", "0"]);
+    let before = sndbuf_errors();
+    let s = send(100, 700);
+    assert_eq!((s.packets, s.sent_packets, s.send_errors), (800, 500, 300), "{s:?}");
+    assert_eq!(sndbuf_errors() - before, 100, "the kernel dropped them (ENOBUFS)");
+    tc(&["qdisc", "del", "dev", "d0", "root"]);
+    let s = send(100, 800);
+    assert_eq!((s.packets, s.sent_packets, s.send_errors), (900, 600, 300), "{s:?}");
     assert_eq!(s.lost, 0);
     assert!(daemon.stop().success());
 }

@@ -126,6 +126,17 @@ fn a_stream_that_cannot_start_is_reported_and_the_rest_run() {
     let out = Command::new(bin("rtpmgrctl")).arg("-s").arg(&daemon.socket).arg("status").output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("busy: bind 127.0.0.1"));
+    // The port is freed: the failed stream is retried with backoff and
+    // comes up by itself, without a reload.
+    drop(blocker);
+    wait_until("busy retried and running", || {
+        daemon.status().streams.iter().any(|s| s.name == "busy" && s.state == "running")
+    });
+    // 100 into a 1024-slot ring: no flow control needed.
+    let more: Vec<_> = (0..100).map(|s| rtp_packet(8, s)).collect();
+    send_paced(busy, &more, 100, Duration::ZERO);
+    sink.wait_for(200, Duration::from_secs(10));
+    assert!(daemon.log_text().contains("stream busy: running again after"), "{}", daemon.log_text());
     assert!(daemon.stop().success());
 }
 
@@ -176,4 +187,55 @@ fn reload_restarts_only_the_changed_stream() {
     send_windowed(port_b, &packets, &sink_c, 32);
     sink_c.wait_for(100, Duration::from_secs(10));
     assert!(daemon.stop().success());
+}
+
+/// With the kernel backend and no device yet (module not loaded), rtpmgrd
+/// waits with backoff instead of exiting, notices when the path appears,
+/// and a SIGTERM while it waits ends it cleanly. (The guest test loads the
+/// real module under a waiting daemon.)
+#[test]
+fn waits_for_a_missing_device_and_stops_cleanly_while_waiting() {
+    let dir = TempDir::new("nodev");
+    let device = dir.path("rtpmgr");
+    let config = format!(
+        "[daemon]\nbackend = \"kernel\"\ndevice = \"{}\"\ncontrol_socket = \"{}\"\n\n\
+         [[stream]]\nname = \"a\"\ndirection = \"ingress\"\nbind = \"127.0.0.1:5999\"\n",
+        device.display(),
+        dir.path("control.sock").display(),
+    );
+    let run = |dir: &TempDir| {
+        std::fs::write(dir.path("rtpmgr.toml"), &config).unwrap();
+        Command::new(bin("rtpmgrd"))
+            .arg("--config")
+            .arg(dir.path("rtpmgr.toml"))
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(dir.path("log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log = || std::fs::read_to_string(dir.path("log")).unwrap_or_default();
+    let mut child = run(&dir);
+    wait_until("the waiting line", || log().contains(&format!("waiting for {}", device.display())));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "rtpmgrd gave up: {}", log());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}: {}", log());
+    assert!(log().contains("stopped while waiting"), "{}", log());
+
+    // The path appears (here a plain file, not the device): rtpmgrd opens
+    // it on its next attempt and refuses it with a clear error.
+    let mut child = run(&dir);
+    wait_until("the waiting line", || log().contains("waiting for"));
+    std::fs::write(&device, b"").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "rtpmgrd did not retry: {}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(st.code(), Some(1), "{}", log());
+    assert!(log().contains("is here") && log().contains("GET_INFO"), "{}", log());
 }

@@ -39,7 +39,8 @@ fn relays_100k_packets_intact_and_status_agrees() {
     assert_eq!(s["duplicates"], 0);
     assert_eq!(s["reordered"], 0);
     assert_eq!(s["malformed"], 0);
-    assert_eq!(s["ring_drops"], 0);
+    assert_eq!(s["socket_drops"], 0);
+    assert_eq!(s["ring_full_drops"], 0);
     assert_eq!(s["sent_packets"], N);
     assert_eq!(s["send_errors"], 0);
     assert_eq!(s["ssrc"], SSRC);

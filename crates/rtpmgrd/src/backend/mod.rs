@@ -44,7 +44,13 @@ pub fn find_port(backend: &dyn Backend, name: &str) -> io::Result<abi::PortInfo>
     let count = backend.info()?.port_count;
     let mut known = Vec::new();
     for index in 0..count {
-        let p = backend.port(index)?;
+        let p = match backend.port(index) {
+            Ok(p) => p,
+            // An index whose peripheral was unbound stays reserved (and
+            // answers ENODEV) until another one binds: skip it.
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
+            Err(e) => return Err(e),
+        };
         match p.name_str() {
             Some(n) if n == name => return Ok(p),
             Some(n) => known.push(n.to_owned()),
