@@ -4,7 +4,7 @@
 # ci/kernel/lib.sh.
 
 AARCH64=aarch64-unknown-linux-gnu
-GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests rtpmgr-guest-bench rtpmgr-guest-fuzz)
+GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests rtpmgr-guest-bench rtpmgr-guest-fuzz rtpmgr-guest-soak)
 
 # rust_target TARGET LINKER PACKAGE...: static release binaries for TARGET.
 # rustup's std for the target when it can be had, else std built from
