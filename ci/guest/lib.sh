@@ -37,14 +37,17 @@ build_guest_binaries() {
 
 # Where build_module puts rtpmgr.ko and its intermediates: out of the
 # source tree (Kbuild's MO=), so crates/rtpmgr-kmod holds only sources, the
-# very files the Yocto recipe takes.
-KMOD_OUT=$ROOT/target/kmod
+# very files the Yocto recipe takes. build_kernel sets it per kernel
+# variant (target/kmod, target/kmod-debug).
+KMOD_OUT=${KMOD_OUT:-$ROOT/target/kmod}
 
-# The module, with the kernel's clippy lints, every warning an error.
+# The module, against the kernel build_kernel chose and with its make
+# arguments (the debug kernel is built with clang), the kernel's clippy
+# lints, every warning an error.
 build_module() {
     rm -rf "$KMOD_OUT"
     mkdir -p "$KMOD_OUT"
-    make -s -C "$KBUILD" M="$ROOT/crates/rtpmgr-kmod" MO="$KMOD_OUT" CLIPPY=1 KRUSTFLAGS=-Dwarnings
+    make -s -C "$KBUILD" M="$ROOT/crates/rtpmgr-kmod" MO="$KMOD_OUT" "${KMAKE_ARGS[@]}" CLIPPY=1 KRUSTFLAGS=-Dwarnings
 }
 
 # build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
@@ -86,7 +89,10 @@ guest_dtb() {
 }
 
 # Console lines that mean the kernel found a bug.
-KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:'
+# The debug kernel's reports are among them: KASAN ("BUG: KASAN: ..."),
+# UBSAN ("UBSAN: ..."), kmemleak ("unreferenced object ..." as ci/guest/
+# fuzz-init prints the kmemleak file), DEBUG_OBJECTS/DEBUG_LIST (WARNING).
+KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:|unreferenced object'
 
 # boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
 # problem or a guest failure.

@@ -4,7 +4,8 @@
 #
 # The kernel is Debian's linux-source-7.2 (the series Yocto blacksail ships),
 # configured as tinyconfig + recipes-kernel/linux/files/rtpmgr.cfg (the
-# fragment the Yocto append uses too) + ci/kernel/qemu-guest.cfg. The build
+# fragment the Yocto append uses too) + ci/kernel/qemu-guest.cfg, and a
+# debug variant of it for the fuzzer (+ ci/kernel/debug.cfg). Each build
 # lives outside the clone in $RTPMGR_CACHE, keyed by a hash of everything
 # that goes into it, so a warm machine skips it.
 
@@ -126,45 +127,105 @@ ensure_kernel_source() {
     touch "$KSRC/.unpacked"
 }
 
-# The cache key: everything that changes the kernel build.
+# The two variants of the test kernel (build_kernel's argument):
+#   main   tinyconfig + rtpmgr.cfg + qemu-guest.cfg, gcc: every guest test
+#   debug  main + ci/kernel/debug.cfg (KASAN, kmemleak, UBSAN), clang:
+#          ci/fuzz-kernel. Clang because 7.2's RUST depends on
+#          !KASAN || CC_IS_CLANG.
+# Each has its own cache directory, $RTPMGR_CACHE/kernel-<key> and
+# kernel-debug-<key>, so neither build evicts the other.
+kernel_fragments() {
+    local f=("$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg")
+    [ "$1" = main ] || f+=("$ROOT/ci/kernel/$1.cfg")
+    echo "${f[*]}"
+}
+# Extra make arguments of a variant (the module must be built with the same).
+kernel_make_args() {
+    case $1 in
+        main) ;;
+        debug) echo LLVM=-19 ;;
+    esac
+}
+kernel_cache_prefix() { if [ "$1" = main ]; then echo kernel-; else echo "kernel-$1-"; fi; }
+
+# Clang, lld and LLVM's binutils of the libclang bindgen already uses.
+ensure_kernel_toolchain_llvm() {
+    local p pkgs=()
+    for p in clang-19 lld-19 llvm-19; do
+        dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
+    done
+    if [ ${#pkgs[@]} -gt 0 ]; then
+        echo "installing: ${pkgs[*]}"
+        apt_install "${pkgs[@]}" || { as_root apt-get update -qq && apt_install "${pkgs[@]}"; }
+    fi
+}
+
+# kernel_key VARIANT: the cache key, a hash of everything that changes the
+# build. The main variant's inputs are exactly what they were before
+# variants existed, so its cache survives.
 kernel_key() {
+    local variant=${1:-main}
     {
         dpkg-query -W -f='${Version}\n' "linux-source-$KERNEL_SERIES"
         rustc --version; bindgen --version; aarch64-linux-gnu-gcc --version | head -1
         echo "recipe $KERNEL_RECIPE"
         cat "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg"
+        if [ "$variant" != main ]; then
+            echo "variant $variant $(kernel_make_args "$variant")"
+            clang-19 --version | head -1
+            cat "$ROOT/ci/kernel/$variant.cfg"
+        fi
     } | sha256sum | cut -c1-16
 }
 
-# Build (or reuse) the kernel; sets KSRC, KBUILD and KIMAGE.
+# build_kernel [main|debug]: build (or reuse) that variant of the kernel;
+# sets KVARIANT, KSRC, KBUILD, KIMAGE, KMAKE_ARGS (extra make arguments,
+# for the module too) and KMOD_OUT (where build_module puts rtpmgr.ko: one
+# directory per variant, so the two modules never overwrite each other).
 build_kernel() {
-    local key dir
-    key=$(kernel_key)
-    dir=$RTPMGR_CACHE/kernel-$key
+    local key dir prefix frags
+    KVARIANT=${1:-main}
+    case $KVARIANT in main|debug) ;; *) die "unknown kernel variant $KVARIANT (main or debug)" ;; esac
+    read -r -a KMAKE_ARGS <<<"$(kernel_make_args "$KVARIANT")"
+    [ "$KVARIANT" = main ] && KMOD_OUT=$ROOT/target/kmod || KMOD_OUT=$ROOT/target/kmod-$KVARIANT
+    [ "$KVARIANT" = main ] || ensure_kernel_toolchain_llvm
+    read -r -a frags <<<"$(kernel_fragments "$KVARIANT")"
+    key=$(kernel_key "$KVARIANT")
+    prefix=$(kernel_cache_prefix "$KVARIANT")
+    dir=$RTPMGR_CACHE/$prefix$key
     KSRC=$RTPMGR_CACHE/src/linux-source-$KERNEL_SERIES
     KBUILD=$dir/build
     KIMAGE=$KBUILD/arch/arm64/boot/Image
     if [ -e "$dir/done" ] && [ -d "$KSRC" ]; then
-        echo "kernel $key: cached in $dir"
+        echo "kernel $KVARIANT $key: cached in $dir"
         return 0
     fi
     as_root mkdir -p "$RTPMGR_CACHE/src" "$KBUILD"
     as_root chown -R "$(id -u):$(id -g)" "$RTPMGR_CACHE"
     ensure_kernel_source
-    local mk=(make -C "$KSRC" O="$KBUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUST_LIB_SRC="$RUST_LIB_SRC")
+    local mk=(make -C "$KSRC" O="$KBUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUST_LIB_SRC="$RUST_LIB_SRC" "${KMAKE_ARGS[@]}")
     "${mk[@]}" -s tinyconfig
     (cd "$KBUILD" && ARCH=arm64 "$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KBUILD" "$KBUILD/.config" \
-        "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg" >/dev/null)
+        "${frags[@]}" >/dev/null)
     "${mk[@]}" -s olddefconfig
-    # Every option we asked for must have survived olddefconfig.
-    local line missing=0
+    # Every option we asked for must have survived olddefconfig (RUST, for
+    # one, silently drops out when a dependency is missing).
+    local line opt missing=0
     while read -r line; do
-        case $line in CONFIG_*=y) grep -qx "$line" "$KBUILD/.config" || { echo "not set: $line"; missing=1; } ;; esac
-    done < <(cat "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg")
+        case $line in
+            CONFIG_*=y) grep -qx "$line" "$KBUILD/.config" || { echo "not set: $line"; missing=1; } ;;
+            "# CONFIG_"*" is not set")
+                opt=${line#\# }; opt=${opt%% *}
+                ! grep -q "^$opt=" "$KBUILD/.config" || { echo "still set: $opt"; missing=1; } ;;
+        esac
+    done < <(cat "${frags[@]}")
     [ $missing = 0 ] || die "kernel configuration lost options (dependencies missing?)"
     "${mk[@]}" -s rustavailable
     "${mk[@]}" -s -j"$(nproc)" Image modules
     touch "$dir/done"
-    # Older builds are dead weight.
-    find "$RTPMGR_CACHE" -maxdepth 1 -name 'kernel-*' ! -name "kernel-$key" -exec rm -rf {} +
+    # Older builds of the same variant are dead weight; the other
+    # variant's build (a different prefix) stays. Keys are 16 hex digits,
+    # so kernel-<key> never matches kernel-debug-<key>.
+    find "$RTPMGR_CACHE" -maxdepth 1 -regextype posix-extended -regex ".*/$prefix[0-9a-f]{16}" \
+        ! -name "$prefix$key" -exec rm -rf {} +
 }
