@@ -184,6 +184,13 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
 	if (!skb)
 		return err;
 	if (udp_lib_checksum_complete(skb)) {
+		if (sk->sk_family == AF_INET6) {
+			UDP6_INC_STATS(sock_net(sk), UDP_MIB_CSUMERRORS);
+			UDP6_INC_STATS(sock_net(sk), UDP_MIB_INERRORS);
+		} else {
+			UDP_INC_STATS(sock_net(sk), UDP_MIB_CSUMERRORS);
+			UDP_INC_STATS(sock_net(sk), UDP_MIB_INERRORS);
+		}
 		udp_drops_inc(sk);
 		kfree_skb_reason(skb, SKB_DROP_REASON_UDP_CSUM);
 		return -EBADMSG;
@@ -200,6 +207,11 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
 		return -EFAULT;
 	}
 	consume_skb(skb);
+	/* Delivered, as udp_recvmsg counts it: /proc/net/snmp{,6} stay right. */
+	if (sk->sk_family == AF_INET6)
+		UDP6_INC_STATS(sock_net(sk), UDP_MIB_INDATAGRAMS);
+	else
+		UDP_INC_STATS(sock_net(sk), UDP_MIB_INDATAGRAMS);
 	return len;
 }
 
