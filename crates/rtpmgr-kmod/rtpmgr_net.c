@@ -64,6 +64,11 @@ static void rtpmgr_net_write_space(struct sock *sk)
 {
 	struct rtpmgr_net *n;
 
+	/* Pairs with rtpmgr_net_send: the caller's sk_wmem_alloc update is
+	 * ordered before our flag test, the sender's flag set before its
+	 * sk_wmem_alloc read, so one of the two sees the other.
+	 */
+	smp_mb();
 	rcu_read_lock();
 	n = rcu_dereference_sk_user_data(sk);
 	if (n && test_bit(RTPMGR_NET_TX_WAIT, &n->flags) && sock_writeable(sk) &&
@@ -106,7 +111,7 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
 	*out = NULL;
 	if (family != AF_INET && family != AF_INET6)
 		return -EAFNOSUPPORT;
-	n = kzalloc(sizeof(*n), GFP_KERNEL);
+	n = kzalloc_obj(*n, GFP_KERNEL);
 	if (!n)
 		return -ENOMEM;
 	n->ctx = ctx;
@@ -228,6 +233,9 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	 * failed send and the arming would otherwise wake nobody.
 	 */
 	set_bit(RTPMGR_NET_TX_WAIT, &n->flags);
+	/* Order the flag before reading sk_wmem_alloc; pairs with the
+	 * smp_mb() in rtpmgr_net_write_space.
+	 */
 	smp_mb__after_atomic();
 	if (sock_writeable(n->sock->sk) && test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
 		return -EBUSY;
