@@ -79,6 +79,34 @@ impl MediaPort for Null {
     }
 }
 
+/// The media port of every `START_NET_STREAM` stream. The traffic goes
+/// through the stream's own socket (`net.rs`), which the worker drives
+/// directly; this entry only names the port and counts its users.
+pub(crate) struct Udp {
+    users: Atomic<u32>,
+}
+
+impl MediaPort for Udp {
+    fn kind(&self) -> u32 {
+        abi::PORT_KIND_UDP
+    }
+    fn name(&self) -> &str {
+        "udp"
+    }
+    fn returns_packets(&self) -> bool {
+        false
+    }
+    fn transmit(&self, _pkt: &SharedBytes<'_>, _ret: Option<&mut SharedBytes<'_>>) -> Option<usize> {
+        None
+    }
+    fn users(&self) -> &Atomic<u32> {
+        &self.users
+    }
+}
+
+/// The `udp` port (not in the index registry).
+pub(crate) static UDP: Udp = Udp { users: Atomic::new(0) };
+
 static LOOPBACK: Loopback = Loopback { users: Atomic::new(0) };
 static NULL: Null = Null { users: Atomic::new(0) };
 

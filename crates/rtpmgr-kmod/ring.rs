@@ -62,6 +62,21 @@ impl<'a> SharedBytes<'a> {
         SharedBytes { ptr, len, _life: PhantomData }
     }
 
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Start of the range, for raw copies by the network helper only.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Start of the range, for raw copies by the network helper only.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
     /// Copy as much of `src` as fits; returns the bytes copied.
     pub(crate) fn copy_from(&mut self, src: &SharedBytes<'_>) -> usize {
         let n = self.len.min(src.len);

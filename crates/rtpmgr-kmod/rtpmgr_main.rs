@@ -23,6 +23,7 @@ use kernel::{
 mod abi;
 
 mod dma_port;
+mod net;
 mod port;
 mod ring;
 mod session;

@@ -8,7 +8,8 @@
 //! which `mmap` takes before `inner`), so ioctl arguments are copied in
 //! before locking and results copied out after unlocking.
 
-use crate::abi::{self, Geometry, IoctlArg, SessionCounters, SlotHeader, StreamCounters};
+use crate::abi::{self, Geometry, IoctlArg, NetCounters, SessionCounters, SlotHeader, StreamCounters};
+use crate::net::{NetSocket, Recv, SendResult};
 use crate::port::{self, PortRef};
 use crate::ring::{Region, RingId, SharedBytes};
 use kernel::{
@@ -58,6 +59,12 @@ unsafe impl AsBytes for abi::PortInfo {}
 unsafe impl FromBytes for abi::SlotHeader {}
 // SAFETY: see above.
 unsafe impl AsBytes for abi::SlotHeader {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::NetStreamSpec {}
+// SAFETY: see above.
+unsafe impl FromBytes for abi::NetStatus {}
+// SAFETY: see above.
+unsafe impl AsBytes for abi::NetStatus {}
 
 /// Slots the worker handles per pass before publishing.
 const BATCH: u32 = 64;
@@ -76,11 +83,21 @@ fn monotonic_ns() -> u64 {
     u64::try_from(ns).unwrap_or(0)
 }
 
-#[derive(Clone)]
 struct Stream {
     port: PortRef,
     direction: u32,
     counters: StreamCounters,
+    /// The socket of a `START_NET_STREAM` stream (port `udp`).
+    net: Option<NetStream>,
+}
+
+/// The network side of a `udp` stream.
+struct NetStream {
+    /// Dropped only in process context, never with `inner` held (it sleeps
+    /// and takes socket locks): see `Session::stop_streams`.
+    sock: NetSocket,
+    flags: u32,
+    counters: NetCounters,
 }
 
 struct Inner {
@@ -96,14 +113,6 @@ struct Inner {
 impl Inner {
     fn running(&self) -> usize {
         self.streams.iter().flatten().count()
-    }
-
-    fn stop_all(&mut self) {
-        for s in self.streams.iter_mut() {
-            if let Some(st) = s.take() {
-                port::add_user(&*st.port, -1);
-            }
-        }
     }
 
     fn state(&self) -> u32 {
@@ -123,6 +132,9 @@ enum Pass {
     Idle,
     /// Entries wait, but the from-device ring has no room.
     NoSpace,
+    /// A socket's send buffer is full. `armed`: its write-space callback
+    /// queues the worker; otherwise try again.
+    TxBusy { armed: bool },
 }
 
 impl Inner {
@@ -140,6 +152,7 @@ impl Inner {
         };
         let (mut consumed, mut produced) = (0u32, 0u32);
         let mut blocked = false;
+        let mut tx_busy = None;
         let now = monotonic_ns();
         for i in 0..available {
             // One copy of the header; only the copy is used below.
@@ -150,6 +163,28 @@ impl Inner {
                 consumed += 1;
                 continue;
             };
+            if let Some(net) = stream.net.as_mut() {
+                let pkt = region.todev_payload(i, h.len);
+                match net.sock.send(&pkt) {
+                    SendResult::Sent => {
+                        net.counters.tx_packets += 1;
+                        net.counters.tx_bytes += u64::from(h.len);
+                    }
+                    SendResult::Failed => net.counters.tx_errors += 1,
+                    busy @ (SendResult::WouldBlock | SendResult::Retry) => {
+                        // The slot stays; it is sent when there is room.
+                        net.counters.tx_blocked += 1;
+                        tx_busy = Some(matches!(busy, SendResult::WouldBlock));
+                        break;
+                    }
+                }
+                stream.counters.to_dev_packets += 1;
+                stream.counters.to_dev_bytes += u64::from(h.len);
+                self.counters.to_dev_packets += 1;
+                self.counters.to_dev_bytes += u64::from(h.len);
+                consumed += 1;
+                continue;
+            }
             let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
             if wants_return {
                 match region.fromdev_free(produced + 1) {
@@ -198,6 +233,80 @@ impl Inner {
             Pass::Progress
         } else if blocked {
             Pass::NoSpace
+        } else if let Some(armed) = tx_busy {
+            Pass::TxBusy { armed }
+        } else {
+            Pass::Idle
+        }
+    }
+
+    /// Receive up to `BATCH` datagrams from the sockets of `udp` streams
+    /// into the from-device ring. A full ring leaves them in the sockets.
+    fn net_rx(&mut self) -> Pass {
+        let Some(region) = self.region.as_mut() else { return Pass::Idle };
+        let cap = region.geometry().payload_capacity() as usize;
+        let now = monotonic_ns();
+        let (mut produced, mut handled) = (0u32, 0u32);
+        let mut full = false;
+        'streams: for (id, slot) in self.streams.iter_mut().enumerate() {
+            let Some(stream) = slot.as_mut() else { continue };
+            if stream.direction & abi::DIR_FROM_DEVICE == 0 {
+                continue;
+            }
+            let Some(net) = stream.net.as_mut() else { continue };
+            while handled < BATCH && net.sock.rx_pending() {
+                match region.fromdev_free(produced + 1) {
+                    Ok(free) if free > produced => {}
+                    Ok(_) => {
+                        net.counters.ring_full += 1;
+                        full = true;
+                        break 'streams;
+                    }
+                    Err(()) => {
+                        self.counters.invalid_indices += 1;
+                        full = true;
+                        break 'streams;
+                    }
+                }
+                let mut out = region.fromdev_payload(produced);
+                let (len, head, last) = match net.sock.recv(&mut out) {
+                    Recv::Empty => break,
+                    Recv::BadChecksum => {
+                        handled += 1;
+                        net.counters.csum_errors += 1;
+                        continue;
+                    }
+                    Recv::Datagram { len, head, last } => (len, head, last),
+                };
+                handled += 1;
+                if len > cap {
+                    net.counters.oversize += 1;
+                    continue;
+                }
+                // Checked on the private copies, never on the shared slot.
+                if net.flags & abi::NET_F_RTP != 0
+                    && abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err()
+                {
+                    net.counters.malformed += 1;
+                    continue;
+                }
+                let header =
+                    SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
+                region.fromdev_set_header(produced, &header);
+                produced += 1;
+                net.counters.rx_packets += 1;
+                net.counters.rx_bytes += len as u64;
+                stream.counters.from_dev_packets += 1;
+                stream.counters.from_dev_bytes += len as u64;
+                self.counters.from_dev_packets += 1;
+                self.counters.from_dev_bytes += len as u64;
+            }
+        }
+        region.fromdev_publish(produced);
+        if handled > 0 {
+            Pass::Progress
+        } else if full {
+            Pass::NoSpace
         } else {
             Pass::Idle
         }
@@ -235,27 +344,37 @@ impl WorkItem for Session {
             if let Some(r) = inner.region.as_ref() {
                 r.clear_need_wakeup();
             }
-            match inner.pass() {
-                Pass::Progress => {
-                    drop(inner);
-                    this.waiters.notify_all();
-                    continue;
-                }
+            let tx = inner.pass();
+            let rx = inner.net_rx();
+            if matches!(tx, Pass::Progress) || matches!(rx, Pass::Progress) {
+                drop(inner);
+                this.waiters.notify_all();
+                continue;
+            }
+            // Nothing moved: sleep on what blocks us. Datagrams arriving
+            // meanwhile queue the worker again from the socket callback.
+            let Some(r) = inner.region.as_mut() else { return };
+            let mut again = false;
+            match tx {
                 Pass::Idle => {
-                    let Some(r) = inner.region.as_ref() else { return };
                     r.raise_need_wakeup(RingId::ToDevice);
                     // Entries that arrived in between: stay awake.
-                    if matches!(r.todev_available(), Ok(n) if n > 0) {
-                        continue;
-                    }
+                    again |= matches!(r.todev_available(), Ok(n) if n > 0);
                 }
                 Pass::NoSpace => {
-                    let Some(r) = inner.region.as_mut() else { return };
                     r.raise_need_wakeup(RingId::FromDevice);
-                    if matches!(r.fromdev_free(1), Ok(n) if n > 0) {
-                        continue;
-                    }
+                    again |= matches!(r.fromdev_free(1), Ok(n) if n > 0);
                 }
+                // The write-space callback queues us when `armed`.
+                Pass::TxBusy { armed } => again |= !armed,
+                Pass::Progress => {}
+            }
+            if matches!(rx, Pass::NoSpace) {
+                r.raise_need_wakeup(RingId::FromDevice);
+                again |= matches!(r.fromdev_free(1), Ok(n) if n > 0);
+            }
+            if again {
+                continue;
             }
             inner.counters.worker_sleeps += 1;
             return;
@@ -306,10 +425,9 @@ impl Session {
     /// On close: stop the streams and wait until the worker is idle for good.
     fn shut_down(&self) {
         {
-            let mut inner = self.inner.lock();
-            inner.closing = true;
-            inner.stop_all();
+            self.inner.lock().closing = true;
         }
+        self.stop_streams();
         self.waiters.notify_all();
         // SAFETY: `work` is an initialised work item inside `self`, alive
         // across the call. After it returns no run of the worker is pending
@@ -318,7 +436,19 @@ impl Session {
         unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
     }
 
-    fn kick(this: ArcBorrow<'_, Session>) {
+    /// Stop every stream. Each is taken out under the lock and dropped
+    /// after it: closing a socket sleeps and takes socket locks, which must
+    /// never nest inside `inner`.
+    fn stop_streams(&self) {
+        for id in 0..abi::MAX_STREAMS as usize {
+            let stream = self.inner.lock().streams[id].take();
+            if let Some(st) = stream {
+                port::add_user(&*st.port, -1);
+            }
+        }
+    }
+
+    pub(crate) fn kick(this: ArcBorrow<'_, Session>) {
         let arc: Arc<Session> = this.into();
         // Already queued: the queued run will see the new entries.
         let _ = workqueue::system_unbound().enqueue(arc);
@@ -328,7 +458,10 @@ impl Session {
         let info = abi::Info {
             size: <abi::Info as IoctlArg>::SIZE,
             abi_version: abi::ABI_VERSION,
-            features: abi::FEATURE_MMAP_RINGS | abi::FEATURE_RW_COPY | abi::FEATURE_NEED_WAKEUP,
+            features: abi::FEATURE_MMAP_RINGS
+                | abi::FEATURE_RW_COPY
+                | abi::FEATURE_NEED_WAKEUP
+                | abi::FEATURE_NET_STREAMS,
             max_streams: abi::MAX_STREAMS,
             min_slot_size: abi::MIN_SLOT_SIZE,
             max_slot_size: abi::MAX_SLOT_SIZE,
@@ -410,7 +543,67 @@ impl Session {
             port,
             direction: spec.direction,
             counters: StreamCounters { running: 1, port: spec.port, direction: spec.direction, ..Default::default() },
+            net: None,
         });
+        Ok(0)
+    }
+
+    /// `START_NET_STREAM`: validate everything, then create and bind the
+    /// socket here, in the caller's context (its credentials decide
+    /// privileged ports, its netns the addresses), without `inner` held.
+    ///
+    /// `ctx` is `Arc::as_ptr` of this session (the socket callbacks' context).
+    fn start_net_stream(&self, ctx: *const Session, user: UserPtr) -> Result<isize> {
+        let spec: abi::NetStreamSpec = read_arg(user)?;
+        check_size(spec.size, <abi::NetStreamSpec as IoctlArg>::SIZE)?;
+        let ep = crate::net::endpoints(&spec)?;
+        {
+            let inner = self.inner.lock();
+            if inner.region.is_none() {
+                return Err(enotconn());
+            }
+            if inner.streams[spec.stream_id as usize].is_some() {
+                return Err(EEXIST);
+            }
+        }
+        let sock = NetSocket::open(ctx, &ep)?;
+        let mut inner = self.inner.lock();
+        // Checked again: the lock was dropped while the socket was made.
+        let free = inner.region.is_some() && inner.streams[spec.stream_id as usize].is_none() && !inner.closing;
+        if !free {
+            drop(inner);
+            drop(sock);
+            return Err(EEXIST);
+        }
+        port::add_user(&port::UDP, 1);
+        inner.streams[spec.stream_id as usize] = Some(Stream {
+            port: PortRef::Builtin(&port::UDP),
+            direction: spec.direction,
+            counters: StreamCounters {
+                running: 1,
+                port: abi::PORT_UDP,
+                direction: spec.direction,
+                ..Default::default()
+            },
+            net: Some(NetStream { sock, flags: spec.flags, counters: NetCounters::default() }),
+        });
+        // Datagrams may have arrived before the stream was published: the
+        // ioctl handler kicks the worker once.
+        Ok(0)
+    }
+
+    fn get_net_status(&self, user: UserPtr) -> Result<isize> {
+        let mut st: abi::NetStatus = read_arg(user)?;
+        check_size(st.size, <abi::NetStatus as IoctlArg>::SIZE)?;
+        if st.stream_id >= abi::MAX_STREAMS || st._pad != [0; 2] {
+            return Err(EINVAL);
+        }
+        st.counters = self.inner.lock().streams[st.stream_id as usize]
+            .as_ref()
+            .and_then(|s| s.net.as_ref())
+            .map(|n| n.counters)
+            .ok_or(ENOENT)?;
+        write_arg(user, &st)?;
         Ok(0)
     }
 
@@ -420,8 +613,10 @@ impl Session {
         if stop.stream_id >= abi::MAX_STREAMS {
             return Err(EINVAL);
         }
+        // Taken under the lock, dropped (a socket closed) after it.
         let st = self.inner.lock().streams[stop.stream_id as usize].take().ok_or(ENOENT)?;
         port::add_user(&*st.port, -1);
+        drop(st);
         Ok(0)
     }
 
@@ -446,8 +641,8 @@ impl Session {
     }
 
     fn reset(&self) -> Result<isize> {
+        self.stop_streams();
         let mut inner = self.inner.lock();
-        inner.stop_all();
         inner.counters = SessionCounters::default();
         inner.copy_queue.clear();
         if let Some(r) = inner.region.as_mut() {
@@ -573,6 +768,15 @@ impl MiscDevice for Session {
             }
             abi::RTPMGR_IOC_WAIT => session.wait(user),
             abi::RTPMGR_IOC_GET_PORT => session.get_port(user),
+            abi::RTPMGR_IOC_START_NET_STREAM => {
+                let ctx = Arc::as_ptr(&Arc::from(session));
+                let r = session.start_net_stream(ctx, user);
+                if r.is_ok() {
+                    Session::kick(session);
+                }
+                r
+            }
+            abi::RTPMGR_IOC_GET_NET_STATUS => session.get_net_status(user),
             _ => Err(ENOTTY),
         }
     }
@@ -607,6 +811,24 @@ impl MiscDevice for Session {
         // SAFETY: `payload` is our exclusive kernel buffer, valid for its
         // length for this scope, with no other reference used meanwhile.
         let pkt = unsafe { SharedBytes::from_raw(payload.as_mut_ptr(), payload.len()) };
+        if let Some(net) = stream.net.as_mut() {
+            match net.sock.send(&pkt) {
+                SendResult::Sent => {
+                    net.counters.tx_packets += 1;
+                    net.counters.tx_bytes += u64::from(h.len);
+                }
+                SendResult::Failed => net.counters.tx_errors += 1,
+                SendResult::WouldBlock | SendResult::Retry => {
+                    net.counters.tx_blocked += 1;
+                    return Err(EAGAIN);
+                }
+            }
+            stream.counters.to_dev_packets += 1;
+            stream.counters.to_dev_bytes += u64::from(h.len);
+            inner.counters.to_dev_packets += 1;
+            inner.counters.to_dev_bytes += u64::from(h.len);
+            return Ok(total);
+        }
         let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
         let mut back = KVec::new();
         let returned = if wants_return {
@@ -718,6 +940,24 @@ impl MiscDevice for Session {
                     s.counters.to_dev_packets,
                     s.counters.from_dev_packets
                 );
+                if let Some(n) = s.net.as_ref() {
+                    let c = &n.counters;
+                    seq_print!(
+                        m,
+                        "rtpmgr-net:\t{} rx {} pkts {} B, tx {} pkts {} B, tx_errors {}, tx_blocked {}, malformed {}, oversize {}, csum_errors {}, ring_full {}\n",
+                        id,
+                        c.rx_packets,
+                        c.rx_bytes,
+                        c.tx_packets,
+                        c.tx_bytes,
+                        c.tx_errors,
+                        c.tx_blocked,
+                        c.malformed,
+                        c.oversize,
+                        c.csum_errors,
+                        c.ring_full
+                    );
+                }
             }
         }
     }

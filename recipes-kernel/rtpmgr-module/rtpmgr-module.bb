@@ -5,11 +5,13 @@ DESCRIPTION = "Rust kernel module that owns RTP packet rings, shares them \
 # The module is GPL-2.0-only; the ABI file it compiles in is MIT.
 LICENSE = "GPL-2.0-only AND MIT"
 LIC_FILES_CHKSUM = "file://rtpmgr_main.rs;beginline=1;endline=1;md5=fcab174c20ea2e2bc0be64b493708266 \
+                    file://rtpmgr_net.c;beginline=1;endline=1;md5=fcab174c20ea2e2bc0be64b493708266 \
                     file://../rtpmgr-abi/src/abi.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4"
 
 inherit rtpmgr_source module-rust
 
-# The module crate and the one ABI file it shares with user space
+# The module crate (Rust, plus the C helper rtpmgr_net.c/.h for kernel UDP
+# sockets) and the one ABI file it shares with user space
 # (crates/rtpmgr-abi/src/abi.rs, which the crate includes by relative path).
 SRC_URI = "file://crates/rtpmgr-kmod \
            file://crates/rtpmgr-abi/src/abi.rs \

@@ -103,6 +103,15 @@ pub const RTPMGR_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x0
 /// Describe media port `PortInfo::index`; `ENODEV` past the last one.
 pub const RTPMGR_IOC_GET_PORT: u32 =
     ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
+/// Start a stream on a kernel UDP socket (the `udp` port): network →
+/// from-device ring and/or to-device ring → network, no system call per
+/// packet. The socket is created and bound with the caller's credentials
+/// and network namespace. [`FEATURE_NET_STREAMS`] announces it.
+pub const RTPMGR_IOC_START_NET_STREAM: u32 =
+    ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x09, core::mem::size_of::<NetStreamSpec>());
+/// Counters of one `udp` stream. `ENOENT` if the id runs no udp stream.
+pub const RTPMGR_IOC_GET_NET_STATUS: u32 =
+    ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x0A, core::mem::size_of::<NetStatus>());
 
 // ---------------------------------------------------------------------------
 // ioctl arguments
@@ -114,6 +123,8 @@ pub const FEATURE_MMAP_RINGS: u32 = 1 << 0;
 pub const FEATURE_RW_COPY: u32 = 1 << 1;
 /// Rings implement the need-wakeup protocol.
 pub const FEATURE_NEED_WAKEUP: u32 = 1 << 2;
+/// `START_NET_STREAM` and `GET_NET_STATUS` exist (the `udp` port).
+pub const FEATURE_NET_STREAMS: u32 = 1 << 3;
 
 /// `GET_INFO` result.
 #[repr(C)]
@@ -275,6 +286,11 @@ pub const PORT_KIND_LOOPBACK: u32 = 0;
 pub const PORT_KIND_NULL: u32 = 1;
 /// A device-tree-bound DMA-capable media peripheral.
 pub const PORT_KIND_DMA: u32 = 2;
+/// A kernel UDP socket (`START_NET_STREAM`); one per stream, not listed by
+/// `GET_PORT`; `StreamCounters::port` reads [`PORT_UDP`].
+pub const PORT_KIND_UDP: u32 = 3;
+/// `StreamCounters::port` of a `udp` stream (no registry index).
+pub const PORT_UDP: u32 = u32::MAX;
 
 /// `GET_PORT` argument.
 #[repr(C)]
@@ -323,6 +339,157 @@ impl IoctlArg for StreamStop {}
 impl IoctlArg for Status {}
 impl IoctlArg for WaitArgs {}
 impl IoctlArg for PortInfo {}
+impl IoctlArg for NetStreamSpec {}
+impl IoctlArg for NetStatus {}
+
+// ---------------------------------------------------------------------------
+// Network streams (the `udp` port)
+// ---------------------------------------------------------------------------
+
+/// [`NetAddr::family`]: unset.
+pub const NET_FAMILY_UNSPEC: u16 = 0;
+/// `AF_INET`: `addr[..4]`, network byte order.
+pub const NET_FAMILY_INET: u16 = 2;
+/// `AF_INET6`: `addr`, network byte order.
+pub const NET_FAMILY_INET6: u16 = 10;
+
+/// An IPv4 or IPv6 socket address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetAddr {
+    /// `NET_FAMILY_*`.
+    pub family: u16,
+    /// Host byte order.
+    pub port: u16,
+    /// IPv6 scope (interface index) for link-local addresses; 0 for IPv4.
+    pub scope_id: u32,
+    pub addr: [u8; 16],
+}
+
+/// [`NetStreamSpec::flags`]: check every received datagram against the
+/// RFC 3550 fixed header ([`rtp_header_check`]); count and drop the others.
+pub const NET_F_RTP: u32 = 1 << 0;
+/// Flags `START_NET_STREAM` accepts.
+pub const NET_F_MASK: u32 = NET_F_RTP;
+/// [`NetStreamSpec::forward_to`]: no forwarding (the only value accepted yet).
+pub const NET_NO_FORWARD: u32 = u32::MAX;
+
+/// `START_NET_STREAM` argument.
+///
+/// * `DIR_FROM_DEVICE`: datagrams arriving at `local` are written to the
+///   from-device ring with this `stream_id` (`local.port` must not be 0);
+///   when `remote` is set the socket is connected and only its datagrams
+///   arrive.
+/// * `DIR_TO_DEVICE`: to-device slots of this stream are sent to `remote`
+///   (required, port not 0) from `local` (family unset: any address,
+///   ephemeral port).
+///
+/// Not implemented yet (`EOPNOTSUPP` when set): `group`, `source`,
+/// `forward_to`, `ifindex`, `mc_ttl`, `rcvbuf`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStreamSpec {
+    pub size: u32,
+    pub stream_id: u32,
+    pub direction: u32,
+    /// `NET_F_*`.
+    pub flags: u32,
+    pub forward_to: u32,
+    pub ifindex: u32,
+    pub mc_ttl: u32,
+    /// RTP clock rate (Hz), kept for the statistics to come; any value.
+    pub clock_rate: u32,
+    pub rcvbuf: u32,
+    pub reserved: u32,
+    pub local: NetAddr,
+    pub remote: NetAddr,
+    pub group: NetAddr,
+    pub source: NetAddr,
+}
+
+/// Counters of one `udp` stream.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// Datagrams written to the from-device ring, and their bytes.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Datagrams sent from the to-device ring, and their bytes.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Sends the stack refused (the slot is consumed and counted here).
+    pub tx_errors: u64,
+    /// Times a send found the socket buffer full (the slot waits).
+    pub tx_blocked: u64,
+    /// Datagrams dropped by [`NET_F_RTP`] as not RTP.
+    pub malformed: u64,
+    /// Datagrams dropped as larger than a slot's payload.
+    pub oversize: u64,
+    /// Datagrams dropped for a bad UDP checksum.
+    pub csum_errors: u64,
+    /// Times reception stopped on a full from-device ring (the datagrams
+    /// wait in the socket, which drops beyond its receive buffer).
+    pub ring_full: u64,
+}
+
+/// `GET_NET_STATUS` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStatus {
+    pub size: u32,
+    /// in: a stream id started with `START_NET_STREAM`.
+    pub stream_id: u32,
+    pub _pad: [u32; 2],
+    /// out.
+    pub counters: NetCounters,
+}
+
+/// Bytes of a datagram [`rtp_header_check`] needs to see: the fixed header,
+/// 15 CSRCs and the extension header.
+pub const RTP_CHECK_BYTES: usize = 12 + 15 * 4 + 4;
+
+/// Why a datagram is not RTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpHeaderError {
+    TooShort,
+    BadVersion,
+    CsrcOverrun,
+    ExtensionOverrun,
+    BadPadding,
+}
+
+/// The RFC 3550 fixed-header rules the `rtp` crate's `RtpPacket::parse`
+/// applies (version 2, CSRCs, extension and padding within the packet),
+/// over a private copy: `head` holds the first `min(len, RTP_CHECK_BYTES)`
+/// bytes of a datagram of `len` bytes whose last byte is `last`. Returns
+/// the header length (fixed header, CSRCs, extension).
+pub const fn rtp_header_check(head: &[u8], len: usize, last: u8) -> Result<usize, RtpHeaderError> {
+    if len < 12 || head.len() < 12 {
+        return Err(RtpHeaderError::TooShort);
+    }
+    let flags = head[0];
+    if flags >> 6 != 2 {
+        return Err(RtpHeaderError::BadVersion);
+    }
+    let mut header = 12 + 4 * (flags & 0x0f) as usize;
+    if header > len {
+        return Err(RtpHeaderError::CsrcOverrun);
+    }
+    if flags & 0x10 != 0 {
+        if header + 4 > len || header + 4 > head.len() {
+            return Err(RtpHeaderError::ExtensionOverrun);
+        }
+        let words = u16::from_be_bytes([head[header + 2], head[header + 3]]) as usize;
+        header += 4 + 4 * words;
+        if header > len {
+            return Err(RtpHeaderError::ExtensionOverrun);
+        }
+    }
+    if flags & 0x20 != 0 && (last == 0 || last as usize > len - header) {
+        return Err(RtpHeaderError::BadPadding);
+    }
+    Ok(header)
+}
 
 // ---------------------------------------------------------------------------
 // Shared region
@@ -527,6 +694,9 @@ impl Geometry {
 
 // Compile-time guards; the tests below print the same facts readably.
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
+const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 96);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

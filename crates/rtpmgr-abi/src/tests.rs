@@ -225,3 +225,63 @@ fn port_name_round_trip() {
     p.name = [0xff; PORT_NAME_LEN];
     assert_eq!(p.name_str(), None);
 }
+
+#[test]
+fn net_stream_abi_is_pinned() {
+    assert_eq!(size_of::<NetAddr>(), 24);
+    assert_eq!(size_of::<NetStreamSpec>(), 136);
+    assert_eq!(align_of::<NetStreamSpec>(), 4);
+    assert_eq!(offset_of!(NetStreamSpec, local), 40);
+    assert_eq!(offset_of!(NetStreamSpec, source), 112);
+    assert_eq!(size_of::<NetCounters>(), 80);
+    assert_eq!(size_of::<NetStatus>(), 96);
+    assert_eq!(offset_of!(NetStatus, counters), 16);
+    assert_eq!(RTPMGR_IOC_START_NET_STREAM, 0x4088_B709); // _IOW, 136
+    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC060_B70A); // _IOWR, 96
+    assert_eq!(FEATURE_NET_STREAMS, 8);
+    // Additive: the first version's numbers and sizes are unchanged.
+    assert_eq!(ABI_VERSION, 1);
+}
+
+/// The kernel's check over a private header copy accepts exactly what the
+/// `rtp` crate's parser accepts.
+#[test]
+fn rtp_header_check_agrees_with_the_rtp_crate() {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut buf = [0u8; 200];
+    for round in 0..200_000 {
+        let len = (next() % 120) as usize;
+        for b in buf.iter_mut().take(len) {
+            *b = next() as u8;
+        }
+        // Bias towards version 2 and small extension lengths.
+        if len > 0 && round % 4 != 0 {
+            buf[0] = (buf[0] & 0x3f) | 0x80;
+        }
+        if round % 3 == 0 {
+            let cc = if len > 0 { (buf[0] & 0x0f) as usize } else { 0 };
+            let at = 12 + 4 * cc + 2;
+            if at < len {
+                buf[at] = 0;
+                if at + 1 < len {
+                    buf[at + 1] %= 8;
+                }
+            }
+        }
+        let pkt = &buf[..len];
+        let head = &pkt[..len.min(RTP_CHECK_BYTES)];
+        let last = pkt.last().copied().unwrap_or(0);
+        let ours = rtp_header_check(head, len, last);
+        let theirs = rtp::RtpPacket::parse(pkt);
+        assert_eq!(ours.is_ok(), theirs.is_ok(), "{pkt:02x?}: {ours:?} vs {:?}", theirs.err());
+        if let (Ok(h), Ok(p)) = (ours, theirs) {
+            assert_eq!(h, p.header_len());
+        }
+    }
+}

@@ -26,6 +26,44 @@ nix::ioctl_none_bad!(ioc_reset, abi::RTPMGR_IOC_RESET);
 nix::ioctl_none_bad!(ioc_kick, abi::RTPMGR_IOC_KICK);
 nix::ioctl_readwrite_bad!(ioc_wait, abi::RTPMGR_IOC_WAIT, abi::WaitArgs);
 nix::ioctl_readwrite_bad!(ioc_get_port, abi::RTPMGR_IOC_GET_PORT, abi::PortInfo);
+nix::ioctl_write_ptr_bad!(ioc_start_net, abi::RTPMGR_IOC_START_NET_STREAM, abi::NetStreamSpec);
+nix::ioctl_readwrite_bad!(ioc_net_status, abi::RTPMGR_IOC_GET_NET_STATUS, abi::NetStatus);
+
+/// A socket address as the ABI carries it.
+pub fn net_addr(addr: std::net::SocketAddr) -> abi::NetAddr {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&a.ip().octets());
+            abi::NetAddr { family: abi::NET_FAMILY_INET, port: a.port(), scope_id: 0, addr: bytes }
+        }
+        std::net::SocketAddr::V6(a) => abi::NetAddr {
+            family: abi::NET_FAMILY_INET6,
+            port: a.port(),
+            scope_id: a.scope_id(),
+            addr: a.ip().octets(),
+        },
+    }
+}
+
+/// A `START_NET_STREAM` argument with nothing optional set: receive at
+/// `local` (`DIR_FROM_DEVICE`) and/or send to `remote` (`DIR_TO_DEVICE`).
+pub fn net_stream_spec(
+    stream_id: u32,
+    direction: u32,
+    local: Option<std::net::SocketAddr>,
+    remote: Option<std::net::SocketAddr>,
+) -> abi::NetStreamSpec {
+    abi::NetStreamSpec {
+        size: abi::NetStreamSpec::SIZE,
+        stream_id,
+        direction,
+        forward_to: abi::NET_NO_FORWARD,
+        local: local.map(net_addr).unwrap_or_default(),
+        remote: remote.map(net_addr).unwrap_or_default(),
+        ..Default::default()
+    }
+}
 
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
@@ -111,6 +149,22 @@ impl Device {
         // SAFETY: the fd is open; KICK takes no argument.
         unsafe { ioc_kick(self.file.as_raw_fd()) }.map_err(errno)?;
         Ok(())
+    }
+
+    /// `START_NET_STREAM`: a stream on a kernel UDP socket (the `udp` port),
+    /// created with this process's credentials. See [`net_stream_spec`].
+    pub fn start_net_stream(&self, spec: &abi::NetStreamSpec) -> io::Result<()> {
+        // SAFETY: the fd is open; `spec` is a valid `NetStreamSpec` the kernel only reads.
+        unsafe { ioc_start_net(self.file.as_raw_fd(), spec) }.map_err(errno)?;
+        Ok(())
+    }
+
+    /// `GET_NET_STATUS`: the counters of a `udp` stream.
+    pub fn net_status(&self, stream_id: u32) -> io::Result<abi::NetCounters> {
+        let mut st = abi::NetStatus { size: abi::NetStatus::SIZE, stream_id, ..Default::default() };
+        // SAFETY: as for `info`, with a `NetStatus`.
+        unsafe { ioc_net_status(self.file.as_raw_fd(), &mut st) }.map_err(errno)?;
+        Ok(st.counters)
     }
 
     /// `WAIT`: the conditions that hold; `ETIMEDOUT`/`EINTR` as errors.

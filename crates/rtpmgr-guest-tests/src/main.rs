@@ -32,6 +32,8 @@ macro_rules! ensure {
     };
 }
 
+mod net;
+
 fn errno_of<T>(r: io::Result<T>) -> Option<Errno> {
     r.err().and_then(|e| e.raw_os_error()).map(Errno::from_raw)
 }
@@ -728,11 +730,29 @@ const TESTS: &[Test] = &[
     ("close_with_stream_running", close_with_stream_running),
     ("loopback_million_ring", loopback_million_ring),
     ("loopback_copy_path", loopback_copy_path),
+    ("udp_hostile_args", net::udp_hostile_args),
+    ("udp_rx_intact_v4", net::udp_rx_intact_v4),
+    ("udp_rx_intact_v6", net::udp_rx_intact_v6),
+    ("udp_tx_intact_v4", net::udp_tx_intact_v4),
+    ("udp_tx_intact_v6", net::udp_tx_intact_v6),
+    ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
 ];
 
 fn main() {
     // Arguments select the tests whose names contain any of them.
     let filters: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, port, secs] = &filters[..] {
+        if flag == "--hold-udp" {
+            let r = match (port.parse(), secs.parse()) {
+                (Ok(port), Ok(secs)) => net::hold(port, secs),
+                _ => Err("usage: --hold-udp PORT SECS".into()),
+            };
+            if let Err(e) = &r {
+                println!("hold-udp: {e}");
+            }
+            std::process::exit(i32::from(r.is_err()));
+        }
+    }
     let (mut passed, mut failed) = (0, 0);
     println!("guest-tests: {}-bit user space", usize::BITS);
     for (name, test) in TESTS {

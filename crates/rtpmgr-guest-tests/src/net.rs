@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: MIT
+//! Tests of the `udp` port (`START_NET_STREAM`): kernel UDP sockets that
+//! feed the from-device ring and drain the to-device ring.
+
+use super::{expect_errno, fail, open, TestResult};
+use nix::errno::Errno;
+use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
+use rtpmgr_device::{net_stream_spec, Device};
+use rtpmgr_ring::RingId;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const V4: &str = "127.0.0.1";
+const V6: &str = "::1";
+
+/// A free UDP port on `ip` (bound and released; nothing else runs here).
+fn free_port(ip: &str) -> Result<u16, String> {
+    let s = UdpSocket::bind((ip, 0)).map_err(fail("bind"))?;
+    Ok(s.local_addr().map_err(fail("local_addr"))?.port())
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().expect("literal address"), port)
+}
+
+/// RTP packet `seq`: version 2, sequence number, SSRC, and a payload of
+/// 0..=400 bytes derived from `seq`.
+fn rtp_packet(seq: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&(seq as u16).to_be_bytes());
+    p.extend_from_slice(&seq.wrapping_mul(160).to_be_bytes());
+    p.extend_from_slice(&0x5EED_0001u32.to_be_bytes());
+    let len = (seq.wrapping_mul(2_654_435_761) % 401) as usize;
+    p.extend((0..len).map(|j| (seq as u8).wrapping_mul(7).wrapping_add(j as u8)));
+    p
+}
+
+/// A configured, mapped session.
+fn session(slots: u32) -> Result<(Device, Arc<rtpmgr_ring::Region>), String> {
+    let dev = open()?;
+    let cfg = dev.configure(slots, 2048).map_err(fail("configure"))?;
+    let region = dev.map(&cfg).map_err(fail("map"))?;
+    Ok((dev, region))
+}
+
+/// N RTP packets (and some junk between them) sent from user space to the
+/// bound port arrive in the from-device ring in order and intact, tagged
+/// with the stream id; the junk is counted as malformed and dropped.
+fn rx_intact(ip: &str) -> TestResult {
+    const N: u32 = 3000;
+    const STREAM: u32 = 9;
+    let (dev, region) = session(256)?;
+    let port = free_port(ip)?;
+    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None);
+    spec.flags = abi::NET_F_RTP;
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    let tx = UdpSocket::bind((ip, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(ip, port)).map_err(fail("connect"))?;
+    let mut rx = region.consumer(RingId::FromDevice);
+    let (mut sent, mut got, mut junk) = (0u32, 0u32, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < N {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, received {got}");
+        // Never more in flight than the ring holds: nothing may be dropped.
+        while sent < N && sent - got < 64 {
+            if sent % 97 == 50 {
+                tx.send(b"not an RTP packet").map_err(fail("send junk"))?;
+                junk += 1;
+            }
+            if sent == 1000 {
+                // Larger than a slot's payload (2016 bytes): dropped, counted.
+                let mut big = rtp_packet(sent);
+                big.resize(3000, 0xAB);
+                tx.send(&big).map_err(fail("send oversize"))?;
+            }
+            tx.send(&rtp_packet(sent)).map_err(fail("send"))?;
+            sent += 1;
+        }
+        let n = rx.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        for i in 0..n {
+            let h: SlotHeader = rx.header(i);
+            ensure!(h.stream_id == STREAM, "slot stream id {}", h.stream_id);
+            ensure!(h.timestamp_ns != 0, "no timestamp");
+            let want = rtp_packet(got);
+            ensure!(rx.payload(i, h.len) == &want[..], "packet {got}: {} bytes differ from {}", h.len, want.len());
+            got += 1;
+        }
+        if rx.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+    }
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.rx_packets == u64::from(N), "{c:?}");
+    // The last junk datagram may still be queued behind the last packet.
+    let t = Instant::now();
+    let mut c = c;
+    while c.malformed < junk && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    }
+    ensure!(c.malformed == junk, "malformed {} != {junk}: {c:?}", c.malformed);
+    ensure!(c.oversize == 1 && c.csum_errors == 0, "{c:?}");
+    let st = dev.status(STREAM).map_err(fail("GET_STATUS"))?;
+    ensure!(st.stream.from_dev_packets == u64::from(N) && st.stream.port == abi::PORT_UDP, "{:?}", st.stream);
+    dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
+    // The port is free again once the stream stopped.
+    UdpSocket::bind(addr(ip, port)).map_err(fail("rebind after stop"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_rx_intact_v4() -> TestResult {
+    rx_intact(V4)
+}
+
+pub(crate) fn udp_rx_intact_v6() -> TestResult {
+    rx_intact(V6)
+}
+
+/// N packets published on the to-device ring for a `udp` stream reach a
+/// user-space socket in order and intact, with no system call per packet.
+fn tx_intact(ip: &str) -> TestResult {
+    const N: u32 = 3000;
+    const STREAM: u32 = 4;
+    let (dev, region) = session(256)?;
+    let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
+    sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
+    let to = sink.local_addr().map_err(fail("local_addr"))?;
+    let spec = net_stream_spec(STREAM, abi::DIR_TO_DEVICE, None, Some(to));
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    let mut tx = region.producer(RingId::ToDevice);
+    let mut buf = vec![0u8; 2048];
+    let (mut sent, mut got, mut kicks) = (0u32, 0u32, 0u32);
+    while got < N {
+        // At most 64 in flight: the sink's receive buffer never overflows.
+        let want = (N - sent).min(64 - (sent - got));
+        let free = tx.free(want).min(want);
+        for i in 0..free {
+            let p = rtp_packet(sent + i);
+            tx.payload_mut(i)[..p.len()].copy_from_slice(&p);
+            tx.set_header(i, &SlotHeader { len: p.len() as u32, stream_id: STREAM, ..Default::default() });
+        }
+        sent += free;
+        if tx.publish(free) {
+            dev.kick().map_err(fail("KICK"))?;
+            kicks += 1;
+        }
+        while got < sent {
+            let n = sink.recv(&mut buf).map_err(|e| format!("packet {got} of {sent} sent: {e}"))?;
+            let want = rtp_packet(got);
+            ensure!(buf[..n] == want[..], "packet {got}: {n} bytes differ from {}", want.len());
+            got += 1;
+        }
+    }
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.tx_packets == u64::from(N) && c.tx_errors == 0, "{c:?}");
+    ensure!(kicks < N / 8, "{kicks} kicks for {N} packets");
+    Ok(())
+}
+
+pub(crate) fn udp_tx_intact_v4() -> TestResult {
+    tx_intact(V4)
+}
+
+pub(crate) fn udp_tx_intact_v6() -> TestResult {
+    tx_intact(V6)
+}
+
+/// Run `spec` through START_NET_STREAM in a child that dropped root (uid
+/// and gid nobody, no capabilities); the errno comes back as exit status.
+fn start_as_nobody(dev: &Device, spec: &abi::NetStreamSpec) -> Result<i32, String> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
+    // SAFETY: the child only drops its credentials, makes one ioctl on an
+    // inherited descriptor and exits; this test binary is single-threaded
+    // at this point.
+    match unsafe { fork() }.map_err(fail("fork"))? {
+        ForkResult::Child => {
+            let nobody = 65534;
+            let code = if setgroups(&[]).is_err()
+                || setgid(Gid::from_raw(nobody)).is_err()
+                || setuid(Uid::from_raw(nobody)).is_err()
+            {
+                255
+            } else {
+                match dev.start_net_stream(spec) {
+                    Ok(()) => 0,
+                    Err(e) => e.raw_os_error().unwrap_or(254).min(253),
+                }
+            };
+            // SAFETY: ends the child at once, without the parent's handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).map_err(fail("waitpid"))? {
+            WaitStatus::Exited(_, 255) => Err("the child could not drop its credentials".into()),
+            WaitStatus::Exited(_, code) => Ok(code),
+            other => Err(format!("child: {other:?}")),
+        },
+    }
+}
+
+/// Every bad argument gets its errno, and the kernel stays well (the
+/// console is checked for splats).
+pub(crate) fn udp_hostile_args() -> TestResult {
+    let port = free_port(V4)?;
+    let rx = |p: u16| net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, p)), None);
+    // Before CONFIGURE_BUFFER.
+    let dev = open()?;
+    expect_errno("before configure", dev.start_net_stream(&rx(port)), Errno::ENOTCONN)?;
+    let (dev, _region) = session(16)?;
+    let bad = |what: &str, f: &dyn Fn(&mut abi::NetStreamSpec), want: Errno| -> TestResult {
+        let mut s = rx(port);
+        f(&mut s);
+        expect_errno(what, dev.start_net_stream(&s), want)
+    };
+    bad("bad size", &|s| s.size -= 4, Errno::EINVAL)?;
+    bad("bad family", &|s| s.local.family = 7, Errno::EINVAL)?;
+    bad("AF_UNIX family", &|s| s.local.family = 1, Errno::EINVAL)?;
+    bad("no family at all", &|s| s.local = abi::NetAddr::default(), Errno::EINVAL)?;
+    bad("receive on port 0", &|s| s.local.port = 0, Errno::EINVAL)?;
+    bad("unknown flag", &|s| s.flags = 1 << 7, Errno::EINVAL)?;
+    bad("reserved set", &|s| s.reserved = 1, Errno::EINVAL)?;
+    bad("stream id 64", &|s| s.stream_id = abi::MAX_STREAMS, Errno::EINVAL)?;
+    bad("no direction", &|s| s.direction = 0, Errno::EINVAL)?;
+    bad("unknown direction", &|s| s.direction = 4, Errno::EINVAL)?;
+    bad("IPv4 with scope", &|s| s.local.scope_id = 1, Errno::EINVAL)?;
+    bad("IPv4 with bytes past 4", &|s| s.local.addr[9] = 1, Errno::EINVAL)?;
+    bad("mixed families", &|s| s.remote = rtpmgr_device::net_addr(addr(V6, 5000)), Errno::EINVAL)?;
+    bad("send without remote", &|s| s.direction = abi::DIR_TO_DEVICE, Errno::EINVAL)?;
+    bad(
+        "send to port 0",
+        &|s| {
+            s.direction = abi::DIR_TO_DEVICE;
+            s.remote = rtpmgr_device::net_addr(addr(V4, 0));
+        },
+        Errno::EINVAL,
+    )?;
+    bad("unset remote with a port", &|s| s.remote.port = 5, Errno::EINVAL)?;
+    bad("multicast group (later)", &|s| s.group = rtpmgr_device::net_addr(addr("239.1.1.1", 0)), Errno::EOPNOTSUPP)?;
+    bad("forwarding (later)", &|s| s.forward_to = 2, Errno::EOPNOTSUPP)?;
+    bad(
+        "address not on this host",
+        &|s| s.local = rtpmgr_device::net_addr(addr("192.0.2.1", port)),
+        Errno::EADDRNOTAVAIL,
+    )?;
+    // The port is taken by a user-space socket.
+    let taken = UdpSocket::bind((V4, 0)).map_err(fail("bind"))?;
+    let busy = taken.local_addr().map_err(fail("local_addr"))?.port();
+    expect_errno("address in use", dev.start_net_stream(&rx(busy)), Errno::EADDRINUSE)?;
+    drop(taken);
+    // Privileged ports are the caller's business: root may, nobody may not.
+    let low = rx(999);
+    let e = start_as_nobody(&dev, &low)?;
+    ensure!(e == libc::EACCES, "unprivileged bind to port 999: errno {e}, expected EACCES");
+    dev.start_net_stream(&low).map_err(fail("root binds port 999"))?;
+    // The id runs now.
+    expect_errno("same id again", dev.start_net_stream(&rx(port)), Errno::EEXIST)?;
+    // GET_NET_STATUS: a stopped id, a bad id, padding set.
+    expect_errno("net status of a stopped id", dev.net_status(2), Errno::ENOENT)?;
+    expect_errno("net status of id 64", dev.net_status(abi::MAX_STREAMS), Errno::EINVAL)?;
+    let mut st = abi::NetStatus { size: abi::NetStatus::SIZE, stream_id: 1, _pad: [1, 0], ..Default::default() };
+    ensure!(super::raw_arg(&dev, abi::RTPMGR_IOC_GET_NET_STATUS, &mut st) == Err(Errno::EINVAL), "padding set");
+    // A loopback stream is no udp stream.
+    dev.start_stream(3, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(fail("start loopback"))?;
+    expect_errno("net status of a loopback stream", dev.net_status(3), Errno::ENOENT)?;
+    // Bad user pointers.
+    ensure!(super::raw_addr(&dev, abi::RTPMGR_IOC_START_NET_STREAM, 8) == Err(Errno::EFAULT), "bad pointer");
+    let info = dev.info().map_err(fail("GET_INFO"))?;
+    ensure!(info.features & abi::FEATURE_NET_STREAMS != 0, "features {:#x}", info.features);
+    Ok(())
+}
+
+/// Floods `to` from a thread until dropped.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    fn new(to: SocketAddr) -> Result<Flood, String> {
+        let s = UdpSocket::bind((to.ip(), 0)).map_err(fail("bind flood"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                // Errors (ICMP unreachable once nothing listens) are fine.
+                let _ = s.send_to(&rtp_packet(n as u32), to);
+                n += 1;
+            }
+            n
+        });
+        Ok(Flood { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Stop, restart, RESET and close while datagrams pour in, with a transmit
+/// stream running beside the receive stream and nobody consuming the ring.
+pub(crate) fn udp_stop_close_under_traffic() -> TestResult {
+    let port = free_port(V4)?;
+    let sink = UdpSocket::bind((V4, 0)).map_err(fail("bind sink"))?;
+    let to = sink.local_addr().map_err(fail("local_addr"))?;
+    let _flood = Flood::new(addr(V4, port))?;
+    for round in 0..20 {
+        let (dev, region) = session(64)?;
+        let rx = net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+        dev.start_net_stream(&rx).map_err(|e| format!("round {round}: start rx: {e}"))?;
+        dev.start_net_stream(&net_stream_spec(2, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start tx"))?;
+        let mut tx = region.producer(RingId::ToDevice);
+        let free = tx.free(32);
+        for i in 0..free {
+            tx.set_header(i, &SlotHeader { len: 100, stream_id: 2, ..Default::default() });
+        }
+        if tx.publish(free) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        match round % 4 {
+            0 => {
+                dev.stop_stream(1).map_err(fail("stop"))?;
+                dev.start_net_stream(&rx).map_err(fail("restart"))?;
+            }
+            1 => {
+                dev.reset().map_err(fail("RESET"))?;
+                dev.start_net_stream(&rx).map_err(fail("start after RESET"))?;
+            }
+            2 => {
+                // Consume some, so the worker refills under traffic.
+                let mut c = region.consumer(RingId::FromDevice);
+                let n = c.available().map_err(|e| format!("{e:?}"))?;
+                if c.release(n) {
+                    dev.kick().map_err(fail("KICK"))?;
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        let c = dev.net_status(1).map_err(fail("GET_NET_STATUS"))?;
+        if round == 3 {
+            ensure!(c.rx_packets > 0, "nothing received under a flood: {c:?}");
+        }
+        // Close (drop) with both streams running and datagrams arriving.
+        drop(region);
+        drop(dev);
+    }
+    Ok(())
+}
+
+/// `rtpmgr-guest-tests --hold-udp PORT SECS`: receive on 127.0.0.1:PORT
+/// through a `udp` stream for SECS seconds, consuming the ring, then close.
+/// ci/guest/init floods the port meanwhile and checks that rmmod is refused
+/// while this runs and works once it has closed, the flood going on.
+pub(crate) fn hold(port: u16, secs: u64) -> TestResult {
+    let (dev, region) = session(64)?;
+    dev.start_net_stream(&net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None))
+        .map_err(fail("START_NET_STREAM"))?;
+    let mut rx = region.consumer(RingId::FromDevice);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut got = 0u64;
+    while Instant::now() < end {
+        let n = rx.available().map_err(|e| format!("{e:?}"))?;
+        got += u64::from(n);
+        if rx.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            let _ = dev.wait(abi::WAIT_FROM_DEV_READY, 100);
+        }
+    }
+    println!("hold-udp: {got} datagrams through the ring in {secs} s");
+    ensure!(got > 0, "nothing arrived");
+    Ok(())
+}

@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The `udp` media port: a kernel UDP socket per stream.
+//!
+//! 7.2 has no Rust socket abstractions, so the socket itself lives in the C
+//! helper `rtpmgr_net.c` (its header says why); this file declares that
+//! helper's functions and wraps them in [`NetSocket`], a safe owner whose
+//! methods take and return only Rust types. The session worker receives
+//! into from-device slots and sends from to-device slots through it; the
+//! socket's callbacks only queue the worker (`rtpmgr_net_ready`).
+
+use crate::abi;
+use crate::ring::SharedBytes;
+use crate::session::Session;
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    ffi::{c_int, c_long, c_void},
+    prelude::*,
+    sync::ArcBorrow,
+};
+
+/// The C helper's `struct rtpmgr_net`; only ever behind a pointer.
+#[repr(C)]
+struct RtpmgrNet {
+    _opaque: [u8; 0],
+}
+
+// The helper's interface: rtpmgr_net.h, kept in step by hand.
+extern "C" {
+    fn rtpmgr_net_open(
+        out: *mut *mut RtpmgrNet,
+        ctx: *mut c_void,
+        family: c_int,
+        laddr: *const u8,
+        lport: u16,
+        lscope: u32,
+        raddr: *const u8,
+        rport: u16,
+        rscope: u32,
+    ) -> c_int;
+    fn rtpmgr_net_close(n: *mut RtpmgrNet);
+    fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
+    fn rtpmgr_net_recv(
+        n: *mut RtpmgrNet,
+        dst: *mut u8,
+        cap: u32,
+        head: *mut u8,
+        head_cap: u32,
+        last: *mut u8,
+    ) -> c_long;
+    fn rtpmgr_net_send(n: *mut RtpmgrNet, buf: *const u8, len: u32) -> c_int;
+}
+
+/// Called by the helper's socket callbacks (softirq or BH disabled) with the
+/// `ctx` given to `rtpmgr_net_open`: a `Session` behind an `Arc`.
+///
+/// # Safety
+///
+/// `ctx` must be the pointer [`NetSocket::open`] was given, and that session
+/// must be alive. `NetSocket::drop` detaches the callbacks and waits for
+/// running ones (`synchronize_net`) before the session can go away.
+#[no_mangle]
+unsafe extern "C" fn rtpmgr_net_ready(ctx: *mut c_void) {
+    // SAFETY: by the function's contract `ctx` points to a live `Session`
+    // inside an `Arc` whose count cannot reach zero while a socket of it
+    // still has callbacks installed (the session closes its sockets before
+    // it drops its last reference).
+    let session = unsafe { ArcBorrow::from_raw(ctx.cast_const().cast::<Session>()) };
+    Session::kick(session);
+}
+
+/// Where to bind and connect, from a validated `NetStreamSpec`.
+pub(crate) struct Endpoints {
+    family: u16,
+    local: abi::NetAddr,
+    remote: Option<abi::NetAddr>,
+}
+
+fn errno(e: u32) -> Error {
+    Error::from_errno(-(e as i32))
+}
+
+/// A `NetAddr` is unset (all zero), IPv4 (no scope, bytes 4.. zero) or IPv6.
+fn check_addr(a: &abi::NetAddr) -> Result {
+    let ok = match a.family {
+        abi::NET_FAMILY_UNSPEC => a.port == 0 && a.scope_id == 0 && a.addr == [0; 16],
+        abi::NET_FAMILY_INET => a.scope_id == 0 && a.addr[4..] == [0; 12],
+        abi::NET_FAMILY_INET6 => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
+}
+
+/// Validate a `START_NET_STREAM` argument (copied from user space, so
+/// hostile) and derive the socket's endpoints.
+pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
+    if spec.flags & !abi::NET_F_MASK != 0 || spec.reserved != 0 {
+        return Err(EINVAL);
+    }
+    if spec.stream_id >= abi::MAX_STREAMS || spec.direction == 0 || spec.direction & !abi::DIR_BOTH != 0 {
+        return Err(EINVAL);
+    }
+    for a in [&spec.local, &spec.remote, &spec.group, &spec.source] {
+        check_addr(a)?;
+    }
+    // Multicast, forwarding and socket tuning come in later steps.
+    if spec.forward_to != abi::NET_NO_FORWARD
+        || spec.ifindex != 0
+        || spec.mc_ttl != 0
+        || spec.rcvbuf != 0
+        || spec.group.family != abi::NET_FAMILY_UNSPEC
+        || spec.source.family != abi::NET_FAMILY_UNSPEC
+    {
+        return Err(errno(bindings::EOPNOTSUPP));
+    }
+    let (l, r) = (spec.local.family, spec.remote.family);
+    if l != abi::NET_FAMILY_UNSPEC && r != abi::NET_FAMILY_UNSPEC && l != r {
+        return Err(EINVAL);
+    }
+    let family = if l != abi::NET_FAMILY_UNSPEC { l } else { r };
+    if family == abi::NET_FAMILY_UNSPEC {
+        return Err(EINVAL);
+    }
+    // Receiving needs a known port; sending needs a destination.
+    if spec.direction & abi::DIR_FROM_DEVICE != 0 && spec.local.port == 0 {
+        return Err(EINVAL);
+    }
+    let remote = (r != abi::NET_FAMILY_UNSPEC).then_some(spec.remote);
+    if remote.is_some_and(|a| a.port == 0) || (spec.direction & abi::DIR_TO_DEVICE != 0 && remote.is_none()) {
+        return Err(EINVAL);
+    }
+    let local = abi::NetAddr { family, ..spec.local };
+    Ok(Endpoints { family, local, remote })
+}
+
+/// What one receive brought.
+pub(crate) enum Recv {
+    /// Nothing waits.
+    Empty,
+    /// A datagram of `len` bytes; `min(len, capacity)` were written. `head`
+    /// and `last` are private copies of its first bytes and last byte.
+    Datagram { len: usize, head: [u8; abi::RTP_CHECK_BYTES], last: u8 },
+    /// Dropped by the helper for a bad checksum.
+    BadChecksum,
+}
+
+/// Result of a send.
+pub(crate) enum SendResult {
+    Sent,
+    /// No buffer space; the write-space callback will queue the worker.
+    WouldBlock,
+    /// No buffer space a moment ago, some now: try again.
+    Retry,
+    /// The stack refused the datagram (unreachable, refused, too big...).
+    Failed,
+}
+
+/// An open kernel UDP socket with our callbacks installed.
+///
+/// Invariant: `raw` came from a successful `rtpmgr_net_open` and is closed
+/// exactly once, in `drop`.
+pub(crate) struct NetSocket {
+    raw: NonNull<RtpmgrNet>,
+}
+
+// SAFETY: the helper's object may be used from any thread; every method
+// that touches it takes `&self` only for calls the helper allows
+// concurrently with the softirq callbacks, and the session mutex
+// serialises the worker's calls.
+unsafe impl Sync for NetSocket {}
+// SAFETY: as above; nothing in it is tied to the creating thread.
+unsafe impl core::marker::Send for NetSocket {}
+
+impl NetSocket {
+    /// Create, bind (and connect) a socket with the current task's
+    /// credentials and netns. Must be called from the ioctl, never from the
+    /// worker. `session` must outlive the socket (see `rtpmgr_net_ready`).
+    ///
+    /// `session` must come from `Arc::as_ptr` of a session that closes the
+    /// socket before its last reference goes.
+    pub(crate) fn open(session: *const Session, ep: &Endpoints) -> Result<NetSocket> {
+        let mut raw: *mut RtpmgrNet = core::ptr::null_mut();
+        let (raddr, rport, rscope) = match &ep.remote {
+            Some(r) => (r.addr.as_ptr(), r.port, r.scope_id),
+            None => (core::ptr::null(), 0, 0),
+        };
+        // SAFETY: `raw` is a valid out pointer; the address pointers point
+        // to 16-byte arrays alive across the call (or are null for no
+        // remote); `ctx` is the session, which outlives the socket by the
+        // caller's contract.
+        let rc = unsafe {
+            rtpmgr_net_open(
+                &mut raw,
+                session.cast_mut().cast::<c_void>(),
+                c_int::from(ep.family),
+                ep.local.addr.as_ptr(),
+                ep.local.port,
+                ep.local.scope_id,
+                raddr,
+                rport,
+                rscope,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::from_errno(rc));
+        }
+        let raw = NonNull::new(raw).ok_or(ENOMEM)?;
+        Ok(NetSocket { raw })
+    }
+
+    /// Whether a datagram waits.
+    pub(crate) fn rx_pending(&self) -> bool {
+        // SAFETY: `raw` is open (type invariant).
+        unsafe { rtpmgr_net_rx_pending(self.raw.as_ptr()) }
+    }
+
+    /// Dequeue one datagram into `dst`.
+    pub(crate) fn recv(&self, dst: &mut SharedBytes<'_>) -> Recv {
+        let mut head = [0u8; abi::RTP_CHECK_BYTES];
+        let mut last = 0u8;
+        let cap = u32::try_from(dst.len()).unwrap_or(u32::MAX);
+        // SAFETY: `raw` is open; `dst` is valid for writes of `cap` bytes
+        // (`SharedBytes` invariant); `head` and `last` are our own buffers
+        // of the sizes given.
+        let rc = unsafe {
+            rtpmgr_net_recv(self.raw.as_ptr(), dst.as_mut_ptr(), cap, head.as_mut_ptr(), head.len() as u32, &mut last)
+        };
+        match usize::try_from(rc) {
+            Ok(len) => Recv::Datagram { len, head, last },
+            Err(_) if rc == -(bindings_errno::EBADMSG as c_long) => Recv::BadChecksum,
+            Err(_) => Recv::Empty,
+        }
+    }
+
+    /// Send one datagram without blocking.
+    pub(crate) fn send(&self, pkt: &SharedBytes<'_>) -> SendResult {
+        let len = u32::try_from(pkt.len()).unwrap_or(u32::MAX);
+        // SAFETY: `raw` is open; `pkt` is valid for reads of its length
+        // (`SharedBytes` invariant); the stack only copies from it.
+        let rc = unsafe { rtpmgr_net_send(self.raw.as_ptr(), pkt.as_ptr(), len) };
+        match rc {
+            n if n >= 0 => SendResult::Sent,
+            n if n == -bindings_errno::EAGAIN => SendResult::WouldBlock,
+            n if n == -bindings_errno::EBUSY => SendResult::Retry,
+            _ => SendResult::Failed,
+        }
+    }
+}
+
+impl Drop for NetSocket {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is open and this is its only close (type
+        // invariant). It sleeps: sockets are dropped in process context.
+        unsafe { rtpmgr_net_close(self.raw.as_ptr()) };
+    }
+}
+
+/// The errnos the helper returns that we tell apart.
+mod bindings_errno {
+    use kernel::bindings;
+    pub(super) const EAGAIN: i32 = bindings::EAGAIN as i32;
+    pub(super) const EBUSY: i32 = bindings::EBUSY as i32;
+    pub(super) const EBADMSG: i32 = bindings::EBADMSG as i32;
+}

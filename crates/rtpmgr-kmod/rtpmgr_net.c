@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * rtpmgr_net.c: the kernel UDP sockets behind rtpmgr's `udp` media port.
+ *
+ * Why C: Linux 7.2 has no Rust socket or sk_buff abstractions (rust/kernel/net
+ * holds only phylib). The UDP entry points and struct sock fields this port
+ * needs are header inlines (skb_recv_udp, udp_lib_checksum_complete,
+ * sock_writeable, ip6_sock_set_v6only, rcu_*_sk_user_data) or absent from the
+ * generated bindings, and an out-of-tree module can extend neither
+ * rust/bindings/bindings_helper.h nor rust/helpers. So this file is the thin
+ * unsafe core: it owns every struct sock access and every callback the
+ * network stack invokes; the Rust side (net.rs) wraps it in a safe type and
+ * decides everything else. Drivers/android/binder mixes Rust and C the same
+ * way.
+ *
+ * Contexts: rtpmgr_net_open and rtpmgr_net_close sleep and run in the ioctl
+ * (open: with the caller's credentials, so CAP_NET_BIND_SERVICE, the netns
+ * and LSM socket creation apply to the caller) or in process context on
+ * close. rtpmgr_net_recv/send/rx_pending run in the session worker. The two
+ * socket callbacks run in softirq (or with BH disabled) and only call
+ * rtpmgr_net_ready(), which queues the worker.
+ */
+
+#include <linux/bitops.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/net.h>
+#include <linux/skbuff.h>
+#include <linux/slab.h>
+#include <linux/socket.h>
+#include <linux/uio.h>
+#include <net/ipv6.h>
+#include <net/sock.h>
+#include <net/udp.h>
+
+#include "rtpmgr_net.h"
+
+/* rtpmgr_net.flags: the worker saw EAGAIN and waits for write space. */
+#define RTPMGR_NET_TX_WAIT 0
+
+struct rtpmgr_net {
+	struct socket *sock;
+	/* Passed to rtpmgr_net_ready(); the session owning this socket. */
+	void *ctx;
+	unsigned long flags;
+	void (*saved_data_ready)(struct sock *sk);
+	void (*saved_write_space)(struct sock *sk);
+};
+
+/* Softirq: a datagram was queued on the socket. */
+static void rtpmgr_net_data_ready(struct sock *sk)
+{
+	struct rtpmgr_net *n;
+
+	rcu_read_lock();
+	n = rcu_dereference_sk_user_data(sk);
+	if (n)
+		rtpmgr_net_ready(n->ctx);
+	rcu_read_unlock();
+}
+
+/* Any context: transmit memory was freed. Wake the worker only if it waits. */
+static void rtpmgr_net_write_space(struct sock *sk)
+{
+	struct rtpmgr_net *n;
+
+	/* Pairs with rtpmgr_net_send: the caller's sk_wmem_alloc update is
+	 * ordered before our flag test, the sender's flag set before its
+	 * sk_wmem_alloc read, so one of the two sees the other.
+	 */
+	smp_mb();
+	rcu_read_lock();
+	n = rcu_dereference_sk_user_data(sk);
+	if (n && test_bit(RTPMGR_NET_TX_WAIT, &n->flags) && sock_writeable(sk) &&
+	    test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
+		rtpmgr_net_ready(n->ctx);
+	rcu_read_unlock();
+}
+
+static int rtpmgr_net_sockaddr(struct sockaddr_storage *ss, int family, const u8 *addr, u16 port, u32 scope)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, addr, 4);
+		return sizeof(*sin);
+	}
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		memcpy(&sin6->sin6_addr, addr, 16);
+		sin6->sin6_scope_id = scope;
+		return sizeof(*sin6);
+	}
+	return -EAFNOSUPPORT;
+}
+
+int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
+		    const u8 *raddr, u16 rport, u32 rscope)
+{
+	struct sockaddr_storage ss;
+	struct rtpmgr_net *n;
+	struct sock *sk;
+	int len, err;
+
+	*out = NULL;
+	if (family != AF_INET && family != AF_INET6)
+		return -EAFNOSUPPORT;
+	n = kzalloc_obj(*n, GFP_KERNEL);
+	if (!n)
+		return -ENOMEM;
+	n->ctx = ctx;
+	/* kern=0: the caller's netns, credentials and LSM checks. */
+	err = sock_create(family, SOCK_DGRAM, IPPROTO_UDP, &n->sock);
+	if (err)
+		goto free;
+	sk = n->sock->sk;
+	/* Kernel-held socket: never use the worker's task page fragment. */
+	sk->sk_use_task_frag = false;
+	if (family == AF_INET6) {
+		/* IPv4 traffic never arrives v4-mapped on a v6 port. */
+		err = ip6_sock_set_v6only(sk);
+		if (err)
+			goto release;
+	}
+	len = rtpmgr_net_sockaddr(&ss, family, laddr, lport, lscope);
+	err = kernel_bind(n->sock, (struct sockaddr_unsized *)&ss, len);
+	if (err)
+		goto release;
+	if (raddr) {
+		len = rtpmgr_net_sockaddr(&ss, family, raddr, rport, rscope);
+		err = kernel_connect(n->sock, (struct sockaddr_unsized *)&ss, len, 0);
+		if (err)
+			goto release;
+	}
+	write_lock_bh(&sk->sk_callback_lock);
+	n->saved_data_ready = sk->sk_data_ready;
+	n->saved_write_space = sk->sk_write_space;
+	rcu_assign_sk_user_data(sk, n);
+	sk->sk_data_ready = rtpmgr_net_data_ready;
+	sk->sk_write_space = rtpmgr_net_write_space;
+	write_unlock_bh(&sk->sk_callback_lock);
+	*out = n;
+	return 0;
+
+release:
+	sock_release(n->sock);
+free:
+	kfree(n);
+	return err;
+}
+
+void rtpmgr_net_close(struct rtpmgr_net *n)
+{
+	struct sock *sk = n->sock->sk;
+
+	write_lock_bh(&sk->sk_callback_lock);
+	rcu_assign_sk_user_data(sk, NULL);
+	sk->sk_data_ready = n->saved_data_ready;
+	sk->sk_write_space = n->saved_write_space;
+	write_unlock_bh(&sk->sk_callback_lock);
+	/* No callback still runs with our ctx (or in our text) after this. */
+	synchronize_net();
+	sock_release(n->sock);
+	kfree(n);
+}
+
+bool rtpmgr_net_rx_pending(struct rtpmgr_net *n)
+{
+	struct sock *sk = n->sock->sk;
+
+	return !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue) ||
+	       !skb_queue_empty_lockless(&sk->sk_receive_queue);
+}
+
+long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last)
+{
+	struct sock *sk = n->sock->sk;
+	struct sk_buff *skb;
+	unsigned int len;
+	int err;
+
+	skb = skb_recv_udp(sk, MSG_DONTWAIT, &err);
+	if (!skb)
+		return err;
+	if (udp_lib_checksum_complete(skb)) {
+		if (sk->sk_family == AF_INET6) {
+			UDP6_INC_STATS(sock_net(sk), UDP_MIB_CSUMERRORS);
+			UDP6_INC_STATS(sock_net(sk), UDP_MIB_INERRORS);
+		} else {
+			UDP_INC_STATS(sock_net(sk), UDP_MIB_CSUMERRORS);
+			UDP_INC_STATS(sock_net(sk), UDP_MIB_INERRORS);
+		}
+		udp_drops_inc(sk);
+		kfree_skb_reason(skb, SKB_DROP_REASON_UDP_CSUM);
+		return -EBADMSG;
+	}
+	/* After dequeue the UDP header is pulled: the payload is data[0..len). */
+	len = skb->len;
+	/* Private copies of the first bytes and the last byte, for checks that
+	 * must not read the shared slot back.
+	 */
+	if (skb_copy_bits(skb, 0, head, min(len, head_cap)) ||
+	    (len && skb_copy_bits(skb, len - 1, last, 1)) ||
+	    skb_copy_bits(skb, 0, dst, min(len, cap))) {
+		kfree_skb(skb);
+		return -EFAULT;
+	}
+	consume_skb(skb);
+	/* Delivered, as udp_recvmsg counts it: /proc/net/snmp{,6} stay right. */
+	if (sk->sk_family == AF_INET6)
+		UDP6_INC_STATS(sock_net(sk), UDP_MIB_INDATAGRAMS);
+	else
+		UDP_INC_STATS(sock_net(sk), UDP_MIB_INDATAGRAMS);
+	return len;
+}
+
+int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
+{
+	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
+	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
+	int ret;
+
+	ret = kernel_sendmsg(n->sock, &msg, &iov, 1, len);
+	if (ret != -EAGAIN)
+		return ret;
+	/* Arm the write-space wakeup, then re-check: space freed between the
+	 * failed send and the arming would otherwise wake nobody.
+	 */
+	set_bit(RTPMGR_NET_TX_WAIT, &n->flags);
+	/* Order the flag before reading sk_wmem_alloc; pairs with the
+	 * smp_mb() in rtpmgr_net_write_space.
+	 */
+	smp_mb__after_atomic();
+	if (sock_writeable(n->sock->sk) && test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
+		return -EBUSY;
+	return -EAGAIN;
+}

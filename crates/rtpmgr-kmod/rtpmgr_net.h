@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The C helper's interface, as net.rs declares it (keep both in step).
+ * Every function returns 0/a length or a negative errno.
+ */
+#ifndef RTPMGR_NET_H
+#define RTPMGR_NET_H
+
+#include <linux/types.h>
+
+struct rtpmgr_net;
+
+/*
+ * Create a UDP socket in the caller's netns with the caller's credentials,
+ * bind it to laddr:lport (4 or 16 address bytes by family), connect it to
+ * raddr:rport when raddr is not NULL, and install the callbacks that call
+ * rtpmgr_net_ready(ctx). Sleeps.
+ */
+int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
+		    const u8 *raddr, u16 rport, u32 rscope);
+/* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
+void rtpmgr_net_close(struct rtpmgr_net *n);
+/* Whether a datagram waits. */
+bool rtpmgr_net_rx_pending(struct rtpmgr_net *n);
+/*
+ * Dequeue one datagram: copy up to cap bytes to dst, up to head_cap to head
+ * and its last byte to *last; return its full length, -EAGAIN when none
+ * waits, -EBADMSG for a bad checksum (dropped and counted).
+ */
+long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last);
+/*
+ * Send one datagram without blocking. -EAGAIN: no send buffer space, the
+ * write-space callback will call rtpmgr_net_ready(); -EBUSY: space appeared
+ * meanwhile, retry.
+ */
+int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len);
+
+/* Implemented in Rust (net.rs): queue the session's worker. Any context. */
+void rtpmgr_net_ready(void *ctx);
+
+#endif
