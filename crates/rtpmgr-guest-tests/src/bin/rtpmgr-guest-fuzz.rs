@@ -25,22 +25,17 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-/// xorshift64*: small, seedable, the same sequence on every machine.
-struct Rng(u64);
+#[path = "../rng.rs"]
+mod rng;
+use rng::Rng;
 
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// The fuzzer's draws on top of the shared generator.
+trait Draw {
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T;
+    fn u32_edgy(&mut self, edges: &[u32]) -> u32;
+}
+
+impl Draw for Rng {
     fn pick<T: Copy>(&mut self, from: &[T]) -> T {
         from[self.below(from.len() as u64) as usize]
     }

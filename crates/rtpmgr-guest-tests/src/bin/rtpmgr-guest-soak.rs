@@ -94,23 +94,9 @@ usage: rtpmgr-guest-soak config [--streams N]
        rtpmgr-guest-soak run --pid PID [--seed N] [--minutes M] [--streams N] [--rate PPS]
                              [--loss-pct P] [--reorder-pct P] [--rss-bound-kib K] [--slab-bound-kib K]";
 
-/// xorshift64*: small, seedable, the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "../rng.rs"]
+mod rng;
+use rng::Rng;
 
 struct Opts {
     seed: u64,
