@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 //! `rtpgen send|recv`: a paced RTP/MPEG-TS source and a verifying sink.
 
+use nix::sys::socket::{setsockopt, sockopt};
 use rtpmgr_tools::stream::{synthetic_payload, TsFile, PAYLOAD, PT_MP2T};
 use rtpmgr_tools::verify::{Expect, Verifier};
 use std::net::{SocketAddr, UdpSocket};
@@ -169,6 +170,13 @@ fn recv(args: &[String]) -> Result<bool, String> {
     };
     let sock = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_secs_f64(o.timeout))).map_err(|e| e.to_string())?;
+    // The verifier must not be where packets are lost: a burst that
+    // arrives while this process waits for a CPU goes into a large buffer
+    // (past net.core.rmem_max when we may, else up to it).
+    const RCVBUF: usize = 8 << 20;
+    if setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &RCVBUF);
+    }
     let mut v = Verifier::new(expect);
     let mut buf = vec![0u8; 65_536];
     let mut first: Option<Instant> = None;
