@@ -108,9 +108,21 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     for a in [&spec.local, &spec.remote, &spec.group, &spec.source] {
         check_addr(a)?;
     }
-    // Multicast, forwarding and socket tuning come in later steps.
-    if spec.forward_to != abi::NET_NO_FORWARD
-        || spec.ifindex != 0
+    // Forwarding is for receiving streams, never to itself; the target's
+    // state is checked by the session under its lock. The tap needs a
+    // forward target (without one everything goes to the ring anyway).
+    if spec.forward_to != abi::NET_NO_FORWARD {
+        if spec.direction != abi::DIR_FROM_DEVICE
+            || spec.forward_to >= abi::MAX_STREAMS
+            || spec.forward_to == spec.stream_id
+        {
+            return Err(EINVAL);
+        }
+    } else if spec.flags & abi::NET_F_TAP != 0 {
+        return Err(EINVAL);
+    }
+    // Multicast and socket tuning come in later steps.
+    if spec.ifindex != 0
         || spec.mc_ttl != 0
         || spec.rcvbuf != 0
         || spec.group.family != abi::NET_FAMILY_UNSPEC

@@ -369,9 +369,14 @@ pub struct NetAddr {
 /// [`NetStreamSpec::flags`]: check every received datagram against the
 /// RFC 3550 fixed header ([`rtp_header_check`]); count and drop the others.
 pub const NET_F_RTP: u32 = 1 << 0;
+/// [`NetStreamSpec::flags`]: with `forward_to`, also copy each forwarded
+/// datagram into the from-device ring (the monitoring tap). A full ring
+/// never holds forwarding up: the copy is dropped and counted
+/// ([`NetCounters::tap_drops`]).
+pub const NET_F_TAP: u32 = 1 << 1;
 /// Flags `START_NET_STREAM` accepts.
-pub const NET_F_MASK: u32 = NET_F_RTP;
-/// [`NetStreamSpec::forward_to`]: no forwarding (the only value accepted yet).
+pub const NET_F_MASK: u32 = NET_F_RTP | NET_F_TAP;
+/// [`NetStreamSpec::forward_to`]: no forwarding.
 pub const NET_NO_FORWARD: u32 = u32::MAX;
 
 /// `START_NET_STREAM` argument.
@@ -384,8 +389,16 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   (required, port not 0) from `local` (family unset: any address,
 ///   ephemeral port).
 ///
+/// * `forward_to` (`DIR_FROM_DEVICE` only): instead of the ring, each
+///   received datagram goes to the stream with that id in this session,
+///   which must be running with `DIR_TO_DEVICE` when this one starts (a
+///   `udp` stream: sent from its socket; another port: its transmit). No
+///   user space involvement; [`NET_F_TAP`] adds a copy to the ring. A
+///   datagram the target cannot take (stopped, socket buffer full) is
+///   dropped and counted in [`NetCounters::forward_drops`].
+///
 /// Not implemented yet (`EOPNOTSUPP` when set): `group`, `source`,
-/// `forward_to`, `ifindex`, `mc_ttl`, `rcvbuf`.
+/// `ifindex`, `mc_ttl`, `rcvbuf`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {
@@ -430,6 +443,16 @@ pub struct NetCounters {
     /// Times reception stopped on a full from-device ring (the datagrams
     /// wait in the socket, which drops beyond its receive buffer).
     pub ring_full: u64,
+    /// Datagrams forwarded to `forward_to` and their bytes (counted on the
+    /// receiving stream; the target's `tx_*` count them as sent too).
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    /// Datagrams dropped because the target could not take them.
+    pub forward_drops: u64,
+    /// Tap copies written to the from-device ring, and copies dropped on a
+    /// full ring.
+    pub tap_packets: u64,
+    pub tap_drops: u64,
 }
 
 /// `GET_NET_STATUS` argument.
@@ -696,7 +719,7 @@ impl Geometry {
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 96);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 136);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

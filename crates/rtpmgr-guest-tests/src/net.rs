@@ -174,6 +174,129 @@ pub(crate) fn udp_tx_intact_v6() -> TestResult {
     tx_intact(V6)
 }
 
+/// In-kernel relay: N RTP packets (junk between them) sent to stream A's
+/// port leave through stream B's socket to a user-space sink, in order and
+/// intact, with no user space in between; with `tap`, every forwarded
+/// packet also appears in the from-device ring, tagged with A.
+fn relay(ip: &str, tap: bool) -> TestResult {
+    const N: u32 = 3000;
+    const A: u32 = 6;
+    const B: u32 = 5;
+    let (dev, region) = session(256)?;
+    let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
+    sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
+    let to = sink.local_addr().map_err(fail("local_addr"))?;
+    dev.start_net_stream(&net_stream_spec(B, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start B"))?;
+    let port = free_port(ip)?;
+    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None);
+    spec.flags = abi::NET_F_RTP | if tap { abi::NET_F_TAP } else { 0 };
+    spec.forward_to = B;
+    dev.start_net_stream(&spec).map_err(fail("start A"))?;
+    let tx = UdpSocket::bind((ip, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(ip, port)).map_err(fail("connect"))?;
+    let mut ring = region.consumer(RingId::FromDevice);
+    let mut buf = vec![0u8; 2048];
+    let (mut sent, mut got, mut tapped, mut junk, mut bytes) = (0u32, 0u32, 0u32, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < N || (tap && tapped < N) {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, relayed {got}, tapped {tapped}");
+        // At most 32 in flight (and 32 tap copies unread): nothing drops.
+        let done = if tap { got.min(tapped) } else { got };
+        while sent < N && sent - done < 32 {
+            if sent % 89 == 7 {
+                tx.send(b"junk, not RTP").map_err(fail("send junk"))?;
+                junk += 1;
+            }
+            let p = rtp_packet(sent);
+            bytes += p.len() as u64;
+            tx.send(&p).map_err(fail("send"))?;
+            sent += 1;
+        }
+        if got < sent {
+            let n = sink.recv(&mut buf).map_err(|e| format!("packet {got} of {sent} sent: {e}"))?;
+            let want = rtp_packet(got);
+            ensure!(buf[..n] == want[..], "relayed packet {got}: {n} bytes differ from {}", want.len());
+            got += 1;
+        } else {
+            // The tap copies are published after the worker's batch.
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+        let avail = ring.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        ensure!(tap || avail == 0, "{avail} ring entries without the tap");
+        for i in 0..avail {
+            let h: SlotHeader = ring.header(i);
+            ensure!(h.stream_id == A, "tap slot stream id {}", h.stream_id);
+            let want = rtp_packet(tapped);
+            ensure!(ring.payload(i, h.len) == &want[..], "tap copy {tapped}: {} bytes differ", h.len);
+            tapped += 1;
+        }
+        if ring.release(avail) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+    }
+    let mut a = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    let t = Instant::now();
+    while a.malformed < junk && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        a = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    }
+    let b = dev.net_status(B).map_err(fail("GET_NET_STATUS B"))?;
+    let n = u64::from(N);
+    ensure!(a.fwd_packets == n && a.fwd_bytes == bytes && a.forward_drops == 0, "A: {a:?}");
+    ensure!(a.malformed == junk && a.rx_packets == 0 && a.oversize == 0, "A: {a:?}");
+    let want_tap = if tap { n } else { 0 };
+    ensure!(a.tap_packets == want_tap && a.tap_drops == 0 && tapped as u64 == want_tap, "tap {tapped}: A: {a:?}");
+    ensure!(b.tx_packets == n && b.tx_bytes == bytes && b.tx_errors == 0, "B: {b:?}");
+    // Nothing else came out of the sink.
+    sink.set_read_timeout(Some(Duration::from_millis(200))).map_err(fail("timeout"))?;
+    ensure!(sink.recv(&mut buf).is_err(), "an extra datagram reached the sink");
+
+    // The tap never holds forwarding up: nobody reads the ring now.
+    const M: u32 = 600;
+    for i in 0..M {
+        tx.send(&rtp_packet(i)).map_err(fail("send"))?;
+        let n = sink.recv(&mut buf).map_err(|e| format!("packet {i} with a full tap: {e}"))?;
+        ensure!(buf[..n] == rtp_packet(i)[..], "packet {i} with a full tap differs");
+    }
+    let a2 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    ensure!(a2.fwd_packets == n + u64::from(M) && a2.forward_drops == 0, "A: {a2:?}");
+    if tap {
+        ensure!(a2.tap_packets - a.tap_packets == 256 && a2.tap_drops == u64::from(M) - 256, "full tap: {a2:?}");
+    }
+
+    // Target stopped while traffic flows: counted drops, A keeps running.
+    dev.stop_stream(B).map_err(fail("stop B"))?;
+    for i in 0..50 {
+        tx.send(&rtp_packet(i)).map_err(fail("send"))?;
+    }
+    let t = Instant::now();
+    let mut a3 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    while a3.forward_drops < 50 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        a3 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    }
+    ensure!(a3.forward_drops == 50 && a3.fwd_packets == a2.fwd_packets, "target stopped: {a3:?}");
+    ensure!(sink.recv(&mut buf).is_err(), "a datagram reached the sink after B stopped");
+    dev.stop_stream(A).map_err(fail("stop A"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_relay_v4() -> TestResult {
+    relay(V4, false)
+}
+
+pub(crate) fn udp_relay_tap_v4() -> TestResult {
+    relay(V4, true)
+}
+
+pub(crate) fn udp_relay_tap_v6() -> TestResult {
+    relay(V6, true)
+}
+
 /// Run `spec` through START_NET_STREAM in a child that dropped root (uid
 /// and gid nobody, no capabilities); the errno comes back as exit status.
 fn start_as_nobody(dev: &Device, spec: &abi::NetStreamSpec) -> Result<i32, String> {
@@ -245,7 +368,19 @@ pub(crate) fn udp_hostile_args() -> TestResult {
     )?;
     bad("unset remote with a port", &|s| s.remote.port = 5, Errno::EINVAL)?;
     bad("multicast group (later)", &|s| s.group = rtpmgr_device::net_addr(addr("239.1.1.1", 0)), Errno::EOPNOTSUPP)?;
-    bad("forwarding (later)", &|s| s.forward_to = 2, Errno::EOPNOTSUPP)?;
+    bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
+    bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;
+    bad("forward to id 64", &|s| s.forward_to = abi::MAX_STREAMS, Errno::EINVAL)?;
+    bad("tap without forwarding", &|s| s.flags = abi::NET_F_TAP, Errno::EINVAL)?;
+    bad(
+        "forwarding on a sending stream",
+        &|s| {
+            s.direction = abi::DIR_BOTH;
+            s.remote = rtpmgr_device::net_addr(addr(V4, 5000));
+            s.forward_to = 2;
+        },
+        Errno::EINVAL,
+    )?;
     bad(
         "address not on this host",
         &|s| s.local = rtpmgr_device::net_addr(addr("192.0.2.1", port)),
@@ -271,6 +406,11 @@ pub(crate) fn udp_hostile_args() -> TestResult {
     // A loopback stream is no udp stream.
     dev.start_stream(3, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(fail("start loopback"))?;
     expect_errno("net status of a loopback stream", dev.net_status(3), Errno::ENOENT)?;
+    // A forward target must send: stream 1 only receives.
+    let mut f = rx(port);
+    f.stream_id = 4;
+    f.forward_to = 1;
+    expect_errno("forward to a receiving stream", dev.start_net_stream(&f), Errno::EINVAL)?;
     // Bad user pointers.
     ensure!(super::raw_addr(&dev, abi::RTPMGR_IOC_START_NET_STREAM, 8) == Err(Errno::EFAULT), "bad pointer");
     let info = dev.info().map_err(fail("GET_INFO"))?;
