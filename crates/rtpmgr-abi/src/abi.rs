@@ -397,8 +397,16 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   datagram the target cannot take (stopped, socket buffer full) is
 ///   dropped and counted in [`NetCounters::forward_drops`].
 ///
-/// Not implemented yet (`EOPNOTSUPP` when set): `group`, `source`,
-/// `ifindex`, `mc_ttl`, `rcvbuf`.
+/// * `group` (receiving streams): join this multicast group (port 0; the
+///   port is `local.port`) on interface `ifindex` (0: the one the route to
+///   the group names); with `source` (unicast, port 0) the join is
+///   source-specific (SSM) and datagrams from other sources never arrive.
+///   Both of the stream's family. The socket still binds `local`: bind the
+///   group address to hear only the group, the unspecified address to hear
+///   unicast too. Memberships end with the stream.
+///
+/// Not implemented yet (`EOPNOTSUPP` when set): `mc_ttl`, `rcvbuf`, and
+/// `ifindex` without `group`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {

@@ -297,6 +297,143 @@ pub(crate) fn udp_relay_tap_v6() -> TestResult {
     relay(V6, true)
 }
 
+/// Send from `s` through interface `ifindex` to multicast groups (and, for
+/// IPv4, TTL 0: the stack's own loopback copy is then the only one).
+fn multicast_sender(s: &UdpSocket, v6: bool, ifindex: u32) -> TestResult {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let rc = if v6 {
+        let idx = ifindex as libc::c_int;
+        // SAFETY: a valid socket and a c_int option value of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                (&idx as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    } else {
+        let mr = libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr { s_addr: 0 },
+            imr_address: libc::in_addr { s_addr: 0 },
+            imr_ifindex: ifindex as libc::c_int,
+        };
+        // SAFETY: a valid socket and an ip_mreqn option value of its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&mr as *const libc::ip_mreqn).cast(),
+                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+            )
+        }
+    };
+    ensure!(rc == 0, "multicast interface: {}", std::io::Error::last_os_error());
+    if !v6 {
+        s.set_multicast_ttl_v4(0).map_err(fail("IP_MULTICAST_TTL"))?;
+    }
+    Ok(())
+}
+
+/// A stream that joined a group (on `lo`, which ci/guest/init gives the
+/// multicast flag) receives what is sent to the group, in order and intact;
+/// with `ssm` it joined for one source only, and datagrams from another
+/// source sent to the same group and port never reach the ring.
+fn mcast(v6: bool, ssm: bool) -> TestResult {
+    const N: u32 = 600;
+    const STREAM: u32 = 3;
+    let (group, me, other, any) =
+        if v6 { ("ff0e::5eed:1", V6, "fd00::2", "::") } else { ("239.7.7.7", V4, "127.0.0.2", "0.0.0.0") };
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    ensure!(lo != 0, "no lo");
+    let (dev, region) = session(256)?;
+    let port = free_port(any)?;
+    // IPv4 binds the group (only its datagrams arrive), IPv6 the
+    // unspecified address.
+    let bind = if v6 { any } else { group };
+    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(bind, port)), None);
+    spec.flags = abi::NET_F_RTP;
+    spec.group = rtpmgr_device::net_addr(addr(group, 0));
+    spec.ifindex = lo;
+    if ssm {
+        spec.source = rtpmgr_device::net_addr(addr(me, 0));
+    }
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM with a join"))?;
+    let to = addr(group, port);
+    let tx = UdpSocket::bind((me, 0)).map_err(fail("bind sender"))?;
+    multicast_sender(&tx, v6, lo)?;
+    let intruder = if ssm {
+        let s = UdpSocket::bind((other, 0)).map_err(|e| format!("bind {other} (ci/guest/init adds it to lo): {e}"))?;
+        multicast_sender(&s, v6, lo)?;
+        Some(s)
+    } else {
+        None
+    };
+    let mut rx = region.consumer(RingId::FromDevice);
+    let (mut sent, mut got, mut foreign) = (0u32, 0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < N {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, received {got}");
+        while sent < N && sent - got < 64 {
+            if let Some(s) = &intruder {
+                if sent % 10 == 3 {
+                    s.send_to(&rtp_packet(100_000 + sent), to).map_err(fail("send from the other source"))?;
+                    foreign += 1;
+                }
+            }
+            tx.send_to(&rtp_packet(sent), to).map_err(fail("send to the group"))?;
+            sent += 1;
+        }
+        let n = rx.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        for i in 0..n {
+            let h: SlotHeader = rx.header(i);
+            ensure!(h.stream_id == STREAM, "slot stream id {}", h.stream_id);
+            let want = rtp_packet(got);
+            ensure!(rx.payload(i, h.len) == &want[..], "packet {got}: {} bytes differ", h.len);
+            got += 1;
+        }
+        if rx.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+    }
+    // Nothing more arrives (the other source's datagrams were filtered).
+    std::thread::sleep(Duration::from_millis(200));
+    let n = rx.available().map_err(|e| format!("{e:?}"))?;
+    ensure!(n == 0, "{n} more datagrams arrived ({foreign} sent from {other})");
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.rx_packets == u64::from(N) && c.malformed == 0, "{c:?}");
+    ensure!(!ssm || foreign > 0, "no foreign datagrams sent");
+    dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_mcast_v4() -> TestResult {
+    mcast(false, false)
+}
+
+pub(crate) fn udp_mcast_ssm_v4() -> TestResult {
+    mcast(false, true)
+}
+
+pub(crate) fn udp_mcast_v6() -> TestResult {
+    mcast(true, false)
+}
+
+pub(crate) fn udp_mcast_ssm_v6() -> TestResult {
+    mcast(true, true)
+}
+
 /// Run `spec` through START_NET_STREAM in a child that dropped root (uid
 /// and gid nobody, no capabilities); the errno comes back as exit status.
 fn start_as_nobody(dev: &Device, spec: &abi::NetStreamSpec) -> Result<i32, String> {
@@ -367,7 +504,47 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         Errno::EINVAL,
     )?;
     bad("unset remote with a port", &|s| s.remote.port = 5, Errno::EINVAL)?;
-    bad("multicast group (later)", &|s| s.group = rtpmgr_device::net_addr(addr("239.1.1.1", 0)), Errno::EOPNOTSUPP)?;
+    let na = |ip: &str, port: u16| rtpmgr_device::net_addr(addr(ip, port));
+    bad("group not multicast", &|s| s.group = na("10.1.1.1", 0), Errno::EINVAL)?;
+    bad("group with a port", &|s| s.group = na("239.1.1.1", 5), Errno::EINVAL)?;
+    bad("group of the other family", &|s| s.group = na("ff0e::1", 0), Errno::EINVAL)?;
+    bad("source without group", &|s| s.source = na(V4, 0), Errno::EINVAL)?;
+    bad(
+        "multicast source",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.source = na("239.1.1.2", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "unspecified source",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.source = na("0.0.0.0", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "group on a sending stream",
+        &|s| {
+            s.direction = abi::DIR_TO_DEVICE;
+            s.local = abi::NetAddr::default();
+            s.remote = na(V4, 5000);
+            s.group = na("239.1.1.1", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad("interface without group", &|s| s.ifindex = 1, Errno::EOPNOTSUPP)?;
+    bad(
+        "join on a missing interface",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.ifindex = 9999;
+        },
+        Errno::ENODEV,
+    )?;
+    bad("TTL (later)", &|s| s.mc_ttl = 4, Errno::EOPNOTSUPP)?;
     bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
     bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;
     bad("forward to id 64", &|s| s.forward_to = abi::MAX_STREAMS, Errno::EINVAL)?;
