@@ -12,6 +12,7 @@ use crate::abi::{self, Geometry, IoctlArg, NetCounters, SessionCounters, SlotHea
 use crate::net::{NetSocket, Recv, SendResult};
 use crate::port::{self, PortRef};
 use crate::ring::{Region, RingId, SharedBytes};
+use crate::seqstats::SourceStats;
 use kernel::{
     alloc::VVec,
     bindings,
@@ -104,6 +105,53 @@ struct NetStream {
     forward_to: Option<usize>,
     /// A whole datagram, for forwarding (empty without `forward_to`).
     bounce: VVec<u8>,
+    /// `NET_F_RTP`: statistics of the current source.
+    rtp: Option<SourceStats>,
+    clock_rate: u32,
+    ssrc_changes: u64,
+}
+
+impl NetStream {
+    /// Account one datagram that passed the RTP header check; `head` holds
+    /// at least its fixed header.
+    fn rtp_update(&mut self, head: &[u8], now: u64) {
+        let (Some(s), Some(t), Some(c)) = (head.get(2..4), head.get(4..8), head.get(8..12)) else { return };
+        let seq = u16::from_be_bytes([s[0], s[1]]);
+        let ts = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        let ssrc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        match self.rtp.as_mut() {
+            Some(st) if st.ssrc() == ssrc => {
+                st.update(seq, ts, now);
+            }
+            other => {
+                if other.is_some() {
+                    self.ssrc_changes += 1;
+                }
+                let mut st = SourceStats::new(ssrc, seq, self.clock_rate);
+                st.update(seq, ts, now);
+                self.rtp = Some(st);
+            }
+        }
+    }
+
+    /// The counters, with the RTP statistics filled in.
+    fn counters(&self) -> NetCounters {
+        let mut c = self.counters;
+        c.ssrc_changes = self.ssrc_changes;
+        if let Some(st) = self.rtp.as_ref() {
+            c.ssrc = st.ssrc();
+            c.rtp_flags = abi::NET_RTP_SOURCE | if st.in_probation() { abi::NET_RTP_PROBATION } else { 0 };
+            c.rtp_received = st.received();
+            c.rtp_expected = st.expected();
+            c.rtp_lost = st.lost();
+            c.rtp_duplicates = st.duplicates();
+            c.rtp_reordered = st.reordered();
+            c.rtp_resyncs = st.resyncs();
+            c.ext_highest_seq = st.extended_highest_seq();
+            c.jitter_units = st.jitter_units();
+        }
+        c
+    }
 }
 
 /// Bytes of the forwarding buffer: any UDP datagram fits.
@@ -299,11 +347,12 @@ impl Inner {
                     continue;
                 }
                 // Checked on the private copies, never on the shared slot.
-                if net.flags & abi::NET_F_RTP != 0
-                    && abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err()
-                {
-                    net.counters.malformed += 1;
-                    continue;
+                if net.flags & abi::NET_F_RTP != 0 {
+                    if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err() {
+                        net.counters.malformed += 1;
+                        continue;
+                    }
+                    net.rtp_update(&head, now);
                 }
                 let header =
                     SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
@@ -375,11 +424,12 @@ fn forward(
             net.counters.oversize += 1;
             continue;
         }
-        if net.flags & abi::NET_F_RTP != 0
-            && abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err()
-        {
-            net.counters.malformed += 1;
-            continue;
+        if net.flags & abi::NET_F_RTP != 0 {
+            if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err() {
+                net.counters.malformed += 1;
+                continue;
+            }
+            net.rtp_update(&head, now);
         }
         // SAFETY: as above; `len` is within the buffer (checked).
         let pkt = unsafe { SharedBytes::from_raw(net.bounce.as_mut_ptr(), len) };
@@ -721,7 +771,16 @@ impl Session {
             None => VVec::new(),
         };
         let sock = NetSocket::open(ctx, &ep)?;
-        let ns = NetStream { sock, flags: spec.flags, counters: NetCounters::default(), forward_to, bounce };
+        let ns = NetStream {
+            sock,
+            flags: spec.flags,
+            counters: NetCounters::default(),
+            forward_to,
+            bounce,
+            rtp: None,
+            clock_rate: spec.clock_rate,
+            ssrc_changes: 0,
+        };
         // On failure the socket closes here, without `inner` held.
         let ns = KBox::new(ns, GFP_KERNEL)?;
         let mut inner = self.inner.lock();
@@ -759,7 +818,7 @@ impl Session {
         st.counters = self.inner.lock().streams[st.stream_id as usize]
             .as_ref()
             .and_then(|s| s.net.as_ref())
-            .map(|n| n.counters)
+            .map(|n| n.counters())
             .ok_or(ENOENT)?;
         write_arg(user, &st)?;
         Ok(0)

@@ -418,7 +418,8 @@ pub struct NetStreamSpec {
     pub forward_to: u32,
     pub ifindex: u32,
     pub mc_ttl: u32,
-    /// RTP clock rate (Hz), kept for the statistics to come; any value.
+    /// RTP clock rate (Hz) for the jitter of [`NET_F_RTP`] streams; 0 is
+    /// taken as 1.
     pub clock_rate: u32,
     pub rcvbuf: u32,
     pub reserved: u32,
@@ -461,7 +462,33 @@ pub struct NetCounters {
     /// full ring.
     pub tap_packets: u64,
     pub tap_drops: u64,
+    /// With [`NET_F_RTP`]: RFC 3550 receiver statistics of the current
+    /// source (the `rtp` crate's `SourceStats`, the same code compiled into
+    /// the module), over every datagram that passed the header check,
+    /// forwarded or not. A new SSRC restarts them (`ssrc_changes`).
+    /// [`NET_RTP_SOURCE`] in `rtp_flags`: a source was heard.
+    pub ssrc: u32,
+    pub rtp_flags: u32,
+    pub rtp_received: u64,
+    pub rtp_expected: u64,
+    pub rtp_lost: i64,
+    pub rtp_duplicates: u64,
+    pub rtp_reordered: u64,
+    pub rtp_resyncs: u64,
+    pub ssrc_changes: u64,
+    /// Extended highest sequence number (RTCP form).
+    pub ext_highest_seq: u32,
+    /// Interarrival jitter in timestamp units of `clock_rate` (RTCP form;
+    /// arrival times are taken when the worker dequeues the datagram).
+    pub jitter_units: u32,
 }
+
+/// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
+/// its statistics.
+pub const NET_RTP_SOURCE: u32 = 1 << 0;
+/// [`NetCounters::rtp_flags`]: that source is still in probation (RFC 3550
+/// A.1), so nothing is counted yet.
+pub const NET_RTP_PROBATION: u32 = 1 << 1;
 
 /// `GET_NET_STATUS` argument.
 #[repr(C)]
@@ -727,7 +754,7 @@ impl Geometry {
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 136);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 208);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
