@@ -39,6 +39,7 @@ extern "C" {
         rport: u16,
         rscope: u32,
     ) -> c_int;
+    fn rtpmgr_net_join(n: *mut RtpmgrNet, group: *const u8, source: *const u8, ifindex: u32) -> c_int;
     fn rtpmgr_net_close(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
     fn rtpmgr_net_recv(
@@ -75,6 +76,19 @@ pub(crate) struct Endpoints {
     family: u16,
     local: abi::NetAddr,
     remote: Option<abi::NetAddr>,
+    /// Multicast group to join, and the source for SSM.
+    group: Option<abi::NetAddr>,
+    source: Option<abi::NetAddr>,
+    ifindex: u32,
+}
+
+/// Whether `a` (of a known family) is a multicast address.
+fn is_multicast(a: &abi::NetAddr) -> bool {
+    match a.family {
+        abi::NET_FAMILY_INET => a.addr[0] & 0xf0 == 0xe0,
+        abi::NET_FAMILY_INET6 => a.addr[0] == 0xff,
+        _ => false,
+    }
 }
 
 fn errno(e: u32) -> Error {
@@ -108,14 +122,21 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     for a in [&spec.local, &spec.remote, &spec.group, &spec.source] {
         check_addr(a)?;
     }
-    // Multicast, forwarding and socket tuning come in later steps.
-    if spec.forward_to != abi::NET_NO_FORWARD
-        || spec.ifindex != 0
-        || spec.mc_ttl != 0
-        || spec.rcvbuf != 0
-        || spec.group.family != abi::NET_FAMILY_UNSPEC
-        || spec.source.family != abi::NET_FAMILY_UNSPEC
-    {
+    // Forwarding is for receiving streams, never to itself; the target's
+    // state is checked by the session under its lock. The tap needs a
+    // forward target (without one everything goes to the ring anyway).
+    if spec.forward_to != abi::NET_NO_FORWARD {
+        if spec.direction != abi::DIR_FROM_DEVICE
+            || spec.forward_to >= abi::MAX_STREAMS
+            || spec.forward_to == spec.stream_id
+        {
+            return Err(EINVAL);
+        }
+    } else if spec.flags & abi::NET_F_TAP != 0 {
+        return Err(EINVAL);
+    }
+    // Multicast transmit options and socket tuning come in later steps.
+    if spec.mc_ttl != 0 || spec.rcvbuf != 0 {
         return Err(errno(bindings::EOPNOTSUPP));
     }
     let (l, r) = (spec.local.family, spec.remote.family);
@@ -135,7 +156,29 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
         return Err(EINVAL);
     }
     let local = abi::NetAddr { family, ..spec.local };
-    Ok(Endpoints { family, local, remote })
+    // Multicast receive: a group of the stream's family (no port: that is
+    // `local.port`), optionally one unicast source (SSM); `ifindex` picks
+    // the interface to join on and means nothing without a group.
+    let group = (spec.group.family != abi::NET_FAMILY_UNSPEC).then_some(spec.group);
+    let source = (spec.source.family != abi::NET_FAMILY_UNSPEC).then_some(spec.source);
+    if let Some(g) = &group {
+        if g.family != family || g.port != 0 || g.scope_id != 0 || !is_multicast(g) {
+            return Err(EINVAL);
+        }
+        if spec.direction & abi::DIR_FROM_DEVICE == 0 {
+            return Err(EINVAL);
+        }
+    } else if source.is_some() {
+        return Err(EINVAL);
+    } else if spec.ifindex != 0 {
+        return Err(errno(bindings::EOPNOTSUPP));
+    }
+    if let Some(src) = &source {
+        if src.family != family || src.port != 0 || src.scope_id != 0 || is_multicast(src) || src.addr == [0; 16] {
+            return Err(EINVAL);
+        }
+    }
+    Ok(Endpoints { family, local, remote, group, source, ifindex: spec.ifindex })
 }
 
 /// What one receive brought.
@@ -210,7 +253,19 @@ impl NetSocket {
             return Err(Error::from_errno(rc));
         }
         let raw = NonNull::new(raw).ok_or(ENOMEM)?;
-        Ok(NetSocket { raw })
+        let sock = NetSocket { raw };
+        if let Some(g) = &ep.group {
+            let src = ep.source.as_ref().map_or(core::ptr::null(), |s| s.addr.as_ptr());
+            // SAFETY: `raw` is open; `g.addr` and the source (if any) are
+            // 16-byte arrays alive across the call; the helper reads 4 or
+            // 16 of them by the socket's family, which is theirs
+            // (`endpoints`). On failure `sock` closes the socket.
+            let rc = unsafe { rtpmgr_net_join(sock.raw.as_ptr(), g.addr.as_ptr(), src, ep.ifindex) };
+            if rc < 0 {
+                return Err(Error::from_errno(rc));
+            }
+        }
+        Ok(sock)
     }
 
     /// Whether a datagram waits.

@@ -22,6 +22,12 @@ use kernel::{
 #[path = "../rtpmgr-abi/src/abi.rs"]
 mod abi;
 
+// The `rtp` crate's dependency-free statistics core (no alloc, f64 or
+// u128), the same file user space uses: one set of RFC 3550 rules.
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[path = "../rtp/src/seqstats.rs"]
+mod seqstats;
+
 mod dma_port;
 mod net;
 mod port;

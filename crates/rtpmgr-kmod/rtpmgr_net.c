@@ -16,12 +16,13 @@
  * Contexts: rtpmgr_net_open and rtpmgr_net_close sleep and run in the ioctl
  * (open: with the caller's credentials, so CAP_NET_BIND_SERVICE, the netns
  * and LSM socket creation apply to the caller) or in process context on
- * close. rtpmgr_net_recv/send/rx_pending run in the session worker. The two
+ * close; rtpmgr_net_join runs in the ioctl after open. rtpmgr_net_recv/send/rx_pending run in the session worker. The two
  * socket callbacks run in softirq (or with BH disabled) and only call
  * rtpmgr_net_ready(), which queues the worker.
  */
 
 #include <linux/bitops.h>
+#include <linux/compat.h>
 #include <linux/in.h>
 #include <linux/in6.h>
 #include <linux/net.h>
@@ -29,6 +30,7 @@
 #include <linux/slab.h>
 #include <linux/socket.h>
 #include <linux/uio.h>
+#include <net/compat.h>
 #include <net/ipv6.h>
 #include <net/sock.h>
 #include <net/udp.h>
@@ -240,4 +242,67 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	if (sock_writeable(n->sock->sk) && test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
 		return -EBUSY;
 	return -EAGAIN;
+}
+
+/*
+ * Multicast joins go through do_sock_setsockopt, as the setsockopt syscall
+ * would: it takes RTNL and the socket lock itself, runs the LSM and cgroup
+ * hooks, and reaches SSM, whose direct entry points (ip_mc_source,
+ * ip6_mc_source) are not exported. ip_mreqn and ipv6_mreq have the same
+ * layout for 32-bit callers; group_source_req does not, and the stack
+ * parses the compat layout whenever in_compat_syscall() is true, which it
+ * is here when a 32-bit process made the ioctl.
+ */
+static int rtpmgr_net_join_ssm(struct socket *sock, int level, bool compat, const struct group_source_req *gsr)
+{
+#ifdef CONFIG_COMPAT
+	if (compat) {
+		struct compat_group_source_req c;
+
+		memset(&c, 0, sizeof(c));
+		c.gsr_interface = gsr->gsr_interface;
+		memcpy(&c.gsr_group, &gsr->gsr_group, sizeof(c.gsr_group));
+		memcpy(&c.gsr_source, &gsr->gsr_source, sizeof(c.gsr_source));
+		return do_sock_setsockopt(sock, compat, level, MCAST_JOIN_SOURCE_GROUP, KERNEL_SOCKPTR(&c),
+					  sizeof(c));
+	}
+#endif
+	return do_sock_setsockopt(sock, compat, level, MCAST_JOIN_SOURCE_GROUP, KERNEL_SOCKPTR((void *)gsr),
+				  sizeof(*gsr));
+}
+
+int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32 ifindex)
+{
+	struct socket *sock = n->sock;
+	int family = sock->sk->sk_family;
+	int level = family == AF_INET6 ? SOL_IPV6 : SOL_IP;
+	bool compat = in_compat_syscall();
+	struct group_source_req gsr;
+	int err;
+
+	if (!source && family == AF_INET) {
+		struct ip_mreqn mr;
+
+		memset(&mr, 0, sizeof(mr));
+		memcpy(&mr.imr_multiaddr, group, 4);
+		mr.imr_ifindex = ifindex;
+		return do_sock_setsockopt(sock, compat, level, IP_ADD_MEMBERSHIP, KERNEL_SOCKPTR(&mr), sizeof(mr));
+	}
+	if (!source) {
+		struct ipv6_mreq mr;
+
+		memset(&mr, 0, sizeof(mr));
+		memcpy(&mr.ipv6mr_multiaddr, group, 16);
+		mr.ipv6mr_ifindex = ifindex;
+		return do_sock_setsockopt(sock, compat, level, IPV6_ADD_MEMBERSHIP, KERNEL_SOCKPTR(&mr), sizeof(mr));
+	}
+	memset(&gsr, 0, sizeof(gsr));
+	gsr.gsr_interface = ifindex;
+	err = rtpmgr_net_sockaddr(&gsr.gsr_group, family, group, 0, 0);
+	if (err < 0)
+		return err;
+	err = rtpmgr_net_sockaddr(&gsr.gsr_source, family, source, 0, 0);
+	if (err < 0)
+		return err;
+	return rtpmgr_net_join_ssm(sock, level, compat, &gsr);
 }

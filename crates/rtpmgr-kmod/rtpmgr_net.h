@@ -18,6 +18,12 @@ struct rtpmgr_net;
  */
 int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
 		    const u8 *raddr, u16 rport, u32 rscope);
+/*
+ * Join group (4 or 16 bytes by the socket's family) on interface ifindex (0:
+ * the route's), any-source, or source-specific when source is not NULL.
+ * The caller's context (ioctl): its credentials and compat mode. Sleeps.
+ */
+int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32 ifindex);
 /* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
 void rtpmgr_net_close(struct rtpmgr_net *n);
 /* Whether a datagram waits. */

@@ -12,7 +12,9 @@ use crate::abi::{self, Geometry, IoctlArg, NetCounters, SessionCounters, SlotHea
 use crate::net::{NetSocket, Recv, SendResult};
 use crate::port::{self, PortRef};
 use crate::ring::{Region, RingId, SharedBytes};
+use crate::seqstats::SourceStats;
 use kernel::{
+    alloc::VVec,
     bindings,
     fs::{File, Kiocb},
     iov::{IovIterDest, IovIterSource},
@@ -87,8 +89,9 @@ struct Stream {
     port: PortRef,
     direction: u32,
     counters: StreamCounters,
-    /// The socket of a `START_NET_STREAM` stream (port `udp`).
-    net: Option<NetStream>,
+    /// The socket of a `START_NET_STREAM` stream (port `udp`). Boxed:
+    /// `Inner` (64 streams) is built on the stack in `open`.
+    net: Option<KBox<NetStream>>,
 }
 
 /// The network side of a `udp` stream.
@@ -98,7 +101,61 @@ struct NetStream {
     sock: NetSocket,
     flags: u32,
     counters: NetCounters,
+    /// `forward_to`: received datagrams go to this stream of the session.
+    forward_to: Option<usize>,
+    /// A whole datagram, for forwarding (empty without `forward_to`).
+    bounce: VVec<u8>,
+    /// `NET_F_RTP`: statistics of the current source.
+    rtp: Option<SourceStats>,
+    clock_rate: u32,
+    ssrc_changes: u64,
 }
+
+impl NetStream {
+    /// Account one datagram that passed the RTP header check; `head` holds
+    /// at least its fixed header.
+    fn rtp_update(&mut self, head: &[u8], now: u64) {
+        let (Some(s), Some(t), Some(c)) = (head.get(2..4), head.get(4..8), head.get(8..12)) else { return };
+        let seq = u16::from_be_bytes([s[0], s[1]]);
+        let ts = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        let ssrc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        match self.rtp.as_mut() {
+            Some(st) if st.ssrc() == ssrc => {
+                st.update(seq, ts, now);
+            }
+            other => {
+                if other.is_some() {
+                    self.ssrc_changes += 1;
+                }
+                let mut st = SourceStats::new(ssrc, seq, self.clock_rate);
+                st.update(seq, ts, now);
+                self.rtp = Some(st);
+            }
+        }
+    }
+
+    /// The counters, with the RTP statistics filled in.
+    fn counters(&self) -> NetCounters {
+        let mut c = self.counters;
+        c.ssrc_changes = self.ssrc_changes;
+        if let Some(st) = self.rtp.as_ref() {
+            c.ssrc = st.ssrc();
+            c.rtp_flags = abi::NET_RTP_SOURCE | if st.in_probation() { abi::NET_RTP_PROBATION } else { 0 };
+            c.rtp_received = st.received();
+            c.rtp_expected = st.expected();
+            c.rtp_lost = st.lost();
+            c.rtp_duplicates = st.duplicates();
+            c.rtp_reordered = st.reordered();
+            c.rtp_resyncs = st.resyncs();
+            c.ext_highest_seq = st.extended_highest_seq();
+            c.jitter_units = st.jitter_units();
+        }
+        c
+    }
+}
+
+/// Bytes of the forwarding buffer: any UDP datagram fits.
+const BOUNCE_BYTES: usize = 65536;
 
 struct Inner {
     region: Option<Region>,
@@ -248,8 +305,14 @@ impl Inner {
         let now = monotonic_ns();
         let (mut produced, mut handled) = (0u32, 0u32);
         let mut full = false;
-        'streams: for (id, slot) in self.streams.iter_mut().enumerate() {
-            let Some(stream) = slot.as_mut() else { continue };
+        'streams: for id in 0..self.streams.len() {
+            let fwd = self.streams[id].as_ref().and_then(|s| s.net.as_ref()).and_then(|n| n.forward_to);
+            if let Some(k) = fwd {
+                handled +=
+                    forward(&mut self.streams, id, k, region, &mut produced, &mut self.counters, BATCH - handled);
+                continue;
+            }
+            let Some(stream) = self.streams[id].as_mut() else { continue };
             if stream.direction & abi::DIR_FROM_DEVICE == 0 {
                 continue;
             }
@@ -284,11 +347,12 @@ impl Inner {
                     continue;
                 }
                 // Checked on the private copies, never on the shared slot.
-                if net.flags & abi::NET_F_RTP != 0
-                    && abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err()
-                {
-                    net.counters.malformed += 1;
-                    continue;
+                if net.flags & abi::NET_F_RTP != 0 {
+                    if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err() {
+                        net.counters.malformed += 1;
+                        continue;
+                    }
+                    net.rtp_update(&head, now);
                 }
                 let header =
                     SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
@@ -311,6 +375,131 @@ impl Inner {
             Pass::Idle
         }
     }
+}
+
+/// Forward up to `budget` datagrams of stream `id` (a receiving `udp`
+/// stream with `forward_to` = `k`) to stream `k`, with the tap copies into
+/// the from-device ring after the `produced` slots already filled. Never
+/// waits: what the target or the ring cannot take is dropped and counted.
+/// Returns the datagrams handled.
+fn forward(
+    streams: &mut [Option<Stream>],
+    id: usize,
+    k: usize,
+    region: &mut Region,
+    produced: &mut u32,
+    session: &mut SessionCounters,
+    budget: u32,
+) -> u32 {
+    if id == k || id >= streams.len() || k >= streams.len() {
+        return 0;
+    }
+    let (src, dst) = if id < k {
+        let (a, b) = streams.split_at_mut(k);
+        (&mut a[id], &mut b[0])
+    } else {
+        let (a, b) = streams.split_at_mut(id);
+        (&mut b[0], &mut a[k])
+    };
+    let Some(src) = src.as_mut() else { return 0 };
+    let Some(net) = src.net.as_mut() else { return 0 };
+    let cap = region.geometry().payload_capacity() as usize;
+    let now = monotonic_ns();
+    let mut handled = 0;
+    while handled < budget && net.sock.rx_pending() {
+        // SAFETY: the bounce buffer is ours, `BOUNCE_BYTES` long and not
+        // otherwise accessed while `buf` and `pkt` live (this loop body).
+        let mut buf = unsafe { SharedBytes::from_raw(net.bounce.as_mut_ptr(), net.bounce.len()) };
+        let (len, head, last) = match net.sock.recv(&mut buf) {
+            Recv::Empty => break,
+            Recv::BadChecksum => {
+                handled += 1;
+                net.counters.csum_errors += 1;
+                continue;
+            }
+            Recv::Datagram { len, head, last } => (len, head, last),
+        };
+        handled += 1;
+        if len > net.bounce.len() {
+            net.counters.oversize += 1;
+            continue;
+        }
+        if net.flags & abi::NET_F_RTP != 0 {
+            if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err() {
+                net.counters.malformed += 1;
+                continue;
+            }
+            net.rtp_update(&head, now);
+        }
+        // SAFETY: as above; `len` is within the buffer (checked).
+        let pkt = unsafe { SharedBytes::from_raw(net.bounce.as_mut_ptr(), len) };
+        let target = dst.as_mut().filter(|s| s.direction & abi::DIR_TO_DEVICE != 0);
+        let Some(target) = target else {
+            net.counters.forward_drops += 1;
+            continue;
+        };
+        let sent = match target.net.as_mut() {
+            Some(tn) => {
+                let mut r = tn.sock.send(&pkt);
+                if matches!(r, SendResult::Retry) {
+                    r = tn.sock.send(&pkt);
+                }
+                match r {
+                    SendResult::Sent => {
+                        tn.counters.tx_packets += 1;
+                        tn.counters.tx_bytes += len as u64;
+                        true
+                    }
+                    SendResult::Failed => {
+                        tn.counters.tx_errors += 1;
+                        false
+                    }
+                    SendResult::WouldBlock | SendResult::Retry => {
+                        tn.counters.tx_blocked += 1;
+                        false
+                    }
+                }
+            }
+            None => {
+                // Ports that return packets (loopback) return nothing here:
+                // the tap is the way to see forwarded packets.
+                let _ = target.port.transmit(&pkt, None);
+                true
+            }
+        };
+        if !sent {
+            net.counters.forward_drops += 1;
+            continue;
+        }
+        target.counters.to_dev_packets += 1;
+        target.counters.to_dev_bytes += len as u64;
+        net.counters.fwd_packets += 1;
+        net.counters.fwd_bytes += len as u64;
+        if net.flags & abi::NET_F_TAP == 0 {
+            continue;
+        }
+        match region.fromdev_free(*produced + 1) {
+            Ok(free) if free > *produced && len <= cap => {
+                let mut out = region.fromdev_payload(*produced);
+                out.copy_from(&pkt);
+                let header =
+                    SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
+                region.fromdev_set_header(*produced, &header);
+                *produced += 1;
+                net.counters.tap_packets += 1;
+                src.counters.from_dev_packets += 1;
+                src.counters.from_dev_bytes += len as u64;
+                session.from_dev_packets += 1;
+                session.from_dev_bytes += len as u64;
+            }
+            Ok(_) => net.counters.tap_drops += 1,
+            Err(()) => {
+                session.invalid_indices += 1;
+                net.counters.tap_drops += 1;
+            }
+        }
+    }
+    handled
 }
 
 /// A session: the private data of an open `/dev/rtpmgr`.
@@ -557,6 +746,16 @@ impl Session {
         let spec: abi::NetStreamSpec = read_arg(user)?;
         check_size(spec.size, <abi::NetStreamSpec as IoctlArg>::SIZE)?;
         let ep = crate::net::endpoints(&spec)?;
+        // `endpoints` checked it is a stream id other than ours.
+        let forward_to = (spec.forward_to != abi::NET_NO_FORWARD).then_some(spec.forward_to as usize);
+        let check_target = |inner: &Inner| -> Result {
+            let Some(k) = forward_to else { return Ok(()) };
+            match inner.streams[k].as_ref() {
+                None => Err(ENOENT),
+                Some(t) if t.direction & abi::DIR_TO_DEVICE == 0 => Err(EINVAL),
+                Some(_) => Ok(()),
+            }
+        };
         {
             let inner = self.inner.lock();
             if inner.region.is_none() {
@@ -565,15 +764,33 @@ impl Session {
             if inner.streams[spec.stream_id as usize].is_some() {
                 return Err(EEXIST);
             }
+            check_target(&inner)?;
         }
+        let bounce = match forward_to {
+            Some(_) => VVec::from_elem(0u8, BOUNCE_BYTES, GFP_KERNEL).map_err(|_| ENOMEM)?,
+            None => VVec::new(),
+        };
         let sock = NetSocket::open(ctx, &ep)?;
+        let ns = NetStream {
+            sock,
+            flags: spec.flags,
+            counters: NetCounters::default(),
+            forward_to,
+            bounce,
+            rtp: None,
+            clock_rate: spec.clock_rate,
+            ssrc_changes: 0,
+        };
+        // On failure the socket closes here, without `inner` held.
+        let ns = KBox::new(ns, GFP_KERNEL)?;
         let mut inner = self.inner.lock();
         // Checked again: the lock was dropped while the socket was made.
         let free = inner.region.is_some() && inner.streams[spec.stream_id as usize].is_none() && !inner.closing;
-        if !free {
+        let target = check_target(&inner);
+        if !free || target.is_err() {
             drop(inner);
-            drop(sock);
-            return Err(EEXIST);
+            drop(ns);
+            return Err(if free { target.err().unwrap_or(EINVAL) } else { EEXIST });
         }
         port::add_user(&port::UDP, 1);
         inner.streams[spec.stream_id as usize] = Some(Stream {
@@ -585,7 +802,7 @@ impl Session {
                 direction: spec.direction,
                 ..Default::default()
             },
-            net: Some(NetStream { sock, flags: spec.flags, counters: NetCounters::default() }),
+            net: Some(ns),
         });
         // Datagrams may have arrived before the stream was published: the
         // ioctl handler kicks the worker once.
@@ -601,7 +818,7 @@ impl Session {
         st.counters = self.inner.lock().streams[st.stream_id as usize]
             .as_ref()
             .and_then(|s| s.net.as_ref())
-            .map(|n| n.counters)
+            .map(|n| n.counters())
             .ok_or(ENOENT)?;
         write_arg(user, &st)?;
         Ok(0)
@@ -957,6 +1174,19 @@ impl MiscDevice for Session {
                         c.csum_errors,
                         c.ring_full
                     );
+                    if let Some(k) = n.forward_to {
+                        seq_print!(
+                            m,
+                            "rtpmgr-fwd:	{} -> {} fwd {} pkts {} B, forward_drops {}, tap {}, tap_drops {}\n",
+                            id,
+                            k,
+                            c.fwd_packets,
+                            c.fwd_bytes,
+                            c.forward_drops,
+                            c.tap_packets,
+                            c.tap_drops
+                        );
+                    }
                 }
             }
         }

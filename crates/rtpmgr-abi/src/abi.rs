@@ -369,9 +369,14 @@ pub struct NetAddr {
 /// [`NetStreamSpec::flags`]: check every received datagram against the
 /// RFC 3550 fixed header ([`rtp_header_check`]); count and drop the others.
 pub const NET_F_RTP: u32 = 1 << 0;
+/// [`NetStreamSpec::flags`]: with `forward_to`, also copy each forwarded
+/// datagram into the from-device ring (the monitoring tap). A full ring
+/// never holds forwarding up: the copy is dropped and counted
+/// ([`NetCounters::tap_drops`]).
+pub const NET_F_TAP: u32 = 1 << 1;
 /// Flags `START_NET_STREAM` accepts.
-pub const NET_F_MASK: u32 = NET_F_RTP;
-/// [`NetStreamSpec::forward_to`]: no forwarding (the only value accepted yet).
+pub const NET_F_MASK: u32 = NET_F_RTP | NET_F_TAP;
+/// [`NetStreamSpec::forward_to`]: no forwarding.
 pub const NET_NO_FORWARD: u32 = u32::MAX;
 
 /// `START_NET_STREAM` argument.
@@ -384,8 +389,24 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   (required, port not 0) from `local` (family unset: any address,
 ///   ephemeral port).
 ///
-/// Not implemented yet (`EOPNOTSUPP` when set): `group`, `source`,
-/// `forward_to`, `ifindex`, `mc_ttl`, `rcvbuf`.
+/// * `forward_to` (`DIR_FROM_DEVICE` only): instead of the ring, each
+///   received datagram goes to the stream with that id in this session,
+///   which must be running with `DIR_TO_DEVICE` when this one starts (a
+///   `udp` stream: sent from its socket; another port: its transmit). No
+///   user space involvement; [`NET_F_TAP`] adds a copy to the ring. A
+///   datagram the target cannot take (stopped, socket buffer full) is
+///   dropped and counted in [`NetCounters::forward_drops`].
+///
+/// * `group` (receiving streams): join this multicast group (port 0; the
+///   port is `local.port`) on interface `ifindex` (0: the one the route to
+///   the group names); with `source` (unicast, port 0) the join is
+///   source-specific (SSM) and datagrams from other sources never arrive.
+///   Both of the stream's family. The socket still binds `local`: bind the
+///   group address to hear only the group, the unspecified address to hear
+///   unicast too. Memberships end with the stream.
+///
+/// Not implemented yet (`EOPNOTSUPP` when set): `mc_ttl`, `rcvbuf`, and
+/// `ifindex` without `group`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {
@@ -397,7 +418,8 @@ pub struct NetStreamSpec {
     pub forward_to: u32,
     pub ifindex: u32,
     pub mc_ttl: u32,
-    /// RTP clock rate (Hz), kept for the statistics to come; any value.
+    /// RTP clock rate (Hz) for the jitter of [`NET_F_RTP`] streams; 0 is
+    /// taken as 1.
     pub clock_rate: u32,
     pub rcvbuf: u32,
     pub reserved: u32,
@@ -430,7 +452,43 @@ pub struct NetCounters {
     /// Times reception stopped on a full from-device ring (the datagrams
     /// wait in the socket, which drops beyond its receive buffer).
     pub ring_full: u64,
+    /// Datagrams forwarded to `forward_to` and their bytes (counted on the
+    /// receiving stream; the target's `tx_*` count them as sent too).
+    pub fwd_packets: u64,
+    pub fwd_bytes: u64,
+    /// Datagrams dropped because the target could not take them.
+    pub forward_drops: u64,
+    /// Tap copies written to the from-device ring, and copies dropped on a
+    /// full ring.
+    pub tap_packets: u64,
+    pub tap_drops: u64,
+    /// With [`NET_F_RTP`]: RFC 3550 receiver statistics of the current
+    /// source (the `rtp` crate's `SourceStats`, the same code compiled into
+    /// the module), over every datagram that passed the header check,
+    /// forwarded or not. A new SSRC restarts them (`ssrc_changes`).
+    /// [`NET_RTP_SOURCE`] in `rtp_flags`: a source was heard.
+    pub ssrc: u32,
+    pub rtp_flags: u32,
+    pub rtp_received: u64,
+    pub rtp_expected: u64,
+    pub rtp_lost: i64,
+    pub rtp_duplicates: u64,
+    pub rtp_reordered: u64,
+    pub rtp_resyncs: u64,
+    pub ssrc_changes: u64,
+    /// Extended highest sequence number (RTCP form).
+    pub ext_highest_seq: u32,
+    /// Interarrival jitter in timestamp units of `clock_rate` (RTCP form;
+    /// arrival times are taken when the worker dequeues the datagram).
+    pub jitter_units: u32,
 }
+
+/// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
+/// its statistics.
+pub const NET_RTP_SOURCE: u32 = 1 << 0;
+/// [`NetCounters::rtp_flags`]: that source is still in probation (RFC 3550
+/// A.1), so nothing is counted yet.
+pub const NET_RTP_PROBATION: u32 = 1 << 1;
 
 /// `GET_NET_STATUS` argument.
 #[repr(C)]
@@ -696,7 +754,7 @@ impl Geometry {
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 96);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 208);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

@@ -735,6 +735,14 @@ const TESTS: &[Test] = &[
     ("udp_rx_intact_v6", net::udp_rx_intact_v6),
     ("udp_tx_intact_v4", net::udp_tx_intact_v4),
     ("udp_tx_intact_v6", net::udp_tx_intact_v6),
+    ("udp_relay_v4", net::udp_relay_v4),
+    ("udp_relay_tap_v4", net::udp_relay_tap_v4),
+    ("udp_relay_tap_v6", net::udp_relay_tap_v6),
+    ("udp_mcast_v4", net::udp_mcast_v4),
+    ("udp_mcast_ssm_v4", net::udp_mcast_ssm_v4),
+    ("udp_mcast_v6", net::udp_mcast_v6),
+    ("udp_mcast_ssm_v6", net::udp_mcast_ssm_v6),
+    ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
 ];
 

@@ -174,6 +174,378 @@ pub(crate) fn udp_tx_intact_v6() -> TestResult {
     tx_intact(V6)
 }
 
+/// In-kernel relay: N RTP packets (junk between them) sent to stream A's
+/// port leave through stream B's socket to a user-space sink, in order and
+/// intact, with no user space in between; with `tap`, every forwarded
+/// packet also appears in the from-device ring, tagged with A.
+fn relay(ip: &str, tap: bool) -> TestResult {
+    const N: u32 = 3000;
+    const A: u32 = 6;
+    const B: u32 = 5;
+    let (dev, region) = session(256)?;
+    let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
+    sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
+    let to = sink.local_addr().map_err(fail("local_addr"))?;
+    dev.start_net_stream(&net_stream_spec(B, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start B"))?;
+    let port = free_port(ip)?;
+    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None);
+    spec.flags = abi::NET_F_RTP | if tap { abi::NET_F_TAP } else { 0 };
+    spec.forward_to = B;
+    dev.start_net_stream(&spec).map_err(fail("start A"))?;
+    let tx = UdpSocket::bind((ip, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(ip, port)).map_err(fail("connect"))?;
+    let mut ring = region.consumer(RingId::FromDevice);
+    let mut buf = vec![0u8; 2048];
+    let (mut sent, mut got, mut tapped, mut junk, mut bytes) = (0u32, 0u32, 0u32, 0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < N || (tap && tapped < N) {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, relayed {got}, tapped {tapped}");
+        // At most 32 in flight (and 32 tap copies unread): nothing drops.
+        let done = if tap { got.min(tapped) } else { got };
+        while sent < N && sent - done < 32 {
+            if sent % 89 == 7 {
+                tx.send(b"junk, not RTP").map_err(fail("send junk"))?;
+                junk += 1;
+            }
+            let p = rtp_packet(sent);
+            bytes += p.len() as u64;
+            tx.send(&p).map_err(fail("send"))?;
+            sent += 1;
+        }
+        if got < sent {
+            let n = sink.recv(&mut buf).map_err(|e| format!("packet {got} of {sent} sent: {e}"))?;
+            let want = rtp_packet(got);
+            ensure!(buf[..n] == want[..], "relayed packet {got}: {n} bytes differ from {}", want.len());
+            got += 1;
+        } else {
+            // The tap copies are published after the worker's batch.
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+        let avail = ring.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        ensure!(tap || avail == 0, "{avail} ring entries without the tap");
+        for i in 0..avail {
+            let h: SlotHeader = ring.header(i);
+            ensure!(h.stream_id == A, "tap slot stream id {}", h.stream_id);
+            let want = rtp_packet(tapped);
+            ensure!(ring.payload(i, h.len) == &want[..], "tap copy {tapped}: {} bytes differ", h.len);
+            tapped += 1;
+        }
+        if ring.release(avail) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+    }
+    let mut a = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    let t = Instant::now();
+    while a.malformed < junk && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        a = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    }
+    let b = dev.net_status(B).map_err(fail("GET_NET_STATUS B"))?;
+    let n = u64::from(N);
+    ensure!(a.fwd_packets == n && a.fwd_bytes == bytes && a.forward_drops == 0, "A: {a:?}");
+    ensure!(a.malformed == junk && a.rx_packets == 0 && a.oversize == 0, "A: {a:?}");
+    let want_tap = if tap { n } else { 0 };
+    ensure!(a.tap_packets == want_tap && a.tap_drops == 0 && tapped as u64 == want_tap, "tap {tapped}: A: {a:?}");
+    ensure!(b.tx_packets == n && b.tx_bytes == bytes && b.tx_errors == 0, "B: {b:?}");
+    // Nothing else came out of the sink.
+    sink.set_read_timeout(Some(Duration::from_millis(200))).map_err(fail("timeout"))?;
+    ensure!(sink.recv(&mut buf).is_err(), "an extra datagram reached the sink");
+
+    // The tap never holds forwarding up: nobody reads the ring now.
+    const M: u32 = 600;
+    for i in 0..M {
+        tx.send(&rtp_packet(i)).map_err(fail("send"))?;
+        let n = sink.recv(&mut buf).map_err(|e| format!("packet {i} with a full tap: {e}"))?;
+        ensure!(buf[..n] == rtp_packet(i)[..], "packet {i} with a full tap differs");
+    }
+    let a2 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    ensure!(a2.fwd_packets == n + u64::from(M) && a2.forward_drops == 0, "A: {a2:?}");
+    if tap {
+        ensure!(a2.tap_packets - a.tap_packets == 256 && a2.tap_drops == u64::from(M) - 256, "full tap: {a2:?}");
+    }
+
+    // Target stopped while traffic flows: counted drops, A keeps running.
+    dev.stop_stream(B).map_err(fail("stop B"))?;
+    for i in 0..50 {
+        tx.send(&rtp_packet(i)).map_err(fail("send"))?;
+    }
+    let t = Instant::now();
+    let mut a3 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    while a3.forward_drops < 50 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+        a3 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    }
+    ensure!(a3.forward_drops == 50 && a3.fwd_packets == a2.fwd_packets, "target stopped: {a3:?}");
+    ensure!(sink.recv(&mut buf).is_err(), "a datagram reached the sink after B stopped");
+    dev.stop_stream(A).map_err(fail("stop A"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_relay_v4() -> TestResult {
+    relay(V4, false)
+}
+
+pub(crate) fn udp_relay_tap_v4() -> TestResult {
+    relay(V4, true)
+}
+
+pub(crate) fn udp_relay_tap_v6() -> TestResult {
+    relay(V6, true)
+}
+
+/// Send from `s` through interface `ifindex` to multicast groups (and, for
+/// IPv4, TTL 0: the stack's own loopback copy is then the only one).
+fn multicast_sender(s: &UdpSocket, v6: bool, ifindex: u32) -> TestResult {
+    use std::os::fd::AsRawFd;
+    let fd = s.as_raw_fd();
+    let rc = if v6 {
+        let idx = ifindex as libc::c_int;
+        // SAFETY: a valid socket and a c_int option value of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                (&idx as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    } else {
+        let mr = libc::ip_mreqn {
+            imr_multiaddr: libc::in_addr { s_addr: 0 },
+            imr_address: libc::in_addr { s_addr: 0 },
+            imr_ifindex: ifindex as libc::c_int,
+        };
+        // SAFETY: a valid socket and an ip_mreqn option value of its size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&mr as *const libc::ip_mreqn).cast(),
+                std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+            )
+        }
+    };
+    ensure!(rc == 0, "multicast interface: {}", std::io::Error::last_os_error());
+    if !v6 {
+        s.set_multicast_ttl_v4(0).map_err(fail("IP_MULTICAST_TTL"))?;
+    }
+    Ok(())
+}
+
+/// A stream that joined a group (on `lo`, which ci/guest/init gives the
+/// multicast flag) receives what is sent to the group, in order and intact;
+/// with `ssm` it joined for one source only, and datagrams from another
+/// source sent to the same group and port never reach the ring.
+fn mcast(v6: bool, ssm: bool) -> TestResult {
+    const N: u32 = 600;
+    const STREAM: u32 = 3;
+    let (group, me, other, any) =
+        if v6 { ("ff0e::5eed:1", V6, "fd00::2", "::") } else { ("239.7.7.7", V4, "127.0.0.2", "0.0.0.0") };
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    ensure!(lo != 0, "no lo");
+    let (dev, region) = session(256)?;
+    let port = free_port(any)?;
+    // IPv4 binds the group (only its datagrams arrive), IPv6 the
+    // unspecified address.
+    let bind = if v6 { any } else { group };
+    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(bind, port)), None);
+    spec.flags = abi::NET_F_RTP;
+    spec.group = rtpmgr_device::net_addr(addr(group, 0));
+    spec.ifindex = lo;
+    if ssm {
+        spec.source = rtpmgr_device::net_addr(addr(me, 0));
+    }
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM with a join"))?;
+    let to = addr(group, port);
+    let tx = UdpSocket::bind((me, 0)).map_err(fail("bind sender"))?;
+    multicast_sender(&tx, v6, lo)?;
+    let intruder = if ssm {
+        let s = UdpSocket::bind((other, 0)).map_err(|e| format!("bind {other} (ci/guest/init adds it to lo): {e}"))?;
+        multicast_sender(&s, v6, lo)?;
+        Some(s)
+    } else {
+        None
+    };
+    let mut rx = region.consumer(RingId::FromDevice);
+    let (mut sent, mut got, mut foreign) = (0u32, 0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got < N {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, received {got}");
+        while sent < N && sent - got < 64 {
+            if let Some(s) = &intruder {
+                if sent % 10 == 3 {
+                    s.send_to(&rtp_packet(100_000 + sent), to).map_err(fail("send from the other source"))?;
+                    foreign += 1;
+                }
+            }
+            tx.send_to(&rtp_packet(sent), to).map_err(fail("send to the group"))?;
+            sent += 1;
+        }
+        let n = rx.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        for i in 0..n {
+            let h: SlotHeader = rx.header(i);
+            ensure!(h.stream_id == STREAM, "slot stream id {}", h.stream_id);
+            let want = rtp_packet(got);
+            ensure!(rx.payload(i, h.len) == &want[..], "packet {got}: {} bytes differ", h.len);
+            got += 1;
+        }
+        if rx.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+    }
+    // Nothing more arrives (the other source's datagrams were filtered).
+    std::thread::sleep(Duration::from_millis(200));
+    let n = rx.available().map_err(|e| format!("{e:?}"))?;
+    ensure!(n == 0, "{n} more datagrams arrived ({foreign} sent from {other})");
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.rx_packets == u64::from(N) && c.malformed == 0, "{c:?}");
+    ensure!(!ssm || foreign > 0, "no foreign datagrams sent");
+    dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_mcast_v4() -> TestResult {
+    mcast(false, false)
+}
+
+pub(crate) fn udp_mcast_ssm_v4() -> TestResult {
+    mcast(false, true)
+}
+
+pub(crate) fn udp_mcast_v6() -> TestResult {
+    mcast(true, false)
+}
+
+pub(crate) fn udp_mcast_ssm_v6() -> TestResult {
+    mcast(true, true)
+}
+
+/// An RTP packet with the given header fields and 20 payload bytes.
+fn rtp_with(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&u32::from(seq).wrapping_mul(160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&[seq as u8; 20]);
+    p
+}
+
+/// Per-stream RTP statistics in the kernel path: a trace with losses,
+/// duplicates, reordering, a far jump and junk gives exactly the counters
+/// the user-space `rtp` crate computes from the same trace (the same
+/// source file is compiled into the module); a new SSRC restarts them.
+pub(crate) fn udp_rtp_stats_v4() -> TestResult {
+    const STREAM: u32 = 7;
+    const SSRC: u32 = 0x1234_5678;
+    let (dev, region) = session(256)?;
+    let port = free_port(V4)?;
+    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    spec.flags = abi::NET_F_RTP;
+    spec.clock_rate = 8000;
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    // The trace: 65,500 + 3000 numbers so the sequence wraps; every 50th
+    // lost, every 37th twice, every 61st swapped with the next one.
+    let mut trace: Vec<u16> = Vec::new();
+    let mut i = 65_000u32;
+    while i < 65_536 + 2_500 {
+        let seq = i as u16;
+        if i % 61 == 0 {
+            trace.push(seq.wrapping_add(1));
+            trace.push(seq);
+            i += 2;
+            continue;
+        }
+        if i % 50 != 0 {
+            trace.push(seq);
+            if i % 37 == 0 {
+                trace.push(seq);
+            }
+        }
+        i += 1;
+    }
+    let mut want = rtp::SourceStats::new(SSRC, trace[0], 8000);
+    for (k, &seq) in trace.iter().enumerate() {
+        want.update(seq, u32::from(seq).wrapping_mul(160), k as u64 * 20_000_000);
+    }
+    let tx = UdpSocket::bind((V4, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(V4, port)).map_err(fail("connect"))?;
+    let mut rx = region.consumer(RingId::FromDevice);
+    let send_all = |pkts: &[Vec<u8>], rx: &mut rtpmgr_ring::Consumer| -> TestResult {
+        let (mut sent, mut got) = (0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got < pkts.len() {
+            ensure!(Instant::now() < deadline, "stalled: sent {sent}, received {got}");
+            while sent < pkts.len() && sent - got < 64 {
+                if sent % 500 == 9 {
+                    tx.send(b"\x40 not RTP").map_err(fail("send junk"))?;
+                }
+                tx.send(&pkts[sent]).map_err(fail("send"))?;
+                sent += 1;
+            }
+            let n = rx.available().map_err(|e| format!("{e:?}"))?;
+            for j in 0..n {
+                let h: SlotHeader = rx.header(j);
+                ensure!(rx.payload(j, h.len) == &pkts[got][..], "packet {got} differs");
+                got += 1;
+            }
+            if rx.release(n) {
+                dev.kick().map_err(fail("KICK"))?;
+            }
+            if n == 0 {
+                let _ = dev.wait(abi::WAIT_FROM_DEV_READY, 1000);
+            }
+        }
+        Ok(())
+    };
+    let pkts: Vec<Vec<u8>> = trace.iter().map(|&q| rtp_with(q, SSRC)).collect();
+    send_all(&pkts, &mut rx)?;
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.ssrc == SSRC && c.rtp_flags == abi::NET_RTP_SOURCE && c.ssrc_changes == 0, "{c:?}");
+    let got = (
+        c.rtp_received,
+        c.rtp_expected,
+        c.rtp_lost,
+        c.rtp_duplicates,
+        c.rtp_reordered,
+        c.rtp_resyncs,
+        c.ext_highest_seq,
+    );
+    let exp = (
+        want.received(),
+        want.expected(),
+        want.lost(),
+        want.duplicates(),
+        want.reordered(),
+        want.resyncs(),
+        want.extended_highest_seq(),
+    );
+    ensure!(got == exp, "kernel (received, expected, lost, dup, reord, resyncs, ext) {got:?} != rtp crate {exp:?}");
+    ensure!(want.lost() > 0 && want.duplicates() > 0 && want.reordered() > 0, "trace too clean: {exp:?}");
+    ensure!(c.rx_packets == trace.len() as u64, "{c:?}");
+    // A new source restarts the statistics.
+    let pkts: Vec<Vec<u8>> = (100..110u16).map(|q| rtp_with(q, 0xABCD)).collect();
+    send_all(&pkts, &mut rx)?;
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.ssrc == 0xABCD && c.ssrc_changes == 1 && c.rtp_received == 10 && c.rtp_lost == 0, "{c:?}");
+    ensure!(c.ext_highest_seq == 109, "{c:?}");
+    dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
+    Ok(())
+}
+
 /// Run `spec` through START_NET_STREAM in a child that dropped root (uid
 /// and gid nobody, no capabilities); the errno comes back as exit status.
 fn start_as_nobody(dev: &Device, spec: &abi::NetStreamSpec) -> Result<i32, String> {
@@ -244,8 +616,60 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         Errno::EINVAL,
     )?;
     bad("unset remote with a port", &|s| s.remote.port = 5, Errno::EINVAL)?;
-    bad("multicast group (later)", &|s| s.group = rtpmgr_device::net_addr(addr("239.1.1.1", 0)), Errno::EOPNOTSUPP)?;
-    bad("forwarding (later)", &|s| s.forward_to = 2, Errno::EOPNOTSUPP)?;
+    let na = |ip: &str, port: u16| rtpmgr_device::net_addr(addr(ip, port));
+    bad("group not multicast", &|s| s.group = na("10.1.1.1", 0), Errno::EINVAL)?;
+    bad("group with a port", &|s| s.group = na("239.1.1.1", 5), Errno::EINVAL)?;
+    bad("group of the other family", &|s| s.group = na("ff0e::1", 0), Errno::EINVAL)?;
+    bad("source without group", &|s| s.source = na(V4, 0), Errno::EINVAL)?;
+    bad(
+        "multicast source",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.source = na("239.1.1.2", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "unspecified source",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.source = na("0.0.0.0", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "group on a sending stream",
+        &|s| {
+            s.direction = abi::DIR_TO_DEVICE;
+            s.local = abi::NetAddr::default();
+            s.remote = na(V4, 5000);
+            s.group = na("239.1.1.1", 0);
+        },
+        Errno::EINVAL,
+    )?;
+    bad("interface without group", &|s| s.ifindex = 1, Errno::EOPNOTSUPP)?;
+    bad(
+        "join on a missing interface",
+        &|s| {
+            s.group = na("239.1.1.1", 0);
+            s.ifindex = 9999;
+        },
+        Errno::ENODEV,
+    )?;
+    bad("TTL (later)", &|s| s.mc_ttl = 4, Errno::EOPNOTSUPP)?;
+    bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
+    bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;
+    bad("forward to id 64", &|s| s.forward_to = abi::MAX_STREAMS, Errno::EINVAL)?;
+    bad("tap without forwarding", &|s| s.flags = abi::NET_F_TAP, Errno::EINVAL)?;
+    bad(
+        "forwarding on a sending stream",
+        &|s| {
+            s.direction = abi::DIR_BOTH;
+            s.remote = rtpmgr_device::net_addr(addr(V4, 5000));
+            s.forward_to = 2;
+        },
+        Errno::EINVAL,
+    )?;
     bad(
         "address not on this host",
         &|s| s.local = rtpmgr_device::net_addr(addr("192.0.2.1", port)),
@@ -271,6 +695,11 @@ pub(crate) fn udp_hostile_args() -> TestResult {
     // A loopback stream is no udp stream.
     dev.start_stream(3, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(fail("start loopback"))?;
     expect_errno("net status of a loopback stream", dev.net_status(3), Errno::ENOENT)?;
+    // A forward target must send: stream 1 only receives.
+    let mut f = rx(port);
+    f.stream_id = 4;
+    f.forward_to = 1;
+    expect_errno("forward to a receiving stream", dev.start_net_stream(&f), Errno::EINVAL)?;
     // Bad user pointers.
     ensure!(super::raw_addr(&dev, abi::RTPMGR_IOC_START_NET_STREAM, 8) == Err(Errno::EFAULT), "bad pointer");
     let info = dev.info().map_err(fail("GET_INFO"))?;

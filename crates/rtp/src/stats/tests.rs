@@ -368,3 +368,27 @@ fn stream_evicts_the_least_recently_heard_source() {
     update(&mut one, 0xb, 0);
     assert_eq!(one.sources().map(|s| s.ssrc()).collect::<Vec<_>>(), [0xb]);
 }
+
+#[test]
+fn arrival_units_without_u128_is_exact() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let rates = [1u32, 8000, 48_000, 90_000, 1_000_000_000, u32::MAX];
+    for i in 0..20_000u64 {
+        let ns = match i % 4 {
+            0 => next(),
+            1 => next() % 4_000_000_000_000,
+            2 => u64::MAX - next() % 1000,
+            _ => i,
+        };
+        for &rate in &rates {
+            let want = (u128::from(ns) * u128::from(rate) / 1_000_000_000) as u32;
+            assert_eq!(crate::seqstats::arrival_units(ns, rate), want, "ns {ns} rate {rate}");
+        }
+    }
+}
