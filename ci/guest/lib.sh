@@ -67,7 +67,7 @@ build_initramfs() {
     cp "$ROOT/target/$ARMV7/release/rtpmgr-guest-tests" "$root/bin/rtpmgr-guest-tests32"
     install_device_rule "$root"
     cp "$init" "$root/init"
-    cp "$ROOT/ci/guest/rtpmgr-test.toml" "$root/etc/rtpmgr-test.toml"
+    cp "$ROOT/ci/guest/rtpmgr-test.toml" "$ROOT/ci/guest/rtpmgr-kernel.toml" "$root/etc/"
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out")
     rm -rf "$root"
@@ -100,7 +100,7 @@ boot_guest() {
     local initrd=$1 dtb=$2 log=$3
     timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
         -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
-        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^STREAM'
+        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^STREAM'
     if grep -nE "$KERNEL_PROBLEMS" "$log"; then
         die "kernel problem on the console (full log: $log)"
     fi

@@ -40,6 +40,7 @@ extern "C" {
         rscope: u32,
     ) -> c_int;
     fn rtpmgr_net_join(n: *mut RtpmgrNet, group: *const u8, source: *const u8, ifindex: u32) -> c_int;
+    fn rtpmgr_net_set_buffers(n: *mut RtpmgrNet, bytes: c_int) -> c_int;
     fn rtpmgr_net_close(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
     fn rtpmgr_net_recv(
@@ -80,6 +81,8 @@ pub(crate) struct Endpoints {
     group: Option<abi::NetAddr>,
     source: Option<abi::NetAddr>,
     ifindex: u32,
+    /// `SO_RCVBUF`/`SO_SNDBUF` to ask for (0: the stack's defaults).
+    buffer_bytes: c_int,
 }
 
 /// Whether `a` (of a known family) is a multicast address.
@@ -135,10 +138,12 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     } else if spec.flags & abi::NET_F_TAP != 0 {
         return Err(EINVAL);
     }
-    // Multicast transmit options and socket tuning come in later steps.
-    if spec.mc_ttl != 0 || spec.rcvbuf != 0 {
+    // Multicast transmit options come in a later step.
+    if spec.mc_ttl != 0 {
         return Err(errno(bindings::EOPNOTSUPP));
     }
+    // setsockopt takes an int.
+    let buffer_bytes = c_int::try_from(spec.rcvbuf).map_err(|_| EINVAL)?;
     let (l, r) = (spec.local.family, spec.remote.family);
     if l != abi::NET_FAMILY_UNSPEC && r != abi::NET_FAMILY_UNSPEC && l != r {
         return Err(EINVAL);
@@ -178,7 +183,7 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
             return Err(EINVAL);
         }
     }
-    Ok(Endpoints { family, local, remote, group, source, ifindex: spec.ifindex })
+    Ok(Endpoints { family, local, remote, group, source, ifindex: spec.ifindex, buffer_bytes })
 }
 
 /// What one receive brought.
@@ -254,6 +259,15 @@ impl NetSocket {
         }
         let raw = NonNull::new(raw).ok_or(ENOMEM)?;
         let sock = NetSocket { raw };
+        if ep.buffer_bytes > 0 {
+            // SAFETY: `raw` is open; we are in the ioctl, the caller's
+            // context the helper's setsockopt needs. On failure `sock`
+            // closes the socket.
+            let rc = unsafe { rtpmgr_net_set_buffers(sock.raw.as_ptr(), ep.buffer_bytes) };
+            if rc < 0 {
+                return Err(Error::from_errno(rc));
+            }
+        }
         if let Some(g) = &ep.group {
             let src = ep.source.as_ref().map_or(core::ptr::null(), |s| s.addr.as_ptr());
             // SAFETY: `raw` is open; `g.addr` and the source (if any) are

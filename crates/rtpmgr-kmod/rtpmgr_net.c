@@ -245,6 +245,30 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 }
 
 /*
+ * Buffer sizes go through do_sock_setsockopt too, so the caller's
+ * CAP_NET_ADMIN (in the socket's netns) decides whether the FORCE options
+ * may pass net.core.rmem_max/wmem_max, exactly as for rtpmgrd's own
+ * sockets. A refused FORCE (EPERM) falls back to the capped option.
+ */
+int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes)
+{
+	static const int opts[2][2] = { { SO_RCVBUFFORCE, SO_RCVBUF }, { SO_SNDBUFFORCE, SO_SNDBUF } };
+	bool compat = in_compat_syscall();
+	int i, err;
+
+	for (i = 0; i < 2; i++) {
+		err = do_sock_setsockopt(n->sock, compat, SOL_SOCKET, opts[i][0], KERNEL_SOCKPTR(&bytes),
+					 sizeof(bytes));
+		if (err == -EPERM)
+			err = do_sock_setsockopt(n->sock, compat, SOL_SOCKET, opts[i][1], KERNEL_SOCKPTR(&bytes),
+						 sizeof(bytes));
+		if (err < 0)
+			return err;
+	}
+	return 0;
+}
+
+/*
  * Multicast joins go through do_sock_setsockopt, as the setsockopt syscall
  * would: it takes RTNL and the socket lock itself, runs the LSM and cgroup
  * hooks, and reaches SSM, whose direct entry points (ip_mc_source,

@@ -24,6 +24,13 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
  * The caller's context (ioctl): its credentials and compat mode. Sleeps.
  */
 int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32 ifindex);
+/*
+ * Ask for bytes of receive and send buffer, as setsockopt would:
+ * SO_RCVBUFFORCE/SO_SNDBUFFORCE when the caller has CAP_NET_ADMIN, else
+ * SO_RCVBUF/SO_SNDBUF (capped by net.core.rmem_max/wmem_max). The caller's
+ * context (ioctl). Sleeps.
+ */
+int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes);
 /* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
 void rtpmgr_net_close(struct rtpmgr_net *n);
 /* Whether a datagram waits. */

@@ -405,8 +405,13 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   group address to hear only the group, the unspecified address to hear
 ///   unicast too. Memberships end with the stream.
 ///
-/// Not implemented yet (`EOPNOTSUPP` when set): `mc_ttl`, `rcvbuf`, and
-/// `ifindex` without `group`.
+/// * `rcvbuf` (not 0): bytes of receive and send buffer for the socket,
+///   asked for as `setsockopt` would in the caller's context:
+///   `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` with `CAP_NET_ADMIN`, else capped
+///   by `net.core.rmem_max`/`wmem_max`. Above `i32::MAX`: `EINVAL`.
+///
+/// Not implemented yet (`EOPNOTSUPP` when set): `mc_ttl`, and `ifindex`
+/// without `group`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {

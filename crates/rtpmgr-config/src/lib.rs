@@ -106,6 +106,23 @@ pub struct StreamConfig {
     pub clock_rate: Option<u32>,
     pub media_port: String,
     pub ring_full: RingFullPolicy,
+    pub mode: DataPath,
+}
+
+/// Where a stream's packets are handled (`mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// rtpmgrd's receiver and transmitter threads move every packet
+    /// between their sockets and the rings.
+    #[default]
+    User,
+    /// The module's own `udp` port receives (and, for a relay, sends)
+    /// without a syscall per packet; rtpmgrd only sets it up and reads the
+    /// counters. An ingress stream is forwarded into its media port, a
+    /// relay straight to its destination. Where the device cannot (no
+    /// in-kernel network streams, an option the module lacks) rtpmgrd
+    /// falls back to `User` and logs why.
+    Kernel,
 }
 
 /// What the receiver does with a stream's datagrams while the to-device

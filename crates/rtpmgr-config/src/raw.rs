@@ -63,6 +63,7 @@ pub struct RawStream {
     pub clock_rate: Option<Spanned<u32>>,
     pub media_port: Option<Spanned<String>>,
     pub ring_full: Option<Spanned<RawRingFull>>,
+    pub mode: Option<Spanned<RawMode>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -70,4 +71,11 @@ pub struct RawStream {
 pub enum RawRingFull {
     Wait,
     Drop,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    User,
+    Kernel,
 }

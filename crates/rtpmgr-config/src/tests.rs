@@ -272,3 +272,28 @@ fn ring_full_drop_is_refused_on_an_egress_stream() {
                  destination = \"127.0.0.1:6000\"\nring_full = \"drop\"\n");
     assert!(e.contains(":6:13: stream \"o\": ring_full applies to receiving streams"), "{e}");
 }
+
+#[test]
+fn mode_defaults_to_user_and_takes_kernel() {
+    assert_eq!(parse(RELAY).unwrap().streams[0].mode, DataPath::User);
+    let c = parse(&format!("{RELAY}mode = \"kernel\"\n")).unwrap();
+    assert_eq!(c.streams[0].mode, DataPath::Kernel);
+    let c = parse(&format!("{RELAY}mode = \"user\"\n")).unwrap();
+    assert_eq!(c.streams[0].mode, DataPath::User);
+    // The user-space fallback still honours ring_full.
+    let c = parse(&format!("{RELAY}mode = \"kernel\"\nring_full = \"drop\"\n")).unwrap();
+    assert_eq!((c.streams[0].mode, c.streams[0].ring_full), (DataPath::Kernel, RingFullPolicy::Drop));
+}
+
+#[test]
+fn mode_typo_names_the_key_line_and_choices() {
+    let e = err(&format!("{RELAY}mode = \"kernal\"\n"));
+    assert!(e.starts_with("/etc/rtpmgr.toml:6:8: unknown variant `kernal`, expected `user` or `kernel`"), "{e}");
+}
+
+#[test]
+fn kernel_mode_is_refused_on_an_egress_stream() {
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nmode = \"kernel\"\n");
+    assert!(e.contains(":6:8: stream \"o\": mode = \"kernel\" applies to ingress and relay streams"), "{e}");
+}

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawRingFull, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawMode, RawRingFull, RawStream};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, Direction, LevelFilter, RingFullPolicy,
-    StreamConfig,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, LevelFilter,
+    RingFullPolicy, StreamConfig,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -417,6 +417,22 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             RingFullPolicy::Drop
         }
     };
+    let mode = match s.mode.as_ref().map(|m| (*m.get_ref(), m.span())) {
+        None | Some((RawMode::User, _)) => DataPath::User,
+        Some((RawMode::Kernel, span)) => {
+            if direction == Direction::Egress {
+                return ctx.err(
+                    span,
+                    "mode",
+                    format!(
+                        "{what}: mode = \"kernel\" applies to ingress and relay streams; \
+                         the module has no in-kernel path from a media port to the network"
+                    ),
+                );
+            }
+            DataPath::Kernel
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -430,6 +446,7 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         clock_rate,
         media_port,
         ring_full,
+        mode,
     })
 }
 

@@ -90,6 +90,13 @@ pub struct StreamReport {
     pub error: Option<String>,
     pub id: u32,
     pub direction: String,
+    /// `user` (rtpmgrd's threads move the packets) or `kernel` (the
+    /// module's in-kernel data plane does; `mode = "kernel"`).
+    #[serde(default)]
+    pub mode: String,
+    /// Why a `mode = "kernel"` stream runs in user space instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub media_port: String,
     pub bind: String,
     pub destination: Option<String>,
@@ -108,6 +115,10 @@ pub struct StreamReport {
     /// Datagrams discarded while the to-device ring was full, under
     /// `ring_full = "drop"`.
     pub ring_full_drops: u64,
+    /// `mode = "kernel"`: datagrams its target (media port or sending
+    /// socket) could not take, dropped in the kernel.
+    #[serde(default)]
+    pub forward_drops: u64,
     pub sent_packets: u64,
     pub sent_bytes: u64,
     pub send_errors: u64,

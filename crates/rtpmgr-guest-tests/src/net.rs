@@ -657,6 +657,7 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         Errno::ENODEV,
     )?;
     bad("TTL (later)", &|s| s.mc_ttl = 4, Errno::EOPNOTSUPP)?;
+    bad("buffer size above INT_MAX", &|s| s.rcvbuf = 1 << 31, Errno::EINVAL)?;
     bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
     bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;
     bad("forward to id 64", &|s| s.forward_to = abi::MAX_STREAMS, Errno::EINVAL)?;

@@ -94,6 +94,7 @@ fn table(r: &StatusReport) -> String {
         "STREAM",
         "DIR",
         "PORT",
+        "MODE",
         "STATE",
         "PACKETS",
         "BYTES",
@@ -104,6 +105,7 @@ fn table(r: &StatusReport) -> String {
         "MALFORMED",
         "SOCK_DROPS",
         "RING_DROPS",
+        "FWD_DROPS",
         "SENT",
         "SEND_ERR",
     ];
@@ -113,6 +115,7 @@ fn table(r: &StatusReport) -> String {
             s.name.clone(),
             s.direction.clone(),
             s.media_port.clone(),
+            s.mode.clone(),
             s.state.clone(),
             s.packets.to_string(),
             s.bytes.to_string(),
@@ -123,6 +126,7 @@ fn table(r: &StatusReport) -> String {
             (s.malformed + s.wrong_payload_type + s.oversize).to_string(),
             s.socket_drops.to_string(),
             s.ring_full_drops.to_string(),
+            s.forward_drops.to_string(),
             s.sent_packets.to_string(),
             s.send_errors.to_string(),
         ]);
@@ -134,7 +138,7 @@ fn table(r: &StatusReport) -> String {
             .enumerate()
             .map(
                 |(c, cell)| {
-                    if c < 4 {
+                    if c < 5 {
                         format!("{cell:<w$}", w = widths[c])
                     } else {
                         format!("{cell:>w$}", w = widths[c])
@@ -147,6 +151,13 @@ fn table(r: &StatusReport) -> String {
     }
     for s in r.streams.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
+    }
+    for s in r.streams.iter().filter(|s| s.fallback.is_some()) {
+        out.push_str(&format!(
+            "\n{}: mode = \"kernel\" unavailable, running in user space: {}\n",
+            s.name,
+            s.fallback.as_deref().unwrap_or_default()
+        ));
     }
     out
 }
@@ -165,8 +176,17 @@ mod tests {
                 StreamReport {
                     name: "tv1".into(),
                     state: "running".into(),
+                    mode: "kernel".into(),
                     packets: 100_000,
                     lost: 3,
+                    forward_drops: 7,
+                    ..Default::default()
+                },
+                StreamReport {
+                    name: "tv2".into(),
+                    state: "running".into(),
+                    mode: "user".into(),
+                    fallback: Some("the device has no in-kernel network streams".into()),
                     ..Default::default()
                 },
                 StreamReport {
@@ -187,5 +207,11 @@ mod tests {
         // The STREAM column is as wide as its longest name.
         assert!(lines[head + 1].starts_with(&format!("{:<15}  ", "tv1")), "{t}");
         assert!(t.contains("radio-long-name: bind 0.0.0.0:5004: Address in use"));
+        // MODE is a left-aligned column; FWD_DROPS shows the kernel's drops.
+        let mode = lines[head].find("MODE").unwrap();
+        assert_eq!(&lines[head + 1][mode..mode + 7], "kernel ");
+        let end = lines[head].find("FWD_DROPS").unwrap() + "FWD_DROPS".len();
+        assert_eq!(&lines[head + 1][end - 2..end], " 7");
+        assert!(t.contains("tv2: mode = \"kernel\" unavailable, running in user space: the device has no"), "{t}");
     }
 }

@@ -4,6 +4,7 @@
 //! stops gracefully on SIGTERM/SIGINT.
 
 use crate::backend::{find_port, Backend};
+use crate::kernel_path::{self, KernelStream};
 use crate::net;
 use crate::receiver::Receiver;
 use crate::stream::{direction_bits, Stream, StreamTable};
@@ -12,9 +13,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Config, Direction, StreamConfig};
+use rtpmgr_config::{Config, DataPath, Direction, StreamConfig};
 use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport};
 use rtpmgr_ring::{Region, RingId};
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
@@ -64,6 +66,10 @@ pub struct Daemon {
     backend: Arc<dyn Backend>,
     region: Arc<Region>,
     table: Arc<StreamTable>,
+    /// `mode = "kernel"` streams the module runs.
+    kernel: Vec<KernelStream>,
+    /// `mode = "kernel"` streams running in user space instead, and why.
+    fallbacks: HashMap<String, String>,
     /// Streams of the configuration that are not running, with the reason;
     /// retried with backoff.
     failed: Vec<Waiting>,
@@ -135,6 +141,8 @@ impl Daemon {
             backend,
             region,
             table,
+            kernel: Vec::new(),
+            fallbacks: HashMap::new(),
             failed: Vec::new(),
             next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             rx_stop,
@@ -149,12 +157,65 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The `n` lowest stream ids neither path uses.
+    fn free_ids(&self, n: usize) -> io::Result<Vec<u32>> {
+        let (_, running) = self.table.snapshot();
+        let ids: Vec<u32> = (0..abi::MAX_STREAMS)
+            .filter(|id| {
+                running.iter().all(|s| s.id != *id) && self.kernel.iter().all(|k| k.rx_id != *id && k.target_id != *id)
+            })
+            .take(n)
+            .collect();
+        if ids.len() < n {
+            return Err(io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)));
+        }
+        Ok(ids)
+    }
+
+    fn is_running(&self, name: &str) -> bool {
+        self.table.get(name).is_some() || self.kernel.iter().any(|k| k.config.name == name)
+    }
+
+    /// Start a stream on the path its `mode` asks for; a `mode = "kernel"`
+    /// stream the device cannot run starts in user space, with a log line.
+    fn start_any(&mut self, cfg: &StreamConfig) -> io::Result<()> {
+        self.fallbacks.remove(&cfg.name);
+        if cfg.mode == DataPath::Kernel {
+            let ids = self.free_ids(2)?;
+            let buffer = self.config.daemon.socket_buffer_bytes;
+            match kernel_path::start(self.backend.as_ref(), cfg, ids[0], ids[1], buffer) {
+                Ok(k) => {
+                    log::info!(
+                        "stream {} started in the kernel: {} {} {} (ids {} and {})",
+                        cfg.name,
+                        dir_name(cfg.direction),
+                        cfg.bind,
+                        match (cfg.direction, cfg.destination) {
+                            (Direction::Relay, Some(d)) => format!("to {d}"),
+                            _ => format!("into port {}", cfg.media_port),
+                        },
+                        k.rx_id,
+                        k.target_id
+                    );
+                    self.kernel.push(k);
+                    return Ok(());
+                }
+                Err(kernel_path::StartError::Failed(e)) => return Err(e),
+                Err(kernel_path::StartError::Unsupported(reason)) => {
+                    log::warn!(
+                        "stream {}: mode = \"kernel\" is not available: {reason}; running it in user space",
+                        cfg.name
+                    );
+                    self.fallbacks.insert(cfg.name.clone(), reason);
+                }
+            }
+        }
+        self.start_stream(cfg)
+    }
+
     fn start_stream(&self, cfg: &StreamConfig) -> io::Result<()> {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
-        let id = self
-            .table
-            .free_id()
-            .ok_or_else(|| io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)))?;
+        let id = self.free_ids(1)?[0];
         let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
         self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
         // Started on the device before the threads see it, so no slot ever
@@ -163,41 +224,42 @@ impl Daemon {
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
-            match cfg.direction {
-                Direction::Ingress => "ingress",
-                Direction::Egress => "egress",
-                Direction::Relay => "relay",
-            },
+            dir_name(cfg.direction),
             cfg.bind,
             cfg.media_port
         );
         Ok(())
     }
 
-    fn stop_stream(&self, name: &str) {
+    fn stop_stream(&mut self, name: &str) {
         if let Some(s) = self.table.remove(name) {
             if let Err(e) = self.backend.stop_stream(s.id) {
                 log::warn!("stream {name}: STOP_STREAM: {e}");
             }
             log::info!("stream {name} stopped");
         }
+        if let Some(i) = self.kernel.iter().position(|k| k.config.name == name) {
+            self.kernel.remove(i).stop(self.backend.as_ref());
+            log::info!("stream {name} stopped (kernel)");
+        }
+        self.fallbacks.remove(name);
     }
 
     /// Make the running streams match `wanted`: stop what is gone or
     /// changed, start what is new or changed, leave the rest untouched.
     fn apply_streams(&mut self, wanted: &[StreamConfig]) {
         let (_, running) = self.table.snapshot();
-        for s in &running {
-            if !wanted.iter().any(|w| *w == s.config) {
-                self.stop_stream(&s.config.name);
-            }
+        let running = running.iter().map(|s| &s.config).chain(self.kernel.iter().map(|k| &k.config));
+        let stale: Vec<String> = running.filter(|c| !wanted.iter().any(|w| w == *c)).map(|c| c.name.clone()).collect();
+        for name in stale {
+            self.stop_stream(&name);
         }
         self.failed.clear();
         for w in wanted {
-            if self.table.get(&w.name).is_some() {
+            if self.is_running(&w.name) {
                 continue; // unchanged and running
             }
-            if let Err(e) = self.start_stream(w) {
+            if let Err(e) = self.start_any(w) {
                 log::error!("stream {}: cannot start: {e}; retrying in {RETRY_MIN:?}", w.name);
                 self.failed.push(Waiting::new(w.clone(), e.to_string()));
             }
@@ -214,7 +276,7 @@ impl Daemon {
                 still.push(w);
                 continue;
             }
-            match self.start_stream(&w.config) {
+            match self.start_any(&w.config) {
                 Ok(()) => log::info!("stream {}: running again after {} failed attempts", w.config.name, w.attempts),
                 Err(e) => {
                     let delay = Waiting::backoff(w.attempts);
@@ -244,20 +306,25 @@ impl Daemon {
         }
         self.next_port_check = now + PORT_CHECK_INTERVAL;
         let (_, running) = self.table.snapshot();
-        for s in running {
-            let gone = match self.backend.port(s.port) {
-                Ok(p) if p.name_str() == Some(s.config.media_port.as_str()) => continue,
-                Ok(p) => format!("port index {} is now {:?}", s.port, p.name_str().unwrap_or("?")),
+        let on_ports: Vec<(u32, StreamConfig)> = running
+            .iter()
+            .map(|s| (s.port, s.config.clone()))
+            .chain(self.kernel.iter().filter_map(|k| Some((k.port?, k.config.clone()))))
+            .collect();
+        for (port, config) in on_ports {
+            let gone = match self.backend.port(port) {
+                Ok(p) if p.name_str() == Some(config.media_port.as_str()) => continue,
+                Ok(p) => format!("port index {port} is now {:?}", p.name_str().unwrap_or("?")),
                 Err(e) => e.to_string(),
             };
             log::error!(
                 "stream {}: media port {} went away ({gone}); stopping the stream until it returns",
-                s.config.name,
-                s.config.media_port
+                config.name,
+                config.media_port
             );
-            self.stop_stream(&s.config.name);
-            self.failed
-                .push(Waiting::new(s.config.clone(), format!("media port {} went away: {gone}", s.config.media_port)));
+            self.stop_stream(&config.name);
+            let error = format!("media port {} went away: {gone}", config.media_port);
+            self.failed.push(Waiting::new(config, error));
         }
     }
 
@@ -291,11 +358,11 @@ impl Daemon {
             ..new.daemon
         };
         self.config = Config { daemon, buffer: old.buffer, streams: new.streams };
-        let before: Vec<String> = self.table.snapshot().1.iter().map(|s| s.config.name.clone()).collect();
+        let before = self.running_names();
         let wanted = self.config.streams.clone();
         self.apply_streams(&wanted);
-        let (_, after) = self.table.snapshot();
-        let started = after.iter().filter(|s| !before.contains(&s.config.name)).count();
+        let after = self.running_names();
+        let started = after.iter().filter(|s| !before.contains(s)).count();
         let msg = format!(
             "reloaded {}: {} streams running ({} started), {} failed",
             self.config_path.display(),
@@ -307,6 +374,11 @@ impl Daemon {
         Ok(msg)
     }
 
+    fn running_names(&self) -> Vec<String> {
+        let (_, running) = self.table.snapshot();
+        running.iter().map(|s| &s.config).chain(self.kernel.iter().map(|k| &k.config)).map(|c| c.name.clone()).collect()
+    }
+
     pub fn status(&self) -> StatusReport {
         let session = self.backend.status(abi::STATUS_SESSION_ONLY).map(|s| s.session).unwrap_or_default();
         let g = self.region.geometry();
@@ -316,6 +388,9 @@ impl Daemon {
         };
         let (_, streams) = self.table.snapshot();
         let mut reports: Vec<StreamReport> = streams.iter().map(|s| self.stream_report(s)).collect();
+        for k in &self.kernel {
+            reports.push(k.report(self.backend.as_ref(), config_report(&k.config)));
+        }
         for w in &self.failed {
             let retry = w.next_try.saturating_duration_since(Instant::now());
             reports.push(StreamReport {
@@ -363,6 +438,8 @@ impl Daemon {
         StreamReport {
             id: s.id,
             state: "running".into(),
+            mode: "user".into(),
+            fallback: self.fallbacks.get(&s.config.name).cloned(),
             packets: c.packets,
             bytes: c.bytes,
             lost,
@@ -395,8 +472,9 @@ impl Daemon {
                 continue;
             }
             log::info!(
-                "{}: rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}; tx {} pkts, errors {}",
+                "{} ({}): rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}, forward drops {}; tx {} pkts, errors {}",
                 s.name,
+                s.mode,
                 s.packets,
                 s.bytes,
                 s.lost,
@@ -406,6 +484,7 @@ impl Daemon {
                 s.malformed,
                 s.socket_drops,
                 s.ring_full_drops,
+                s.forward_drops,
                 s.sent_packets,
                 s.send_errors
             );
@@ -440,20 +519,28 @@ impl Daemon {
         if let Some(h) = self.transmitter.take() {
             let _ = h.join();
         }
-        for s in self.table.snapshot().1 {
-            self.stop_stream(&s.config.name);
+        for name in self.running_names() {
+            self.stop_stream(&name);
         }
         log::info!("stopped");
+    }
+}
+
+fn dir_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+        Direction::Relay => "relay",
     }
 }
 
 fn config_report(cfg: &StreamConfig) -> StreamReport {
     StreamReport {
         name: cfg.name.clone(),
-        direction: match cfg.direction {
-            Direction::Ingress => "ingress",
-            Direction::Egress => "egress",
-            Direction::Relay => "relay",
+        direction: dir_name(cfg.direction).into(),
+        mode: match cfg.mode {
+            DataPath::User => "user",
+            DataPath::Kernel => "kernel",
         }
         .into(),
         media_port: cfg.media_port.clone(),

@@ -6,10 +6,12 @@
 //! * [`transmitter`]: from-device ring → UDP (`sendmmsg` from ring slots);
 //! * [`daemon`]: the controller (configuration, streams, control socket,
 //!   signals, status);
+//! * [`kernel_path`]: streams the module runs by itself (`mode = "kernel"`);
 //! * [`net`]: socket set-up, multicast joins.
 
 pub mod backend;
 pub mod daemon;
+pub mod kernel_path;
 pub mod net;
 pub mod receiver;
 pub mod stream;

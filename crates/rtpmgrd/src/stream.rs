@@ -128,10 +128,4 @@ impl StreamTable {
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
         self.snapshot().1.into_iter().find(|s| s.config.name == name)
     }
-
-    /// The lowest stream id no running stream uses.
-    pub fn free_id(&self) -> Option<u32> {
-        let (_, streams) = self.snapshot();
-        (0..abi::MAX_STREAMS).find(|id| streams.iter().all(|s| s.id != *id))
-    }
 }

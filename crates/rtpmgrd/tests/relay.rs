@@ -155,3 +155,35 @@ fn malformed_packets_are_counted_and_the_stream_goes_on() {
     assert_eq!(s.lost, 0);
     assert!(daemon.stop().success());
 }
+
+/// `mode = "kernel"` on a device without in-kernel network streams (the
+/// simulator): the stream runs in user space, says why in the log and in
+/// the status, and relays every packet intact.
+#[test]
+fn kernel_mode_falls_back_to_user_space_with_a_log_line() {
+    let dir = TempDir::new("fallback");
+    let sink = Sink::start();
+    let port = free_udp_port();
+    let config = relay_config(&dir, &[("tv1", port, sink.port)])
+        .replace("direction = \"relay\"", "direction = \"relay\"\nmode = \"kernel\"");
+    assert!(config.contains("mode = \"kernel\""), "{config}");
+    let daemon = Daemon::start(&dir, &config);
+    const N: u32 = 2_000;
+    let packets: Vec<Vec<u8>> = (0..N).map(|i| rtp_packet(SSRC, i)).collect();
+    send_windowed(port, &packets, &sink, 256);
+    sink.wait_for(N as u64, Duration::from_secs(30));
+    let got = sink.take();
+    assert!(got == packets, "{} of {N} packets arrived, or some differ", got.len());
+
+    let s = &daemon.status().streams[0];
+    assert_eq!((s.name.as_str(), s.state.as_str(), s.mode.as_str()), ("tv1", "running", "user"));
+    let why = s.fallback.as_deref().expect("a fallback reason in the status");
+    assert!(why.contains("FEATURE_NET_STREAMS"), "{why}");
+    assert_eq!((s.packets, s.sent_packets, s.lost), (N as u64, N as u64, 0));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("stream tv1: mode = \"kernel\" is not available: the device has no in-kernel network streams"),
+        "{log}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -59,4 +59,10 @@ impl Backend for KernelBackend {
     fn wait(&self, flags: u32, timeout_ms: u32) -> io::Result<u32> {
         self.dev.wait(flags, timeout_ms)
     }
+    fn start_net_stream(&self, spec: &abi::NetStreamSpec) -> io::Result<()> {
+        self.dev.start_net_stream(spec)
+    }
+    fn net_status(&self, stream_id: u32) -> io::Result<abi::NetCounters> {
+        self.dev.net_status(stream_id)
+    }
 }

@@ -37,6 +37,16 @@ pub trait Backend: Send + Sync {
     fn kick(&self) -> io::Result<()>;
     /// `WAIT`: the `WAIT_*` conditions that hold; `ETIMEDOUT` on timeout.
     fn wait(&self, flags: u32, timeout_ms: u32) -> io::Result<u32>;
+    /// `START_NET_STREAM`: a stream on the device's own `udp` port.
+    /// `EOPNOTSUPP` on a device without in-kernel network streams (the
+    /// simulator: it has no kernel to run them in).
+    fn start_net_stream(&self, _spec: &abi::NetStreamSpec) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+    /// `GET_NET_STATUS`.
+    fn net_status(&self, _stream_id: u32) -> io::Result<abi::NetCounters> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 /// Look a media port up by name (`loopback`, `null`, `media0`, ...).

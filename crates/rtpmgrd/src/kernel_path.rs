@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: MIT
+//! Streams the module runs by itself (`mode = "kernel"`).
+//!
+//! rtpmgrd only sets them up with `START_NET_STREAM` and reads their
+//! counters; no packet of theirs passes through its threads or sockets.
+//!
+//! * relay: a receiving `udp` stream at `bind` forwards every datagram to a
+//!   sending `udp` stream connected to `destination`: network to network
+//!   inside the kernel, as rtpengine's module does for a call leg. The
+//!   media port is not on this path; it is what the user-space fallback
+//!   relays through.
+//! * ingress: the receiving `udp` stream forwards into a `DIR_TO_DEVICE`
+//!   stream of the media port: network to peripheral inside the kernel.
+//!
+//! The module checks every datagram's RTP header (malformed ones are
+//! counted and dropped) and keeps RFC 3550 statistics with the stream's
+//! clock rate; it does not filter by `payload_type`, which here only
+//! names the clock rate.
+//!
+//! Where the device cannot do it (the simulator, a module without
+//! `FEATURE_NET_STREAMS`, an option the `udp` port does not implement) the
+//! caller falls back to the user-space path and logs the reason.
+
+use crate::backend::{find_port, Backend};
+use rtpmgr_abi as abi;
+use rtpmgr_config::{Direction, StreamConfig};
+use rtpmgr_control::StreamReport;
+use rtpmgr_device::{net_addr, net_stream_spec};
+use std::io;
+use std::net::SocketAddr;
+
+/// A stream running in the module.
+pub struct KernelStream {
+    pub config: StreamConfig,
+    /// The receiving `udp` stream.
+    pub rx_id: u32,
+    /// Its forwarding target: a sending `udp` stream (relay) or a stream
+    /// of the media port (ingress).
+    pub target_id: u32,
+    /// Media-port index of an ingress stream's target.
+    pub port: Option<u32>,
+}
+
+/// Why a kernel stream did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The device cannot run it: use the user-space path instead.
+    Unsupported(String),
+    /// It can, but not now (address in use, port gone, permission): the
+    /// same failure the user-space path would meet, retried as such.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Failed(e)
+    }
+}
+
+/// What the configuration asks that the module's `udp` port does not do
+/// (yet), as a reason for the log; `None` when it can run the stream.
+fn unsupported(info: &abi::Info, cfg: &StreamConfig) -> Option<String> {
+    if info.features & abi::FEATURE_NET_STREAMS == 0 {
+        return Some("the device has no in-kernel network streams (FEATURE_NET_STREAMS)".into());
+    }
+    if cfg.multicast_ttl.is_some() {
+        return Some("the kernel path does not set a multicast TTL (multicast_ttl)".into());
+    }
+    None
+}
+
+/// An errno from `START_NET_STREAM` that means "not this device", not
+/// "not now".
+fn is_unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT))
+}
+
+fn ctx(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Start `cfg` in the module with stream ids `rx_id` and `target_id`,
+/// its sockets asking for `buffer_bytes` of buffer (`socket_buffer_bytes`,
+/// as for user-space streams). Nothing stays started when it fails.
+pub fn start(
+    backend: &dyn Backend,
+    cfg: &StreamConfig,
+    rx_id: u32,
+    target_id: u32,
+    buffer_bytes: u32,
+) -> Result<KernelStream, StartError> {
+    let info = backend.info().map_err(|e| ctx("GET_INFO", e))?;
+    if let Some(reason) = unsupported(&info, cfg) {
+        return Err(StartError::Unsupported(reason));
+    }
+    let mut rx = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, Some(cfg.bind), None);
+    rx.flags = abi::NET_F_RTP;
+    rx.clock_rate = cfg.effective_clock_rate();
+    rx.forward_to = target_id;
+    rx.rcvbuf = buffer_bytes;
+    if let Some(group) = cfg.group {
+        rx.group = net_addr(SocketAddr::new(group, 0));
+        rx.source = cfg.source.map(|s| net_addr(SocketAddr::new(s, 0))).unwrap_or_default();
+        if let Some(name) = &cfg.interface {
+            rx.ifindex = nix::net::if_::if_nametoindex(name.as_str())
+                .map_err(|e| ctx(&format!("interface {name}"), e.into()))?;
+        }
+    }
+    let port = match cfg.direction {
+        Direction::Relay => {
+            let Some(dest) = cfg.destination else {
+                return Err(StartError::Failed(io::Error::other("a relay needs a destination")));
+            };
+            let mut tx = net_stream_spec(target_id, abi::DIR_TO_DEVICE, None, Some(dest));
+            tx.rcvbuf = buffer_bytes;
+            backend.start_net_stream(&tx).map_err(|e| {
+                if is_unsupported(&e) {
+                    StartError::Unsupported(format!("START_NET_STREAM (send to {dest}): {e}"))
+                } else {
+                    StartError::Failed(ctx(&format!("START_NET_STREAM (send to {dest})"), e))
+                }
+            })?;
+            None
+        }
+        Direction::Ingress => {
+            let port = find_port(backend, &cfg.media_port)?;
+            backend.start_stream(target_id, port.index, abi::DIR_TO_DEVICE).map_err(|e| ctx("START_STREAM", e))?;
+            Some(port.index)
+        }
+        Direction::Egress => return Err(StartError::Unsupported("an egress stream has no kernel path".into())),
+    };
+    if let Err(e) = backend.start_net_stream(&rx) {
+        // Undo the target, so the ids are free for the retry or fallback.
+        let _ = backend.stop_stream(target_id);
+        let what = format!("START_NET_STREAM (receive at {})", cfg.bind);
+        return Err(if is_unsupported(&e) {
+            StartError::Unsupported(format!("{what}: {e}"))
+        } else {
+            StartError::Failed(ctx(&what, e))
+        });
+    }
+    Ok(KernelStream { config: cfg.clone(), rx_id, target_id, port })
+}
+
+impl KernelStream {
+    /// Stop the receiver first, so nothing is forwarded to a stopped target.
+    pub fn stop(&self, backend: &dyn Backend) {
+        for id in [self.rx_id, self.target_id] {
+            if let Err(e) = backend.stop_stream(id) {
+                log::warn!("stream {}: STOP_STREAM {id}: {e}", self.config.name);
+            }
+        }
+    }
+
+    /// The stream's counters, from the module: `packets` are the datagrams
+    /// forwarded, the RTP figures the module's RFC 3550 statistics.
+    pub fn report(&self, backend: &dyn Backend, base: StreamReport) -> StreamReport {
+        let rx = backend.net_status(self.rx_id).unwrap_or_default();
+        let mut r = StreamReport {
+            id: self.rx_id,
+            state: "running".into(),
+            mode: "kernel".into(),
+            packets: rx.fwd_packets,
+            bytes: rx.fwd_bytes,
+            malformed: rx.malformed,
+            oversize: rx.oversize,
+            forward_drops: rx.forward_drops,
+            ..base
+        };
+        if rx.rtp_flags & abi::NET_RTP_SOURCE != 0 {
+            r.ssrc = Some(rx.ssrc);
+            r.lost = rx.rtp_lost;
+            r.duplicates = rx.rtp_duplicates;
+            r.reordered = rx.rtp_reordered;
+            r.jitter_ms = f64::from(rx.jitter_units) * 1000.0 / f64::from(self.config.effective_clock_rate());
+        }
+        r.ssrc_changes = rx.ssrc_changes;
+        if self.port.is_some() {
+            let target = backend.status(self.target_id).map(|s| s.stream).unwrap_or_default();
+            r.device_to_packets = target.to_dev_packets;
+            r.device_ring_full_drops = target.ring_full_drops;
+        } else {
+            let tx = backend.net_status(self.target_id).unwrap_or_default();
+            r.sent_packets = tx.tx_packets;
+            r.sent_bytes = tx.tx_bytes;
+            r.send_errors = tx.tx_errors;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn stream(extra: &str) -> StreamConfig {
+        let text = format!(
+            "[[stream]]\nname = \"k\"\ndirection = \"relay\"\nmode = \"kernel\"\nbind = \"0.0.0.0:5004\"\n\
+             destination = \"239.1.1.1:5004\"\n{extra}"
+        );
+        rtpmgr_config::Config::parse(&text, Path::new("test.toml")).unwrap().streams.remove(0)
+    }
+
+    fn info(features: u32) -> abi::Info {
+        abi::Info { features, ..Default::default() }
+    }
+
+    #[test]
+    fn a_device_without_net_streams_is_a_reason_to_fall_back() {
+        let why = unsupported(&info(abi::FEATURE_MMAP_RINGS), &stream("")).unwrap();
+        assert!(why.contains("FEATURE_NET_STREAMS"), "{why}");
+        assert_eq!(unsupported(&info(abi::FEATURE_NET_STREAMS), &stream("")), None);
+    }
+
+    #[test]
+    fn options_the_udp_port_lacks_are_reasons_to_fall_back() {
+        let net = info(abi::FEATURE_NET_STREAMS);
+        let why = unsupported(&net, &stream("multicast_ttl = 4\n")).unwrap();
+        assert!(why.contains("multicast_ttl"), "{why}");
+        // The interface to join a group on is the kernel's to use.
+        let c = stream("group = \"239.2.2.2\"\ninterface = \"eth0\"\n");
+        assert_eq!(unsupported(&net, &c), None);
+    }
+
+    #[test]
+    fn only_not_supported_errnos_mean_fall_back() {
+        for e in [libc::ENOTTY, libc::EOPNOTSUPP, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT] {
+            assert!(is_unsupported(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+        for e in [libc::EADDRINUSE, libc::EACCES, libc::ENODEV, libc::EINVAL, libc::ENOENT] {
+            assert!(!is_unsupported(&io::Error::from_raw_os_error(e)), "{e}");
+        }
+    }
+}
