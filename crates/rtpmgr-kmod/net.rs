@@ -14,7 +14,6 @@ use crate::ring::SharedBytes;
 use crate::session::Session;
 use core::ptr::NonNull;
 use kernel::{
-    bindings,
     ffi::{c_int, c_long, c_void},
     prelude::*,
     sync::ArcBorrow,
@@ -41,6 +40,7 @@ extern "C" {
     ) -> c_int;
     fn rtpmgr_net_join(n: *mut RtpmgrNet, group: *const u8, source: *const u8, ifindex: u32) -> c_int;
     fn rtpmgr_net_set_buffers(n: *mut RtpmgrNet, bytes: c_int) -> c_int;
+    fn rtpmgr_net_multicast_send(n: *mut RtpmgrNet, ttl: c_int, ifindex: c_int) -> c_int;
     fn rtpmgr_net_close(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
     fn rtpmgr_net_recv(
@@ -83,6 +83,10 @@ pub(crate) struct Endpoints {
     ifindex: u32,
     /// `SO_RCVBUF`/`SO_SNDBUF` to ask for (0: the stack's defaults).
     buffer_bytes: c_int,
+    /// Sending to a multicast `remote`: the TTL / hop limit (0: the
+    /// stack's default, 1) and the interface (0: by route).
+    mc_ttl: c_int,
+    mc_ifindex: c_int,
 }
 
 /// Whether `a` (of a known family) is a multicast address.
@@ -92,10 +96,6 @@ fn is_multicast(a: &abi::NetAddr) -> bool {
         abi::NET_FAMILY_INET6 => a.addr[0] == 0xff,
         _ => false,
     }
-}
-
-fn errno(e: u32) -> Error {
-    Error::from_errno(-(e as i32))
 }
 
 /// A `NetAddr` is unset (all zero), IPv4 (no scope, bytes 4.. zero) or IPv6.
@@ -138,10 +138,6 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     } else if spec.flags & abi::NET_F_TAP != 0 {
         return Err(EINVAL);
     }
-    // Multicast transmit options come in a later step.
-    if spec.mc_ttl != 0 {
-        return Err(errno(bindings::EOPNOTSUPP));
-    }
     // setsockopt takes an int.
     let buffer_bytes = c_int::try_from(spec.rcvbuf).map_err(|_| EINVAL)?;
     let (l, r) = (spec.local.family, spec.remote.family);
@@ -175,15 +171,33 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
         }
     } else if source.is_some() {
         return Err(EINVAL);
-    } else if spec.ifindex != 0 {
-        return Err(errno(bindings::EOPNOTSUPP));
     }
+    // Multicast transmit: a TTL and an interface mean something only for
+    // a stream that sends to a group.
+    let sends_to_group = spec.direction & abi::DIR_TO_DEVICE != 0 && remote.is_some_and(|r| is_multicast(&r));
+    if spec.mc_ttl > 255 || (spec.mc_ttl != 0 && !sends_to_group) {
+        return Err(EINVAL);
+    }
+    if spec.ifindex != 0 && group.is_none() && !sends_to_group {
+        return Err(EINVAL);
+    }
+    let mc_ifindex = if sends_to_group { c_int::try_from(spec.ifindex).map_err(|_| EINVAL)? } else { 0 };
     if let Some(src) = &source {
         if src.family != family || src.port != 0 || src.scope_id != 0 || is_multicast(src) || src.addr == [0; 16] {
             return Err(EINVAL);
         }
     }
-    Ok(Endpoints { family, local, remote, group, source, ifindex: spec.ifindex, buffer_bytes })
+    Ok(Endpoints {
+        family,
+        local,
+        remote,
+        group,
+        source,
+        ifindex: spec.ifindex,
+        buffer_bytes,
+        mc_ttl: spec.mc_ttl as c_int,
+        mc_ifindex,
+    })
 }
 
 /// What one receive brought.
@@ -264,6 +278,14 @@ impl NetSocket {
             // context the helper's setsockopt needs. On failure `sock`
             // closes the socket.
             let rc = unsafe { rtpmgr_net_set_buffers(sock.raw.as_ptr(), ep.buffer_bytes) };
+            if rc < 0 {
+                return Err(Error::from_errno(rc));
+            }
+        }
+        if ep.mc_ttl != 0 || ep.mc_ifindex != 0 {
+            // SAFETY: `raw` is open; the caller's context, as above. On
+            // failure `sock` closes the socket.
+            let rc = unsafe { rtpmgr_net_multicast_send(sock.raw.as_ptr(), ep.mc_ttl, ep.mc_ifindex) };
             if rc < 0 {
                 return Err(Error::from_errno(rc));
             }

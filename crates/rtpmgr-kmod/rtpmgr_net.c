@@ -269,6 +269,42 @@ int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes)
 }
 
 /*
+ * Multicast transmit options, through do_sock_setsockopt for the same
+ * reasons. UDP looks the route up per datagram for a multicast
+ * destination (the connected route is not used), so options set after
+ * connect apply to every send. ip_mreqn and int have one layout for
+ * 32-bit callers.
+ */
+int rtpmgr_net_multicast_send(struct rtpmgr_net *n, int ttl, int ifindex)
+{
+	struct socket *sock = n->sock;
+	bool v6 = sock->sk->sk_family == AF_INET6;
+	bool compat = in_compat_syscall();
+	int err;
+
+	if (ttl > 0) {
+		err = do_sock_setsockopt(sock, compat, v6 ? SOL_IPV6 : SOL_IP,
+					 v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, KERNEL_SOCKPTR(&ttl),
+					 sizeof(ttl));
+		if (err < 0)
+			return err;
+	}
+	if (ifindex > 0 && v6)
+		return do_sock_setsockopt(sock, compat, SOL_IPV6, IPV6_MULTICAST_IF, KERNEL_SOCKPTR(&ifindex),
+					  sizeof(ifindex));
+	if (ifindex > 0) {
+		struct ip_mreqn mr;
+
+		memset(&mr, 0, sizeof(mr));
+		mr.imr_ifindex = ifindex;
+		err = do_sock_setsockopt(sock, compat, SOL_IP, IP_MULTICAST_IF, KERNEL_SOCKPTR(&mr), sizeof(mr));
+		/* IPv4 says EADDRNOTAVAIL for a missing device, IPv6 ENODEV: one errno for both. */
+		return err == -EADDRNOTAVAIL ? -ENODEV : err;
+	}
+	return 0;
+}
+
+/*
  * Multicast joins go through do_sock_setsockopt, as the setsockopt syscall
  * would: it takes RTNL and the socket lock itself, runs the LSM and cgroup
  * hooks, and reaches SSM, whose direct entry points (ip_mc_source,

@@ -31,6 +31,12 @@ int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32
  * context (ioctl). Sleeps.
  */
 int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes);
+/*
+ * Sending to a multicast group: set the TTL / hop limit (ttl > 0) and the
+ * outgoing interface (ifindex > 0), as setsockopt would. The caller's
+ * context (ioctl). Sleeps.
+ */
+int rtpmgr_net_multicast_send(struct rtpmgr_net *n, int ttl, int ifindex);
 /* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
 void rtpmgr_net_close(struct rtpmgr_net *n);
 /* Whether a datagram waits. */

@@ -410,8 +410,10 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` with `CAP_NET_ADMIN`, else capped
 ///   by `net.core.rmem_max`/`wmem_max`. Above `i32::MAX`: `EINVAL`.
 ///
-/// Not implemented yet (`EOPNOTSUPP` when set): `mc_ttl`, and `ifindex`
-/// without `group`.
+/// * `remote` a multicast group (sending streams): `mc_ttl` (1..=255, 0:
+///   the stack's default of 1) is the TTL / hop limit, `ifindex` (0: by
+///   route) the interface to send on. `mc_ttl` anywhere else, or `ifindex`
+///   with neither group, is `EINVAL`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {

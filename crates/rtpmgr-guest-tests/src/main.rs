@@ -742,6 +742,8 @@ const TESTS: &[Test] = &[
     ("udp_mcast_ssm_v4", net::udp_mcast_ssm_v4),
     ("udp_mcast_v6", net::udp_mcast_v6),
     ("udp_mcast_ssm_v6", net::udp_mcast_ssm_v6),
+    ("udp_mcast_tx_v4", net::udp_mcast_tx_v4),
+    ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
 ];

@@ -435,6 +435,90 @@ pub(crate) fn udp_mcast_ssm_v6() -> TestResult {
 }
 
 /// An RTP packet with the given header fields and 20 payload bytes.
+/// A `udp` stream sending to a multicast group with `mc_ttl` and
+/// `ifindex` (lo): a member of the group on lo receives every packet,
+/// intact, in order, with that TTL / hop limit in its IP header. On lo an
+/// IPv4 datagram arrives twice (the stack's multicast-loop copy and lo's
+/// own), IPv6 once (no loop copy on a loopback device): counted exactly.
+fn mcast_tx(v6: bool) -> TestResult {
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsFd;
+    const N: u32 = 300;
+    const STREAM: u32 = 5;
+    const TTL: u32 = 7;
+    let (group, any) = if v6 { ("ff0e::5eed:2", "::") } else { ("239.7.7.8", "0.0.0.0") };
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    ensure!(lo != 0, "no lo");
+    let sink = UdpSocket::bind((any, 0)).map_err(fail("bind sink"))?;
+    let port = sink.local_addr().map_err(fail("local_addr"))?.port();
+    if v6 {
+        sink.join_multicast_v6(&group.parse().expect("literal"), lo).map_err(fail("join v6"))?;
+        setsockopt(&sink.as_fd(), sockopt::Ipv6RecvHopLimit, &true).map_err(fail("IPV6_RECVHOPLIMIT"))?;
+    } else {
+        sink.join_multicast_v4(&group.parse().expect("literal"), &"127.0.0.1".parse().expect("literal"))
+            .map_err(fail("join v4"))?;
+        setsockopt(&sink.as_fd(), sockopt::Ipv4RecvTtl, &true).map_err(fail("IP_RECVTTL"))?;
+    }
+    sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
+    let (dev, region) = session(256)?;
+    let mut spec = net_stream_spec(STREAM, abi::DIR_TO_DEVICE, None, Some(addr(group, port)));
+    spec.mc_ttl = TTL;
+    spec.ifindex = lo;
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM to a group"))?;
+    let copies = if v6 { 1 } else { 2 };
+    let mut tx = region.producer(RingId::ToDevice);
+    let mut buf = vec![0u8; 2048];
+    let mut cmsg = nix::cmsg_space!(libc::c_int);
+    let (mut sent, mut got) = (0u32, 0u32);
+    while got < N * copies {
+        // At most 32 in flight: the sink's receive buffer never overflows.
+        let want = (N - sent).min(32 - (sent - got / copies));
+        let free = tx.free(want).min(want);
+        for i in 0..free {
+            let p = rtp_packet(sent + i);
+            tx.payload_mut(i)[..p.len()].copy_from_slice(&p);
+            tx.set_header(i, &SlotHeader { len: p.len() as u32, stream_id: STREAM, ..Default::default() });
+        }
+        sent += free;
+        if tx.publish(free) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        while got < sent * copies {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<SockaddrStorage>(
+                std::os::fd::AsRawFd::as_raw_fd(&sink),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .map_err(|e| format!("copy {got} of {sent} packets sent: {e}"))?;
+            let ttl = msg.cmsgs().map_err(fail("cmsgs"))?.find_map(|c| match c {
+                ControlMessageOwned::Ipv4Ttl(t) | ControlMessageOwned::Ipv6HopLimit(t) => Some(t),
+                _ => None,
+            });
+            let n = msg.bytes;
+            let want = rtp_packet(got / copies);
+            ensure!(buf[..n] == want[..], "copy {got}: {n} bytes differ from packet {}", got / copies);
+            ensure!(ttl == Some(TTL as i32), "copy {got}: TTL {ttl:?}, want {TTL}");
+            got += 1;
+        }
+    }
+    sink.set_read_timeout(Some(Duration::from_millis(200))).map_err(fail("timeout"))?;
+    ensure!(sink.recv(&mut buf).is_err(), "an extra datagram reached the group");
+    let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
+    ensure!(c.tx_packets == u64::from(N) && c.tx_errors == 0, "{c:?}");
+    Ok(())
+}
+
+pub(crate) fn udp_mcast_tx_v4() -> TestResult {
+    mcast_tx(false)
+}
+
+pub(crate) fn udp_mcast_tx_v6() -> TestResult {
+    mcast_tx(true)
+}
+
 fn rtp_with(seq: u16, ssrc: u32) -> Vec<u8> {
     let mut p = vec![0x80, 96];
     p.extend_from_slice(&seq.to_be_bytes());
@@ -647,7 +731,7 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         },
         Errno::EINVAL,
     )?;
-    bad("interface without group", &|s| s.ifindex = 1, Errno::EOPNOTSUPP)?;
+    bad("interface, receiving without a group", &|s| s.ifindex = 1, Errno::EINVAL)?;
     bad(
         "join on a missing interface",
         &|s| {
@@ -656,7 +740,37 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         },
         Errno::ENODEV,
     )?;
-    bad("TTL (later)", &|s| s.mc_ttl = 4, Errno::EOPNOTSUPP)?;
+    bad("TTL on a receiving stream", &|s| s.mc_ttl = 4, Errno::EINVAL)?;
+    let to_group = |s: &mut abi::NetStreamSpec| {
+        s.direction = abi::DIR_TO_DEVICE;
+        s.local = abi::NetAddr::default();
+        s.remote = na("239.1.1.1", 5000);
+    };
+    bad(
+        "TTL to a unicast destination",
+        &|s| {
+            to_group(s);
+            s.remote = na(V4, 5000);
+            s.mc_ttl = 4;
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "TTL 256",
+        &|s| {
+            to_group(s);
+            s.mc_ttl = 256;
+        },
+        Errno::EINVAL,
+    )?;
+    bad(
+        "send through a missing interface",
+        &|s| {
+            to_group(s);
+            s.ifindex = 9999;
+        },
+        Errno::ENODEV,
+    )?;
     bad("buffer size above INT_MAX", &|s| s.rcvbuf = 1 << 31, Errno::EINVAL)?;
     bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
     bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;

@@ -57,16 +57,42 @@ impl From<io::Error> for StartError {
     }
 }
 
-/// What the configuration asks that the module's `udp` port does not do
-/// (yet), as a reason for the log; `None` when it can run the stream.
-fn unsupported(info: &abi::Info, cfg: &StreamConfig) -> Option<String> {
-    if info.features & abi::FEATURE_NET_STREAMS == 0 {
-        return Some("the device has no in-kernel network streams (FEATURE_NET_STREAMS)".into());
+/// Why the device cannot run kernel streams at all; `None` when it can.
+fn unsupported(info: &abi::Info) -> Option<String> {
+    (info.features & abi::FEATURE_NET_STREAMS == 0)
+        .then(|| "the device has no in-kernel network streams (FEATURE_NET_STREAMS)".into())
+}
+
+/// The `START_NET_STREAM` arguments of `cfg`: the receiving stream, and
+/// for a relay the sending one it forwards to. `join_ifindex` is the
+/// interface to join the group on (0: by route).
+fn net_specs(
+    cfg: &StreamConfig,
+    rx_id: u32,
+    target_id: u32,
+    buffer_bytes: u32,
+    join_ifindex: u32,
+) -> (abi::NetStreamSpec, Option<abi::NetStreamSpec>) {
+    let mut rx = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, Some(cfg.bind), None);
+    rx.flags = abi::NET_F_RTP;
+    rx.clock_rate = cfg.effective_clock_rate();
+    rx.forward_to = target_id;
+    rx.rcvbuf = buffer_bytes;
+    if let Some(group) = cfg.group {
+        rx.group = net_addr(SocketAddr::new(group, 0));
+        rx.source = cfg.source.map(|s| net_addr(SocketAddr::new(s, 0))).unwrap_or_default();
+        rx.ifindex = join_ifindex;
     }
-    if cfg.multicast_ttl.is_some() {
-        return Some("the kernel path does not set a multicast TTL (multicast_ttl)".into());
-    }
-    None
+    let tx = match (cfg.direction, cfg.destination) {
+        (Direction::Relay, Some(dest)) => {
+            let mut tx = net_stream_spec(target_id, abi::DIR_TO_DEVICE, None, Some(dest));
+            tx.rcvbuf = buffer_bytes;
+            tx.mc_ttl = cfg.multicast_ttl.map_or(0, u32::from);
+            Some(tx)
+        }
+        _ => None,
+    };
+    (rx, tx)
 }
 
 /// An errno from `START_NET_STREAM` that means "not this device", not
@@ -90,29 +116,21 @@ pub fn start(
     buffer_bytes: u32,
 ) -> Result<KernelStream, StartError> {
     let info = backend.info().map_err(|e| ctx("GET_INFO", e))?;
-    if let Some(reason) = unsupported(&info, cfg) {
+    if let Some(reason) = unsupported(&info) {
         return Err(StartError::Unsupported(reason));
     }
-    let mut rx = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, Some(cfg.bind), None);
-    rx.flags = abi::NET_F_RTP;
-    rx.clock_rate = cfg.effective_clock_rate();
-    rx.forward_to = target_id;
-    rx.rcvbuf = buffer_bytes;
-    if let Some(group) = cfg.group {
-        rx.group = net_addr(SocketAddr::new(group, 0));
-        rx.source = cfg.source.map(|s| net_addr(SocketAddr::new(s, 0))).unwrap_or_default();
-        if let Some(name) = &cfg.interface {
-            rx.ifindex = nix::net::if_::if_nametoindex(name.as_str())
-                .map_err(|e| ctx(&format!("interface {name}"), e.into()))?;
+    let join_ifindex = match (&cfg.interface, cfg.group) {
+        (Some(name), Some(_)) => {
+            nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| ctx(&format!("interface {name}"), e.into()))?
         }
-    }
+        _ => 0,
+    };
+    let (rx, tx) = net_specs(cfg, rx_id, target_id, buffer_bytes, join_ifindex);
     let port = match cfg.direction {
         Direction::Relay => {
-            let Some(dest) = cfg.destination else {
+            let (Some(tx), Some(dest)) = (tx, cfg.destination) else {
                 return Err(StartError::Failed(io::Error::other("a relay needs a destination")));
             };
-            let mut tx = net_stream_spec(target_id, abi::DIR_TO_DEVICE, None, Some(dest));
-            tx.rcvbuf = buffer_bytes;
             backend.start_net_stream(&tx).map_err(|e| {
                 if is_unsupported(&e) {
                     StartError::Unsupported(format!("START_NET_STREAM (send to {dest}): {e}"))
@@ -208,19 +226,37 @@ mod tests {
 
     #[test]
     fn a_device_without_net_streams_is_a_reason_to_fall_back() {
-        let why = unsupported(&info(abi::FEATURE_MMAP_RINGS), &stream("")).unwrap();
+        let why = unsupported(&info(abi::FEATURE_MMAP_RINGS)).unwrap();
         assert!(why.contains("FEATURE_NET_STREAMS"), "{why}");
-        assert_eq!(unsupported(&info(abi::FEATURE_NET_STREAMS), &stream("")), None);
+        assert_eq!(unsupported(&info(abi::FEATURE_NET_STREAMS | abi::FEATURE_MMAP_RINGS)), None);
     }
 
     #[test]
-    fn options_the_udp_port_lacks_are_reasons_to_fall_back() {
-        let net = info(abi::FEATURE_NET_STREAMS);
-        let why = unsupported(&net, &stream("multicast_ttl = 4\n")).unwrap();
-        assert!(why.contains("multicast_ttl"), "{why}");
-        // The interface to join a group on is the kernel's to use.
-        let c = stream("group = \"239.2.2.2\"\ninterface = \"eth0\"\n");
-        assert_eq!(unsupported(&net, &c), None);
+    fn a_relay_is_a_checked_receiver_forwarding_to_a_sender() {
+        let c = stream("group = \"232.1.1.1\"\nsource = \"10.0.0.1\"\nmulticast_ttl = 4\npayload_type = 0\n");
+        let (rx, tx) = net_specs(&c, 6, 9, 1 << 20, 3);
+        let tx = tx.expect("a relay sends");
+        assert_eq!((rx.stream_id, rx.direction, rx.forward_to), (6, abi::DIR_FROM_DEVICE, 9));
+        assert_eq!((rx.flags, rx.clock_rate, rx.rcvbuf), (abi::NET_F_RTP, 8000, 1 << 20));
+        assert_eq!(rx.local, net_addr("0.0.0.0:5004".parse().unwrap()));
+        assert_eq!(rx.group, net_addr("232.1.1.1:0".parse().unwrap()));
+        assert_eq!(rx.source, net_addr("10.0.0.1:0".parse().unwrap()));
+        assert_eq!(rx.ifindex, 3);
+        assert_eq!((tx.stream_id, tx.direction, tx.forward_to), (9, abi::DIR_TO_DEVICE, abi::NET_NO_FORWARD));
+        assert_eq!(tx.remote, net_addr("239.1.1.1:5004".parse().unwrap()));
+        assert_eq!((tx.mc_ttl, tx.rcvbuf, tx.local.family), (4, 1 << 20, abi::NET_FAMILY_UNSPEC));
+    }
+
+    #[test]
+    fn an_ingress_stream_has_no_sender() {
+        let text = "[[stream]]\nname = \"i\"\ndirection = \"ingress\"\nmode = \"kernel\"\nbind = \"[::1]:5004\"\n";
+        let c = rtpmgr_config::Config::parse(text, Path::new("t.toml")).unwrap().streams.remove(0);
+        let (rx, tx) = net_specs(&c, 0, 1, 0, 0);
+        assert!(tx.is_none());
+        assert_eq!(
+            (rx.local.family, rx.forward_to, rx.group.family),
+            (abi::NET_FAMILY_INET6, 1, abi::NET_FAMILY_UNSPEC)
+        );
     }
 
     #[test]
