@@ -738,6 +738,8 @@ const TESTS: &[Test] = &[
     ("udp_relay_v4", net::udp_relay_v4),
     ("udp_relay_tap_v4", net::udp_relay_tap_v4),
     ("udp_relay_tap_v6", net::udp_relay_tap_v6),
+    ("udp_forward_to_loopback", net::udp_forward_to_loopback),
+    ("udp_forward_to_media0", net::udp_forward_to_media0),
     ("udp_mcast_v4", net::udp_mcast_v4),
     ("udp_mcast_ssm_v4", net::udp_mcast_ssm_v4),
     ("udp_mcast_v6", net::udp_mcast_v6),
