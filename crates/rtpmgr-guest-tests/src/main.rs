@@ -752,13 +752,13 @@ fn main() {
     // Arguments select the tests whose names contain any of them.
     let filters: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, port, secs] = &filters[..] {
-        if flag == "--hold-udp" {
+        if flag == "--hold-udp" || flag == "--hold-relay" {
             let r = match (port.parse(), secs.parse()) {
-                (Ok(port), Ok(secs)) => net::hold(port, secs),
-                _ => Err("usage: --hold-udp PORT SECS".into()),
+                (Ok(port), Ok(secs)) => net::hold(port, secs, flag == "--hold-relay"),
+                _ => Err(format!("usage: {flag} PORT SECS")),
             };
             if let Err(e) = &r {
-                println!("hold-udp: {e}");
+                println!("{}: {e}", &flag[2..]);
             }
             std::process::exit(i32::from(r.is_err()));
         }
