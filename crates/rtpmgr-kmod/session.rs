@@ -94,6 +94,14 @@ struct Stream {
     net: Option<KBox<NetStream>>,
 }
 
+impl Stream {
+    /// Whether what the stream's port returns goes to its from-device side
+    /// (a port that returns packets, and the stream receives).
+    fn wants_return(&self) -> bool {
+        self.direction & abi::DIR_FROM_DEVICE != 0 && self.port.returns_packets()
+    }
+}
+
 /// The network side of a `udp` stream.
 struct NetStream {
     /// Dropped only in process context, never with `inner` held (it sleeps
@@ -242,44 +250,22 @@ impl Inner {
                 consumed += 1;
                 continue;
             }
-            let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
-            if wants_return {
-                match region.fromdev_free(produced + 1) {
-                    Ok(free) if free > produced => {}
-                    Ok(_) => {
-                        blocked = true;
-                        break;
-                    }
-                    Err(()) => {
-                        // User space wrote an impossible consumer index: we
-                        // cannot know which slots are free, so write none.
-                        self.counters.invalid_indices += 1;
-                        blocked = true;
-                        break;
-                    }
-                }
+            // A slot that would come back waits in the ring until the
+            // from-device ring has room: user space asked for every packet.
+            let wants_return = stream.wants_return();
+            if wants_return && !fromdev_room(region, produced, &mut self.counters) {
+                blocked = true;
+                break;
             }
             let pkt = region.todev_payload(i, h.len);
-            let returned = if wants_return {
-                let mut out = region.fromdev_payload(produced);
-                stream.port.transmit(&pkt, Some(&mut out))
-            } else {
-                stream.port.transmit(&pkt, None)
-            };
+            let slot = wants_return.then_some(produced);
+            if port_transmit(stream, h.stream_id, &pkt, region, slot, now, &mut self.counters) {
+                produced += 1;
+            }
             stream.counters.to_dev_packets += 1;
             stream.counters.to_dev_bytes += u64::from(h.len);
             self.counters.to_dev_packets += 1;
             self.counters.to_dev_bytes += u64::from(h.len);
-            if let Some(len) = returned {
-                let header =
-                    SlotHeader { len: len as u32, stream_id: h.stream_id, timestamp_ns: now, ..Default::default() };
-                region.fromdev_set_header(produced, &header);
-                produced += 1;
-                stream.counters.from_dev_packets += 1;
-                stream.counters.from_dev_bytes += len as u64;
-                self.counters.from_dev_packets += 1;
-                self.counters.from_dev_bytes += len as u64;
-            }
             consumed += 1;
         }
         // Publish before releasing: once user space sees to-device empty,
@@ -461,9 +447,26 @@ fn forward(
                 }
             }
             None => {
-                // Ports that return packets (loopback) return nothing here:
-                // the tap is the way to see forwarded packets.
-                let _ = target.port.transmit(&pkt, None);
+                // A port that returns packets (loopback, media0) gives the
+                // returned packet to the target's from-device side, as for
+                // its own to-device slots. Unlike those, a forwarded packet
+                // cannot wait for room: a full ring (or a packet larger
+                // than a slot, which would be cut) drops the returned copy
+                // only, counted, and the packet still goes to the port.
+                let k_id = k as u32;
+                let slot = if target.wants_return() {
+                    let room = len <= cap && fromdev_room(region, *produced, session);
+                    if !room {
+                        target.counters.ring_full_drops += 1;
+                        session.ring_full_drops += 1;
+                    }
+                    room.then_some(*produced)
+                } else {
+                    None
+                };
+                if port_transmit(target, k_id, &pkt, region, slot, now, session) {
+                    *produced += 1;
+                }
                 true
             }
         };
@@ -478,28 +481,66 @@ fn forward(
         if net.flags & abi::NET_F_TAP == 0 {
             continue;
         }
-        match region.fromdev_free(*produced + 1) {
-            Ok(free) if free > *produced && len <= cap => {
-                let mut out = region.fromdev_payload(*produced);
-                out.copy_from(&pkt);
-                let header =
-                    SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
-                region.fromdev_set_header(*produced, &header);
-                *produced += 1;
-                net.counters.tap_packets += 1;
-                src.counters.from_dev_packets += 1;
-                src.counters.from_dev_bytes += len as u64;
-                session.from_dev_packets += 1;
-                session.from_dev_bytes += len as u64;
-            }
-            Ok(_) => net.counters.tap_drops += 1,
-            Err(()) => {
-                session.invalid_indices += 1;
-                net.counters.tap_drops += 1;
-            }
+        if len <= cap && fromdev_room(region, *produced, session) {
+            let mut out = region.fromdev_payload(*produced);
+            out.copy_from(&pkt);
+            let header = SlotHeader { len: len as u32, stream_id: id as u32, timestamp_ns: now, ..Default::default() };
+            region.fromdev_set_header(*produced, &header);
+            *produced += 1;
+            net.counters.tap_packets += 1;
+            src.counters.from_dev_packets += 1;
+            src.counters.from_dev_bytes += len as u64;
+            session.from_dev_packets += 1;
+            session.from_dev_bytes += len as u64;
+        } else {
+            net.counters.tap_drops += 1;
         }
     }
     handled
+}
+
+/// Whether from-device slot `produced` (the next one after those this pass
+/// already filled) is free. An impossible consumer index, which user space
+/// wrote, is counted and reads as "no room": we cannot know which slots are
+/// free, so we write none.
+fn fromdev_room(region: &mut Region, produced: u32, session: &mut SessionCounters) -> bool {
+    match region.fromdev_free(produced + 1) {
+        Ok(free) => free > produced,
+        Err(()) => {
+            session.invalid_indices += 1;
+            false
+        }
+    }
+}
+
+/// Hand `pkt` to the registry port of `stream` (id `id`). With `slot` (the
+/// caller checked that this from-device slot is free and that the stream
+/// wants returned packets), what the port returns is written there with its
+/// header and counted. Returns whether the slot was filled; the caller
+/// publishes it. To-device counting is the caller's: it differs per path.
+fn port_transmit(
+    stream: &mut Stream,
+    id: u32,
+    pkt: &SharedBytes<'_>,
+    region: &Region,
+    slot: Option<u32>,
+    now: u64,
+    session: &mut SessionCounters,
+) -> bool {
+    let Some(k) = slot else {
+        let _ = stream.port.transmit(pkt, None);
+        return false;
+    };
+    let mut out = region.fromdev_payload(k);
+    // An unbound DMA port returns nothing; the slot stays unwritten.
+    let Some(len) = stream.port.transmit(pkt, Some(&mut out)) else { return false };
+    let header = SlotHeader { len: len as u32, stream_id: id, timestamp_ns: now, ..Default::default() };
+    region.fromdev_set_header(k, &header);
+    stream.counters.from_dev_packets += 1;
+    stream.counters.from_dev_bytes += len as u64;
+    session.from_dev_packets += 1;
+    session.from_dev_bytes += len as u64;
+    true
 }
 
 /// A session: the private data of an open `/dev/rtpmgr`.
@@ -1046,7 +1087,7 @@ impl MiscDevice for Session {
             inner.counters.to_dev_bytes += u64::from(h.len);
             return Ok(total);
         }
-        let wants_return = stream.direction & abi::DIR_FROM_DEVICE != 0 && stream.port.returns_packets();
+        let wants_return = stream.wants_return();
         let mut back = KVec::new();
         let returned = if wants_return {
             back.extend_with(payload.len(), 0u8, GFP_KERNEL)?;

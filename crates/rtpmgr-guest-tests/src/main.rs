@@ -738,6 +738,8 @@ const TESTS: &[Test] = &[
     ("udp_relay_v4", net::udp_relay_v4),
     ("udp_relay_tap_v4", net::udp_relay_tap_v4),
     ("udp_relay_tap_v6", net::udp_relay_tap_v6),
+    ("udp_forward_to_loopback", net::udp_forward_to_loopback),
+    ("udp_forward_to_media0", net::udp_forward_to_media0),
     ("udp_mcast_v4", net::udp_mcast_v4),
     ("udp_mcast_ssm_v4", net::udp_mcast_ssm_v4),
     ("udp_mcast_v6", net::udp_mcast_v6),
@@ -752,13 +754,13 @@ fn main() {
     // Arguments select the tests whose names contain any of them.
     let filters: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, port, secs] = &filters[..] {
-        if flag == "--hold-udp" {
+        if flag == "--hold-udp" || flag == "--hold-relay" {
             let r = match (port.parse(), secs.parse()) {
-                (Ok(port), Ok(secs)) => net::hold(port, secs),
-                _ => Err("usage: --hold-udp PORT SECS".into()),
+                (Ok(port), Ok(secs)) => net::hold(port, secs, flag == "--hold-relay"),
+                _ => Err(format!("usage: {flag} PORT SECS")),
             };
             if let Err(e) = &r {
-                println!("hold-udp: {e}");
+                println!("{}: {e}", &flag[2..]);
             }
             std::process::exit(i32::from(r.is_err()));
         }

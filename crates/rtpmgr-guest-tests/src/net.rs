@@ -297,6 +297,173 @@ pub(crate) fn udp_relay_tap_v6() -> TestResult {
     relay(V6, true)
 }
 
+/// Poll `GET_NET_STATUS` of `id` until `done` holds (at most 10 s).
+fn net_status_until(
+    dev: &Device,
+    id: u32,
+    done: impl Fn(&abi::NetCounters) -> bool,
+) -> Result<abi::NetCounters, String> {
+    let t = Instant::now();
+    loop {
+        let c = dev.net_status(id).map_err(fail("GET_NET_STATUS"))?;
+        if done(&c) || t.elapsed() > Duration::from_secs(10) {
+            return Ok(c);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The registry index of the port called `name`.
+fn port_index(dev: &Device, name: &str) -> Result<u32, String> {
+    let count = dev.info().map_err(fail("GET_INFO"))?.port_count;
+    (0..count)
+        .find(|&i| dev.port(i).ok().and_then(|p| p.name_str().map(|n| n == name)) == Some(true))
+        .ok_or_else(|| format!("no port {name}"))
+}
+
+/// In-kernel forwarding into a media port that returns packets: udp stream
+/// A forwards to stream P on `port_name` (DIR_BOTH), so every datagram A
+/// receives goes through the port and comes back on the from-device ring
+/// tagged with P, in order and intact, as P's own to-device slots would.
+/// Then a full ring: forwarding goes on, only the returned copies that do
+/// not fit are dropped and counted, and returns resume once there is room.
+fn forward_to_port(port_name: &str) -> TestResult {
+    const N: u32 = 3000;
+    const A: u32 = 3;
+    const P: u32 = 8;
+    const SLOTS: u32 = 256;
+    let (dev, region) = session(SLOTS)?;
+    let port_idx = port_index(&dev, port_name)?;
+    dev.start_stream(P, port_idx, abi::DIR_BOTH).map_err(fail("start P"))?;
+    let port = free_port(V4)?;
+    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    spec.flags = abi::NET_F_RTP;
+    spec.forward_to = P;
+    dev.start_net_stream(&spec).map_err(fail("start A"))?;
+    let tx = UdpSocket::bind((V4, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(V4, port)).map_err(fail("connect"))?;
+    let mut ring = region.consumer(RingId::FromDevice);
+    let (mut sent, mut got, mut junk, mut bytes) = (0u32, 0u32, 0u64, 0u64);
+    // One valid RTP datagram larger than a slot's payload (2016 bytes): the
+    // port takes it, its returned copy cannot fit and is counted as a drop.
+    let mut big = rtp_packet(77_777);
+    big.resize(3000, 0xCD);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while got < N {
+        ensure!(Instant::now() < deadline, "stalled: sent {sent}, returned {got}");
+        // At most 32 in flight: neither the socket nor the ring overflows.
+        while sent < N && sent - got < 32 {
+            if sent % 83 == 11 {
+                tx.send(b"junk between RTP packets").map_err(fail("send junk"))?;
+                junk += 1;
+            }
+            if sent == 1500 {
+                tx.send(&big).map_err(fail("send oversize"))?;
+            }
+            let p = rtp_packet(sent);
+            bytes += p.len() as u64;
+            tx.send(&p).map_err(fail("send"))?;
+            sent += 1;
+        }
+        let n = ring.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
+        for i in 0..n {
+            let h: SlotHeader = ring.header(i);
+            ensure!(h.stream_id == P, "returned packet {got}: stream id {}", h.stream_id);
+            ensure!(h.timestamp_ns != 0, "returned packet {got}: no timestamp");
+            let want = rtp_packet(got);
+            ensure!(ring.payload(i, h.len) == &want[..], "returned packet {got}: {} bytes differ", h.len);
+            got += 1;
+        }
+        if ring.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
+                Err(e) => return Err(format!("WAIT: {e}")),
+            }
+        }
+    }
+    let n = u64::from(N);
+    let big_len = big.len() as u64;
+    let a = net_status_until(&dev, A, |c| c.malformed >= junk)?;
+    ensure!(a.fwd_packets == n + 1 && a.fwd_bytes == bytes + big_len && a.forward_drops == 0, "A: {a:?}");
+    ensure!(a.malformed == junk && a.rx_packets == 0 && a.tap_packets == 0 && a.oversize == 0, "A: {a:?}");
+    let st = dev.status(P).map_err(fail("GET_STATUS P"))?;
+    let p = st.stream;
+    ensure!(p.to_dev_packets == n + 1 && p.to_dev_bytes == bytes + big_len, "P: {p:?}");
+    ensure!(p.from_dev_packets == n && p.from_dev_bytes == bytes && p.ring_full_drops == 1, "P: {p:?}");
+    ensure!(st.session.from_dev_packets == n && st.session.ring_full_drops == 1, "session: {:?}", st.session);
+    ensure!(st.session.invalid_slots == 0 && st.session.invalid_indices == 0, "session: {:?}", st.session);
+    ensure!(ring.available() == Ok(0), "an extra packet came back");
+    expect_errno("GET_NET_STATUS of the port stream", dev.net_status(P), Errno::ENOENT)?;
+
+    // Nobody reads now: exactly the ring's worth comes back, the rest of
+    // the returned copies are dropped, and forwarding loses nothing.
+    const M: u32 = 600;
+    for burst in (0..M).step_by(32) {
+        let end = (burst + 32).min(M);
+        for i in burst..end {
+            tx.send(&rtp_packet(i)).map_err(fail("send"))?;
+        }
+        let want = a.fwd_packets + u64::from(end);
+        let c = net_status_until(&dev, A, |c| c.fwd_packets >= want)?;
+        ensure!(c.fwd_packets == want, "burst at {burst}: A {c:?}");
+    }
+    let a2 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+    ensure!(a2.forward_drops == 0, "A with a full ring: {a2:?}");
+    let p2 = dev.status(P).map_err(fail("GET_STATUS P"))?.stream;
+    let kept = u64::from(SLOTS);
+    ensure!(p2.to_dev_packets - p.to_dev_packets == u64::from(M), "P with a full ring: {p2:?}");
+    ensure!(p2.from_dev_packets - p.from_dev_packets == kept, "P with a full ring: {p2:?}");
+    ensure!(p2.ring_full_drops - p.ring_full_drops == u64::from(M) - kept, "P with a full ring: {p2:?}");
+    // The ring holds the first SLOTS of them, in order.
+    let n = ring.available().map_err(|e| format!("{e:?}"))?;
+    ensure!(n == SLOTS, "{n} entries in a full ring");
+    for i in 0..n {
+        let h: SlotHeader = ring.header(i);
+        ensure!(h.stream_id == P && ring.payload(i, h.len) == &rtp_packet(i)[..], "full ring entry {i} differs");
+    }
+    if ring.release(n) {
+        dev.kick().map_err(fail("KICK"))?;
+    }
+    // Room again: returns resume.
+    for i in 0..10 {
+        tx.send(&rtp_packet(5000 + i)).map_err(fail("send"))?;
+    }
+    let t = Instant::now();
+    let mut k = 0;
+    while k < 10 && t.elapsed() < Duration::from_secs(10) {
+        let n = ring.available().map_err(|e| format!("{e:?}"))?;
+        for i in 0..n {
+            let h: SlotHeader = ring.header(i);
+            ensure!(ring.payload(i, h.len) == &rtp_packet(5000 + k)[..], "packet {k} after the drain differs");
+            k += 1;
+        }
+        if ring.release(n) {
+            dev.kick().map_err(fail("KICK"))?;
+        }
+        if n == 0 {
+            let _ = dev.wait(abi::WAIT_FROM_DEV_READY, 100);
+        }
+    }
+    ensure!(k == 10, "{k} of 10 packets came back after the ring was drained");
+    dev.stop_stream(A).map_err(fail("stop A"))?;
+    dev.stop_stream(P).map_err(fail("stop P"))?;
+    Ok(())
+}
+
+pub(crate) fn udp_forward_to_loopback() -> TestResult {
+    forward_to_port("loopback")
+}
+
+/// The DT-bound DMA port: the model peripheral loops data back through
+/// its coherent buffer.
+pub(crate) fn udp_forward_to_media0() -> TestResult {
+    forward_to_port("media0")
+}
+
 /// Send from `s` through interface `ifindex` to multicast groups (and, for
 /// IPv4, TTL 0: the stack's own loopback copy is then the only one).
 fn multicast_sender(s: &UdpSocket, v6: bool, ifindex: u32) -> TestResult {
@@ -911,24 +1078,89 @@ pub(crate) fn udp_stop_close_under_traffic() -> TestResult {
 /// through a `udp` stream for SECS seconds, consuming the ring, then close.
 /// ci/guest/init floods the port meanwhile and checks that rmmod is refused
 /// while this runs and works once it has closed, the flood going on.
-pub(crate) fn hold(port: u16, secs: u64) -> TestResult {
+///
+/// `--hold-relay PORT SECS` (`relay`): the same stream forwards in the
+/// kernel (`forward_to`, with the tap) to a second `udp` stream that sends
+/// to a sink socket of this process. Every relayed datagram and every tap
+/// copy of the flood (`rtpgen send`'s synthetic stream) is checked with
+/// rtpgen's own verifier: none corrupt, reordered or duplicated (loss is
+/// allowed: the flood is more than the guest can take), relaying still
+/// going in the last second (after init's rmmod attempt), and no forward
+/// or send error in the kernel's counters.
+pub(crate) fn hold(port: u16, secs: u64, relay: bool) -> TestResult {
+    use rtpmgr_tools::verify::{Expect, Verifier};
+    const A: u32 = 1;
+    const B: u32 = 2;
     let (dev, region) = session(64)?;
-    dev.start_net_stream(&net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None))
-        .map_err(fail("START_NET_STREAM"))?;
+    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    let sink = if relay {
+        let sink = UdpSocket::bind((V4, 0)).map_err(fail("bind sink"))?;
+        sink.set_nonblocking(true).map_err(fail("nonblocking"))?;
+        let to = sink.local_addr().map_err(fail("local_addr"))?;
+        dev.start_net_stream(&net_stream_spec(B, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start B"))?;
+        spec.flags = abi::NET_F_RTP | abi::NET_F_TAP;
+        spec.forward_to = B;
+        Some(sink)
+    } else {
+        None
+    };
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
     let mut rx = region.consumer(RingId::FromDevice);
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut got = 0u64;
+    let (mut relayed, mut tapped) = (Verifier::new(Expect::Synthetic), Verifier::new(Expect::Synthetic));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let late = end - Duration::from_secs(1);
+    let (mut got, mut relayed_late) = (0u64, 0u64);
+    let mut buf = vec![0u8; 2048];
     while Instant::now() < end {
         let n = rx.available().map_err(|e| format!("{e:?}"))?;
         got += u64::from(n);
+        if relay {
+            for i in 0..n {
+                let h: SlotHeader = rx.header(i);
+                tapped.packet(rx.payload(i, h.len));
+            }
+        }
         if rx.release(n) {
             dev.kick().map_err(fail("KICK"))?;
         }
+        if let Some(sink) = &sink {
+            while let Ok(len) = sink.recv(&mut buf) {
+                relayed.packet(&buf[..len]);
+                if Instant::now() >= late {
+                    relayed_late += 1;
+                }
+            }
+        }
         if n == 0 {
-            let _ = dev.wait(abi::WAIT_FROM_DEV_READY, 100);
+            // Short: the sink is drained in this loop too.
+            let _ = dev.wait(abi::WAIT_FROM_DEV_READY, if relay { 5 } else { 100 });
         }
     }
     println!("hold-udp: {got} datagrams through the ring in {secs} s");
     ensure!(got > 0, "nothing arrived");
+    if relay {
+        let secs = start.elapsed().as_secs_f64();
+        let (r, t) = (relayed.summary(None, secs), tapped.summary(None, secs));
+        // The flood goes on: A, B, A again brackets B's count between two
+        // of A's (each forward to B and B's count move under one lock).
+        let a0 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+        let b = dev.net_status(B).map_err(fail("GET_NET_STATUS B"))?;
+        let a = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
+        println!(
+            "hold-relay: {} relayed ({relayed_late} in the last second), {} tap copies; A fwd {} drops {} tap {}/{}; B tx {} errors {}",
+            r.unique, t.unique, a.fwd_packets, a.forward_drops, a.tap_packets, a.tap_drops, b.tx_packets, b.tx_errors
+        );
+        for (what, s) in [("relayed", &r), ("tap", &t)] {
+            ensure!(
+                s.corrupt == 0 && s.reordered == 0 && s.duplicates == 0 && s.not_rtp == 0,
+                "{what} datagrams damaged: {s:?}"
+            );
+        }
+        ensure!(r.unique > 0 && relayed_late > 0, "relaying stopped: {relayed_late} in the last second");
+        ensure!(a.forward_drops == 0 && b.tx_errors == 0, "A {a:?} B {b:?}");
+        ensure!((a0.fwd_packets..=a.fwd_packets).contains(&b.tx_packets), "A {a0:?} then B {b:?} then A {a:?}");
+        ensure!(a.tap_packets + a.tap_drops == a.fwd_packets && r.received <= a.fwd_packets, "A {a:?}");
+    }
     Ok(())
 }

@@ -11,16 +11,22 @@
 //! mixed with valid traffic; START/STOP/RESET/KICK/WAIT at random, also
 //! while streaming; write()/read() with random buffers; close while another
 //! thread waits in WAIT; fork with the mapping held; rmmod while the device
-//! is open (must be refused).
+//! is open (must be refused); the `udp` port: START_NET_STREAM with valid
+//! and hostile specs (addresses, families, flags, `forward_to` to any id,
+//! the tap, multicast groups and sources, interfaces, reserved fields),
+//! GET_NET_STATUS, and datagrams of random size and content (some RTP) sent
+//! from the fuzzing process to the ports its streams bind, unicast and to
+//! an IPv4 group, so the worker's receive, forwarding and tap paths run.
 //!
 //! The kernel must answer every call with a result or an errno: a splat,
 //! a hang (the host's timeout) or a refused-but-succeeded rmmod fails the
 //! run. The seed is printed first so a failure can be replayed.
 
 use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
-use rtpmgr_device::Device;
+use rtpmgr_device::{net_addr, net_stream_spec, Device};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +58,13 @@ impl Draw for Rng {
 const COUNTS: &[u32] = &[0, 1, 7, 8, 9, 64, 1000, 1024, 4096, 32_768, 32_769, u32::MAX];
 const SIZES: &[u32] = &[0, 100, 255, 256, 512, 2048, 4096, 65_536, 65_537, u32::MAX];
 const IDS: &[u32] = &[0, 1, 5, 63, 64, 65, u32::MAX - 1, u32::MAX];
+/// `udp` streams bind (and datagrams go to) these few ports, so streams of
+/// both processes collide (EADDRINUSE) and sent datagrams find them.
+const NET_PORT: u16 = 20_000;
+const NET_PORTS: u64 = 6;
+/// Groups joined and sent to (fuzz-init gives `lo` multicast and routes).
+const GROUPS: &[&str] = &["239.1.1.1", "239.1.1.2", "ff0e::1", "10.0.0.1", "224.0.0.1"];
+const SOURCES: &[&str] = &["127.0.0.1", "::1", "239.1.1.3", "0.0.0.0", "192.0.2.1"];
 
 /// The mapping of the current session, while it is mapped whole.
 struct Mapping {
@@ -69,6 +82,8 @@ struct Fuzzer {
     /// errno (0 = success) per operation name.
     results: BTreeMap<(&'static str, i32), u64>,
     buf: Vec<u8>,
+    /// Sender sockets for `net_send` (IPv4, IPv6), made on first use.
+    udp: Option<(UdpSocket, UdpSocket)>,
 }
 
 fn errno(e: &std::io::Error) -> i32 {
@@ -99,9 +114,9 @@ impl Fuzzer {
             self.dev = self.note("open", d);
             return Ok(());
         }
-        // Weights out of 40: sessions mostly stay open, configured and
+        // Weights out of 46: sessions mostly stay open, configured and
         // mapped, so the ring and streaming paths get most of the work.
-        match self.rng.below(40) {
+        match self.rng.below(46) {
             // Sessions live for about 80 operations.
             0 | 1 if self.rng.below(4) != 0 => {
                 let r = self.dev.as_ref().unwrap().info();
@@ -169,12 +184,154 @@ impl Fuzzer {
             34 | 35 => self.read_write(),
             36 => self.fork_with_mapping()?,
             37 => self.rmmod_refused()?,
-            _ => {
+            38 | 39 => {
                 let r = self.dev.as_ref().unwrap().port(self.rng.u32_edgy(IDS));
                 self.note("port", r);
             }
+            40..=42 => self.net_start(),
+            43 => {
+                let id = if self.rng.below(2) == 0 { self.rng.below(4) as u32 } else { self.rng.u32_edgy(IDS) };
+                let r = self.dev.as_ref().unwrap().net_status(id);
+                // Shows in the summary that datagrams reached the streams.
+                if let Ok(c) = &r {
+                    if c.rx_packets + c.fwd_packets + c.malformed + c.oversize > 0 {
+                        self.note("net-status-traffic", Ok(()));
+                    }
+                }
+                self.note("net-status", r);
+            }
+            _ => self.net_send(),
         }
         Ok(())
+    }
+
+    /// One of the fuzzing ports on the loopback address of either family.
+    fn net_endpoint(&mut self, v6: bool) -> SocketAddr {
+        let ip = if v6 { "::1" } else { "127.0.0.1" };
+        let port = NET_PORT + self.rng.below(NET_PORTS) as u16;
+        SocketAddr::new(ip.parse().expect("literal address"), port)
+    }
+
+    /// START_NET_STREAM, mostly plausible, often hostile in one or more
+    /// fields; low ids so it meets the registry-port streams of `start`.
+    fn net_start(&mut self) {
+        // Two thirds plausible, so streams run and datagrams reach them;
+        // one third with one or more hostile fields.
+        let hostile = self.rng.below(3) == 0;
+        let v6 = self.rng.below(3) == 0;
+        let id = if !hostile || self.rng.below(2) == 0 { self.rng.below(4) as u32 } else { self.rng.u32_edgy(IDS) };
+        let dir = match (hostile, self.rng.below(4)) {
+            (false, 0) => abi::DIR_TO_DEVICE,
+            (false, _) => abi::DIR_FROM_DEVICE,
+            (true, d) if d < 2 => self.rng.below(8) as u32,
+            (true, _) => self.rng.pick(&[1, 2, 3]),
+        };
+        let receives = dir & abi::DIR_FROM_DEVICE != 0;
+        let local = (receives || hostile && self.rng.below(4) == 0).then(|| self.net_endpoint(v6));
+        // Hostile: now and then the other family (mixed families are refused).
+        let remote_v6 = if hostile && self.rng.below(4) == 0 { !v6 } else { v6 };
+        let sends = dir & abi::DIR_TO_DEVICE != 0;
+        let remote = (sends || self.rng.below(6) == 0).then(|| self.net_endpoint(remote_v6));
+        let mut s = net_stream_spec(id, dir, local, remote);
+        s.flags = if self.rng.below(3) == 0 { 0 } else { abi::NET_F_RTP };
+        if receives && !sends && self.rng.below(2) == 0 {
+            // Forwarding to one of the low ids: a udp stream or a
+            // registry-port stream (loopback, media0) if one runs there.
+            s.forward_to = self.rng.below(4) as u32;
+            if self.rng.below(2) == 0 {
+                s.flags |= abi::NET_F_TAP;
+            }
+        }
+        s.clock_rate = self.rng.pick(&[0, 1, 8000, 90_000, u32::MAX]);
+        if receives && self.rng.below(5) == 0 {
+            // A group of the stream's family, any-source or SSM from the
+            // loopback address (fuzz-init routes the groups to lo).
+            let (g, src) = if v6 { ("ff0e::1", "::1") } else { (self.rng.pick(&GROUPS[..2]), "127.0.0.1") };
+            s.group = net_addr(SocketAddr::new(g.parse().expect("literal address"), 0));
+            if self.rng.below(2) == 0 {
+                s.source = net_addr(SocketAddr::new(src.parse().expect("literal address"), 0));
+            }
+        }
+        if hostile {
+            self.net_spec_hostile(&mut s);
+        }
+        let r = self.dev.as_ref().unwrap().start_net_stream(&s);
+        self.note(if hostile { "net-start-hostile" } else { "net-start" }, r);
+    }
+
+    /// One to three hostile changes to a spec.
+    fn net_spec_hostile(&mut self, s: &mut abi::NetStreamSpec) {
+        for _ in 0..self.rng.below(3) + 1 {
+            match self.rng.below(9) {
+                0 => s.flags = self.rng.u32_edgy(&[abi::NET_F_TAP, 4, 0x80, u32::MAX]),
+                1 => s.forward_to = self.rng.u32_edgy(IDS),
+                2 => {
+                    let g: std::net::IpAddr = self.rng.pick(GROUPS).parse().expect("literal address");
+                    s.group = net_addr(SocketAddr::new(g, self.rng.pick(&[0, 0, 5])));
+                }
+                3 => {
+                    let src: std::net::IpAddr = self.rng.pick(SOURCES).parse().expect("literal address");
+                    s.source = net_addr(SocketAddr::new(src, 0));
+                }
+                4 => s.ifindex = self.rng.u32_edgy(&[0, 1, 2, 9999]),
+                5 => s.mc_ttl = self.rng.u32_edgy(&[0, 1, 255, 256]),
+                6 => s.rcvbuf = self.rng.u32_edgy(&[0, 1, 1 << 20]),
+                7 => {
+                    s.reserved = self.rng.next() as u32;
+                    s.size = self.rng.u32_edgy(&[0, abi::NetStreamSpec::SIZE - 4, abi::NetStreamSpec::SIZE + 4]);
+                }
+                _ => {
+                    let a = match self.rng.below(4) {
+                        0 => &mut s.local,
+                        1 => &mut s.remote,
+                        2 => &mut s.group,
+                        _ => &mut s.source,
+                    };
+                    match self.rng.below(4) {
+                        0 => a.family = self.rng.next() as u16,
+                        1 => a.scope_id = self.rng.u32_edgy(&[0, 1, 9999]),
+                        2 => a.addr[self.rng.below(16) as usize] = self.rng.next() as u8,
+                        _ => a.port = self.rng.next() as u16,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A few datagrams to the fuzzing ports (or an IPv4 group): random
+    /// sizes up to beyond a slot, random bytes, half with an RTP header.
+    fn net_send(&mut self) {
+        if self.udp.is_none() {
+            let pair = UdpSocket::bind("127.0.0.1:0").and_then(|a| Ok((a, UdpSocket::bind("[::1]:0")?)));
+            let Some((v4, v6)) = self.note("net-socket", pair) else { return };
+            // Group datagrams stay on this host: TTL 0, looped back.
+            let _ = v4.set_multicast_ttl_v4(0);
+            let _ = v4.set_nonblocking(true);
+            let _ = v6.set_nonblocking(true);
+            self.udp = Some((v4, v6));
+        }
+        for _ in 0..self.rng.below(8) + 1 {
+            let v6 = self.rng.below(3) == 0;
+            let mut to = self.net_endpoint(v6);
+            if !v6 && self.rng.below(5) == 0 {
+                to.set_ip(self.rng.pick(&GROUPS[..2]).parse().expect("literal address"));
+            }
+            let len = self.rng.pick(&[0usize, 1, 11, 12, 13, 100, 1400, 2016, 2017, 4000, 9000]);
+            for b in self.buf.iter_mut().take(len) {
+                *b = self.rng.next() as u8;
+            }
+            if len >= 12 && self.rng.below(2) == 0 {
+                // Version 2, no padding, extension or CSRCs: passes the
+                // header check, so it reaches the ring or the forwarding.
+                self.buf[0] = 0x80;
+            }
+            let Some((s4, s6)) = &self.udp else { return };
+            let sock = if v6 { s6 } else { s4 };
+            // Errors (ECONNREFUSED from an earlier ICMP, a full buffer) are
+            // the network's business, not the module's.
+            let _ = sock.send_to(&self.buf[..len], to);
+            self.note("net-send", Ok(()));
+        }
     }
 
     fn mmap_odd(&mut self) {
@@ -306,6 +463,8 @@ impl Fuzzer {
             abi::RTPMGR_IOC_KICK,
             abi::RTPMGR_IOC_WAIT,
             abi::RTPMGR_IOC_GET_PORT,
+            abi::RTPMGR_IOC_START_NET_STREAM,
+            abi::RTPMGR_IOC_GET_NET_STATUS,
         ];
         let cmd = match self.rng.below(3) {
             0 => self.rng.pick(&known),
@@ -437,6 +596,7 @@ fn fuzz_process(seed: u64, ops: u64) -> Result<Fuzzer, String> {
         cfg: None,
         results: BTreeMap::new(),
         buf: vec![0u8; 16384],
+        udp: None,
     };
     for i in 0..ops {
         f.step().map_err(|e| format!("seed {seed}, operation {i}: {e}"))?;
