@@ -37,10 +37,9 @@ extern "C" {
         raddr: *const u8,
         rport: u16,
         rscope: u32,
+        opts: *const NetOpts,
     ) -> c_int;
     fn rtpmgr_net_join(n: *mut RtpmgrNet, group: *const u8, source: *const u8, ifindex: u32) -> c_int;
-    fn rtpmgr_net_set_buffers(n: *mut RtpmgrNet, bytes: c_int) -> c_int;
-    fn rtpmgr_net_multicast_send(n: *mut RtpmgrNet, ttl: c_int, ifindex: c_int) -> c_int;
     fn rtpmgr_net_close(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
     fn rtpmgr_net_recv(
@@ -81,10 +80,21 @@ pub(crate) struct Endpoints {
     group: Option<abi::NetAddr>,
     source: Option<abi::NetAddr>,
     ifindex: u32,
-    /// `SO_RCVBUF`/`SO_SNDBUF` to ask for (0: the stack's defaults).
-    buffer_bytes: c_int,
-    /// Sending to a multicast `remote`: the TTL / hop limit (0: the
-    /// stack's default, 1) and the interface (0: by route).
+    opts: NetOpts,
+}
+
+/// `struct rtpmgr_net_opts` (rtpmgr_net.h): options the helper applies
+/// before connect; 0 leaves the stack's default.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct NetOpts {
+    /// Receive buffer bytes (receiving streams only: a send-only socket's
+    /// receive queue is never read, so it keeps the small default).
+    rcvbuf: c_int,
+    /// Send buffer bytes (sending streams only).
+    sndbuf: c_int,
+    /// Sending to a multicast `remote`: the TTL / hop limit and the
+    /// interface (0: by route).
     mc_ttl: c_int,
     mc_ifindex: c_int,
 }
@@ -138,8 +148,9 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     } else if spec.flags & abi::NET_F_TAP != 0 {
         return Err(EINVAL);
     }
-    // setsockopt takes an int.
+    // setsockopt takes an int, for sizes and interface indices alike.
     let buffer_bytes = c_int::try_from(spec.rcvbuf).map_err(|_| EINVAL)?;
+    let ifindex = c_int::try_from(spec.ifindex).map_err(|_| EINVAL)?;
     let (l, r) = (spec.local.family, spec.remote.family);
     if l != abi::NET_FAMILY_UNSPEC && r != abi::NET_FAMILY_UNSPEC && l != r {
         return Err(EINVAL);
@@ -181,23 +192,22 @@ pub(crate) fn endpoints(spec: &abi::NetStreamSpec) -> Result<Endpoints> {
     if spec.ifindex != 0 && group.is_none() && !sends_to_group {
         return Err(EINVAL);
     }
-    let mc_ifindex = if sends_to_group { c_int::try_from(spec.ifindex).map_err(|_| EINVAL)? } else { 0 };
+    let mc_ifindex = if sends_to_group { ifindex } else { 0 };
     if let Some(src) = &source {
         if src.family != family || src.port != 0 || src.scope_id != 0 || is_multicast(src) || src.addr == [0; 16] {
             return Err(EINVAL);
         }
     }
-    Ok(Endpoints {
-        family,
-        local,
-        remote,
-        group,
-        source,
-        ifindex: spec.ifindex,
-        buffer_bytes,
+    let receives = spec.direction & abi::DIR_FROM_DEVICE != 0;
+    let sends = spec.direction & abi::DIR_TO_DEVICE != 0;
+    let opts = NetOpts {
+        rcvbuf: if receives { buffer_bytes } else { 0 },
+        sndbuf: if sends { buffer_bytes } else { 0 },
+        // At most 255 (checked above).
         mc_ttl: spec.mc_ttl as c_int,
         mc_ifindex,
-    })
+    };
+    Ok(Endpoints { family, local, remote, group, source, ifindex: spec.ifindex, opts })
 }
 
 /// What one receive brought.
@@ -253,8 +263,9 @@ impl NetSocket {
         };
         // SAFETY: `raw` is a valid out pointer; the address pointers point
         // to 16-byte arrays alive across the call (or are null for no
-        // remote); `ctx` is the session, which outlives the socket by the
-        // caller's contract.
+        // remote); `opts` points to a `NetOpts` (the C struct's layout)
+        // alive across the call; `ctx` is the session, which outlives the
+        // socket by the caller's contract.
         let rc = unsafe {
             rtpmgr_net_open(
                 &mut raw,
@@ -266,6 +277,7 @@ impl NetSocket {
                 raddr,
                 rport,
                 rscope,
+                &ep.opts,
             )
         };
         if rc < 0 {
@@ -273,23 +285,6 @@ impl NetSocket {
         }
         let raw = NonNull::new(raw).ok_or(ENOMEM)?;
         let sock = NetSocket { raw };
-        if ep.buffer_bytes > 0 {
-            // SAFETY: `raw` is open; we are in the ioctl, the caller's
-            // context the helper's setsockopt needs. On failure `sock`
-            // closes the socket.
-            let rc = unsafe { rtpmgr_net_set_buffers(sock.raw.as_ptr(), ep.buffer_bytes) };
-            if rc < 0 {
-                return Err(Error::from_errno(rc));
-            }
-        }
-        if ep.mc_ttl != 0 || ep.mc_ifindex != 0 {
-            // SAFETY: `raw` is open; the caller's context, as above. On
-            // failure `sock` closes the socket.
-            let rc = unsafe { rtpmgr_net_multicast_send(sock.raw.as_ptr(), ep.mc_ttl, ep.mc_ifindex) };
-            if rc < 0 {
-                return Err(Error::from_errno(rc));
-            }
-        }
         if let Some(g) = &ep.group {
             let src = ep.source.as_ref().map_or(core::ptr::null(), |s| s.addr.as_ptr());
             // SAFETY: `raw` is open; `g.addr` and the source (if any) are

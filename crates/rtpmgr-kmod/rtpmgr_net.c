@@ -16,7 +16,9 @@
  * Contexts: rtpmgr_net_open and rtpmgr_net_close sleep and run in the ioctl
  * (open: with the caller's credentials, so CAP_NET_BIND_SERVICE, the netns
  * and LSM socket creation apply to the caller) or in process context on
- * close; rtpmgr_net_join runs in the ioctl after open. rtpmgr_net_recv/send/rx_pending run in the session worker. The two
+ * close; rtpmgr_net_join runs in the ioctl after open (socket options,
+ * multicast joins: the setsockopt path, in the caller's context).
+ * rtpmgr_net_recv/send/rx_pending run in the session worker. The two
  * socket callbacks run in softirq (or with BH disabled) and only call
  * rtpmgr_net_ready(), which queues the worker.
  */
@@ -102,9 +104,57 @@ static int rtpmgr_net_sockaddr(struct sockaddr_storage *ss, int family, const u8
 	return -EAFNOSUPPORT;
 }
 
-int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
-		    const u8 *raddr, u16 rport, u32 rscope)
+/*
+ * Socket options go through do_sock_setsockopt, as the setsockopt syscall
+ * would, in the caller's context: its LSM and cgroup hooks run, and the
+ * FORCE buffer options need CAP_NET_ADMIN in the initial user namespace
+ * (sockopt_capable), else the capped option applies
+ * (net.core.rmem_max/wmem_max). Buffer sizes are best effort, as rtpmgrd
+ * treats its own sockets': a refusal leaves the default.
+ */
+static void rtpmgr_net_set_buffer(struct socket *sock, bool compat, int force, int capped, int bytes)
 {
+	if (bytes <= 0)
+		return;
+	if (do_sock_setsockopt(sock, compat, SOL_SOCKET, force, KERNEL_SOCKPTR(&bytes), sizeof(bytes)) < 0)
+		do_sock_setsockopt(sock, compat, SOL_SOCKET, capped, KERNEL_SOCKPTR(&bytes), sizeof(bytes));
+}
+
+/*
+ * Multicast transmit options. Set before connect: connect picks the route
+ * and the source address with the multicast interface then known, and an
+ * IPv6 link-scope group needs the interface to connect at all. ip_mreqn
+ * and int have one layout for 32-bit callers.
+ */
+static int rtpmgr_net_multicast_send(struct socket *sock, bool compat, int ttl, int ifindex)
+{
+	bool v6 = sock->sk->sk_family == AF_INET6;
+	struct ip_mreqn mr;
+	int err;
+
+	if (ttl > 0) {
+		err = do_sock_setsockopt(sock, compat, v6 ? SOL_IPV6 : SOL_IP,
+					 v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, KERNEL_SOCKPTR(&ttl),
+					 sizeof(ttl));
+		if (err < 0)
+			return err;
+	}
+	if (ifindex <= 0)
+		return 0;
+	if (v6)
+		return do_sock_setsockopt(sock, compat, SOL_IPV6, IPV6_MULTICAST_IF, KERNEL_SOCKPTR(&ifindex),
+					  sizeof(ifindex));
+	memset(&mr, 0, sizeof(mr));
+	mr.imr_ifindex = ifindex;
+	err = do_sock_setsockopt(sock, compat, SOL_IP, IP_MULTICAST_IF, KERNEL_SOCKPTR(&mr), sizeof(mr));
+	/* IPv4 says EADDRNOTAVAIL for a missing device, IPv6 ENODEV: one errno for both. */
+	return err == -EADDRNOTAVAIL ? -ENODEV : err;
+}
+
+int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
+		    const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts)
+{
+	bool compat = in_compat_syscall();
 	struct sockaddr_storage ss;
 	struct rtpmgr_net *n;
 	struct sock *sk;
@@ -130,8 +180,19 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
 		if (err)
 			goto release;
 	}
+	/*
+	 * As rtpmgrd's own sockets: channels that share a port (different
+	 * groups on 0.0.0.0:5004) can all bind it. A socket without it (any
+	 * other program's) still keeps the port to itself.
+	 */
+	sock_set_reuseaddr(sk);
+	rtpmgr_net_set_buffer(n->sock, compat, SO_RCVBUFFORCE, SO_RCVBUF, opts->rcvbuf);
+	rtpmgr_net_set_buffer(n->sock, compat, SO_SNDBUFFORCE, SO_SNDBUF, opts->sndbuf);
 	len = rtpmgr_net_sockaddr(&ss, family, laddr, lport, lscope);
 	err = kernel_bind(n->sock, (struct sockaddr_unsized *)&ss, len);
+	if (err)
+		goto release;
+	err = rtpmgr_net_multicast_send(n->sock, compat, opts->mc_ttl, opts->mc_ifindex);
 	if (err)
 		goto release;
 	if (raddr) {
@@ -242,66 +303,6 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	if (sock_writeable(n->sock->sk) && test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
 		return -EBUSY;
 	return -EAGAIN;
-}
-
-/*
- * Buffer sizes go through do_sock_setsockopt too, so the caller's
- * CAP_NET_ADMIN (in the socket's netns) decides whether the FORCE options
- * may pass net.core.rmem_max/wmem_max, exactly as for rtpmgrd's own
- * sockets. A refused FORCE (EPERM) falls back to the capped option.
- */
-int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes)
-{
-	static const int opts[2][2] = { { SO_RCVBUFFORCE, SO_RCVBUF }, { SO_SNDBUFFORCE, SO_SNDBUF } };
-	bool compat = in_compat_syscall();
-	int i, err;
-
-	for (i = 0; i < 2; i++) {
-		err = do_sock_setsockopt(n->sock, compat, SOL_SOCKET, opts[i][0], KERNEL_SOCKPTR(&bytes),
-					 sizeof(bytes));
-		if (err == -EPERM)
-			err = do_sock_setsockopt(n->sock, compat, SOL_SOCKET, opts[i][1], KERNEL_SOCKPTR(&bytes),
-						 sizeof(bytes));
-		if (err < 0)
-			return err;
-	}
-	return 0;
-}
-
-/*
- * Multicast transmit options, through do_sock_setsockopt for the same
- * reasons. UDP looks the route up per datagram for a multicast
- * destination (the connected route is not used), so options set after
- * connect apply to every send. ip_mreqn and int have one layout for
- * 32-bit callers.
- */
-int rtpmgr_net_multicast_send(struct rtpmgr_net *n, int ttl, int ifindex)
-{
-	struct socket *sock = n->sock;
-	bool v6 = sock->sk->sk_family == AF_INET6;
-	bool compat = in_compat_syscall();
-	int err;
-
-	if (ttl > 0) {
-		err = do_sock_setsockopt(sock, compat, v6 ? SOL_IPV6 : SOL_IP,
-					 v6 ? IPV6_MULTICAST_HOPS : IP_MULTICAST_TTL, KERNEL_SOCKPTR(&ttl),
-					 sizeof(ttl));
-		if (err < 0)
-			return err;
-	}
-	if (ifindex > 0 && v6)
-		return do_sock_setsockopt(sock, compat, SOL_IPV6, IPV6_MULTICAST_IF, KERNEL_SOCKPTR(&ifindex),
-					  sizeof(ifindex));
-	if (ifindex > 0) {
-		struct ip_mreqn mr;
-
-		memset(&mr, 0, sizeof(mr));
-		mr.imr_ifindex = ifindex;
-		err = do_sock_setsockopt(sock, compat, SOL_IP, IP_MULTICAST_IF, KERNEL_SOCKPTR(&mr), sizeof(mr));
-		/* IPv4 says EADDRNOTAVAIL for a missing device, IPv6 ENODEV: one errno for both. */
-		return err == -EADDRNOTAVAIL ? -ENODEV : err;
-	}
-	return 0;
 }
 
 /*

@@ -11,32 +11,30 @@
 struct rtpmgr_net;
 
 /*
+ * Options applied by rtpmgr_net_open before connect; 0 leaves the stack's
+ * default. net.rs mirrors this layout (NetOpts).
+ */
+struct rtpmgr_net_opts {
+	int rcvbuf;	/* SO_RCVBUF(FORCE) bytes, best effort */
+	int sndbuf;	/* SO_SNDBUF(FORCE) bytes, best effort */
+	int mc_ttl;	/* IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS */
+	int mc_ifindex;	/* IP_MULTICAST_IF / IPV6_MULTICAST_IF */
+};
+
+/*
  * Create a UDP socket in the caller's netns with the caller's credentials,
- * bind it to laddr:lport (4 or 16 address bytes by family), connect it to
- * raddr:rport when raddr is not NULL, and install the callbacks that call
- * rtpmgr_net_ready(ctx). Sleeps.
+ * SO_REUSEADDR, apply *opts, bind it to laddr:lport (4 or 16 address bytes
+ * by family), connect it to raddr:rport when raddr is not NULL, and install
+ * the callbacks that call rtpmgr_net_ready(ctx). Sleeps.
  */
 int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
-		    const u8 *raddr, u16 rport, u32 rscope);
+		    const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts);
 /*
  * Join group (4 or 16 bytes by the socket's family) on interface ifindex (0:
  * the route's), any-source, or source-specific when source is not NULL.
  * The caller's context (ioctl): its credentials and compat mode. Sleeps.
  */
 int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32 ifindex);
-/*
- * Ask for bytes of receive and send buffer, as setsockopt would:
- * SO_RCVBUFFORCE/SO_SNDBUFFORCE when the caller has CAP_NET_ADMIN, else
- * SO_RCVBUF/SO_SNDBUF (capped by net.core.rmem_max/wmem_max). The caller's
- * context (ioctl). Sleeps.
- */
-int rtpmgr_net_set_buffers(struct rtpmgr_net *n, int bytes);
-/*
- * Sending to a multicast group: set the TTL / hop limit (ttl > 0) and the
- * outgoing interface (ifindex > 0), as setsockopt would. The caller's
- * context (ioctl). Sleeps.
- */
-int rtpmgr_net_multicast_send(struct rtpmgr_net *n, int ttl, int ifindex);
 /* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
 void rtpmgr_net_close(struct rtpmgr_net *n);
 /* Whether a datagram waits. */

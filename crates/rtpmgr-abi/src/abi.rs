@@ -405,10 +405,12 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   group address to hear only the group, the unspecified address to hear
 ///   unicast too. Memberships end with the stream.
 ///
-/// * `rcvbuf` (not 0): bytes of receive and send buffer for the socket,
-///   asked for as `setsockopt` would in the caller's context:
-///   `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` with `CAP_NET_ADMIN`, else capped
-///   by `net.core.rmem_max`/`wmem_max`. Above `i32::MAX`: `EINVAL`.
+/// * `rcvbuf` (not 0): bytes of socket buffer, the receive buffer of a
+///   receiving stream and the send buffer of a sending one, asked for as
+///   `setsockopt` would in the caller's context: `SO_*BUFFORCE` with
+///   `CAP_NET_ADMIN`, else capped by `net.core.rmem_max`/`wmem_max`; best
+///   effort, like rtpmgrd's own sockets. Above `i32::MAX`: `EINVAL` (as
+///   for `ifindex`).
 ///
 /// * `remote` a multicast group (sending streams): `mc_ttl` (1..=255, 0:
 ///   the stack's default of 1) is the TTL / hop limit, `ifindex` (0: by

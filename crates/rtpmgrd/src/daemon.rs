@@ -16,6 +16,7 @@ use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig};
 use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport};
 use rtpmgr_ring::{Region, RingId};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
@@ -70,6 +71,8 @@ pub struct Daemon {
     kernel: Vec<KernelStream>,
     /// `mode = "kernel"` streams running in user space instead, and why.
     fallbacks: HashMap<String, String>,
+    /// Where [`Daemon::free_ids`] looks first.
+    next_id: Cell<u32>,
     /// Streams of the configuration that are not running, with the reason;
     /// retried with backoff.
     failed: Vec<Waiting>,
@@ -143,6 +146,7 @@ impl Daemon {
             table,
             kernel: Vec::new(),
             fallbacks: HashMap::new(),
+            next_id: Cell::new(0),
             failed: Vec::new(),
             next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             rx_stop,
@@ -157,10 +161,15 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// The `n` lowest stream ids neither path uses.
+    /// `n` stream ids neither path uses, round-robin from the one after the
+    /// last handed out: a stopped stream's slots may still wait in the
+    /// to-device ring, and its id must not name a new stream (perhaps a
+    /// kernel sender to another destination) before the device took them.
     fn free_ids(&self, n: usize) -> io::Result<Vec<u32>> {
         let (_, running) = self.table.snapshot();
+        let start = self.next_id.get();
         let ids: Vec<u32> = (0..abi::MAX_STREAMS)
+            .map(|i| (start + i) % abi::MAX_STREAMS)
             .filter(|id| {
                 running.iter().all(|s| s.id != *id) && self.kernel.iter().all(|k| k.rx_id != *id && k.target_id != *id)
             })
@@ -168,6 +177,9 @@ impl Daemon {
             .collect();
         if ids.len() < n {
             return Err(io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)));
+        }
+        if let Some(last) = ids.last() {
+            self.next_id.set((last + 1) % abi::MAX_STREAMS);
         }
         Ok(ids)
     }

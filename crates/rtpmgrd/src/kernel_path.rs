@@ -96,9 +96,14 @@ fn net_specs(
 }
 
 /// An errno from `START_NET_STREAM` that means "not this device", not
-/// "not now".
+/// "not now": no such ioctl or option, or a spec this module refuses
+/// (`EINVAL`: a rule it has and the configuration's validation lacks);
+/// retrying would meet the same answer.
 fn is_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTTY | libc::EOPNOTSUPP | libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EINVAL)
+    )
 }
 
 fn ctx(what: &str, e: io::Error) -> io::Error {
@@ -261,10 +266,10 @@ mod tests {
 
     #[test]
     fn only_not_supported_errnos_mean_fall_back() {
-        for e in [libc::ENOTTY, libc::EOPNOTSUPP, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT] {
+        for e in [libc::ENOTTY, libc::EOPNOTSUPP, libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT, libc::EINVAL] {
             assert!(is_unsupported(&io::Error::from_raw_os_error(e)), "{e}");
         }
-        for e in [libc::EADDRINUSE, libc::EACCES, libc::ENODEV, libc::EINVAL, libc::ENOENT] {
+        for e in [libc::EADDRINUSE, libc::EACCES, libc::ENODEV, libc::EADDRNOTAVAIL, libc::ENOENT] {
             assert!(!is_unsupported(&io::Error::from_raw_os_error(e)), "{e}");
         }
     }
