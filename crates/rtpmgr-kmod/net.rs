@@ -42,6 +42,7 @@ extern "C" {
     fn rtpmgr_net_join(n: *mut RtpmgrNet, group: *const u8, source: *const u8, ifindex: u32) -> c_int;
     fn rtpmgr_net_close(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
+    fn rtpmgr_net_drops(n: *mut RtpmgrNet) -> u64;
     fn rtpmgr_net_recv(
         n: *mut RtpmgrNet,
         dst: *mut u8,
@@ -297,6 +298,13 @@ impl NetSocket {
             }
         }
         Ok(sock)
+    }
+
+    /// Datagrams the socket dropped before we read them.
+    pub(crate) fn drops(&self) -> u64 {
+        // SAFETY: `raw` is open (type invariant); the helper only reads an
+        // atomic counter of the socket.
+        unsafe { rtpmgr_net_drops(self.raw.as_ptr()) }
     }
 
     /// Whether a datagram waits.

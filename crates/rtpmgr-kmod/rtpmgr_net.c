@@ -233,6 +233,11 @@ void rtpmgr_net_close(struct rtpmgr_net *n)
 	kfree(n);
 }
 
+u64 rtpmgr_net_drops(struct rtpmgr_net *n)
+{
+	return (u32)sk_drops_read(n->sock->sk);
+}
+
 bool rtpmgr_net_rx_pending(struct rtpmgr_net *n)
 {
 	struct sock *sk = n->sock->sk;

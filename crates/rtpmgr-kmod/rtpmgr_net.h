@@ -37,6 +37,8 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
 int rtpmgr_net_join(struct rtpmgr_net *n, const u8 *group, const u8 *source, u32 ifindex);
 /* Detach the callbacks, wait for running ones, release the socket. Sleeps. */
 void rtpmgr_net_close(struct rtpmgr_net *n);
+/* Datagrams the socket dropped (sk_drops). Any context. */
+u64 rtpmgr_net_drops(struct rtpmgr_net *n);
 /* Whether a datagram waits. */
 bool rtpmgr_net_rx_pending(struct rtpmgr_net *n);
 /*

@@ -859,7 +859,7 @@ impl Session {
         st.counters = self.inner.lock().streams[st.stream_id as usize]
             .as_ref()
             .and_then(|s| s.net.as_ref())
-            .map(|n| n.counters())
+            .map(|n| abi::NetCounters { socket_drops: n.sock.drops(), ..n.counters() })
             .ok_or(ENOENT)?;
         write_arg(user, &st)?;
         Ok(0)

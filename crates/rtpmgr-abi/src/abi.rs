@@ -489,7 +489,10 @@ pub struct NetCounters {
     pub ext_highest_seq: u32,
     /// Interarrival jitter in timestamp units of `clock_rate` (RTCP form;
     /// arrival times are taken when the worker dequeues the datagram).
-    pub jitter_units: u32,
+    pub jitter_units: u32,    /// Datagrams the socket dropped before the worker saw them (its
+    /// receive buffer full, or refused by a socket filter): the stack's
+    /// `sk_drops`, what a worker that falls behind costs.
+    pub socket_drops: u64,
 }
 
 /// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
@@ -763,7 +766,7 @@ impl Geometry {
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 208);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 216);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

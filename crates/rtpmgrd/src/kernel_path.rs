@@ -188,6 +188,7 @@ impl KernelStream {
             malformed: rx.malformed,
             oversize: rx.oversize,
             forward_drops: rx.forward_drops,
+            socket_drops: rx.socket_drops,
             ..base
         };
         if rx.rtp_flags & abi::NET_RTP_SOURCE != 0 {
