@@ -22,13 +22,16 @@
 //! byte; a bitmap of indices counts duplicates, and per-stream order counts
 //! reordering. Loss is what was sent and never arrived.
 //!
-//! CPU per relayed packet: the guest's busy time from /proc/stat minus
-//! this process's own CPU time (generator and sink, user and system, which
-//! includes the loopback delivery into the relay's sockets that the
-//! sender's `sendmmsg` performs), over the measured window, divided by the
-//! packets that reached the sink in it. What is left is the relay: its
-//! process(es) or the module's workers, and the softirq work done on their
-//! behalf.
+//! CPU per relayed packet: the run time of every task in the guest except
+//! this process (so the relay's process(es), or the module's kworkers, and
+//! ksoftirqd), over the measured window, divided by the packets that
+//! reached the sink in it; see [`others_cpu_ticks`] for why not /proc/stat.
+//! This process's own time (generator and sink) is left out, and with it
+//! the loopback delivery into the relay's sockets that the generator's
+//! `sendmmsg` performs (the same for all three relays); the relay's own
+//! sends deliver into the sink's socket in the relay's context, so that
+//! part counts. The relay's CPU with no traffic is measured first and
+//! reported; "marginal" per-packet figures subtract it.
 
 use rtpmgr_abi as abi;
 use rtpmgr_bench::mmsg::Mmsg;
@@ -274,16 +277,29 @@ fn generator(p: Profile, sock: UdpSocket, sent: Arc<AtomicU64>, stop: Arc<Atomic
     failed
 }
 
-/// Busy jiffies of all CPUs (user nice system irq softirq steal), from the
-/// first line of /proc/stat.
-fn busy_jiffies() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
-    let v: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    if v.len() < 8 {
-        return Err("/proc/stat: short cpu line".into());
+/// CPU time (user + system, clock ticks) of every task in the guest but
+/// `except` (this process), summed over /proc/<pid>/stat: the relay's
+/// process(es), the module's kworkers, ksoftirqd. Each figure is the
+/// task's exact run time (the kernel scales the tick-sampled utime/stime
+/// to its `sum_exec_runtime`), so this is not fooled by the tick's
+/// sampling, unlike /proc/stat's busy time: the generator's 10 ms pacing
+/// runs in step with the 250 Hz tick, and /proc/stat showed 0 % for a
+/// relay moving 300 pkt/s. Tasks that ended meanwhile are missed (none of
+/// the relay's end during a window).
+fn others_cpu_ticks(except: u32) -> Result<u64> {
+    let mut sum = 0;
+    for e in std::fs::read_dir("/proc").map_err(|e| format!("/proc: {e}"))?.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if pid == except {
+            continue;
+        }
+        // A task may end between read_dir and the read: skip it.
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            sum += procfs::parse_stat_cpu_ticks(&stat).unwrap_or(0);
+        }
     }
-    Ok(v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+    Ok(sum)
 }
 
 /// A relay under test, stopped when dropped.
@@ -449,19 +465,16 @@ pub fn run_once(kind: Kind, p: &Profile, t: Timing) -> Result<Run> {
         std::thread::spawn(move || sink(p, sink_sock, capacity, u, s))
     };
     let me = std::process::id();
+    let ticks = procfs::clock_ticks_per_s() as f64;
     let own_cpu = || procfs::cpu_seconds(me).map_err(|e| e.to_string());
-    // The relay's CPU since (busy, own): the guest's busy time less this
-    // process's.
-    let relay_cpu = |(busy0, own0): (u64, f64)| -> Result<f64> {
-        let busy = (busy_jiffies()? - busy0) as f64 / procfs::clock_ticks_per_s() as f64;
-        Ok((busy - (own_cpu()? - own0)).max(0.0))
-    };
+    // CPU of everything but this process (generator and sink) since mark.
+    let relay_cpu = |mark: u64| -> Result<f64> { Ok((others_cpu_ticks(me)? - mark) as f64 / ticks) };
     // Let the relay finish starting (bare-relay's epoll registrations,
     // rtpmgrd's threads) so the idle window sees only its steady cost.
     std::thread::sleep(t.settle);
     // The relay's CPU with no traffic (timers, polling): its fixed cost,
     // subtracted for the marginal cost per packet.
-    let (mark, i0) = ((busy_jiffies()?, own_cpu()?), Instant::now());
+    let (mark, i0) = (others_cpu_ticks(me)?, Instant::now());
     std::thread::sleep(t.idle);
     let idle_cpu_per_s = relay_cpu(mark)? / i0.elapsed().as_secs_f64();
     let gen_thread = {
@@ -469,11 +482,16 @@ pub fn run_once(kind: Kind, p: &Profile, t: Timing) -> Result<Run> {
         std::thread::spawn(move || generator(p, gen_sock, n, s))
     };
     std::thread::sleep(t.warmup);
-    let (mark, sent0, got0, t0) =
-        ((busy_jiffies()?, own_cpu()?), sent.load(Ordering::Relaxed), unique.load(Ordering::Relaxed), Instant::now());
+    let (mark, own0, sent0, got0, t0) = (
+        others_cpu_ticks(me)?,
+        own_cpu()?,
+        sent.load(Ordering::Relaxed),
+        unique.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     std::thread::sleep(t.window);
     let relay_cpu_s = relay_cpu(mark)?;
-    let bench_cpu_s = own_cpu()? - mark.1;
+    let bench_cpu_s = own_cpu()? - own0;
     let (sent1, got1, secs) =
         (sent.load(Ordering::Relaxed), unique.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
     stop_gen.store(true, Ordering::Relaxed);
