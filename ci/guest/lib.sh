@@ -4,7 +4,7 @@
 # ci/kernel/lib.sh.
 
 AARCH64=aarch64-unknown-linux-gnu
-GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests rtpmgr-guest-bench rtpmgr-guest-fuzz rtpmgr-guest-soak)
+GUEST_BINS=(rtpmgrd rtpmgrctl rtpgen rtpmgr-guest-tests rtpmgr-guest-bench rtpmgr-guest-fuzz rtpmgr-guest-soak bare-relay)
 
 # rust_target TARGET LINKER PACKAGE...: static release binaries for TARGET.
 # rustup's std for the target when it can be had, else std built from
@@ -29,9 +29,10 @@ rust_target() {
 
 ARMV7=armv7-unknown-linux-gnueabihf
 
-# arm64 user space, and the guest tests once more as 32-bit ARM (compat).
+# arm64 user space (rtpmgr-bench for bare-relay, the guest benchmark's
+# yardstick), and the guest tests once more as 32-bit ARM (compat).
 build_guest_binaries() {
-    rust_target "$AARCH64" aarch64-linux-gnu-gcc rtpmgrd rtpmgrctl rtpmgr-tools rtpmgr-guest-tests
+    rust_target "$AARCH64" aarch64-linux-gnu-gcc rtpmgrd rtpmgrctl rtpmgr-tools rtpmgr-guest-tests rtpmgr-bench
     rust_target "$ARMV7" arm-linux-gnueabihf-gcc rtpmgr-guest-tests
 }
 

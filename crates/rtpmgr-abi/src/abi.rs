@@ -489,7 +489,8 @@ pub struct NetCounters {
     pub ext_highest_seq: u32,
     /// Interarrival jitter in timestamp units of `clock_rate` (RTCP form;
     /// arrival times are taken when the worker dequeues the datagram).
-    pub jitter_units: u32,    /// Datagrams the socket dropped before the worker saw them (its
+    pub jitter_units: u32,
+    /// Datagrams the socket dropped before the worker saw them (its
     /// receive buffer full, or refused by a socket filter): the stack's
     /// `sk_drops`, what a worker that falls behind costs.
     pub socket_drops: u64,

@@ -59,8 +59,38 @@ pub struct Tools {
 /// `127.0.0.1:in_ports[i]` to `dest`, all through the simulator's loopback
 /// port.
 pub fn rtpmgrd_config(control_socket: &Path, in_ports: &[u16], dest: SocketAddrV4) -> String {
+    rtpmgrd_relay_config(RtpmgrdBackend::Sim, control_socket, in_ports, dest, PT_MP2T)
+}
+
+/// Where rtpmgrd's rings come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtpmgrdBackend {
+    /// The in-process simulator (host benchmarks).
+    Sim,
+    /// `/dev/rtpmgr` (the guest benchmarks, with the real module).
+    Kernel,
+}
+
+/// MPEG-TS over RTP (RFC 3551), what the host benchmark sends.
+const PT_MP2T: u8 = 33;
+
+/// The rtpmgrd configuration for relay streams `bench0..` from
+/// `127.0.0.1:in_ports[i]` to `dest` through the `loopback` media port of
+/// `backend`, each checking payload type `payload_type` (one with a static
+/// clock rate, so no `clock_rate` is needed).
+pub fn rtpmgrd_relay_config(
+    backend: RtpmgrdBackend,
+    control_socket: &Path,
+    in_ports: &[u16],
+    dest: SocketAddrV4,
+    payload_type: u8,
+) -> String {
+    let backend = match backend {
+        RtpmgrdBackend::Sim => "backend = \"sim\"\n",
+        RtpmgrdBackend::Kernel => "backend = \"kernel\"\ndevice = \"/dev/rtpmgr\"\n",
+    };
     let mut t = format!(
-        "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\nlog_level = \"warn\"\n\
+        "[daemon]\n{backend}control_socket = \"{}\"\nstatus_interval_secs = 0\nlog_level = \"warn\"\n\
          socket_buffer_bytes = {RELAY_SOCKET_BUFFER}\n\n[buffer]\nslot_count = 1024\nslot_size = 2048\n",
         control_socket.display()
     );
@@ -68,7 +98,7 @@ pub fn rtpmgrd_config(control_socket: &Path, in_ports: &[u16], dest: SocketAddrV
         let _ = write!(
             t,
             "\n[[stream]]\nname = \"bench{i}\"\ndirection = \"relay\"\nbind = \"127.0.0.1:{port}\"\n\
-             destination = \"{dest}\"\npayload_type = 33\nmedia_port = \"loopback\"\n"
+             destination = \"{dest}\"\npayload_type = {payload_type}\nmedia_port = \"loopback\"\n"
         );
     }
     t
@@ -136,13 +166,7 @@ impl Relay {
         cpu: Option<usize>,
         nice: Option<i32>,
     ) -> io::Result<Relay> {
-        static RUN: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "rtpmgr-bench-{}-{}",
-            std::process::id(),
-            RUN.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let dir = Relay::new_dir()?;
         let control = dir.join("control.sock");
         if kind != RelayKind::Rtpmgrd && in_ports.len() != 1 {
             return Err(io::Error::other(format!("{} relays one stream only", kind.label())));
@@ -172,9 +196,30 @@ impl Relay {
                 c
             }
         };
+        place_command(&mut cmd, cpu, nice);
+        Relay::spawn(kind, cmd, dir, control)
+    }
+
+    /// A new scratch directory for one relay (its configuration, control
+    /// socket and log), removed when the relay is dropped.
+    pub fn new_dir() -> io::Result<PathBuf> {
+        static RUN: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rtpmgr-bench-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Run `cmd` as relay `kind` with its output in `dir`/relay.log (`dir`
+    /// from [`Relay::new_dir`]; `control`: rtpmgrd's control socket). For
+    /// relays set up differently from [`Relay::start`]'s, such as the
+    /// guest benchmark's rtpmgrd on the kernel backend.
+    pub fn spawn(kind: RelayKind, mut cmd: Command, dir: PathBuf, control: PathBuf) -> io::Result<Relay> {
         let log = std::fs::File::create(dir.join("relay.log"))?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        place_command(&mut cmd, cpu, nice);
         let child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Path::new(cmd.get_program()).display())))?;
@@ -250,6 +295,23 @@ mod tests {
         assert!(t.contains("name = \"bench1\"\ndirection = \"relay\"\nbind = \"127.0.0.1:5002\""));
         assert_eq!(t.matches("destination = \"127.0.0.1:6000\"").count(), 2);
         assert_eq!(t.matches("payload_type = 33").count(), 2);
+    }
+
+    #[test]
+    fn kernel_backend_config_validates_with_its_payload_type() {
+        let text = rtpmgrd_relay_config(
+            RtpmgrdBackend::Kernel,
+            Path::new("/tmp/x/c.sock"),
+            &[7000, 7001, 7002],
+            "127.0.0.1:6000".parse().unwrap(),
+            0,
+        );
+        let c = rtpmgr_config::Config::parse(&text, Path::new("bench.toml")).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.daemon.backend, rtpmgr_config::BackendKind::Kernel);
+        assert_eq!(c.daemon.device, Path::new("/dev/rtpmgr"));
+        assert_eq!(c.streams.len(), 3);
+        assert_eq!(c.streams[2].bind, "127.0.0.1:7002".parse().unwrap());
+        assert!(c.streams.iter().all(|s| s.payload_type == Some(0) && s.media_port == "loopback"));
     }
 
     #[test]

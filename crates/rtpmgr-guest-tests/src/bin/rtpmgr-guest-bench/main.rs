@@ -10,6 +10,12 @@
 //!   flat out.
 //! * Latency at a low rate: one packet at a time, publish to arrival in the
 //!   from-device ring, p50/p99/p99.9.
+//! * The kernel data plane ([`relay`]): the same RTP traffic (IPTV and VoIP
+//!   profiles) relayed by the in-kernel relay, by rtpmgrd on the kernel
+//!   backend and by a bare `recvmmsg`/`sendmmsg` loop.
+//!
+//! `--relay-only` runs the last part alone; `--iptv-stream-pps X`,
+//! `--voip-streams N` and `--voip-stream-pps X` change its profiles.
 //!
 //! CPU time is the whole guest's busy time from /proc/stat (so the kernel
 //! worker that moves the slots counts), divided by the packets moved.
@@ -22,6 +28,8 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod relay;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -255,9 +263,66 @@ fn summary(unit: &str, samples: &[f64]) -> Value {
     json!({ "unit": unit, "median": quantile(&s, 0.5), "min": s[0], "max": s[s.len() - 1], "samples": samples })
 }
 
-fn main() {
+/// What the command line asks for.
+struct Opts {
+    quick: bool,
+    relay_only: bool,
+    iptv: relay::Profile,
+    voip: relay::Profile,
+}
+
+fn opts() -> Result<Opts> {
     let quick = std::env::args().any(|a| a == "--quick");
-    match run(quick) {
+    // IPTV: a few streams of 7 x 188-byte MPEG-TS packets. VoIP: G.711 at
+    // 20 ms (160 payload bytes), 1000 streams. Under TCG with the debug
+    // kernel a UDP datagram costs the guest about a millisecond of CPU on
+    // lo, so the offered rates are scaled down to what the guest sustains
+    // with all three relays (300 pkt/s each profile; VoIP's 50 pkt/s per
+    // stream would be 50,000): docs/performance.md says so. --quick runs
+    // 256 VoIP streams (still several sessions and daemons) for a short
+    // smoke run.
+    let mut o = Opts {
+        quick,
+        relay_only: false,
+        iptv: relay::Profile {
+            name: "iptv",
+            streams: 4,
+            stream_pps: 75.0,
+            payload: 1316,
+            payload_type: 33,
+            ts_step: 1_800,
+        },
+        voip: relay::Profile {
+            name: "voip",
+            streams: if quick { 256 } else { 1000 },
+            stream_pps: 0.3,
+            payload: 160,
+            payload_type: 0,
+            ts_step: 160,
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |what: &str| -> Result<f64> {
+            it.next().and_then(|v| v.parse().ok()).ok_or_else(|| format!("{what} needs a number"))
+        };
+        match a.as_str() {
+            "--quick" => {}
+            "--relay-only" => o.relay_only = true,
+            "--iptv-stream-pps" => o.iptv.stream_pps = num(&a)?,
+            "--voip-stream-pps" => o.voip.stream_pps = num(&a)?,
+            "--voip-streams" => o.voip.streams = num(&a)? as usize,
+            _ => return Err(format!("unknown argument {a:?}")),
+        }
+    }
+    if !(1..=2000).contains(&o.voip.streams) || o.iptv.stream_pps <= 0.0 || o.voip.stream_pps <= 0.0 {
+        return Err("bad profile numbers".into());
+    }
+    Ok(o)
+}
+
+fn main() {
+    match opts().and_then(|o| run(&o)) {
         Ok(v) => println!("{v}"),
         Err(e) => {
             eprintln!("rtpmgr-guest-bench: {e}");
@@ -266,10 +331,38 @@ fn main() {
     }
 }
 
-fn run(quick: bool) -> Result<Value> {
-    let reps = 5;
+fn run(o: &Opts) -> Result<Value> {
+    let quick = o.quick;
+    let reps = if quick { 1 } else { 5 };
     let mut figures = serde_json::Map::new();
     let mut ratios = Vec::new();
+    if !o.relay_only {
+        module_paths(quick, &mut figures, &mut ratios)?;
+    }
+    let timing = if quick {
+        relay::Timing {
+            settle: Duration::from_millis(500),
+            idle: Duration::from_millis(500),
+            warmup: Duration::from_millis(300),
+            window: Duration::from_secs(1),
+        }
+    } else {
+        relay::Timing {
+            settle: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+            warmup: Duration::from_millis(500),
+            window: Duration::from_secs(3),
+        }
+    };
+    relay::bench(&[o.iptv, o.voip], reps, timing, &mut figures, &mut ratios)?;
+    Ok(json!({ "where": "qemuarm64 guest (TCG)", "repetitions": 5, "relay_repetitions": reps, "quick": quick,
+               "figures": figures, "ratios": ratios }))
+}
+
+/// The rings against the copy path, wake-ups and latency (the first three
+/// parts).
+fn module_paths(quick: bool, figures: &mut serde_json::Map<String, Value>, ratios: &mut Vec<Value>) -> Result<()> {
+    let reps = 5;
     for payload in [64usize, 1316, 8192] {
         // Enough packets for a second or so of the faster path under TCG.
         let ring_n: u64 = if quick {
@@ -326,8 +419,7 @@ fn run(quick: bool) -> Result<Value> {
             "max": lat[lat.len() - 1],
         }),
     );
-    Ok(json!({ "where": "qemuarm64 guest (TCG)", "repetitions": reps, "quick": quick,
-               "figures": figures, "ratios": ratios }))
+    Ok(())
 }
 
 #[cfg(test)]
