@@ -24,7 +24,7 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        barrier::smp_mb,
+        barrier::{smp_mb, smp_wmb},
     },
 };
 
@@ -106,6 +106,9 @@ pub(crate) struct Region {
     from_dev_head: u32,
     /// Last from-device consumer value seen that was valid.
     from_dev_seen_tail: u32,
+    /// The statistics records' seqcounts, as the kernel last wrote them:
+    /// kept here, never read back from the shared memory.
+    stats_seq: [u32; abi::MAX_STREAMS as usize],
 }
 
 // SAFETY: `base` points into `mem`, which the region owns; moving the region
@@ -120,11 +123,19 @@ impl Region {
         let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL | __GFP_NOWARN).map_err(|_| ENOMEM)?;
         let header: SharedHeader = geometry.shared_header(PAGE_SIZE as u64);
         // SAFETY: `mem` is at least `HEADER_REGION_SIZE` (4096) bytes and
-        // page aligned, so a `SharedHeader` (56 bytes, align 8) fits at 0;
+        // page aligned, so a `SharedHeader` (72 bytes, align 8) fits at 0;
         // nobody else can see the memory yet.
         unsafe { core::ptr::write(mem.as_mut_ptr().cast::<SharedHeader>(), header) };
         let base = core::ptr::NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
-        let region = Region { mem, base, geometry, to_dev_tail: 0, from_dev_head: 0, from_dev_seen_tail: 0 };
+        let region = Region {
+            mem,
+            base,
+            geometry,
+            to_dev_tail: 0,
+            from_dev_head: 0,
+            from_dev_seen_tail: 0,
+            stats_seq: [0; abi::MAX_STREAMS as usize],
+        };
         region.start_asleep();
         Ok(region)
     }
@@ -299,6 +310,39 @@ impl Region {
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
         let from = abi::ring_fill(self.from_dev_head, consumer, count).unwrap_or(u32::MAX);
         (to, from)
+    }
+
+    /// Write stream `id`'s statistics record (see `abi::StatsRecord`): an
+    /// odd seqcount, the record, an even seqcount. User space may scribble
+    /// over the area; the kernel only writes it.
+    pub(crate) fn publish_stats(&mut self, id: u32, running: bool, counters: &abi::NetCounters, now_ns: u64) {
+        let Some(seq) = self.stats_seq.get_mut(id as usize) else { return };
+        let odd = seq.wrapping_add(1) | 1;
+        let off = self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
+        // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
+        // area, which lies inside `mem` (`Geometry::region_bytes`); the area
+        // is page aligned and records are 256 bytes, so the pointer is
+        // aligned for `StatsRecord` (align 8) and its first `u32`.
+        let rec = unsafe { self.base.as_ptr().add(off) };
+        // SAFETY: as above; the word is only written by the kernel
+        // (atomically here), and atomics tolerate user space writing it.
+        let seq_word = unsafe { Atomic::from_ptr(rec.cast::<u32>()) };
+        seq_word.store(odd, Relaxed);
+        smp_wmb();
+        let record = abi::StatsRecord {
+            seq: odd,
+            stream_id: id,
+            flags: if running { abi::STATS_RUNNING } else { 0 },
+            updated_ns: now_ns,
+            counters: *counters,
+            ..Default::default()
+        };
+        // SAFETY: in bounds and aligned (above); volatile, as user space
+        // maps this memory. It rewrites `seq` with the same odd value.
+        unsafe { core::ptr::write_volatile(rec.cast::<abi::StatsRecord>(), record) };
+        smp_wmb();
+        *seq = odd.wrapping_add(1);
+        seq_word.store(*seq, Release);
     }
 
     /// `RESET`: both rings empty, all indices 0.

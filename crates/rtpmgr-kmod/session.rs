@@ -203,6 +203,33 @@ enum Pass {
 }
 
 impl Inner {
+    /// Write stream `id`'s counters into its statistics record, if it is a
+    /// `udp` stream (`running`: still started).
+    fn publish_stats(&mut self, id: usize, running: bool) {
+        let (Some(region), Some(net)) =
+            (self.region.as_mut(), self.streams.get(id).and_then(|s| s.as_ref()).and_then(|s| s.net.as_ref()))
+        else {
+            return;
+        };
+        let c = abi::NetCounters { socket_drops: net.sock.drops(), ..net.counters() };
+        region.publish_stats(id as u32, running, &c, monotonic_ns());
+    }
+
+    /// After a worker pass that moved something: every `udp` stream's
+    /// record (at most 64 records of 256 bytes).
+    fn publish_all_stats(&mut self) {
+        for id in 0..self.streams.len() {
+            self.publish_stats(id, true);
+        }
+    }
+
+    /// Take stream `id` out (to be dropped after unlocking); a `udp`
+    /// stream's record gets its last counters and loses `STATS_RUNNING`.
+    fn take_stream(&mut self, id: usize) -> Option<Stream> {
+        self.publish_stats(id, false);
+        self.streams.get_mut(id)?.take()
+    }
+
     /// Drain up to `BATCH` to-device entries into their ports and publish
     /// what the ports return.
     fn pass(&mut self) -> Pass {
@@ -577,6 +604,7 @@ impl WorkItem for Session {
             let tx = inner.pass();
             let rx = inner.net_rx();
             if matches!(tx, Pass::Progress) || matches!(rx, Pass::Progress) {
+                inner.publish_all_stats();
                 drop(inner);
                 this.waiters.notify_all();
                 continue;
@@ -671,7 +699,7 @@ impl Session {
     /// never nest inside `inner`.
     fn stop_streams(&self) {
         for id in 0..abi::MAX_STREAMS as usize {
-            let stream = self.inner.lock().streams[id].take();
+            let stream = self.inner.lock().take_stream(id);
             if let Some(st) = stream {
                 port::add_user(&*st.port, -1);
             }
@@ -691,7 +719,8 @@ impl Session {
             features: abi::FEATURE_MMAP_RINGS
                 | abi::FEATURE_RW_COPY
                 | abi::FEATURE_NEED_WAKEUP
-                | abi::FEATURE_NET_STREAMS,
+                | abi::FEATURE_NET_STREAMS
+                | abi::FEATURE_STATS_AREA,
             max_streams: abi::MAX_STREAMS,
             min_slot_size: abi::MIN_SLOT_SIZE,
             max_slot_size: abi::MAX_SLOT_SIZE,
@@ -845,6 +874,8 @@ impl Session {
             },
             net: Some(ns),
         });
+        // Its record is valid (zero counters, running) from the start.
+        inner.publish_stats(spec.stream_id as usize, true);
         // Datagrams may have arrived before the stream was published: the
         // ioctl handler kicks the worker once.
         Ok(0)
@@ -872,7 +903,7 @@ impl Session {
             return Err(EINVAL);
         }
         // Taken under the lock, dropped (a socket closed) after it.
-        let st = self.inner.lock().streams[stop.stream_id as usize].take().ok_or(ENOENT)?;
+        let st = self.inner.lock().take_stream(stop.stream_id as usize).ok_or(ENOENT)?;
         port::add_user(&*st.port, -1);
         drop(st);
         Ok(0)

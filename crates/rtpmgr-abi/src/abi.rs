@@ -125,6 +125,9 @@ pub const FEATURE_RW_COPY: u32 = 1 << 1;
 pub const FEATURE_NEED_WAKEUP: u32 = 1 << 2;
 /// `START_NET_STREAM` and `GET_NET_STATUS` exist (the `udp` port).
 pub const FEATURE_NET_STREAMS: u32 = 1 << 3;
+/// The region ends with the per-stream statistics area
+/// ([`SharedHeader::stats_offset`], [`StatsRecord`]).
+pub const FEATURE_STATS_AREA: u32 = 1 << 4;
 
 /// `GET_INFO` result.
 #[repr(C)]
@@ -595,7 +598,44 @@ pub struct SharedHeader {
     pub to_dev_slots_offset: u64,
     pub from_dev_slots_offset: u64,
     pub mmap_size: u64,
+    /// Offset of the statistics area: [`MAX_STREAMS`] records of
+    /// `stats_record_size` bytes, record `i` for stream id `i`.
+    pub stats_offset: u64,
+    pub stats_record_size: u32,
+    pub stats_records: u32,
 }
+
+/// One stream's counters in the statistics area at the end of the region,
+/// written by the kernel after each worker pass that touched the stream
+/// (and when it stops), never read back by it. A seqcount makes a snapshot
+/// consistent: the kernel makes `seq` odd, writes the rest, makes it even
+/// again; a reader copies the record between two equal even reads of
+/// `seq` (`rtpmgr_ring::Region::stream_stats`). The same numbers as
+/// `GET_NET_STATUS`, without a system call: a monitor can poll every
+/// stream of a session for the cost of reading memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsRecord {
+    pub seq: u32,
+    /// The stream id the record belongs to (its index).
+    pub stream_id: u32,
+    /// `STATS_*`.
+    pub flags: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` of the last update.
+    pub updated_ns: u64,
+    /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
+    /// (`socket_drops` as of the update).
+    pub counters: NetCounters,
+    pub _reserved: [u64; 4],
+}
+
+/// [`StatsRecord::flags`]: a `udp` stream runs with this id. Cleared when
+/// it stops (the counters keep their last values).
+pub const STATS_RUNNING: u32 = 1 << 0;
+/// Bytes of a [`StatsRecord`] and of the statistics area.
+pub const STATS_RECORD_SIZE: u32 = 256;
+pub const STATS_AREA_SIZE: u32 = STATS_RECORD_SIZE * MAX_STREAMS;
 
 /// Control block of one ring. The three words are written by different
 /// sides and so live on different cache lines:
@@ -734,9 +774,14 @@ impl Geometry {
     pub const fn from_dev_slots_offset(&self) -> u64 {
         HEADER_REGION_SIZE as u64 + self.ring_bytes()
     }
+    /// The statistics area follows the from-device slots; page aligned,
+    /// as both rings are multiples of 2 KiB.
+    pub const fn stats_offset(&self) -> u64 {
+        HEADER_REGION_SIZE as u64 + 2 * self.ring_bytes()
+    }
     /// Bytes the region needs before rounding to pages.
     pub const fn region_bytes(&self) -> u64 {
-        HEADER_REGION_SIZE as u64 + 2 * self.ring_bytes()
+        self.stats_offset() + STATS_AREA_SIZE as u64
     }
     /// Mapping length for a given page size (a power of two).
     pub const fn mmap_size(&self, page_size: u64) -> u64 {
@@ -759,6 +804,9 @@ impl Geometry {
             to_dev_slots_offset: self.to_dev_slots_offset(),
             from_dev_slots_offset: self.from_dev_slots_offset(),
             mmap_size: self.mmap_size(page_size),
+            stats_offset: self.stats_offset(),
+            stats_record_size: STATS_RECORD_SIZE,
+            stats_records: MAX_STREAMS,
         }
     }
 }
@@ -768,6 +816,7 @@ const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as 
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
 const _: () = assert!(core::mem::size_of::<NetStatus>() == 216);
+const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());

@@ -62,7 +62,13 @@ fn argument_offsets_are_pinned() {
 
 #[test]
 fn shared_region_layout_is_pinned() {
-    assert_eq!(size_of::<SharedHeader>(), 56);
+    assert_eq!(size_of::<SharedHeader>(), 72);
+    assert_eq!(offset_of!(SharedHeader, stats_offset), 56);
+    assert_eq!(offset_of!(SharedHeader, stats_records), 68);
+    assert_eq!(size_of::<StatsRecord>(), 256);
+    assert_eq!(offset_of!(StatsRecord, updated_ns), 16);
+    assert_eq!(offset_of!(StatsRecord, counters), 24);
+    assert_eq!(STATS_AREA_SIZE, 16_384);
     assert_eq!(offset_of!(SharedHeader, slot_count), 16);
     assert_eq!(offset_of!(SharedHeader, to_dev_slots_offset), 32);
     assert_eq!(offset_of!(SharedHeader, mmap_size), 48);
@@ -169,12 +175,12 @@ fn geometry_validation() {
     assert_eq!(Geometry::new(1024, 3000, big), Err(GeometryError::SlotSize));
     assert_eq!(Geometry::new(1024, 128, big), Err(GeometryError::SlotSize));
     assert_eq!(Geometry::new(1024, 131_072, big), Err(GeometryError::SlotSize));
-    // 4096 + 2 × 1024 × 2048 = 4_198_400 bytes.
-    assert_eq!(Geometry::new(1024, 2048, 4_198_400).map(|g| g.region_bytes()), Ok(4_198_400));
-    assert_eq!(Geometry::new(1024, 2048, 4_198_399), Err(GeometryError::TooLarge));
-    // The largest geometry: 4096 + 2 × 2^31 bytes, no overflow.
+    // 4096 + 2 × 1024 × 2048 + 16384 (statistics) = 4_214_784 bytes.
+    assert_eq!(Geometry::new(1024, 2048, 4_214_784).map(|g| g.region_bytes()), Ok(4_214_784));
+    assert_eq!(Geometry::new(1024, 2048, 4_214_783), Err(GeometryError::TooLarge));
+    // The largest geometry: 4096 + 2 × 2^31 + 16384 bytes, no overflow.
     let g = Geometry::new(MAX_SLOT_COUNT, MAX_SLOT_SIZE, big).unwrap();
-    assert_eq!(g.region_bytes(), 4096 + (1u64 << 32));
+    assert_eq!(g.region_bytes(), 4096 + (1u64 << 32) + 16_384);
 }
 
 #[test]
@@ -182,15 +188,17 @@ fn geometry_layout() {
     let g = Geometry::new(8, 256, u64::MAX).unwrap();
     assert_eq!(g.to_dev_slots_offset(), 4096);
     assert_eq!(g.from_dev_slots_offset(), 4096 + 2048);
-    assert_eq!(g.region_bytes(), 4096 + 4096);
-    assert_eq!(g.mmap_size(4096), 8192);
-    assert_eq!(g.mmap_size(16_384), 16_384);
+    assert_eq!(g.stats_offset(), 8192);
+    assert_eq!(g.region_bytes(), 8192 + 16_384);
+    assert_eq!(g.mmap_size(4096), 24_576);
+    assert_eq!(g.mmap_size(16_384), 32_768);
     assert_eq!(g.mmap_size(65_536), 65_536);
     assert_eq!(g.payload_capacity(), 224);
     let h = g.shared_header(4096);
     assert_eq!(h.magic, SHARED_MAGIC);
-    assert_eq!(h.mmap_size, 8192);
+    assert_eq!(h.mmap_size, 24_576);
     assert_eq!(h.from_dev_slots_offset, 6144);
+    assert_eq!((h.stats_offset, h.stats_record_size, h.stats_records), (8192, 256, 64));
 }
 
 #[test]

@@ -76,7 +76,11 @@ fn info_and_ports() -> TestResult {
     let d = open()?;
     let info = d.info().map_err(fail("GET_INFO"))?;
     ensure!(info.size == abi::Info::SIZE && info.abi_version == abi::ABI_VERSION, "info {info:?}");
-    let want = abi::FEATURE_MMAP_RINGS | abi::FEATURE_RW_COPY | abi::FEATURE_NEED_WAKEUP;
+    let want = abi::FEATURE_MMAP_RINGS
+        | abi::FEATURE_RW_COPY
+        | abi::FEATURE_NEED_WAKEUP
+        | abi::FEATURE_NET_STREAMS
+        | abi::FEATURE_STATS_AREA;
     ensure!(info.features & want == want, "features {:#x}", info.features);
     ensure!(info.max_streams == abi::MAX_STREAMS && info.slot_header_size == abi::SLOT_HEADER_SIZE, "{info:?}");
     ensure!(info.max_session_bytes == 64 << 20, "default pin limit {}", info.max_session_bytes);
@@ -125,7 +129,7 @@ fn ioctl_errors() -> TestResult {
     expect_errno("over the pin limit", d.configure(32_768, 65_536), Errno::ENOMEM)?;
 
     let cfg = d.configure(64, 2048).map_err(fail("CONFIGURE_BUFFER"))?;
-    ensure!(cfg.mmap_size == 4096 + 2 * 64 * 2048, "mmap_size {}", cfg.mmap_size);
+    ensure!(cfg.mmap_size == 4096 + 2 * 64 * 2048 + 16_384, "mmap_size {}", cfg.mmap_size);
     ensure!(cfg.to_dev_slots_offset == 4096 && cfg.from_dev_slots_offset == 4096 + 64 * 2048, "{cfg:?}");
     ensure!(d.status(abi::STATUS_SESSION_ONLY).map_err(fail("status"))?.state == abi::STATE_CONFIGURED, "configured");
 

@@ -283,6 +283,12 @@ fn relay(ip: &str, tap: bool) -> TestResult {
     let want_tap = if tap { n } else { 0 };
     ensure!(a.tap_packets == want_tap && a.tap_drops == 0 && tapped as u64 == want_tap, "tap {tapped}: A: {a:?}");
     ensure!(b.tx_packets == n && b.tx_bytes == bytes && b.tx_errors == 0, "B: {b:?}");
+    // The statistics area holds the same counters, without a system call.
+    for (id, want) in [(A, &a), (B, &b)] {
+        let r = region.stream_stats(id).ok_or_else(|| format!("record {id} kept changing"))?;
+        ensure!(r.stream_id == id && r.flags == abi::STATS_RUNNING && r.updated_ns != 0, "record {id}: {r:?}");
+        ensure!(r.counters == *want, "record {id}: {:?}, GET_NET_STATUS: {want:?}", r.counters);
+    }
     // Nothing else came out of the sink.
     sink.set_read_timeout(Some(Duration::from_millis(200))).map_err(fail("timeout"))?;
     ensure!(sink.recv(&mut buf).is_err(), "an extra datagram reached the sink");
@@ -312,6 +318,11 @@ fn relay(ip: &str, tap: bool) -> TestResult {
         a3 = dev.net_status(A).map_err(fail("GET_NET_STATUS A"))?;
     }
     ensure!(a3.forward_drops == 50 && a3.fwd_packets == a2.fwd_packets, "target stopped: {a3:?}");
+    // B's record keeps its last counters and says it stopped.
+    let rb = region.stream_stats(B).ok_or("record B kept changing")?;
+    ensure!(rb.flags & abi::STATS_RUNNING == 0 && rb.counters.tx_packets == n + u64::from(M), "record B: {rb:?}");
+    let ra = region.stream_stats(A).ok_or("record A kept changing")?;
+    ensure!(ra.flags == abi::STATS_RUNNING && ra.counters.forward_drops == 50, "record A: {ra:?}");
     ensure!(sink.recv(&mut buf).is_err(), "a datagram reached the sink after B stopped");
     dev.stop_stream(A).map_err(fail("stop A"))?;
     Ok(())

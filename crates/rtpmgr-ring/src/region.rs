@@ -5,7 +5,7 @@ use crate::proto::{BadIndex, ConsumerIndex, Indices, ProducerIndex};
 use crate::sync::AtomicU32;
 use core::ptr::NonNull;
 use rtpmgr_abi::{
-    Geometry, GeometryError, SharedHeader, SlotHeader, ABI_VERSION, FROM_DEV_CTRL_OFFSET, HEADER_REGION_SIZE,
+    Geometry, GeometryError, SharedHeader, SlotHeader, StatsRecord, ABI_VERSION, MAX_STREAMS, STATS_RECORD_SIZE, FROM_DEV_CTRL_OFFSET, HEADER_REGION_SIZE,
     RING_CONSUMER_OFFSET, RING_FLAGS_OFFSET, RING_PRODUCER_OFFSET, SHARED_MAGIC, SLOT_HEADER_SIZE, TO_DEV_CTRL_OFFSET,
 };
 use std::fmt;
@@ -176,6 +176,42 @@ impl Region {
         // page-aligned base). The word is only ever accessed atomically by
         // this process; `AtomicU32` has the layout of `u32`.
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()) }
+    }
+
+    /// A consistent copy of stream `id`'s statistics record (the kernel's
+    /// counters of a `udp` stream; `abi::StatsRecord`), without a system
+    /// call; a record never written is all zero (no `STATS_RUNNING`).
+    /// `None` for an id out of range, or when the record kept changing
+    /// under the reader (the kernel writes it after every worker pass; a
+    /// few tries always suffice unless something scribbles on it).
+    pub fn stream_stats(&self, id: u32) -> Option<StatsRecord> {
+        use crate::sync::{fence, Ordering};
+        if id >= MAX_STREAMS {
+            return None;
+        }
+        let off = self.geometry.stats_offset() as usize + id as usize * STATS_RECORD_SIZE as usize;
+        // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
+        // area, inside the mapping (checked against `region_bytes()` in
+        // `new`); page-aligned area, 256-byte records: aligned for
+        // `StatsRecord` and its leading `u32`.
+        let rec = unsafe { self.base.as_ptr().add(off) };
+        // SAFETY: as above; the word is accessed atomically by this process.
+        let seq = unsafe { AtomicU32::from_ptr(rec.cast::<u32>()) };
+        for _ in 0..64 {
+            let before = seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            // SAFETY: in bounds and aligned (above); a volatile copy, as the
+            // kernel may be writing it: the seqcount tells whether it did.
+            let copy = unsafe { core::ptr::read_volatile(rec.cast::<StatsRecord>()) };
+            fence(Ordering::Acquire);
+            if seq.load(Ordering::Relaxed) == before {
+                return Some(copy);
+            }
+        }
+        None
     }
 
     /// `(producer, consumer, flags)` of a ring, read relaxed: for status
@@ -457,7 +493,8 @@ mod tests {
     #[test]
     fn fresh_region_is_empty_and_sized() {
         let r = region(8, 256);
-        assert_eq!(r.len(), 8192);
+        // Header page, two rings of 2 KiB, 16 KiB of statistics records.
+        assert_eq!(r.len(), 8192 + 16_384);
         let mut p = r.producer(RingId::ToDevice);
         assert_eq!(p.free(1), 8);
         let mut c = r.consumer(RingId::FromDevice);
@@ -468,9 +505,9 @@ mod tests {
     fn rejects_foreign_or_mismatched_headers() {
         let g = Geometry::new(8, 256, u64::MAX).unwrap();
         let make = |h: SharedHeader| {
-            let map = memmap2::MmapOptions::new().len(8192).map_anon().unwrap();
+            let map = memmap2::MmapOptions::new().len(24_576).map_anon().unwrap();
             let raw = memmap2::MmapRaw::from(map);
-            // SAFETY: fresh private mapping of 8192 bytes, page aligned.
+            // SAFETY: fresh private mapping of 24,576 bytes, page aligned.
             unsafe { core::ptr::write(raw.as_mut_ptr().cast::<SharedHeader>(), h) };
             Region::new(Box::new(raw)).err()
         };
@@ -486,8 +523,38 @@ mod tests {
         // A header promising more slots than the mapping holds.
         assert_eq!(
             make(SharedHeader { slot_count: 16, from_dev_slots_offset: 4096 + 4096, ..good }),
-            Some(RegionError::TooSmall { mapped: 8192, needed: 4096 + 8192 })
+            Some(RegionError::TooSmall { mapped: 24_576, needed: 4096 + 8192 + 16_384 })
         );
+    }
+
+    /// Write record `id` as the kernel does (`ring.rs` `publish_stats`),
+    /// optionally stopping half way (odd seqcount).
+    fn write_record(r: &Region, id: u32, seq: u32, rec: &StatsRecord) {
+        let off = r.geometry().stats_offset() as usize + id as usize * STATS_RECORD_SIZE as usize;
+        // SAFETY: inside this test's own mapping, aligned (see `stream_stats`).
+        unsafe { core::ptr::write_volatile(r.base.as_ptr().add(off).cast::<StatsRecord>(), StatsRecord { seq, ..*rec }) };
+    }
+
+    #[test]
+    fn stream_stats_reads_a_consistent_record_or_none() {
+        let r = region(8, 256);
+        // Never written: all zero, not running.
+        assert_eq!(r.stream_stats(5), Some(StatsRecord::default()));
+        assert_eq!(r.stream_stats(MAX_STREAMS), None);
+        let mut rec = StatsRecord { stream_id: 5, flags: rtpmgr_abi::STATS_RUNNING, updated_ns: 42, ..Default::default() };
+        rec.counters.fwd_packets = 1000;
+        rec.counters.rtp_lost = -2;
+        write_record(&r, 5, 8, &rec);
+        assert_eq!(r.stream_stats(5), Some(StatsRecord { seq: 8, ..rec }));
+        // Its neighbours are untouched.
+        assert_eq!(r.stream_stats(4), Some(StatsRecord::default()));
+        assert_eq!(r.stream_stats(6), Some(StatsRecord::default()));
+        // The writer is in the middle of an update: no copy.
+        write_record(&r, 5, 9, &rec);
+        assert_eq!(r.stream_stats(5), None);
+        // The last record of the area is inside the mapping.
+        write_record(&r, MAX_STREAMS - 1, 2, &StatsRecord { stream_id: MAX_STREAMS - 1, ..rec });
+        assert_eq!(r.stream_stats(MAX_STREAMS - 1).map(|c| c.stream_id), Some(MAX_STREAMS - 1));
     }
 
     #[test]
