@@ -5,8 +5,9 @@ use crate::proto::{BadIndex, ConsumerIndex, Indices, ProducerIndex};
 use crate::sync::AtomicU32;
 use core::ptr::NonNull;
 use rtpmgr_abi::{
-    Geometry, GeometryError, SharedHeader, SlotHeader, StatsRecord, ABI_VERSION, MAX_STREAMS, STATS_RECORD_SIZE, FROM_DEV_CTRL_OFFSET, HEADER_REGION_SIZE,
-    RING_CONSUMER_OFFSET, RING_FLAGS_OFFSET, RING_PRODUCER_OFFSET, SHARED_MAGIC, SLOT_HEADER_SIZE, TO_DEV_CTRL_OFFSET,
+    Geometry, GeometryError, SharedHeader, SlotHeader, StatsRecord, ABI_VERSION, FROM_DEV_CTRL_OFFSET,
+    HEADER_REGION_SIZE, MAX_STREAMS, RING_CONSUMER_OFFSET, RING_FLAGS_OFFSET, RING_PRODUCER_OFFSET, SHARED_MAGIC,
+    SLOT_HEADER_SIZE, STATS_RECORD_SIZE, TO_DEV_CTRL_OFFSET,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -532,7 +533,9 @@ mod tests {
     fn write_record(r: &Region, id: u32, seq: u32, rec: &StatsRecord) {
         let off = r.geometry().stats_offset() as usize + id as usize * STATS_RECORD_SIZE as usize;
         // SAFETY: inside this test's own mapping, aligned (see `stream_stats`).
-        unsafe { core::ptr::write_volatile(r.base.as_ptr().add(off).cast::<StatsRecord>(), StatsRecord { seq, ..*rec }) };
+        unsafe {
+            core::ptr::write_volatile(r.base.as_ptr().add(off).cast::<StatsRecord>(), StatsRecord { seq, ..*rec })
+        };
     }
 
     #[test]
@@ -541,7 +544,8 @@ mod tests {
         // Never written: all zero, not running.
         assert_eq!(r.stream_stats(5), Some(StatsRecord::default()));
         assert_eq!(r.stream_stats(MAX_STREAMS), None);
-        let mut rec = StatsRecord { stream_id: 5, flags: rtpmgr_abi::STATS_RUNNING, updated_ns: 42, ..Default::default() };
+        let mut rec =
+            StatsRecord { stream_id: 5, flags: rtpmgr_abi::STATS_RUNNING, updated_ns: 42, ..Default::default() };
         rec.counters.fwd_packets = 1000;
         rec.counters.rtp_lost = -2;
         write_record(&r, 5, 8, &rec);
