@@ -6,7 +6,7 @@ use super::{expect_errno, fail, open, TestResult};
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
 use rtpmgr_device::{net_stream_spec, Device};
-use rtpmgr_ring::RingId;
+use rtpmgr_ring::{Consumer, Producer, RingId};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,43 @@ fn rtp_packet(seq: u32) -> Vec<u8> {
     let len = (seq.wrapping_mul(2_654_435_761) % 401) as usize;
     p.extend((0..len).map(|j| (seq as u8).wrapping_mul(7).wrapping_add(j as u8)));
     p
+}
+
+/// Release `n` consumed from-device entries (kicking the worker when it
+/// asks for it); when nothing was consumed, wait for more instead.
+fn release_or_wait(dev: &Device, ring: &mut Consumer, n: u32) -> TestResult {
+    if ring.release(n) {
+        dev.kick().map_err(fail("KICK"))?;
+    }
+    if n == 0 {
+        wait_from_device(dev)?;
+    }
+    Ok(())
+}
+
+/// `WAIT` up to a second for from-device entries; a timeout is no error.
+fn wait_from_device(dev: &Device) -> TestResult {
+    match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Ok(()),
+        Err(e) => Err(format!("WAIT: {e}")),
+    }
+}
+
+/// Fill up to `want` free to-device slots with packets `first..` of
+/// `stream` and publish them: how many, and whether the worker was kicked.
+fn publish_packets(dev: &Device, tx: &mut Producer, first: u32, want: u32, stream: u32) -> Result<(u32, bool), String> {
+    let free = tx.free(want).min(want);
+    for i in 0..free {
+        let p = rtp_packet(first + i);
+        tx.payload_mut(i)[..p.len()].copy_from_slice(&p);
+        tx.set_header(i, &SlotHeader { len: p.len() as u32, stream_id: stream, ..Default::default() });
+    }
+    let kicked = tx.publish(free);
+    if kicked {
+        dev.kick().map_err(fail("KICK"))?;
+    }
+    Ok((free, kicked))
 }
 
 /// A configured, mapped session.
@@ -87,16 +124,7 @@ fn rx_intact(ip: &str) -> TestResult {
             ensure!(rx.payload(i, h.len) == &want[..], "packet {got}: {} bytes differ from {}", h.len, want.len());
             got += 1;
         }
-        if rx.release(n) {
-            dev.kick().map_err(fail("KICK"))?;
-        }
-        if n == 0 {
-            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
-                Err(e) => return Err(format!("WAIT: {e}")),
-            }
-        }
+        release_or_wait(&dev, &mut rx, n)?;
     }
     let c = dev.net_status(STREAM).map_err(fail("GET_NET_STATUS"))?;
     ensure!(c.rx_packets == u64::from(N), "{c:?}");
@@ -174,15 +202,9 @@ fn tx_intact(ip: &str) -> TestResult {
     while got < N {
         // At most 64 in flight: the sink's receive buffer never overflows.
         let want = (N - sent).min(64 - (sent - got));
-        let free = tx.free(want).min(want);
-        for i in 0..free {
-            let p = rtp_packet(sent + i);
-            tx.payload_mut(i)[..p.len()].copy_from_slice(&p);
-            tx.set_header(i, &SlotHeader { len: p.len() as u32, stream_id: STREAM, ..Default::default() });
-        }
+        let (free, kicked) = publish_packets(&dev, &mut tx, sent, want, STREAM)?;
         sent += free;
-        if tx.publish(free) {
-            dev.kick().map_err(fail("KICK"))?;
+        if kicked {
             kicks += 1;
         }
         while got < sent {
@@ -251,11 +273,7 @@ fn relay(ip: &str, tap: bool) -> TestResult {
             got += 1;
         } else {
             // The tap copies are published after the worker's batch.
-            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
-                Err(e) => return Err(format!("WAIT: {e}")),
-            }
+            wait_from_device(&dev)?;
         }
         let avail = ring.available().map_err(|e| format!("bad from-device indices {e:?}"))?;
         ensure!(tap || avail == 0, "{avail} ring entries without the tap");
@@ -417,16 +435,7 @@ fn forward_to_port(port_name: &str) -> TestResult {
             ensure!(ring.payload(i, h.len) == &want[..], "returned packet {got}: {} bytes differ", h.len);
             got += 1;
         }
-        if ring.release(n) {
-            dev.kick().map_err(fail("KICK"))?;
-        }
-        if n == 0 {
-            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
-                Err(e) => return Err(format!("WAIT: {e}")),
-            }
-        }
+        release_or_wait(&dev, &mut ring, n)?;
     }
     let n = u64::from(N);
     let big_len = big.len() as u64;
@@ -606,16 +615,7 @@ fn mcast(v6: bool, ssm: bool) -> TestResult {
             ensure!(rx.payload(i, h.len) == &want[..], "packet {got}: {} bytes differ", h.len);
             got += 1;
         }
-        if rx.release(n) {
-            dev.kick().map_err(fail("KICK"))?;
-        }
-        if n == 0 {
-            match dev.wait(abi::WAIT_FROM_DEV_READY, 1000) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {}
-                Err(e) => return Err(format!("WAIT: {e}")),
-            }
-        }
+        release_or_wait(&dev, &mut rx, n)?;
     }
     // Nothing more arrives (the other source's datagrams were filtered).
     std::thread::sleep(Duration::from_millis(200));
@@ -712,16 +712,8 @@ fn mcast_tx(v6: bool) -> TestResult {
     while seen < N {
         // At most 32 in flight: the sink's receive buffer never overflows.
         let want = (N - sent).min(32 - (sent - seen));
-        let free = tx.free(want).min(want);
-        for i in 0..free {
-            let p = rtp_packet(sent + i);
-            tx.payload_mut(i)[..p.len()].copy_from_slice(&p);
-            tx.set_header(i, &SlotHeader { len: p.len() as u32, stream_id: STREAM, ..Default::default() });
-        }
+        let (free, _) = publish_packets(&dev, &mut tx, sent, want, STREAM)?;
         sent += free;
-        if tx.publish(free) {
-            dev.kick().map_err(fail("KICK"))?;
-        }
         while seen < sent {
             let Some(i) = recv_one(&mut buf, &mut copies)? else {
                 return Err(format!("packet {seen} of {sent} sent did not arrive"));
