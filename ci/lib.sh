@@ -49,16 +49,18 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 # ensure_venv DIR PIN...: a Python venv in DIR holding exactly the pinned
 # packages, reused while the pins and the interpreter stay the same.
+# PYTHON picks the interpreter (default: python3 on PATH).
 ensure_venv() {
     local dir=$1; shift
-    local stamp; stamp=$(printf '%s\n' "$(python3 --version)" "$@")
+    local py=${PYTHON:-python3}
+    local stamp; stamp=$(printf '%s\n' "$("$py" --version)" "$py" "$@")
     if [ -x "$dir/bin/python" ] && [ "$(cat "$dir/.pins" 2>/dev/null)" = "$stamp" ]; then
         return 0
     fi
-    python3 -c 'import ensurepip' 2>/dev/null || need_pkg python3-venv
+    "$py" -c 'import ensurepip' 2>/dev/null || need_pkg python3-venv
     mkdir -p "$(dirname "$dir")" 2>/dev/null || { sudo mkdir -p "$(dirname "$dir")" && sudo chown "$(id -u):$(id -g)" "$(dirname "$dir")"; }
     rm -rf "$dir"
-    python3 -m venv "$dir"
+    "$py" -m venv "$dir"
     "$dir/bin/pip" install -q --disable-pip-version-check "$@"
     echo "$stamp" >"$dir/.pins"
 }

@@ -23,3 +23,23 @@ def rtpmgr_version(d):
 SECTION ?= "multimedia"
 PV = "${@rtpmgr_version(d)}"
 CVE_PRODUCT ?= "rtpmgr"
+
+# The crate registry Cargo.lock resolves against, in the form bitbake's
+# crate fetcher takes as the host of crate:// URLs: Cargo records its
+# default registry by the URL of its git index, whose last component less
+# "-index" is that name. Read from Cargo.lock so that the recipe never names
+# a registry of its own.
+def rtpmgr_crate_registry(d):
+    import re
+    path = os.path.join(d.getVar("RTPMGR_SRCDIR"), "Cargo.lock")
+    bb.parse.mark_dependency(d, path)
+    with open(path) as f:
+        sources = set(re.findall(r'^source = "registry\+([^"]+)"', f.read(), re.M))
+    if len(sources) != 1:
+        bb.fatal("Cargo.lock must name exactly one crate registry, found: %s" % (sorted(sources) or "none"))
+    url = sources.pop()
+    if not url.endswith("-index"):
+        bb.fatal("Cargo.lock's registry %s is not a git index; set RTPMGR_CRATE_REGISTRY" % url)
+    return url.rstrip("/").rsplit("/", 1)[1][:-len("-index")]
+
+RTPMGR_CRATE_REGISTRY ?= "${@rtpmgr_crate_registry(d)}"

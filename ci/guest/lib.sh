@@ -137,7 +137,7 @@ build_demo_rootfs() {
     cp "$ROOT/target/$AARCH64/release/rtpmgrd" "$ROOT/target/$AARCH64/release/rtpmgrctl" "$root/usr/bin/"
     cp "$ROOT/conf/rtpmgr-qemuarm64.toml" "$root/etc/rtpmgr.toml"
     install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
-    install -D -m 0644 "$files/60-rtpmgr-sysctl.conf" "$root/etc/sysctl.d/60-rtpmgr.conf"
+    install -D -m 0644 "$files/60-rtpmgr-sysctl.conf" "$root/usr/lib/sysctl.d/60-rtpmgr.conf"
     install_device_rule "$root"
     install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")

@@ -18,6 +18,10 @@ DEPENDS:append:qemuarm64 = " qemu-system-native"
 
 # Overlays are not a board's device tree: leave virtual/dtb to the BSP.
 PROVIDES:remove = "virtual/dtb"
+# The overlays include no kernel header (dt-bindings): they need not wait
+# for the kernel to be configured, which a KERNEL_INCLUDE path would make
+# devicetree.bbclass add to do_compile.
+KERNEL_INCLUDE = ""
 
 SRC_URI = "file://rtpmgr-qemuarm64.dtso \
            file://rtpmgr-rpi4.dtso \

@@ -24,6 +24,32 @@ S = "${UNPACKDIR}/crates/rtpmgr-kmod"
 
 EXTRA_OEMAKE = "KDIR=${STAGING_KERNEL_DIR}"
 
+# Say plainly what is wrong before kbuild fails in Rust bindings it cannot
+# find: the module needs Linux 7.2 or later, built with CONFIG_RUST=y (a
+# kernel of the rtpmgr distro, or KERNEL_FEATURES "rust" and the 7.2
+# linux-yocto of this layer). ci/check-yocto runs this against kernels
+# that pass and fail.
+python rtpmgr_check_kernel() {
+    import re
+    builddir = d.getVar("STAGING_KERNEL_BUILDDIR")
+    kernel = d.getVar("PREFERRED_PROVIDER_virtual/kernel")
+    with open(os.path.join(builddir, "kernel-abiversion")) as f:
+        version = f.read().strip()
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m or (int(m[1]), int(m[2])) < (7, 2):
+        bb.fatal("rtpmgr.ko needs Linux 7.2 or later; the kernel (%s) is %s. "
+                 "Use the rtpmgr distro, or PREFERRED_VERSION_linux-yocto = \"7.2%%\"."
+                 % (kernel, version))
+    with open(os.path.join(builddir, ".config")) as f:
+        if not re.search(r"^CONFIG_RUST=y$", f.read(), re.M):
+            bb.fatal("rtpmgr.ko is written in Rust, but the kernel (%s %s) is built "
+                     "without CONFIG_RUST: add \"rust\" to KERNEL_FEATURES "
+                     "(the rtpmgr distro does), and check do_kernel_configcheck's "
+                     "report for the dependency that dropped it." % (kernel, version))
+}
+rtpmgr_check_kernel[doc] = "Fails early, naming the cause, when the kernel is older than 7.2 or built without Rust"
+do_configure[prefuncs] += "rtpmgr_check_kernel"
+
 # module.bbclass names the package kernel-module-rtpmgr after rtpmgr.ko.
 RPROVIDES:${PN} += "kernel-module-rtpmgr"
 KERNEL_MODULE_AUTOLOAD += "rtpmgr"

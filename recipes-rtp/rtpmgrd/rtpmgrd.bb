@@ -3,17 +3,20 @@ DESCRIPTION = "rtpmgrd receives RTP over UDP into the rtpmgr kernel \
                module's mmap rings and transmits from them, configured by \
                /etc/rtpmgr.toml; rtpmgrctl shows its status and asks it to \
                reload."
-LICENSE = "MIT"
+# rtpmgrd and rtpmgrctl are MIT; the crates linked into them are declared
+# by the generated rtpmgrd-crates.inc.
+LICENSE = "MIT AND ${RTPMGR_CRATE_LICENSES}"
 LIC_FILES_CHKSUM = "file://LICENSES/MIT.txt;md5=9b4e80bfa188bbdac8ec62395ec53231"
 
 inherit rtpmgr_source cargo_bin useradd systemd update-rc.d
 
 # The Cargo workspace at the repository root (every member must be present
-# for Cargo to load it), the shipped configuration and the service files.
+# for Cargo to load it) and the service files. /etc/rtpmgr.toml is in the
+# machine-specific rtpmgr-config, so this package is the same for every
+# board of an architecture.
 SRC_URI = "file://Cargo.toml \
            file://Cargo.lock \
            file://crates \
-           file://${RTPMGR_CONFIG} \
            file://LICENSES/MIT.txt \
            file://rtpmgrd.service \
            file://rtpmgrd.init \
@@ -22,28 +25,29 @@ SRC_URI = "file://Cargo.toml \
 "
 S = "${UNPACKDIR}"
 
-# The /etc/rtpmgr.toml the image ships: the commented reference
-# configuration, or on qemuarm64 the relay over qemu's user network that
-# ci/demo boots too.
-RTPMGR_CONFIG ?= "conf/rtpmgr.toml"
-RTPMGR_CONFIG:qemuarm64 ?= "conf/rtpmgr-qemuarm64.toml"
-PACKAGE_ARCH = "${MACHINE_ARCH}"
+# Every crate Cargo.lock pins, fetched by bitbake (crate://, with sha256),
+# and their licenses. Generated: ci/crates-inc; ci/check-layer checks it.
+require rtpmgrd-crates.inc
 
-# Only the two programs of the image, at the versions Cargo.lock pins.
-EXTRA_CARGO_FLAGS = "--locked -p rtpmgrd -p rtpmgrctl"
+# Only the two programs of the image, built from the crates bitbake
+# fetched and unpacked, never from the network: the crate fetcher puts them,
+# with the checksum file a Cargo directory source needs, in
+# CARGO_VENDORING_DIRECTORY; Cargo's crates.io source is replaced by that
+# directory, and --frozen is --locked (exactly what Cargo.lock pins) plus
+# --offline. ci/check-yocto builds with these very flags from what
+# do_unpack left.
+CARGO_VENDORING_DIRECTORY = "${UNPACKDIR}/cargo_home/bitbake"
+CARGO_VENDOR_FLAGS = "--config source.crates-io.replace-with='bitbake' \
+                      --config source.bitbake.directory='${CARGO_VENDORING_DIRECTORY}'"
+EXTRA_CARGO_FLAGS = "--frozen ${CARGO_VENDOR_FLAGS} -p rtpmgrd -p rtpmgrctl"
 # cargo_bin passes no path remapping: without it the binaries (panic
 # locations, debug info) name TMPDIR, which insane's buildpaths check
 # refuses.
 EXTRA_RUSTFLAGS += "--remap-path-prefix=${WORKDIR}=${TARGET_DBGSRC_DIR} --remap-path-prefix=${TMPDIR}=/usr/src/debug/tmp"
-# cargo_bin fetches the crates while compiling (meta-rust-bin has no
-# fetcher for them); Cargo.lock and --locked pin every one.
-# nooelint: oelint.task.network
-do_compile[network] = "1"
 
 do_install:append() {
-    install -Dm 0644 ${UNPACKDIR}/${RTPMGR_CONFIG} ${D}${sysconfdir}/rtpmgr.toml
     install -Dm 0644 ${UNPACKDIR}/60-rtpmgr.rules ${D}${nonarch_base_libdir}/udev/rules.d/60-rtpmgr.rules
-    install -Dm 0644 ${UNPACKDIR}/60-rtpmgr-sysctl.conf ${D}${sysconfdir}/sysctl.d/60-rtpmgr.conf
+    install -Dm 0644 ${UNPACKDIR}/60-rtpmgr-sysctl.conf ${D}${nonarch_libdir}/sysctl.d/60-rtpmgr.conf
     if ${@bb.utils.contains('DISTRO_FEATURES', 'systemd', 'true', 'false', d)}; then
         install -Dm 0644 ${UNPACKDIR}/rtpmgrd.service ${D}${systemd_system_unitdir}/rtpmgrd.service
     fi
@@ -54,9 +58,12 @@ do_install:append() {
 
 PACKAGES =+ "rtpmgrctl"
 FILES:rtpmgrctl += "${bindir}/rtpmgrctl"
-FILES:${PN} += "${nonarch_base_libdir}/udev/rules.d"
-CONFFILES:${PN} = "${sysconfdir}/rtpmgr.toml"
-RRECOMMENDS:${PN} = "rtpmgrctl kernel-module-rtpmgr"
+# A package's sysctl defaults belong in /usr/lib/sysctl.d (systemd-sysctl
+# and busybox read it); /etc/sysctl.d is the administrator's.
+FILES:${PN} += "${nonarch_base_libdir}/udev/rules.d ${nonarch_libdir}/sysctl.d"
+# The daemon does not start without its configuration.
+RDEPENDS:${PN} += "rtpmgr-config"
+RRECOMMENDS:${PN} += "rtpmgrctl kernel-module-rtpmgr"
 
 # The daemon's user; group rtpmgr also owns /dev/rtpmgr.
 USERADD_PACKAGES = "${PN}"
