@@ -47,51 +47,73 @@ def under(path, dirs):
     return any(path == d or path.startswith(d + os.sep) for d in dirs)
 
 
+def qa_problems(d, ours):
+    """The QA conditions on one parsed recipe; ours: it is this repository's."""
+    s_raw = d.getVar("S", False) or ""
+    s, b = d.getVar("S"), d.getVar("B")
+    workdir, unpackdir = d.getVar("WORKDIR"), d.getVar("UNPACKDIR")
+    problems = []
+    # do_qa_unpack
+    if s_raw in ("${WORKDIR}/git", "${UNPACKDIR}/git"):
+        problems.append(f"S = {s_raw} (bitbake.conf's S already is that)")
+    if "${WORKDIR}" in s_raw:
+        problems.append(f"S = {s_raw} is written with ${{WORKDIR}}")
+    # do_recipe_qa
+    if s == workdir:
+        problems.append("S is WORKDIR")
+    if b == workdir:
+        problems.append("B is WORKDIR")
+    if unpackdir == workdir:
+        problems.append("UNPACKDIR is WORKDIR")
+    if s.endswith("/") or b.endswith("/"):
+        problems.append("S or B ends with a slash")
+    # Where the sources are unpacked; a kernel's S is the shared work
+    # directory (kernel.bbclass), where its do_unpack moves them.
+    if bb.data.inherits_class("kernel", d):
+        if s != d.getVar("STAGING_KERNEL_DIR"):
+            problems.append(f"S = {s} is not STAGING_KERNEL_DIR")
+    elif not (s == unpackdir or s.startswith(unpackdir + "/")):
+        problems.append(f"S = {s} is not under UNPACKDIR = {unpackdir}")
+    if ours:
+        for task in BUILD_TASKS:
+            if bb.utils.to_boolean(d.getVarFlag(task, "network")):
+                problems.append(f"{task}[network] is set")
+    return problems
+
+
 def graph(tinfoil, layerdirs):
     dirs = [os.path.realpath(d) for d in layerdirs]
+    here = [os.path.realpath(HERE)]
     with open("pn-buildlist") as f:
         pns = [line.strip() for line in f if line.strip()]
-    failures, checked = [], []
+    failures, checked, self_test = [], [], []
     for pn in pns:
         fn = tinfoil.get_recipe_file(pn)
         appends = tinfoil.get_file_appends(fn)
+        our_appends = [a for a in appends if under(a, here)]
         if not under(fn, dirs) and not any(under(a, dirs) for a in appends):
             continue
         d = tinfoil.parse_recipe_file(fn)
-        s_raw = d.getVar("S", False) or ""
-        s, b = d.getVar("S"), d.getVar("B")
-        workdir, unpackdir = d.getVar("WORKDIR"), d.getVar("UNPACKDIR")
-        problems = []
-        # do_qa_unpack
-        if s_raw in ("${WORKDIR}/git", "${UNPACKDIR}/git"):
-            problems.append(f"S = {s_raw} (bitbake.conf's S already is that)")
-        if "${WORKDIR}" in s_raw:
-            problems.append(f"S = {s_raw} is written with ${{WORKDIR}}")
-        # do_recipe_qa
-        if s == workdir:
-            problems.append("S is WORKDIR")
-        if b == workdir:
-            problems.append("B is WORKDIR")
-        if unpackdir == workdir:
-            problems.append("UNPACKDIR is WORKDIR")
-        if s.endswith("/") or b.endswith("/"):
-            problems.append("S or B ends with a slash")
-        # Where the sources are unpacked; a kernel's S is the shared
-        # work directory (kernel.bbclass), where its do_unpack moves them.
-        if bb.data.inherits_class("kernel", d):
-            if s != d.getVar("STAGING_KERNEL_DIR"):
-                problems.append(f"S = {s} is not STAGING_KERNEL_DIR")
-        elif not (s == unpackdir or s.startswith(unpackdir + "/")):
-            problems.append(f"S = {s} is not under UNPACKDIR = {unpackdir}")
-        if under(fn, [os.path.realpath(HERE)]):
-            for task in BUILD_TASKS:
-                if bb.utils.to_boolean(d.getVarFlag(task, "network")):
-                    problems.append(f"{task}[network] is set")
+        workdir = d.getVar("WORKDIR")
         rel = os.path.relpath(fn, os.path.dirname(os.path.commonpath([fn] + dirs)))
-        checked.append(f"{pn:28} S={os.path.relpath(s, workdir)}")
-        failures += [f"{pn} ({rel}): {p}" for p in problems]
+        checked.append(f"{pn:28} S={os.path.relpath(d.getVar('S'), workdir)}")
+        failures += [f"{pn} ({rel}): {p}" for p in qa_problems(d, under(fn, here))]
+        # The check's own test: an upstream recipe this repository appends
+        # to fix it must fail the same conditions without those appends.
+        if our_appends and not under(fn, here):
+            # Its task hashes differ from the cached ones, of course.
+            cfg = bb.data.createCopy(tinfoil.config_data)
+            cfg.setVar("BB_HASH_IGNORE_MISMATCH", "1")
+            bare = tinfoil.parse_recipe_file(fn, appends=False, config_data=cfg)
+            bare_problems = qa_problems(bare, False)
+            if not bare_problems:
+                failures.append(f"{pn}: passes without this repository's appends too; are they still needed?")
+            self_test.append(f"{pn} without {', '.join(os.path.basename(a) for a in our_appends)}: "
+                             + "; ".join(bare_problems))
     for line in checked:
         print("  " + line)
+    for line in self_test:
+        print("  self-test, fails as it should: " + line)
     if not checked:
         sys.exit("qa.py graph: no recipe of the graph comes from " + ", ".join(layerdirs))
     if failures:
