@@ -2,6 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Checks of a configured Yocto build, with bitbake's own datastore (tinfoil).
 Run inside the build environment (kas shell), in the build directory.
+Several checks run in one session (one parse-cache load) when separated by
+"--": qa.py graph DIR -- board 7.2 -- expect R V W.
 
   qa.py graph LAYERDIR...
       For every recipe of the task graph `bitbake -g` wrote (pn-buildlist)
@@ -203,22 +205,34 @@ def module_kernel_check(tinfoil):
     print("qa.py module-kernel-check: rtpmgr_check_kernel accepts 7.2+ with Rust and names what is wrong otherwise")
 
 
-def main():
-    if len(sys.argv) < 2:
+def run(tinfoil, cmd, args):
+    if cmd == "graph" and args:
+        graph(tinfoil, args)
+    elif cmd == "board" and len(args) == 1:
+        board(tinfoil, args[0])
+    elif cmd == "expect" and len(args) >= 3:
+        expect(tinfoil, args[0], args[1], args[2:])
+    elif cmd == "module-kernel-check" and not args:
+        module_kernel_check(tinfoil)
+    else:
         sys.exit(__doc__)
-    cmd, args = sys.argv[1], sys.argv[2:]
+
+
+def main():
+    checks, current = [], []
+    for arg in sys.argv[1:] + ["--"]:
+        if arg == "--":
+            if current:
+                checks.append(current)
+            current = []
+        else:
+            current.append(arg)
+    if not checks:
+        sys.exit(__doc__)
     with bb.tinfoil.Tinfoil() as tinfoil:
         tinfoil.prepare(config_only=False, quiet=2)
-        if cmd == "graph" and args:
-            graph(tinfoil, args)
-        elif cmd == "board" and len(args) == 1:
-            board(tinfoil, args[0])
-        elif cmd == "expect" and len(args) >= 3:
-            expect(tinfoil, args[0], args[1], args[2:])
-        elif cmd == "module-kernel-check" and not args:
-            module_kernel_check(tinfoil)
-        else:
-            sys.exit(__doc__)
+        for cmd, *args in checks:
+            run(tinfoil, cmd, args)
 
 
 if __name__ == "__main__":
