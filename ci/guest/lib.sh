@@ -96,11 +96,11 @@ guest_dtb() {
 KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:|unreferenced object'
 
 # boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
-# problem or a guest failure.
+# problem or a guest failure. GUEST_APPEND: more kernel parameters.
 boot_guest() {
     local initrd=$1 dtb=$2 log=$3
     timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
-        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
+        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic${GUEST_APPEND:+ $GUEST_APPEND}" </dev/null \
         | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^STREAM'
     if grep -nE "$KERNEL_PROBLEMS" "$log"; then
         die "kernel problem on the console (full log: $log)"

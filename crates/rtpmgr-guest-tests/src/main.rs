@@ -32,7 +32,9 @@ macro_rules! ensure {
     };
 }
 
+mod defects;
 mod net;
+mod shaper;
 
 fn errno_of<T>(r: io::Result<T>) -> Option<Errno> {
     r.err().and_then(|e| e.raw_os_error()).map(Errno::from_raw)
@@ -752,6 +754,16 @@ const TESTS: &[Test] = &[
     ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
+    ("d1_lost_wakeup_after_stop_stream", defects::d1_lost_wakeup_after_stop_stream),
+    ("d1_head_of_line_blocking", defects::d1_head_of_line_blocking),
+    ("d3_configure_while_mapped", defects::d3_configure_while_mapped),
+    ("d4_memory_accounting", defects::d4_memory_accounting),
+    ("d5_port_slot_race", defects::d5_port_slot_race),
+    ("d6_rx_error_reads_as_empty", defects::d6_rx_error_reads_as_empty),
+    ("d7_reset_not_atomic", defects::d7_reset_not_atomic),
+    ("d7_reset_stop_wake_waiters", defects::d7_reset_stop_wake_waiters),
+    // Last: it unloads and reloads the module.
+    ("d2_module_text_after_unload", defects::d2_module_text_after_unload),
 ];
 
 fn main() {

@@ -16,18 +16,18 @@ const V4: &str = "127.0.0.1";
 const V6: &str = "::1";
 
 /// A free UDP port on `ip` (bound and released; nothing else runs here).
-fn free_port(ip: &str) -> Result<u16, String> {
+pub(crate) fn free_port(ip: &str) -> Result<u16, String> {
     let s = UdpSocket::bind((ip, 0)).map_err(fail("bind"))?;
     Ok(s.local_addr().map_err(fail("local_addr"))?.port())
 }
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
+pub(crate) fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("literal address"), port)
 }
 
 /// RTP packet `seq`: version 2, sequence number, SSRC, and a payload of
 /// 0..=400 bytes derived from `seq`.
-fn rtp_packet(seq: u32) -> Vec<u8> {
+pub(crate) fn rtp_packet(seq: u32) -> Vec<u8> {
     let mut p = vec![0x80, 96];
     p.extend_from_slice(&(seq as u16).to_be_bytes());
     p.extend_from_slice(&seq.wrapping_mul(160).to_be_bytes());
@@ -75,7 +75,7 @@ fn publish_packets(dev: &Device, tx: &mut Producer, first: u32, want: u32, strea
 }
 
 /// A configured, mapped session.
-fn session(slots: u32) -> Result<(Device, Arc<rtpmgr_ring::Region>), String> {
+pub(crate) fn session(slots: u32) -> Result<(Device, Arc<rtpmgr_ring::Region>), String> {
     let dev = open()?;
     let cfg = dev.configure(slots, 2048).map_err(fail("configure"))?;
     let region = dev.map(&cfg).map_err(fail("map"))?;
@@ -359,7 +359,7 @@ pub(crate) fn udp_relay_tap_v6() -> TestResult {
 }
 
 /// Poll `GET_NET_STATUS` of `id` until `done` holds (at most 10 s).
-fn net_status_until(
+pub(crate) fn net_status_until(
     dev: &Device,
     id: u32,
     done: impl Fn(&abi::NetCounters) -> bool,
