@@ -7,16 +7,16 @@
 //! helper's functions and wraps them in [`NetSocket`], a safe owner whose
 //! methods take and return only Rust types. The session worker receives
 //! into from-device slots and sends from to-device slots through it; the
-//! socket's callbacks only queue the worker (`rtpmgr_net_ready`).
+//! socket's callbacks only wake the socket's owner ([`NetWaker`]), which
+//! queues its worker. This file knows nothing of sessions.
 
 use crate::abi;
 use crate::ring::SharedBytes;
-use crate::session::Session;
 use core::ptr::NonNull;
 use kernel::{
     ffi::{c_int, c_long, c_void},
     prelude::*,
-    sync::ArcBorrow,
+    sync::{Arc, ArcBorrow},
 };
 
 /// The C helper's `struct rtpmgr_net`; only ever behind a pointer.
@@ -29,6 +29,7 @@ struct RtpmgrNet {
 extern "C" {
     fn rtpmgr_net_open(
         out: *mut *mut RtpmgrNet,
+        ready: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
         family: c_int,
         laddr: *const u8,
@@ -54,22 +55,26 @@ extern "C" {
     fn rtpmgr_net_send(n: *mut RtpmgrNet, buf: *const u8, len: u32) -> c_int;
 }
 
-/// Called by the helper's socket callbacks (softirq or BH disabled) with the
-/// `ctx` given to `rtpmgr_net_open`: a `Session` behind an `Arc`.
+/// What a socket's callbacks wake: its owner, which queues its worker.
+pub(crate) trait NetWaker: Send + Sync + 'static {
+    /// Runs in softirq or with BH disabled: must not sleep or take a
+    /// sleeping lock.
+    fn wake(this: ArcBorrow<'_, Self>);
+}
+
+/// The `ready` callback the helper calls with `ctx`.
 ///
 /// # Safety
 ///
-/// `ctx` must be the pointer [`NetSocket::open`] was given, and that session
-/// must be alive. `NetSocket::drop` detaches the callbacks and waits for
-/// running ones (`synchronize_net`) before the session can go away.
-#[no_mangle]
-unsafe extern "C" fn rtpmgr_net_ready(ctx: *mut c_void) {
-    // SAFETY: by the function's contract `ctx` points to a live `Session`
-    // inside an `Arc` whose count cannot reach zero while a socket of it
-    // still has callbacks installed (the session closes its sockets before
-    // it drops its last reference).
-    let session = unsafe { ArcBorrow::from_raw(ctx.cast_const().cast::<Session>()) };
-    Session::kick(session);
+/// `ctx` must be the `Arc::into_raw` pointer a live [`NetSocket<W>`] holds:
+/// that socket keeps the reference until after `rtpmgr_net_close` has
+/// detached the callbacks and waited for running ones.
+unsafe extern "C" fn ready<W: NetWaker>(ctx: *mut c_void) {
+    // SAFETY: by the function's contract `ctx` came from `Arc::into_raw` of
+    // an `Arc<W>` that the socket still holds, so the count is above zero
+    // for the whole call.
+    let w = unsafe { ArcBorrow::from_raw(ctx.cast_const().cast::<W>()) };
+    W::wake(w);
 }
 
 /// Where to bind and connect, from a validated `NetStreamSpec`.
@@ -220,12 +225,15 @@ pub(crate) enum Recv {
     Datagram { len: usize, head: [u8; abi::RTP_CHECK_BYTES], last: u8 },
     /// Dropped by the helper for a bad checksum.
     BadChecksum,
+    /// A socket error (consumed: datagrams behind it are read on) or a
+    /// datagram that could not be copied (dropped).
+    Error,
 }
 
 /// Result of a send.
 pub(crate) enum SendResult {
     Sent,
-    /// No buffer space; the write-space callback will queue the worker.
+    /// No buffer space; the write-space callback will wake the owner.
     WouldBlock,
     /// No buffer space a moment ago, some now: try again.
     Retry,
@@ -233,44 +241,46 @@ pub(crate) enum SendResult {
     Failed,
 }
 
-/// An open kernel UDP socket with our callbacks installed.
+/// An open kernel UDP socket with our callbacks installed, waking `W`.
 ///
-/// Invariant: `raw` came from a successful `rtpmgr_net_open` and is closed
-/// exactly once, in `drop`.
-pub(crate) struct NetSocket {
+/// Invariants: `raw` came from a successful `rtpmgr_net_open` and is closed
+/// exactly once, in `drop`; `waker` is `Arc::into_raw` of a reference this
+/// socket owns (the callbacks' `ctx`), released in `drop` after the close.
+pub(crate) struct NetSocket<W: NetWaker> {
     raw: NonNull<RtpmgrNet>,
+    waker: *const W,
 }
 
 // SAFETY: the helper's object may be used from any thread; every method
 // that touches it takes `&self` only for calls the helper allows
-// concurrently with the softirq callbacks, and the session mutex
-// serialises the worker's calls.
-unsafe impl Sync for NetSocket {}
+// concurrently with the softirq callbacks, and the owner's lock serialises
+// the worker's calls. `waker` is an `Arc<W>` with `W: Send + Sync`.
+unsafe impl<W: NetWaker> Sync for NetSocket<W> {}
 // SAFETY: as above; nothing in it is tied to the creating thread.
-unsafe impl core::marker::Send for NetSocket {}
+unsafe impl<W: NetWaker> core::marker::Send for NetSocket<W> {}
 
-impl NetSocket {
+impl<W: NetWaker> NetSocket<W> {
     /// Create, bind (and connect) a socket with the current task's
-    /// credentials and netns. Must be called from the ioctl, never from the
-    /// worker. `session` must outlive the socket (see `rtpmgr_net_ready`).
-    ///
-    /// `session` must come from `Arc::as_ptr` of a session that closes the
-    /// socket before its last reference goes.
-    pub(crate) fn open(session: *const Session, ep: &Endpoints) -> Result<NetSocket> {
+    /// credentials and netns, whose callbacks wake `waker`. Must be called
+    /// from the ioctl, never from the worker. The socket holds `waker`
+    /// until it is closed.
+    pub(crate) fn open(waker: Arc<W>, ep: &Endpoints) -> Result<Self> {
         let mut raw: *mut RtpmgrNet = core::ptr::null_mut();
         let (raddr, rport, rscope) = match &ep.remote {
             Some(r) => (r.addr.as_ptr(), r.port, r.scope_id),
             None => (core::ptr::null(), 0, 0),
         };
+        let ctx = Arc::into_raw(waker);
         // SAFETY: `raw` is a valid out pointer; the address pointers point
         // to 16-byte arrays alive across the call (or are null for no
         // remote); `opts` points to a `NetOpts` (the C struct's layout)
-        // alive across the call; `ctx` is the session, which outlives the
-        // socket by the caller's contract.
+        // alive across the call; `ready::<W>` with `ctx` meets `ready`'s
+        // contract: the reference stays with the socket until after close.
         let rc = unsafe {
             rtpmgr_net_open(
                 &mut raw,
-                session.cast_mut().cast::<c_void>(),
+                ready::<W>,
+                ctx.cast_mut().cast::<c_void>(),
                 c_int::from(ep.family),
                 ep.local.addr.as_ptr(),
                 ep.local.port,
@@ -281,11 +291,13 @@ impl NetSocket {
                 &ep.opts,
             )
         };
-        if rc < 0 {
-            return Err(Error::from_errno(rc));
-        }
-        let raw = NonNull::new(raw).ok_or(ENOMEM)?;
-        let sock = NetSocket { raw };
+        let Some(raw) = NonNull::new(raw).filter(|_| rc >= 0) else {
+            // SAFETY: `ctx` came from `Arc::into_raw` above and no socket
+            // kept it (the open failed, nothing was installed).
+            drop(unsafe { Arc::from_raw(ctx) });
+            return Err(if rc < 0 { Error::from_errno(rc) } else { ENOMEM });
+        };
+        let sock = NetSocket { raw, waker: ctx };
         if let Some(g) = &ep.group {
             let src = ep.source.as_ref().map_or(core::ptr::null(), |s| s.addr.as_ptr());
             // SAFETY: `raw` is open; `g.addr` and the source (if any) are
@@ -326,8 +338,9 @@ impl NetSocket {
         };
         match usize::try_from(rc) {
             Ok(len) => Recv::Datagram { len, head, last },
+            Err(_) if rc == -(bindings_errno::EAGAIN as c_long) => Recv::Empty,
             Err(_) if rc == -(bindings_errno::EBADMSG as c_long) => Recv::BadChecksum,
-            Err(_) => Recv::Empty,
+            Err(_) => Recv::Error,
         }
     }
 
@@ -346,11 +359,14 @@ impl NetSocket {
     }
 }
 
-impl Drop for NetSocket {
+impl<W: NetWaker> Drop for NetSocket<W> {
     fn drop(&mut self) {
         // SAFETY: `raw` is open and this is its only close (type
         // invariant). It sleeps: sockets are dropped in process context.
         unsafe { rtpmgr_net_close(self.raw.as_ptr()) };
+        // SAFETY: the reference `ready`'s `ctx` stood for (type invariant);
+        // the close detached the callbacks and waited for running ones.
+        drop(unsafe { Arc::from_raw(self.waker) });
     }
 }
 

@@ -20,10 +20,13 @@ use crate::abi::{self, Geometry, SharedHeader, SlotHeader};
 use core::marker::PhantomData;
 use kernel::{
     alloc::{allocator::Vmalloc, VVec},
+    bindings,
+    mm::Mm,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
+        aref::ARef,
         barrier::{smp_mb, smp_wmb},
     },
 };
@@ -77,13 +80,70 @@ impl<'a> SharedBytes<'a> {
         self.ptr
     }
 
+    /// A kernel-private buffer as a `SharedBytes`, for the paths that
+    /// handle kernel copies and slots alike (the exclusive borrow is what
+    /// makes it safe).
+    pub(crate) fn from_slice(buf: &'a mut [u8]) -> Self {
+        // SAFETY: an exclusive borrow is valid for reads and writes of its
+        // length for `'a`, and no other reference to it can exist meanwhile.
+        unsafe { Self::from_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
     /// Copy as much of `src` as fits; returns the bytes copied.
     pub(crate) fn copy_from(&mut self, src: &SharedBytes<'_>) -> usize {
         let n = self.len.min(src.len);
-        // SAFETY: both ranges are valid for `n` bytes (type invariant). They do
-        // not overlap: they are distinct slots, or slot and DMA buffer.
-        unsafe { core::ptr::copy_nonoverlapping(src.ptr, self.ptr, n) };
+        // SAFETY: both ranges are valid for `n` bytes (type invariant).
+        // `copy` (memmove) is correct even if two views of one buffer
+        // overlap, so callers need not prove they do not.
+        unsafe { core::ptr::copy(src.ptr, self.ptr, n) };
         n
+    }
+
+    /// Copy as much of the range as fits into a kernel-private buffer;
+    /// returns the bytes copied.
+    pub(crate) fn copy_to_slice(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        // SAFETY: `self` is valid for reads of `n` bytes (type invariant),
+        // `dst` for writes of `n` bytes; `copy` allows any overlap.
+        unsafe { core::ptr::copy(self.ptr, dst.as_mut_ptr(), n) };
+        n
+    }
+}
+
+/// The region's pages charged to the configuring process's locked memory
+/// (`mm->locked_vm`, limited by `RLIMIT_MEMLOCK` unless it has
+/// `CAP_IPC_LOCK`), as AF_XDP charges its umem and VFIO its pinned pages:
+/// the pages are the kernel's, never swapped, and user space holds them by
+/// an open file and a mapping. Uncharged when the region goes.
+struct PinCharge {
+    mm: ARef<Mm>,
+    pages: usize,
+}
+
+impl PinCharge {
+    /// Charge `pages` to the current task's mm (none for a kernel thread).
+    fn new(pages: usize) -> Result<Option<PinCharge>> {
+        let Some(mm) = kernel::current!().mm() else { return Ok(None) };
+        let mm: ARef<Mm> = ARef::from(&**mm);
+        // SAFETY: `mm` is a valid mm (we hold an `mmgrab` reference); the
+        // call takes its mmap lock for writing, which no caller of
+        // `Region::new` holds (it runs in CONFIGURE_BUFFER).
+        let rc = unsafe { bindings::account_locked_vm(mm.as_raw(), pages as _, true) };
+        if rc < 0 {
+            return Err(Error::from_errno(rc));
+        }
+        Ok(Some(PinCharge { mm, pages }))
+    }
+}
+
+impl Drop for PinCharge {
+    fn drop(&mut self) {
+        // SAFETY: undoes the charge of `new` on the same mm, held by
+        // `mmgrab`. Takes its mmap lock: a region is never dropped with an
+        // mmap lock held (it goes in CONFIGURE_BUFFER, which refuses while
+        // mapped, or with the last reference to its session, which no VMA
+        // holds).
+        unsafe { bindings::account_locked_vm(self.mm.as_raw(), self.pages as _, false) };
     }
 }
 
@@ -109,6 +169,9 @@ pub(crate) struct Region {
     /// The statistics records' seqcounts, as the kernel last wrote them:
     /// kept here, never read back from the shared memory.
     stats_seq: [u32; abi::MAX_STREAMS as usize],
+    /// The pages charged to the configuring process (bookkeeping only:
+    /// uncharged when the region is dropped).
+    _charge: Option<PinCharge>,
 }
 
 // SAFETY: `base` points into `mem`, which the region owns; moving the region
@@ -118,9 +181,13 @@ unsafe impl Send for Region {}
 
 impl Region {
     /// Allocate and initialise a region for `geometry`.
+    /// The memory is charged to the caller's memory cgroup
+    /// (`GFP_KERNEL_ACCOUNT`) and its pages to its `RLIMIT_MEMLOCK`
+    /// (`ENOMEM` beyond it).
     pub(crate) fn new(geometry: Geometry) -> Result<Region> {
         let size = usize::try_from(geometry.mmap_size(PAGE_SIZE as u64)).map_err(|_| ENOMEM)?;
-        let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL | __GFP_NOWARN).map_err(|_| ENOMEM)?;
+        let charge = PinCharge::new(size / PAGE_SIZE)?;
+        let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN).map_err(|_| ENOMEM)?;
         let header: SharedHeader = geometry.shared_header(PAGE_SIZE as u64);
         // SAFETY: `mem` is at least `HEADER_REGION_SIZE` (4096) bytes and
         // page aligned, so a `SharedHeader` (72 bytes, align 8) fits at 0;
@@ -135,6 +202,7 @@ impl Region {
             from_dev_head: 0,
             from_dev_seen_tail: 0,
             stats_seq: [0; abi::MAX_STREAMS as usize],
+            _charge: charge,
         };
         region.start_asleep();
         Ok(region)
@@ -207,7 +275,17 @@ impl Region {
     /// Entries user space has published, or `Err` if its producer index is
     /// impossible (counted by the caller).
     pub(crate) fn todev_available(&self) -> core::result::Result<u32, ()> {
-        let producer = self.word(RingId::ToDevice, Word::Producer).load(Acquire);
+        self.todev_available_at(self.todev_producer())
+    }
+
+    /// The to-device producer word as user space last wrote it (read once;
+    /// check it with `todev_available_at`).
+    pub(crate) fn todev_producer(&self) -> u32 {
+        self.word(RingId::ToDevice, Word::Producer).load(Acquire)
+    }
+
+    /// Entries available if user space's producer index is `producer`.
+    pub(crate) fn todev_available_at(&self, producer: u32) -> core::result::Result<u32, ()> {
         abi::ring_fill(producer, self.to_dev_tail, self.geometry.slot_count).ok_or(())
     }
 
@@ -329,17 +407,23 @@ impl Region {
         let seq_word = unsafe { Atomic::from_ptr(rec.cast::<u32>()) };
         seq_word.store(odd, Relaxed);
         smp_wmb();
-        let record = abi::StatsRecord {
-            seq: odd,
-            stream_id: id,
-            flags: if running { abi::STATS_RUNNING } else { 0 },
-            updated_ns: now_ns,
-            counters: *counters,
-            ..Default::default()
-        };
-        // SAFETY: in bounds and aligned (above); volatile, as user space
-        // maps this memory. It rewrites `seq` with the same odd value.
-        unsafe { core::ptr::write_volatile(rec.cast::<abi::StatsRecord>(), record) };
+        // Every field but `seq`, which only the atomic stores above and
+        // below write.
+        let words = [id, if running { abi::STATS_RUNNING } else { 0 }, 0u32];
+        for (k, w) in words.into_iter().enumerate() {
+            // SAFETY: `stream_id`, `flags` and `_pad` are the three u32
+            // fields after `seq` (offsets 4, 8, 12: pinned by the ABI's
+            // layout test), inside the record; volatile, as user space maps
+            // this memory.
+            unsafe { core::ptr::write_volatile(rec.add(4 * (k + 1)).cast::<u32>(), w) };
+        }
+        let off_ns = core::mem::offset_of!(abi::StatsRecord, updated_ns);
+        let off_c = core::mem::offset_of!(abi::StatsRecord, counters);
+        // SAFETY: in bounds and aligned for u64 (the record is 8-aligned
+        // and the offsets are its fields'); volatile as above.
+        unsafe { core::ptr::write_volatile(rec.add(off_ns).cast::<u64>(), now_ns) };
+        // SAFETY: as above, for the `NetCounters` field (align 8).
+        unsafe { core::ptr::write_volatile(rec.add(off_c).cast::<abi::NetCounters>(), *counters) };
         smp_wmb();
         *seq = odd.wrapping_add(1);
         seq_word.store(*seq, Release);

@@ -19,8 +19,8 @@
  * close; rtpmgr_net_join runs in the ioctl after open (socket options,
  * multicast joins: the setsockopt path, in the caller's context).
  * rtpmgr_net_recv/send/rx_pending run in the session worker. The two
- * socket callbacks run in softirq (or with BH disabled) and only call
- * rtpmgr_net_ready(), which queues the worker.
+ * socket callbacks run in softirq (or with BH disabled) and only call the
+ * owner's ready(ctx) (net.rs), which queues the worker.
  */
 
 #include <linux/bitops.h>
@@ -44,7 +44,8 @@
 
 struct rtpmgr_net {
 	struct socket *sock;
-	/* Passed to rtpmgr_net_ready(); the session owning this socket. */
+	/* ready(ctx) queues the owner's worker (net.rs: NetSocket). */
+	void (*ready)(void *ctx);
 	void *ctx;
 	unsigned long flags;
 	void (*saved_data_ready)(struct sock *sk);
@@ -59,7 +60,7 @@ static void rtpmgr_net_data_ready(struct sock *sk)
 	rcu_read_lock();
 	n = rcu_dereference_sk_user_data(sk);
 	if (n)
-		rtpmgr_net_ready(n->ctx);
+		n->ready(n->ctx);
 	rcu_read_unlock();
 }
 
@@ -77,7 +78,7 @@ static void rtpmgr_net_write_space(struct sock *sk)
 	n = rcu_dereference_sk_user_data(sk);
 	if (n && test_bit(RTPMGR_NET_TX_WAIT, &n->flags) && sock_writeable(sk) &&
 	    test_and_clear_bit(RTPMGR_NET_TX_WAIT, &n->flags))
-		rtpmgr_net_ready(n->ctx);
+		n->ready(n->ctx);
 	rcu_read_unlock();
 }
 
@@ -151,8 +152,8 @@ static int rtpmgr_net_multicast_send(struct socket *sock, bool compat, int ttl, 
 	return err == -EADDRNOTAVAIL ? -ENODEV : err;
 }
 
-int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
-		    const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts)
+int rtpmgr_net_open(struct rtpmgr_net **out, void (*ready)(void *ctx), void *ctx, int family, const u8 *laddr,
+		    u16 lport, u32 lscope, const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts)
 {
 	bool compat = in_compat_syscall();
 	struct sockaddr_storage ss;
@@ -166,6 +167,7 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
 	n = kzalloc_obj(*n, GFP_KERNEL);
 	if (!n)
 		return -ENOMEM;
+	n->ready = ready;
 	n->ctx = ctx;
 	/* kern=0: the caller's netns, credentials and LSM checks. */
 	err = sock_create(family, SOCK_DGRAM, IPPROTO_UDP, &n->sock);
@@ -201,12 +203,17 @@ int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *la
 		if (err)
 			goto release;
 	}
+	/*
+	 * The stack reads both callbacks with READ_ONCE and without
+	 * sk_callback_lock (sock_def_readable's callers, sock_wfree), so they
+	 * are written with WRITE_ONCE, as in kcm and the sunrpc transport.
+	 */
 	write_lock_bh(&sk->sk_callback_lock);
 	n->saved_data_ready = sk->sk_data_ready;
 	n->saved_write_space = sk->sk_write_space;
 	rcu_assign_sk_user_data(sk, n);
-	sk->sk_data_ready = rtpmgr_net_data_ready;
-	sk->sk_write_space = rtpmgr_net_write_space;
+	WRITE_ONCE(sk->sk_data_ready, rtpmgr_net_data_ready);
+	WRITE_ONCE(sk->sk_write_space, rtpmgr_net_write_space);
 	write_unlock_bh(&sk->sk_callback_lock);
 	*out = n;
 	return 0;
@@ -224,8 +231,8 @@ void rtpmgr_net_close(struct rtpmgr_net *n)
 
 	write_lock_bh(&sk->sk_callback_lock);
 	rcu_assign_sk_user_data(sk, NULL);
-	sk->sk_data_ready = n->saved_data_ready;
-	sk->sk_write_space = n->saved_write_space;
+	WRITE_ONCE(sk->sk_data_ready, n->saved_data_ready);
+	WRITE_ONCE(sk->sk_write_space, n->saved_write_space);
 	write_unlock_bh(&sk->sk_callback_lock);
 	/* No callback still runs with our ctx (or in our text) after this. */
 	synchronize_net();
@@ -253,6 +260,12 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
 	unsigned int len;
 	int err;
 
+	/*
+	 * NULL with -EAGAIN: nothing queued. Any other error is a pending
+	 * socket error (sock_error() consumed it, e.g. ECONNREFUSED from an
+	 * ICMP port unreachable on a connected socket); datagrams may still
+	 * wait behind it, and the caller reads on.
+	 */
 	skb = skb_recv_udp(sk, MSG_DONTWAIT, &err);
 	if (!skb)
 		return err;
@@ -276,6 +289,8 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
 	if (skb_copy_bits(skb, 0, head, min(len, head_cap)) ||
 	    (len && skb_copy_bits(skb, len - 1, last, 1)) ||
 	    skb_copy_bits(skb, 0, dst, min(len, cap))) {
+		/* Dropped; the caller counts it (rx_errors). */
+		udp_drops_inc(sk);
 		kfree_skb(skb);
 		return -EFAULT;
 	}

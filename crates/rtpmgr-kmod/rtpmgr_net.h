@@ -25,10 +25,11 @@ struct rtpmgr_net_opts {
  * Create a UDP socket in the caller's netns with the caller's credentials,
  * SO_REUSEADDR, apply *opts, bind it to laddr:lport (4 or 16 address bytes
  * by family), connect it to raddr:rport when raddr is not NULL, and install
- * the callbacks that call rtpmgr_net_ready(ctx). Sleeps.
+ * the callbacks, which call ready(ctx) (any context, must not sleep).
+ * Sleeps.
  */
-int rtpmgr_net_open(struct rtpmgr_net **out, void *ctx, int family, const u8 *laddr, u16 lport, u32 lscope,
-		    const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts);
+int rtpmgr_net_open(struct rtpmgr_net **out, void (*ready)(void *ctx), void *ctx, int family, const u8 *laddr,
+		    u16 lport, u32 lscope, const u8 *raddr, u16 rport, u32 rscope, const struct rtpmgr_net_opts *opts);
 /*
  * Join group (4 or 16 bytes by the socket's family) on interface ifindex (0:
  * the route's), any-source, or source-specific when source is not NULL.
@@ -44,7 +45,9 @@ bool rtpmgr_net_rx_pending(struct rtpmgr_net *n);
 /*
  * Dequeue one datagram: copy up to cap bytes to dst, up to head_cap to head
  * and its last byte to *last; return its full length, -EAGAIN when none
- * waits, -EBADMSG for a bad checksum (dropped and counted).
+ * waits, -EBADMSG for a bad checksum (dropped and counted), -EFAULT when it
+ * could not be copied (dropped), or a pending socket error (consumed; more
+ * datagrams may wait).
  */
 long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last);
 /*
@@ -53,8 +56,5 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
  * meanwhile, retry.
  */
 int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len);
-
-/* Implemented in Rust (net.rs): queue the session's worker. Any context. */
-void rtpmgr_net_ready(void *ctx);
 
 #endif

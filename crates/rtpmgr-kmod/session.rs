@@ -9,16 +9,16 @@
 //! before locking and results copied out after unlocking.
 
 use crate::abi::{self, Geometry, IoctlArg, NetCounters, SessionCounters, SlotHeader, StreamCounters};
-use crate::net::{NetSocket, Recv, SendResult};
+use crate::device::MapCount;
+use crate::net::{NetSocket, NetWaker, Recv, SendResult};
 use crate::port::{self, PortRef};
 use crate::ring::{Region, RingId, SharedBytes};
 use crate::seqstats::SourceStats;
 use kernel::{
     alloc::VVec,
     bindings,
-    fs::{File, Kiocb},
+    fs::File,
     iov::{IovIterDest, IovIterSource},
-    miscdevice::{MiscDevice, MiscDeviceRegistration},
     mm::virt::{flags as vm_flags, VmaNew},
     new_condvar, new_mutex,
     page::PAGE_SIZE,
@@ -72,8 +72,12 @@ unsafe impl AsBytes for abi::NetStatus {}
 const BATCH: u32 = 64;
 /// Passes per worker run before it yields the CPU by re-queueing itself.
 const PASSES_PER_RUN: u32 = 16;
-/// Packets the copying path holds for read().
+/// Packets, and bytes, the copying path holds for read(): both bound it
+/// (256 packets of up to 64 KiB would be 16 MiB).
 const COPY_QUEUE_MAX: usize = 256;
+const COPY_QUEUE_BYTES: usize = 1 << 20;
+/// Bytes of a sending `udp` stream's backlog (see [`Backlog`]).
+const BACKLOG_BYTES: usize = 64 << 10;
 
 fn enotconn() -> Error {
     Error::from_errno(-(bindings::ENOTCONN as i32))
@@ -89,12 +93,18 @@ struct Stream {
     port: PortRef,
     direction: u32,
     counters: StreamCounters,
-    /// The socket of a `START_NET_STREAM` stream (port `udp`). Boxed:
-    /// `Inner` (64 streams) is built on the stack in `open`.
+    /// The socket of a `START_NET_STREAM` stream (port `udp`). Boxed, so
+    /// the 64 stream entries of `Inner` stay small.
     net: Option<KBox<NetStream>>,
 }
 
 impl Stream {
+    /// A stream on `port`, counted as one of its users until dropped.
+    fn new(port: PortRef, direction: u32, counters: StreamCounters, net: Option<KBox<NetStream>>) -> Stream {
+        port::add_user(&*port, 1);
+        Stream { port, direction, counters, net }
+    }
+
     /// Whether what the stream's port returns goes to its from-device side
     /// (a port that returns packets, and the stream receives).
     fn wants_return(&self) -> bool {
@@ -102,24 +112,194 @@ impl Stream {
     }
 }
 
+impl Drop for Stream {
+    /// Closing a `udp` stream's socket sleeps and takes socket locks: a
+    /// stream is dropped only in process context with no session lock held
+    /// (see `Session::take_streams`).
+    fn drop(&mut self) {
+        port::add_user(&*self.port, -1);
+    }
+}
+
+/// Datagrams of a sending `udp` stream that the socket refused for want of
+/// send-buffer space, oldest first, each as a `u32` length and its bytes.
+///
+/// A full socket must not stop the to-device ring, which carries every
+/// stream of the session: the worker moves the slot's datagram here and
+/// releases the slot, so the other streams go on (and later slots of this
+/// stream queue behind, in order). The backlog is sent when the socket's
+/// write-space callback says there is room. What does not fit in
+/// [`BACKLOG_BYTES`] as well is dropped and counted (`tx_dropped`): the
+/// destination is slower than the stream. Allocated when the stream
+/// starts, in the caller's context and charged to it.
+struct Backlog {
+    buf: VVec<u8>,
+    /// Next record to send, and the end of the last one.
+    head: usize,
+    tail: usize,
+}
+
+impl Backlog {
+    fn new(bytes: usize) -> Result<Backlog> {
+        let buf = VVec::from_elem(0u8, bytes, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)?;
+        Ok(Backlog { buf, head: 0, tail: 0 })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head == self.tail
+    }
+
+    /// Append a copy of `pkt`; `false` if it does not fit.
+    fn push(&mut self, pkt: &SharedBytes<'_>) -> bool {
+        let need = 4 + pkt.len();
+        if self.tail + need > self.buf.len() && self.head > 0 {
+            // Move what is queued to the front (at most the buffer's size,
+            // and only when the end is reached).
+            self.buf.copy_within(self.head..self.tail, 0);
+            self.tail -= self.head;
+            self.head = 0;
+        }
+        let Some(rec) = self.buf.get_mut(self.tail..self.tail + need) else { return false };
+        let (len, data) = rec.split_at_mut(4);
+        len.copy_from_slice(&(pkt.len() as u32).to_ne_bytes());
+        pkt.copy_to_slice(data);
+        self.tail += need;
+        true
+    }
+
+    /// The oldest datagram.
+    fn front(&mut self) -> Option<&mut [u8]> {
+        if self.is_empty() {
+            return None;
+        }
+        let len = self.buf.get(self.head..self.head + 4)?;
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        self.buf.get_mut(self.head + 4..self.head + 4 + len)
+    }
+
+    /// Drop the oldest datagram.
+    fn pop(&mut self) {
+        if let Some(n) = self.front().map(|d| d.len()) {
+            self.head += 4 + n;
+            if self.head >= self.tail {
+                self.head = 0;
+                self.tail = 0;
+            }
+        }
+    }
+}
+
 /// The network side of a `udp` stream.
 struct NetStream {
     /// Dropped only in process context, never with `inner` held (it sleeps
-    /// and takes socket locks): see `Session::stop_streams`.
-    sock: NetSocket,
+    /// and takes socket locks): see `Session::take_streams`.
+    sock: NetSocket<Session>,
     flags: u32,
     counters: NetCounters,
     /// `forward_to`: received datagrams go to this stream of the session.
     forward_to: Option<usize>,
     /// A whole datagram, for forwarding (empty without `forward_to`).
     bounce: VVec<u8>,
+    /// Sending streams: what the socket could not take yet.
+    backlog: Option<Backlog>,
     /// `NET_F_RTP`: statistics of the current source.
     rtp: Option<SourceStats>,
     clock_rate: u32,
     ssrc_changes: u64,
 }
 
+/// Whether a send left its datagram waiting, and if so whether the socket's
+/// write-space callback will wake the worker (`armed`) or room appeared
+/// meanwhile and the worker must simply try again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TxBlock {
+    Armed,
+    Retry,
+}
+
+/// Merge the blocks of several streams: one that must retry wins.
+fn tx_block(a: Option<TxBlock>, b: Option<TxBlock>) -> Option<TxBlock> {
+    match (a, b) {
+        (Some(TxBlock::Retry), _) | (_, Some(TxBlock::Retry)) => Some(TxBlock::Retry),
+        (Some(TxBlock::Armed), _) | (_, Some(TxBlock::Armed)) => Some(TxBlock::Armed),
+        _ => None,
+    }
+}
+
 impl NetStream {
+    /// Send `pkt`, once more if the socket found room while arming its
+    /// wake-up; counts what it did.
+    fn try_send(&mut self, pkt: &SharedBytes<'_>) -> Option<TxBlock> {
+        let mut r = self.sock.send(pkt);
+        if matches!(r, SendResult::Retry) {
+            r = self.sock.send(pkt);
+        }
+        match r {
+            SendResult::Sent => {
+                self.counters.tx_packets += 1;
+                self.counters.tx_bytes += pkt.len() as u64;
+                None
+            }
+            SendResult::Failed => {
+                self.counters.tx_errors += 1;
+                None
+            }
+            SendResult::WouldBlock => {
+                self.counters.tx_blocked += 1;
+                Some(TxBlock::Armed)
+            }
+            SendResult::Retry => {
+                self.counters.tx_blocked += 1;
+                Some(TxBlock::Retry)
+            }
+        }
+    }
+
+    /// Send what the backlog holds, oldest first, until the socket is full
+    /// again. Returns how many went and whether some still wait.
+    fn drain_backlog(&mut self) -> (u32, Option<TxBlock>) {
+        let mut sent = 0;
+        loop {
+            let Some(backlog) = self.backlog.as_mut() else { return (sent, None) };
+            let Some(front) = backlog.front() else { return (sent, None) };
+            let pkt = SharedBytes::from_slice(front);
+            // `try_send` needs `self` whole: send through the socket here.
+            let mut r = self.sock.send(&pkt);
+            if matches!(r, SendResult::Retry) {
+                r = self.sock.send(&pkt);
+            }
+            let len = pkt.len() as u64;
+            match r {
+                SendResult::Sent => {
+                    self.counters.tx_packets += 1;
+                    self.counters.tx_bytes += len;
+                }
+                SendResult::Failed => self.counters.tx_errors += 1,
+                SendResult::WouldBlock => {
+                    self.counters.tx_blocked += 1;
+                    return (sent, Some(TxBlock::Armed));
+                }
+                SendResult::Retry => {
+                    self.counters.tx_blocked += 1;
+                    return (sent, Some(TxBlock::Retry));
+                }
+            }
+            backlog.pop();
+            sent += 1;
+        }
+    }
+
+    /// A to-device datagram of this (sending) stream: sent, or queued in
+    /// the backlog behind earlier ones, or dropped when that is full.
+    fn transmit(&mut self, pkt: &SharedBytes<'_>) -> Option<TxBlock> {
+        let queued = self.backlog.as_ref().is_some_and(|b| !b.is_empty());
+        let blocked = if queued { Some(TxBlock::Armed) } else { self.try_send(pkt) };
+        if blocked.is_some() && !self.backlog.as_mut().is_some_and(|b| b.push(pkt)) {
+            self.counters.tx_dropped += 1;
+        }
+        blocked
+    }
+
     /// Account one datagram that passed the RTP header check; `head` holds
     /// at least its fixed header.
     fn rtp_update(&mut self, head: &[u8], now: u64) {
@@ -169,8 +349,10 @@ struct Inner {
     region: Option<Region>,
     streams: [Option<Stream>; abi::MAX_STREAMS as usize],
     counters: SessionCounters,
-    /// Packets ports returned for write(): what read() hands out.
+    /// Packets ports returned for write(): what read() hands out, and
+    /// their bytes (both bounded).
     copy_queue: KVec<KVec<u8>>,
+    copy_bytes: usize,
     /// Set on release; the worker stops at once.
     closing: bool,
 }
@@ -189,17 +371,30 @@ impl Inner {
     }
 }
 
-/// What one worker pass achieved.
-enum Pass {
-    /// Moved at least one slot.
+/// What one worker pass over the to-device side achieved.
+#[derive(Default)]
+struct TxPass {
+    /// Moved at least one slot or backlog datagram.
+    progress: bool,
+    /// Entries wait, but the from-device ring has no room for what their
+    /// port returns.
+    no_space: bool,
+    /// A sending `udp` stream holds datagrams its socket refused.
+    blocked: Option<TxBlock>,
+    /// The producer index the pass read: entries published after it are
+    /// news when the worker is about to sleep.
+    producer: u32,
+}
+
+/// What one worker pass over the receiving `udp` streams achieved.
+#[derive(PartialEq, Eq)]
+enum RxPass {
+    /// Took at least one datagram.
     Progress,
-    /// Nothing to consume.
+    /// Nothing to receive.
     Idle,
-    /// Entries wait, but the from-device ring has no room.
+    /// Datagrams wait, but the from-device ring is full.
     NoSpace,
-    /// A socket's send buffer is full. `armed`: its write-space callback
-    /// queues the worker; otherwise try again.
-    TxBusy { armed: bool },
 }
 
 impl Inner {
@@ -230,12 +425,20 @@ impl Inner {
         self.streams.get_mut(id)?.take()
     }
 
-    /// Drain up to `BATCH` to-device entries into their ports and publish
-    /// what the ports return.
-    fn pass(&mut self) -> Pass {
-        let Some(region) = self.region.as_mut() else { return Pass::Idle };
+    /// Send what the sending `udp` streams' backlogs hold (older than
+    /// anything in the ring), then drain up to `BATCH` to-device entries
+    /// into their ports and publish what the ports return.
+    fn pass(&mut self) -> TxPass {
+        let mut out = TxPass::default();
+        for net in self.streams.iter_mut().flatten().filter_map(|s| s.net.as_mut()) {
+            let (sent, blocked) = net.drain_backlog();
+            out.progress |= sent > 0;
+            out.blocked = tx_block(out.blocked, blocked);
+        }
+        let Some(region) = self.region.as_mut() else { return out };
         let slot_size = region.geometry().slot_size;
-        let available = match region.todev_available() {
+        out.producer = region.todev_producer();
+        let available = match region.todev_available_at(out.producer) {
             Ok(n) => n.min(BATCH),
             Err(()) => {
                 self.counters.invalid_indices += 1;
@@ -243,8 +446,6 @@ impl Inner {
             }
         };
         let (mut consumed, mut produced) = (0u32, 0u32);
-        let mut blocked = false;
-        let mut tx_busy = None;
         let now = monotonic_ns();
         for i in 0..available {
             // One copy of the header; only the copy is used below.
@@ -256,38 +457,25 @@ impl Inner {
                 continue;
             };
             if let Some(net) = stream.net.as_mut() {
+                // Sent, queued in the stream's backlog or dropped: the
+                // slot goes back either way, so one full socket never
+                // holds up the other streams of the ring.
                 let pkt = region.todev_payload(i, h.len);
-                match net.sock.send(&pkt) {
-                    SendResult::Sent => {
-                        net.counters.tx_packets += 1;
-                        net.counters.tx_bytes += u64::from(h.len);
-                    }
-                    SendResult::Failed => net.counters.tx_errors += 1,
-                    busy @ (SendResult::WouldBlock | SendResult::Retry) => {
-                        // The slot stays; it is sent when there is room.
-                        net.counters.tx_blocked += 1;
-                        tx_busy = Some(matches!(busy, SendResult::WouldBlock));
-                        break;
-                    }
+                out.blocked = tx_block(out.blocked, net.transmit(&pkt));
+            } else {
+                // A slot that would come back waits in the ring until the
+                // from-device ring has room: user space asked for every
+                // packet (and reads the from-device ring it fills).
+                let wants_return = stream.wants_return();
+                if wants_return && !fromdev_room(region, produced, &mut self.counters) {
+                    out.no_space = true;
+                    break;
                 }
-                stream.counters.to_dev_packets += 1;
-                stream.counters.to_dev_bytes += u64::from(h.len);
-                self.counters.to_dev_packets += 1;
-                self.counters.to_dev_bytes += u64::from(h.len);
-                consumed += 1;
-                continue;
-            }
-            // A slot that would come back waits in the ring until the
-            // from-device ring has room: user space asked for every packet.
-            let wants_return = stream.wants_return();
-            if wants_return && !fromdev_room(region, produced, &mut self.counters) {
-                blocked = true;
-                break;
-            }
-            let pkt = region.todev_payload(i, h.len);
-            let slot = wants_return.then_some(produced);
-            if port_transmit(stream, h.stream_id, &pkt, region, slot, now, &mut self.counters) {
-                produced += 1;
+                let pkt = region.todev_payload(i, h.len);
+                let slot = wants_return.then_some(produced);
+                if port_transmit(stream, h.stream_id, &pkt, region, slot, now, &mut self.counters) {
+                    produced += 1;
+                }
             }
             stream.counters.to_dev_packets += 1;
             stream.counters.to_dev_bytes += u64::from(h.len);
@@ -299,21 +487,14 @@ impl Inner {
         // everything returned from it is visible.
         region.fromdev_publish(produced);
         region.todev_release(consumed);
-        if consumed > 0 || produced > 0 {
-            Pass::Progress
-        } else if blocked {
-            Pass::NoSpace
-        } else if let Some(armed) = tx_busy {
-            Pass::TxBusy { armed }
-        } else {
-            Pass::Idle
-        }
+        out.progress |= consumed > 0 || produced > 0;
+        out
     }
 
     /// Receive up to `BATCH` datagrams from the sockets of `udp` streams
     /// into the from-device ring. A full ring leaves them in the sockets.
-    fn net_rx(&mut self) -> Pass {
-        let Some(region) = self.region.as_mut() else { return Pass::Idle };
+    fn net_rx(&mut self) -> RxPass {
+        let Some(region) = self.region.as_mut() else { return RxPass::Idle };
         let cap = region.geometry().payload_capacity() as usize;
         let now = monotonic_ns();
         let (mut produced, mut handled) = (0u32, 0u32);
@@ -352,6 +533,14 @@ impl Inner {
                         net.counters.csum_errors += 1;
                         continue;
                     }
+                    // A pending socket error (consumed: what is queued
+                    // behind it is read on) or a datagram the helper could
+                    // not copy (dropped). Never "empty".
+                    Recv::Error => {
+                        handled += 1;
+                        net.counters.rx_errors += 1;
+                        continue;
+                    }
                     Recv::Datagram { len, head, last } => (len, head, last),
                 };
                 handled += 1;
@@ -381,11 +570,11 @@ impl Inner {
         }
         region.fromdev_publish(produced);
         if handled > 0 {
-            Pass::Progress
+            RxPass::Progress
         } else if full {
-            Pass::NoSpace
+            RxPass::NoSpace
         } else {
-            Pass::Idle
+            RxPass::Idle
         }
     }
 }
@@ -420,14 +609,17 @@ fn forward(
     let now = monotonic_ns();
     let mut handled = 0;
     while handled < budget && net.sock.rx_pending() {
-        // SAFETY: the bounce buffer is ours, `BOUNCE_BYTES` long and not
-        // otherwise accessed while `buf` and `pkt` live (this loop body).
-        let mut buf = unsafe { SharedBytes::from_raw(net.bounce.as_mut_ptr(), net.bounce.len()) };
+        let mut buf = SharedBytes::from_slice(&mut net.bounce);
         let (len, head, last) = match net.sock.recv(&mut buf) {
             Recv::Empty => break,
             Recv::BadChecksum => {
                 handled += 1;
                 net.counters.csum_errors += 1;
+                continue;
+            }
+            Recv::Error => {
+                handled += 1;
+                net.counters.rx_errors += 1;
                 continue;
             }
             Recv::Datagram { len, head, last } => (len, head, last),
@@ -444,34 +636,19 @@ fn forward(
             }
             net.rtp_update(&head, now);
         }
-        // SAFETY: as above; `len` is within the buffer (checked).
-        let pkt = unsafe { SharedBytes::from_raw(net.bounce.as_mut_ptr(), len) };
+        let pkt = SharedBytes::from_slice(&mut net.bounce[..len]);
         let target = dst.as_mut().filter(|s| s.direction & abi::DIR_TO_DEVICE != 0);
         let Some(target) = target else {
             net.counters.forward_drops += 1;
             continue;
         };
         let sent = match target.net.as_mut() {
+            // Forwarding never waits: a target whose socket is full (or
+            // still has a backlog to send first) costs the datagram.
+            Some(tn) if tn.backlog.as_ref().is_some_and(|b| !b.is_empty()) => false,
             Some(tn) => {
-                let mut r = tn.sock.send(&pkt);
-                if matches!(r, SendResult::Retry) {
-                    r = tn.sock.send(&pkt);
-                }
-                match r {
-                    SendResult::Sent => {
-                        tn.counters.tx_packets += 1;
-                        tn.counters.tx_bytes += len as u64;
-                        true
-                    }
-                    SendResult::Failed => {
-                        tn.counters.tx_errors += 1;
-                        false
-                    }
-                    SendResult::WouldBlock | SendResult::Retry => {
-                        tn.counters.tx_blocked += 1;
-                        false
-                    }
-                }
+                let tx_errors = tn.counters.tx_errors;
+                tn.try_send(&pkt).is_none() && tn.counters.tx_errors == tx_errors
             }
             None => {
                 // A port that returns packets (loopback, media0) gives the
@@ -575,23 +752,34 @@ fn port_transmit(
 pub(crate) struct Session {
     #[pin]
     inner: Mutex<Inner>,
-    /// `WAIT` callers sleep here; the worker wakes them after each pass.
+    /// `WAIT` callers sleep here; the worker wakes them after each pass,
+    /// and so do the ioctls that make room or stop streams.
     #[pin]
     waiters: CondVar,
     #[pin]
     work: Work<Session>,
+    /// The VMAs mapping the region (see `MapCount`).
+    maps: Arc<MapCount>,
 }
 
 impl_has_work! {
     impl HasWork<Self> for Session { self.work }
 }
 
+impl NetWaker for Session {
+    /// A socket callback: data arrived or send space appeared.
+    fn wake(this: ArcBorrow<'_, Self>) {
+        Session::kick(this);
+    }
+}
+
 impl WorkItem for Session {
     type Pointer = Arc<Session>;
 
     /// The kernel side of the rings. "Asleep" means "not queued": it runs
-    /// until there is nothing to do, raises need-wakeup on the ring it waits
-    /// for, re-checks once, and returns; `KICK` queues it again.
+    /// until there is nothing to do, raises need-wakeup on every ring it
+    /// waits for, re-checks once, and returns; `KICK` (or a socket
+    /// callback) queues it again.
     fn run(this: Arc<Session>) {
         for _ in 0..PASSES_PER_RUN {
             let mut inner = this.inner.lock();
@@ -603,34 +791,27 @@ impl WorkItem for Session {
             }
             let tx = inner.pass();
             let rx = inner.net_rx();
-            if matches!(tx, Pass::Progress) || matches!(rx, Pass::Progress) {
+            if tx.progress || rx == RxPass::Progress {
                 inner.publish_all_stats();
                 drop(inner);
                 this.waiters.notify_all();
                 continue;
             }
-            // Nothing moved: sleep on what blocks us. Datagrams arriving
-            // meanwhile queue the worker again from the socket callback.
+            // Nothing moved: sleep. To-device need-wakeup goes up whatever
+            // we wait for, so a slot published for any stream kicks us,
+            // also while a socket holds a backlog (its write-space
+            // callback wakes us for that one). Datagrams arriving meanwhile
+            // queue the worker from the socket callback.
             let Some(r) = inner.region.as_mut() else { return };
-            let mut again = false;
-            match tx {
-                Pass::Idle => {
-                    r.raise_need_wakeup(RingId::ToDevice);
-                    // Entries that arrived in between: stay awake.
-                    again |= matches!(r.todev_available(), Ok(n) if n > 0);
-                }
-                Pass::NoSpace => {
-                    r.raise_need_wakeup(RingId::FromDevice);
-                    again |= matches!(r.fromdev_free(1), Ok(n) if n > 0);
-                }
-                // The write-space callback queues us when `armed`.
-                Pass::TxBusy { armed } => again |= !armed,
-                Pass::Progress => {}
-            }
-            if matches!(rx, Pass::NoSpace) {
+            r.raise_need_wakeup(RingId::ToDevice);
+            // Entries published since the pass looked: stay awake.
+            let mut again = r.todev_producer() != tx.producer;
+            if tx.no_space || rx == RxPass::NoSpace {
                 r.raise_need_wakeup(RingId::FromDevice);
                 again |= matches!(r.fromdev_free(1), Ok(n) if n > 0);
             }
+            // Room appeared while a socket armed its wake-up: try again.
+            again |= tx.blocked == Some(TxBlock::Retry);
             if again {
                 continue;
             }
@@ -662,54 +843,122 @@ fn check_size(size: u32, want: u32) -> Result {
 }
 
 impl Session {
-    fn new_session() -> Result<Arc<Session>> {
-        let copy_queue = KVec::with_capacity(COPY_QUEUE_MAX, GFP_KERNEL)?;
+    /// A new session for `open`; its 64 stream entries are built in
+    /// place, never on the stack.
+    pub(crate) fn open(_file: &File) -> Result<Arc<Session>> {
+        let copy_queue = KVec::with_capacity(COPY_QUEUE_MAX, GFP_KERNEL_ACCOUNT)?;
+        let maps = MapCount::new()?;
         Arc::pin_init(
             try_pin_init!(Session {
-                inner <- new_mutex!(Inner {
+                inner <- new_mutex!(init!(Inner {
                     region: None,
-                    streams: [const { None }; abi::MAX_STREAMS as usize],
+                    streams <- pin_init::init_array_from_fn(|_| None),
                     counters: SessionCounters::default(),
                     copy_queue,
+                    copy_bytes: 0,
                     closing: false,
-                }),
+                })),
                 waiters <- new_condvar!("rtpmgr::Session::waiters"),
                 work <- new_work!("rtpmgr::Session::work"),
+                maps,
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
-    /// On close: stop the streams and wait until the worker is idle for good.
-    fn shut_down(&self) {
-        {
-            self.inner.lock().closing = true;
-        }
-        self.stop_streams();
+    /// The file is closed: stop the streams and wait until the worker is
+    /// idle for good.
+    pub(crate) fn release(self: Arc<Self>) {
+        let taken = self.take_streams(|inner| inner.closing = true);
+        drop(taken);
         self.waiters.notify_all();
         // SAFETY: `work` is an initialised work item inside `self`, alive
         // across the call. After it returns no run of the worker is pending
         // or executing, and none can be queued again: the file is going away
-        // (no more ioctls) and `closing` stops re-queueing.
+        // (no more ioctls), `closing` stops re-queueing, and the sockets
+        // whose callbacks queued it are closed.
         unsafe { bindings::flush_work(Work::raw_get(&self.work)) };
     }
 
-    /// Stop every stream. Each is taken out under the lock and dropped
-    /// after it: closing a socket sleeps and takes socket locks, which must
-    /// never nest inside `inner`.
-    fn stop_streams(&self) {
+    /// Take every stream out in one critical section, with `also` done in
+    /// the same one, and return them to be dropped after unlocking: closing
+    /// a socket sleeps and takes socket locks, which must never nest inside
+    /// `inner`. Nobody sees some streams stopped and others running.
+    fn take_streams(&self, also: impl FnOnce(&mut Inner)) -> KVec<Stream> {
+        // Room for all of them before locking; should the allocation fail,
+        // the streams are taken one critical section each instead.
+        let mut taken = KVec::with_capacity(abi::MAX_STREAMS as usize, GFP_KERNEL).unwrap_or_default();
+        let mut inner = self.inner.lock();
+        also(&mut inner);
         for id in 0..abi::MAX_STREAMS as usize {
-            let stream = self.inner.lock().take_stream(id);
-            if let Some(st) = stream {
-                port::add_user(&*st.port, -1);
+            if taken.len() == taken.capacity() {
+                break;
+            }
+            if let Some(st) = inner.take_stream(id) {
+                // Within the capacity reserved above: no allocation.
+                if let Err(e) = taken.push_within_capacity(st) {
+                    inner.streams[id] = Some(e.0);
+                }
             }
         }
+        while let Some(id) = (0..abi::MAX_STREAMS as usize).find(|&id| inner.streams[id].is_some()) {
+            let st = inner.take_stream(id);
+            drop(inner);
+            drop(st);
+            inner = self.inner.lock();
+        }
+        taken
     }
 
+    /// Queue the worker (already queued: the queued run sees the news).
     pub(crate) fn kick(this: ArcBorrow<'_, Session>) {
         let arc: Arc<Session> = this.into();
-        // Already queued: the queued run will see the new entries.
         let _ = workqueue::system_unbound().enqueue(arc);
+    }
+
+    /// After streams were taken out: their slots left in the to-device
+    /// ring are invalid now and must be consumed (so the worker runs even
+    /// if it slept waiting for a socket that is gone), and WAIT sleepers
+    /// re-check.
+    fn after_removal(this: ArcBorrow<'_, Session>) {
+        Session::kick(this);
+        this.waiters.notify_all();
+    }
+
+    pub(crate) fn ioctl(this: ArcBorrow<'_, Session>, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserPtr::from_addr(arg);
+        match cmd {
+            abi::RTPMGR_IOC_GET_INFO => this.get_info(user),
+            abi::RTPMGR_IOC_CONFIGURE_BUFFER => this.configure(user),
+            abi::RTPMGR_IOC_START_STREAM => this.start_stream(user),
+            abi::RTPMGR_IOC_STOP_STREAM => Session::stop_stream(this, user),
+            abi::RTPMGR_IOC_GET_STATUS => this.get_status(user),
+            abi::RTPMGR_IOC_RESET => Session::reset(this),
+            abi::RTPMGR_IOC_KICK => {
+                {
+                    let mut inner = this.inner.lock();
+                    if inner.region.is_none() {
+                        return Err(enotconn());
+                    }
+                    inner.counters.kicks += 1;
+                }
+                Session::kick(this);
+                Ok(0)
+            }
+            abi::RTPMGR_IOC_WAIT => this.wait(user),
+            abi::RTPMGR_IOC_GET_PORT => this.get_port(user),
+            abi::RTPMGR_IOC_START_NET_STREAM => {
+                let r = this.start_net_stream(this.into(), user);
+                // Datagrams may have arrived before the stream was in the
+                // table: look once.
+                if r.is_ok() {
+                    Session::kick(this);
+                }
+                r
+            }
+            abi::RTPMGR_IOC_GET_NET_STATUS => this.get_net_status(user),
+            _ => Err(ENOTTY),
+        }
     }
 
     fn get_info(&self, user: UserPtr) -> Result<isize> {
@@ -756,25 +1005,31 @@ impl Session {
                 abi::GeometryError::TooLarge => ENOMEM,
                 _ => EINVAL,
             })?;
-        if self.inner.lock().running() > 0 {
+        let busy = |inner: &Inner| inner.running() > 0 || self.maps.mapped();
+        if busy(&self.inner.lock()) {
             return Err(EBUSY);
         }
-        // Allocate without the lock (it may sleep for a while).
+        // Allocate (and charge) without the lock: it may sleep for a while.
         let region = Region::new(geometry)?;
         cfg.mmap_size = region.mmap_size() as u64;
         cfg.to_dev_slots_offset = geometry.to_dev_slots_offset();
         cfg.from_dev_slots_offset = geometry.from_dev_slots_offset();
-        {
+        let old = {
             let mut inner = self.inner.lock();
-            if inner.running() > 0 {
+            // `mmap` counts a new mapping under this lock, so no mapping of
+            // the old region can appear between the check and the swap.
+            if busy(&inner) {
                 return Err(EBUSY);
             }
-            // An old region still mapped somewhere keeps its pages (each
-            // mapped page holds a reference) but is no longer ours.
-            inner.region = Some(region);
             inner.counters = SessionCounters::default();
             inner.copy_queue.clear();
-        }
+            inner.copy_bytes = 0;
+            inner.region.replace(region)
+        };
+        // Unmapped (checked above): freeing it and giving back its charge
+        // (which takes the configuring process's mmap lock) happen here,
+        // without the session lock.
+        drop(old);
         write_arg(user, &cfg)?;
         Ok(0)
     }
@@ -797,22 +1052,17 @@ impl Session {
         if slot.is_some() {
             return Err(EEXIST);
         }
-        port::add_user(&*port, 1);
-        *slot = Some(Stream {
-            port,
-            direction: spec.direction,
-            counters: StreamCounters { running: 1, port: spec.port, direction: spec.direction, ..Default::default() },
-            net: None,
-        });
+        let counters =
+            StreamCounters { running: 1, port: spec.port, direction: spec.direction, ..Default::default() };
+        *slot = Some(Stream::new(port, spec.direction, counters, None));
         Ok(0)
     }
 
     /// `START_NET_STREAM`: validate everything, then create and bind the
     /// socket here, in the caller's context (its credentials decide
     /// privileged ports, its netns the addresses), without `inner` held.
-    ///
-    /// `ctx` is `Arc::as_ptr` of this session (the socket callbacks' context).
-    fn start_net_stream(&self, ctx: *const Session, user: UserPtr) -> Result<isize> {
+    /// The socket holds `me` (this session) for its callbacks.
+    fn start_net_stream(&self, me: Arc<Session>, user: UserPtr) -> Result<isize> {
         let spec: abi::NetStreamSpec = read_arg(user)?;
         check_size(spec.size, <abi::NetStreamSpec as IoctlArg>::SIZE)?;
         let ep = crate::net::endpoints(&spec)?;
@@ -836,23 +1086,27 @@ impl Session {
             }
             check_target(&inner)?;
         }
+        // Allocated here, in the caller's context, and charged to it.
         let bounce = match forward_to {
-            Some(_) => VVec::from_elem(0u8, BOUNCE_BYTES, GFP_KERNEL).map_err(|_| ENOMEM)?,
+            Some(_) => VVec::from_elem(0u8, BOUNCE_BYTES, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)?,
             None => VVec::new(),
         };
-        let sock = NetSocket::open(ctx, &ep)?;
+        let backlog =
+            if spec.direction & abi::DIR_TO_DEVICE != 0 { Some(Backlog::new(BACKLOG_BYTES)?) } else { None };
+        let sock = NetSocket::open(me, &ep)?;
         let ns = NetStream {
             sock,
             flags: spec.flags,
             counters: NetCounters::default(),
             forward_to,
             bounce,
+            backlog,
             rtp: None,
             clock_rate: spec.clock_rate,
             ssrc_changes: 0,
         };
         // On failure the socket closes here, without `inner` held.
-        let ns = KBox::new(ns, GFP_KERNEL)?;
+        let ns = KBox::new(ns, GFP_KERNEL_ACCOUNT)?;
         let mut inner = self.inner.lock();
         // Checked again: the lock was dropped while the socket was made.
         let free = inner.region.is_some() && inner.streams[spec.stream_id as usize].is_none() && !inner.closing;
@@ -862,22 +1116,12 @@ impl Session {
             drop(ns);
             return Err(if free { target.err().unwrap_or(EINVAL) } else { EEXIST });
         }
-        port::add_user(&port::UDP, 1);
-        inner.streams[spec.stream_id as usize] = Some(Stream {
-            port: PortRef::Builtin(&port::UDP),
-            direction: spec.direction,
-            counters: StreamCounters {
-                running: 1,
-                port: abi::PORT_UDP,
-                direction: spec.direction,
-                ..Default::default()
-            },
-            net: Some(ns),
-        });
+        let counters =
+            StreamCounters { running: 1, port: abi::PORT_UDP, direction: spec.direction, ..Default::default() };
+        inner.streams[spec.stream_id as usize] =
+            Some(Stream::new(PortRef::Builtin(&port::UDP), spec.direction, counters, Some(ns)));
         // Its record is valid (zero counters, running) from the start.
         inner.publish_stats(spec.stream_id as usize, true);
-        // Datagrams may have arrived before the stream was published: the
-        // ioctl handler kicks the worker once.
         Ok(0)
     }
 
@@ -896,16 +1140,16 @@ impl Session {
         Ok(0)
     }
 
-    fn stop_stream(&self, user: UserPtr) -> Result<isize> {
+    fn stop_stream(this: ArcBorrow<'_, Session>, user: UserPtr) -> Result<isize> {
         let stop: abi::StreamStop = read_arg(user)?;
         check_size(stop.size, <abi::StreamStop as IoctlArg>::SIZE)?;
         if stop.stream_id >= abi::MAX_STREAMS {
             return Err(EINVAL);
         }
         // Taken under the lock, dropped (a socket closed) after it.
-        let st = self.inner.lock().take_stream(stop.stream_id as usize).ok_or(ENOENT)?;
-        port::add_user(&*st.port, -1);
+        let st = this.inner.lock().take_stream(stop.stream_id as usize).ok_or(ENOENT)?;
         drop(st);
+        Session::after_removal(this);
         Ok(0)
     }
 
@@ -929,14 +1173,20 @@ impl Session {
         Ok(0)
     }
 
-    fn reset(&self) -> Result<isize> {
-        self.stop_streams();
-        let mut inner = self.inner.lock();
-        inner.counters = SessionCounters::default();
-        inner.copy_queue.clear();
-        if let Some(r) = inner.region.as_mut() {
-            r.reset();
-        }
+    /// `RESET`: every stream stopped, both rings emptied, the counters
+    /// zeroed, all in one critical section, so a concurrent START_STREAM
+    /// lands wholly before (and is stopped) or wholly after.
+    fn reset(this: ArcBorrow<'_, Session>) -> Result<isize> {
+        let taken = this.take_streams(|inner| {
+            inner.counters = SessionCounters::default();
+            inner.copy_queue.clear();
+            inner.copy_bytes = 0;
+            if let Some(r) = inner.region.as_mut() {
+                r.reset();
+            }
+        });
+        drop(taken);
+        Session::after_removal(this);
         Ok(0)
     }
 
@@ -977,36 +1227,8 @@ impl Session {
         write_arg(user, &args)?;
         Ok(0)
     }
-}
 
-#[vtable]
-impl MiscDevice for Session {
-    type Ptr = Arc<Session>;
-
-    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Session>> {
-        // The 7.2 miscdevice abstraction leaves `file_operations.owner`
-        // unset, so an open file would not pin the module. Pin it here and
-        // release it as the last step of `release`, so that unloading is
-        // impossible while a session is open.
-        // SAFETY: `THIS_MODULE` is this module, alive while its code runs.
-        if !unsafe { bindings::try_module_get(crate::THIS_MODULE.as_ptr()) } {
-            return Err(ENODEV);
-        }
-        Self::new_session().inspect_err(|_| {
-            // SAFETY: balances the successful `try_module_get` above.
-            unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) }
-        })
-    }
-
-    fn release(session: Arc<Session>, _file: &File) {
-        session.shut_down();
-        drop(session);
-        // SAFETY: balances `try_module_get` in `open`; nothing of the session
-        // remains. This is the last statement, as in `module_put_and_*`.
-        unsafe { bindings::module_put(crate::THIS_MODULE.as_ptr()) };
-    }
-
-    fn mmap(session: ArcBorrow<'_, Session>, _file: &File, vma: &VmaNew) -> Result {
+    pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {
         // Only the whole region, shared, never executable.
         if vma.flags() & vm_flags::SHARED == 0 || vma.executable() {
             return Err(EINVAL);
@@ -1018,10 +1240,12 @@ impl MiscDevice for Session {
             return Err(EINVAL);
         }
         vma.try_clear_mayexec()?;
-        // Not inherited by fork, cannot be grown by mremap.
+        // Not inherited by fork, cannot be grown by mremap, and kept out of
+        // core dumps (the rings are packet data of the whole session).
         vma.set_dontcopy();
         vma.set_dontexpand();
-        let inner = session.inner.lock();
+        vma.set_dontdump();
+        let inner = self.inner.lock();
         let region = inner.region.as_ref().ok_or(EINVAL)?;
         let len = vma.end() - vma.start();
         if len != region.mmap_size() {
@@ -1032,55 +1256,21 @@ impl MiscDevice for Session {
             let page = region.page(i).ok_or(EINVAL)?;
             mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
         }
+        // Counted under the lock CONFIGURE_BUFFER checks it under.
+        MapCount::attach(&self.maps, vma);
         Ok(())
-    }
-
-    fn ioctl(session: ArcBorrow<'_, Session>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let user = UserPtr::from_addr(arg);
-        match cmd {
-            abi::RTPMGR_IOC_GET_INFO => session.get_info(user),
-            abi::RTPMGR_IOC_CONFIGURE_BUFFER => session.configure(user),
-            abi::RTPMGR_IOC_START_STREAM => session.start_stream(user),
-            abi::RTPMGR_IOC_STOP_STREAM => session.stop_stream(user),
-            abi::RTPMGR_IOC_GET_STATUS => session.get_status(user),
-            abi::RTPMGR_IOC_RESET => session.reset(),
-            abi::RTPMGR_IOC_KICK => {
-                {
-                    let mut inner = session.inner.lock();
-                    if inner.region.is_none() {
-                        return Err(enotconn());
-                    }
-                    inner.counters.kicks += 1;
-                }
-                Session::kick(session);
-                Ok(0)
-            }
-            abi::RTPMGR_IOC_WAIT => session.wait(user),
-            abi::RTPMGR_IOC_GET_PORT => session.get_port(user),
-            abi::RTPMGR_IOC_START_NET_STREAM => {
-                let ctx = Arc::as_ptr(&Arc::from(session));
-                let r = session.start_net_stream(ctx, user);
-                if r.is_ok() {
-                    Session::kick(session);
-                }
-                r
-            }
-            abi::RTPMGR_IOC_GET_NET_STATUS => session.get_net_status(user),
-            _ => Err(ENOTTY),
-        }
     }
 
     /// The copying baseline: one write() is one packet, a `SlotHeader`
     /// followed by `len` bytes, for a running stream.
-    fn write_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterSource<'_>) -> Result<usize> {
-        let session = kiocb.file();
+    pub(crate) fn write_iter(session: ArcBorrow<'_, Session>, iov: &mut IovIterSource<'_>) -> Result<usize> {
         let total = iov.len();
         let hdr_size = abi::SLOT_HEADER_SIZE as usize;
         if total < hdr_size || total > abi::MAX_SLOT_SIZE as usize {
             return Err(EINVAL);
         }
-        let mut buf = KVec::with_capacity(total, GFP_KERNEL)?;
-        iov.copy_from_iter_vec(&mut buf, GFP_KERNEL)?;
+        let mut buf = KVec::with_capacity(total, GFP_KERNEL_ACCOUNT)?;
+        iov.copy_from_iter_vec(&mut buf, GFP_KERNEL_ACCOUNT)?;
         if buf.len() != total {
             return Err(EFAULT);
         }
@@ -1097,20 +1287,11 @@ impl MiscDevice for Session {
             .filter(|s| s.direction & abi::DIR_TO_DEVICE != 0)
             .ok_or(EINVAL)?;
         let payload = &mut buf[hdr_size..];
-        // SAFETY: `payload` is our exclusive kernel buffer, valid for its
-        // length for this scope, with no other reference used meanwhile.
-        let pkt = unsafe { SharedBytes::from_raw(payload.as_mut_ptr(), payload.len()) };
+        let pkt = SharedBytes::from_slice(payload);
         if let Some(net) = stream.net.as_mut() {
-            match net.sock.send(&pkt) {
-                SendResult::Sent => {
-                    net.counters.tx_packets += 1;
-                    net.counters.tx_bytes += u64::from(h.len);
-                }
-                SendResult::Failed => net.counters.tx_errors += 1,
-                SendResult::WouldBlock | SendResult::Retry => {
-                    net.counters.tx_blocked += 1;
-                    return Err(EAGAIN);
-                }
+            // Never ahead of what waits in the backlog.
+            if net.backlog.as_ref().is_some_and(|b| !b.is_empty()) || net.try_send(&pkt).is_some() {
+                return Err(EAGAIN);
             }
             stream.counters.to_dev_packets += 1;
             stream.counters.to_dev_bytes += u64::from(h.len);
@@ -1121,9 +1302,8 @@ impl MiscDevice for Session {
         let wants_return = stream.wants_return();
         let mut back = KVec::new();
         let returned = if wants_return {
-            back.extend_with(payload.len(), 0u8, GFP_KERNEL)?;
-            // SAFETY: `back` is an exclusive kernel buffer of that length.
-            let mut out = unsafe { SharedBytes::from_raw(back.as_mut_ptr(), back.len()) };
+            back.extend_with(pkt.len(), 0u8, GFP_KERNEL_ACCOUNT)?;
+            let mut out = SharedBytes::from_slice(&mut back);
             stream.port.transmit(&pkt, Some(&mut out))
         } else {
             stream.port.transmit(&pkt, None)
@@ -1139,15 +1319,17 @@ impl MiscDevice for Session {
                 timestamp_ns: monotonic_ns(),
                 ..Default::default()
             };
-            let mut packet = KVec::with_capacity(hdr_size + len, GFP_KERNEL)?;
-            packet.extend_from_slice(out_hdr.as_bytes(), GFP_KERNEL)?;
-            packet.extend_from_slice(&back, GFP_KERNEL)?;
             stream.counters.from_dev_packets += 1;
             stream.counters.from_dev_bytes += len as u64;
-            if inner.copy_queue.len() >= COPY_QUEUE_MAX {
+            let size = hdr_size + len;
+            if inner.copy_queue.len() >= COPY_QUEUE_MAX || inner.copy_bytes + size > COPY_QUEUE_BYTES {
                 full = true;
             } else {
-                inner.copy_queue.push(packet, GFP_KERNEL)?;
+                let mut packet = KVec::with_capacity(size, GFP_KERNEL_ACCOUNT)?;
+                packet.extend_from_slice(out_hdr.as_bytes(), GFP_KERNEL_ACCOUNT)?;
+                packet.extend_from_slice(&back, GFP_KERNEL_ACCOUNT)?;
+                inner.copy_queue.push(packet, GFP_KERNEL_ACCOUNT)?;
+                inner.copy_bytes += size;
             }
         }
         inner.counters.to_dev_packets += 1;
@@ -1157,9 +1339,9 @@ impl MiscDevice for Session {
             if let Some(s) = inner.streams[h.stream_id as usize].as_mut() {
                 s.counters.ring_full_drops += 1;
             }
-        } else if returned.is_some() {
+        } else if let Some(len) = returned {
             inner.counters.from_dev_packets += 1;
-            inner.counters.from_dev_bytes += returned.unwrap_or(0) as u64;
+            inner.counters.from_dev_bytes += len as u64;
         }
         drop(inner);
         session.waiters.notify_all();
@@ -1169,21 +1351,22 @@ impl MiscDevice for Session {
     /// One returned packet per read(), `SlotHeader` first; `EAGAIN` when
     /// none is queued (block in `WAIT` for `WAIT_FROM_DEV_READY`), `EMSGSIZE`
     /// if the buffer cannot hold the next one.
-    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
-        let session = kiocb.file();
+    pub(crate) fn read_iter(session: ArcBorrow<'_, Session>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let packet = {
             let mut inner = session.inner.lock();
             let next_len = inner.copy_queue.first().map(|p| p.len()).ok_or(EAGAIN)?;
             if next_len > iov.len() {
                 return Err(EMSGSIZE);
             }
-            inner.copy_queue.remove(0).map_err(|_| EAGAIN)?
+            let p = inner.copy_queue.remove(0).map_err(|_| EAGAIN)?;
+            inner.copy_bytes -= p.len();
+            p
         };
         Ok(iov.copy_to_iter(&packet))
     }
 
-    fn show_fdinfo(session: ArcBorrow<'_, Session>, m: &SeqFile, _file: &File) {
-        let inner = session.inner.lock();
+    pub(crate) fn show_fdinfo(&self, m: &SeqFile) {
+        let inner = self.inner.lock();
         let state = match inner.state() {
             abi::STATE_UNCONFIGURED => "unconfigured",
             abi::STATE_CONFIGURED => "configured",
@@ -1233,7 +1416,7 @@ impl MiscDevice for Session {
                     let c = &n.counters;
                     seq_print!(
                         m,
-                        "rtpmgr-net:\t{} rx {} pkts {} B, tx {} pkts {} B, tx_errors {}, tx_blocked {}, malformed {}, oversize {}, csum_errors {}, ring_full {}\n",
+                        "rtpmgr-net:\t{} rx {} pkts {} B, tx {} pkts {} B, tx_errors {}, tx_blocked {}, tx_dropped {}, malformed {}, oversize {}, csum_errors {}, rx_errors {}, ring_full {}\n",
                         id,
                         c.rx_packets,
                         c.rx_bytes,
@@ -1241,15 +1424,17 @@ impl MiscDevice for Session {
                         c.tx_bytes,
                         c.tx_errors,
                         c.tx_blocked,
+                        c.tx_dropped,
                         c.malformed,
                         c.oversize,
                         c.csum_errors,
+                        c.rx_errors,
                         c.ring_full
                     );
                     if let Some(k) = n.forward_to {
                         seq_print!(
                             m,
-                            "rtpmgr-fwd:	{} -> {} fwd {} pkts {} B, forward_drops {}, tap {}, tap_drops {}\n",
+                            "rtpmgr-fwd:\t{} -> {} fwd {} pkts {} B, forward_drops {}, tap {}, tap_drops {}\n",
                             id,
                             k,
                             c.fwd_packets,

@@ -453,7 +453,8 @@ pub struct NetCounters {
     pub tx_bytes: u64,
     /// Sends the stack refused (the slot is consumed and counted here).
     pub tx_errors: u64,
-    /// Times a send found the socket buffer full (the slot waits).
+    /// Times a send found the socket buffer full (the datagram waits in
+    /// the stream's backlog until the socket has room).
     pub tx_blocked: u64,
     /// Datagrams dropped by [`NET_F_RTP`] as not RTP.
     pub malformed: u64,
@@ -497,6 +498,14 @@ pub struct NetCounters {
     /// receive buffer full, or refused by a socket filter): the stack's
     /// `sk_drops`, what a worker that falls behind costs.
     pub socket_drops: u64,
+    /// Errors the receive path met: a socket error reported on receive
+    /// (an ICMP error on a connected socket; the datagrams behind it are
+    /// read on), or a datagram that could not be copied (dropped).
+    pub rx_errors: u64,
+    /// To-device datagrams dropped because the socket's send buffer and
+    /// the stream's backlog in the kernel were both full (a destination
+    /// slower than the stream). Counted instead of holding up the ring.
+    pub tx_dropped: u64,
 }
 
 /// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
@@ -627,7 +636,7 @@ pub struct StatsRecord {
     /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
     /// (`socket_drops` as of the update).
     pub counters: NetCounters,
-    pub _reserved: [u64; 4],
+    pub _reserved: [u64; 2],
 }
 
 /// [`StatsRecord::flags`]: a `udp` stream runs with this id. Cleared when
@@ -815,7 +824,7 @@ impl Geometry {
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 216);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 232);
 const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());

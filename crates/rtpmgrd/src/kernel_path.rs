@@ -207,7 +207,9 @@ impl KernelStream {
             let tx = backend.net_status(self.target_id).unwrap_or_default();
             r.sent_packets = tx.tx_packets;
             r.sent_bytes = tx.tx_bytes;
-            r.send_errors = tx.tx_errors;
+            // Refused by the stack, or dropped because neither the socket
+            // nor the stream's backlog in the module had room.
+            r.send_errors = tx.tx_errors + tx.tx_dropped;
         }
         r
     }
