@@ -152,7 +152,7 @@ unsafe fn session<'a>(file: *mut bindings::file) -> ArcBorrow<'a, Session> {
 unsafe extern "C" fn ioctl(file: *mut bindings::file, cmd: c_uint, arg: c_ulong) -> c_long {
     // SAFETY: an open file of ours (the VFS's contract).
     let s = unsafe { session(file) };
-    match Session::ioctl(s, cmd, arg as usize) {
+    match Session::ioctl(s, cmd, arg) {
         Ok(v) => v as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -229,7 +229,7 @@ pub(crate) struct MapCount {
 
 impl MapCount {
     pub(crate) fn new() -> Result<Arc<MapCount>> {
-        Arc::new(MapCount { count: Atomic::new(0) }, GFP_KERNEL)
+        Ok(Arc::new(MapCount { count: Atomic::new(0) }, GFP_KERNEL)?)
     }
 
     /// Whether a VMA maps the region now.

@@ -18,15 +18,14 @@
 
 use crate::abi::{self, Geometry, SharedHeader, SlotHeader};
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 use kernel::{
     alloc::{allocator::Vmalloc, VVec},
-    bindings,
-    mm::Mm,
+    ffi::c_int,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
-        aref::ARef,
         barrier::{smp_mb, smp_wmb},
     },
 };
@@ -110,40 +109,60 @@ impl<'a> SharedBytes<'a> {
     }
 }
 
+/// A `struct mm_struct`, only ever behind a pointer the C helper gives:
+/// never read from Rust (its generated layout is not the compiler's, see
+/// rtpmgr_mm.c).
+#[repr(C)]
+struct MmStruct {
+    _opaque: [u8; 0],
+}
+
+// The C helper that charges locked memory (rtpmgr_mm.c says why it is C).
+extern "C" {
+    fn rtpmgr_pin_charge(pages: usize, out: *mut *mut MmStruct) -> c_int;
+    fn rtpmgr_pin_uncharge(mm: *mut MmStruct, pages: usize);
+}
+
 /// The region's pages charged to the configuring process's locked memory
 /// (`mm->locked_vm`, limited by `RLIMIT_MEMLOCK` unless it has
 /// `CAP_IPC_LOCK`), as AF_XDP charges its umem and VFIO its pinned pages:
 /// the pages are the kernel's, never swapped, and user space holds them by
 /// an open file and a mapping. Uncharged when the region goes.
+///
+/// Invariant: `mm` is the mm `rtpmgr_pin_charge` charged `pages` to and
+/// holds (`mmgrab`); it is uncharged and dropped once, in `drop`.
 struct PinCharge {
-    mm: ARef<Mm>,
+    mm: NonNull<MmStruct>,
     pages: usize,
 }
 
+// SAFETY: the mm pointer is only handed back to the helper, which may run
+// on any thread (it takes the mm's own lock).
+unsafe impl Send for PinCharge {}
+
 impl PinCharge {
-    /// Charge `pages` to the current task's mm (none for a kernel thread).
+    /// Charge `pages` to the current task (none for a kernel thread).
     fn new(pages: usize) -> Result<Option<PinCharge>> {
-        let Some(mm) = kernel::current!().mm() else { return Ok(None) };
-        let mm: ARef<Mm> = ARef::from(&**mm);
-        // SAFETY: `mm` is a valid mm (we hold an `mmgrab` reference); the
-        // call takes its mmap lock for writing, which no caller of
-        // `Region::new` holds (it runs in CONFIGURE_BUFFER).
-        let rc = unsafe { bindings::account_locked_vm(mm.as_raw(), pages as _, true) };
+        let mut mm = core::ptr::null_mut();
+        // SAFETY: `mm` is a valid out pointer. The helper takes the current
+        // mm's mmap lock, which no caller of `Region::new` holds (it runs
+        // in CONFIGURE_BUFFER).
+        let rc = unsafe { rtpmgr_pin_charge(pages, &mut mm) };
         if rc < 0 {
             return Err(Error::from_errno(rc));
         }
-        Ok(Some(PinCharge { mm, pages }))
+        Ok(NonNull::new(mm).map(|mm| PinCharge { mm, pages }))
     }
 }
 
 impl Drop for PinCharge {
     fn drop(&mut self) {
-        // SAFETY: undoes the charge of `new` on the same mm, held by
-        // `mmgrab`. Takes its mmap lock: a region is never dropped with an
-        // mmap lock held (it goes in CONFIGURE_BUFFER, which refuses while
-        // mapped, or with the last reference to its session, which no VMA
-        // holds).
-        unsafe { bindings::account_locked_vm(self.mm.as_raw(), self.pages as _, false) };
+        // SAFETY: undoes the charge of `new` on the mm it charged and holds
+        // (type invariant), once. Takes that mm's mmap lock: a region is
+        // never dropped with an mmap lock held (it goes in CONFIGURE_BUFFER,
+        // which refuses while mapped, or with the last reference to its
+        // session, which no VMA holds).
+        unsafe { rtpmgr_pin_uncharge(self.mm.as_ptr(), self.pages) };
     }
 }
 

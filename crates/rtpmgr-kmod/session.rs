@@ -604,7 +604,7 @@ fn forward(
         (&mut b[0], &mut a[k])
     };
     let Some(src) = src.as_mut() else { return 0 };
-    let Some(net) = src.net.as_mut() else { return 0 };
+    let Some(net) = src.net.as_deref_mut() else { return 0 };
     let cap = region.geometry().payload_capacity() as usize;
     let now = monotonic_ns();
     let mut handled = 0;
@@ -916,10 +916,10 @@ impl Session {
         let _ = workqueue::system_unbound().enqueue(arc);
     }
 
-    /// After streams were taken out: their slots left in the to-device
-    /// ring are invalid now and must be consumed (so the worker runs even
-    /// if it slept waiting for a socket that is gone), and WAIT sleepers
-    /// re-check.
+    /// After STOP_STREAM: the stream's slots left in the to-device ring
+    /// are invalid now and must be consumed (so the worker runs even if it
+    /// slept waiting for the stream's socket, which is gone), and WAIT
+    /// sleepers re-check.
     fn after_removal(this: ArcBorrow<'_, Session>) {
         Session::kick(this);
         this.waiters.notify_all();
@@ -1186,7 +1186,10 @@ impl Session {
             }
         });
         drop(taken);
-        Session::after_removal(this);
+        // The rings are empty and show need-wakeup (as after configure):
+        // the worker has nothing to do until the next kick. WAIT sleepers
+        // re-check (to-device has room now).
+        this.waiters.notify_all();
         Ok(0)
     }
 
