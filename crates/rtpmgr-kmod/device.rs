@@ -13,7 +13,10 @@
 //!   `release` and then returns through module text that `rmmod` may have
 //!   freed, and `__fput` still reads `f_op->owner` from module data
 //!   afterwards;
-//! * it has no `poll` (7.2's `MiscDevice` trait stops at `show_fdinfo`).
+//! * it has no `poll` (7.2's `MiscDevice` trait has open, release, mmap,
+//!   read_iter, write_iter, ioctl, compat_ioctl and show_fdinfo, and its
+//!   vtable builder is private), which `/dev/rtpmgr` implements with
+//!   7.2's `PollTable`/`PollCondVar` as binder does.
 //!
 //! Every entry point below only recovers the session from
 //! `file->private_data` and calls the session's safe method.
@@ -29,6 +32,7 @@ use kernel::{
     seq_file::SeqFile,
     sync::{
         atomic::{Atomic, Relaxed},
+        poll::PollTable,
         Arc, ArcBorrow,
     },
     types::{ForeignOwnable, Opaque},
@@ -52,6 +56,7 @@ static FOPS: AssertSync<bindings::file_operations> = AssertSync(bindings::file_o
     // Every argument has one layout for 32- and 64-bit callers.
     #[cfg(CONFIG_COMPAT)]
     compat_ioctl: bindings::compat_ptr_ioctl,
+    poll: Some(poll),
     show_fdinfo: Some(show_fdinfo),
     // SAFETY: all zeroes is a valid `file_operations` (no operation).
     ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
@@ -201,6 +206,21 @@ unsafe extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
+}
+
+/// # Safety
+///
+/// Called by the VFS for an open file of this device and a poll table that
+/// is valid (or null) for the call.
+unsafe extern "C" fn poll(file: *mut bindings::file, wait: *mut bindings::poll_table_struct) -> bindings::__poll_t {
+    // SAFETY: an open file of ours (the VFS's contract).
+    let s = unsafe { session(file) };
+    // SAFETY: the file is valid for the call; poll does not use its
+    // position, so no fdget_pos region matters.
+    let f = unsafe { File::from_raw_file(file) };
+    // SAFETY: `wait` is null or a valid poll table for the call.
+    let table = unsafe { PollTable::from_raw(wait) };
+    s.poll(f, table)
 }
 
 /// # Safety

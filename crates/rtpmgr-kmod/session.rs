@@ -20,11 +20,14 @@ use kernel::{
     fs::File,
     iov::{IovIterDest, IovIterSource},
     mm::virt::{flags as vm_flags, VmaNew},
-    new_condvar, new_mutex,
+    new_mutex, new_poll_condvar,
     page::PAGE_SIZE,
     prelude::*,
     seq_file::{seq_print, SeqFile},
-    sync::{Arc, ArcBorrow, CondVar, Mutex},
+    sync::{
+        poll::{PollCondVar, PollTable},
+        Arc, ArcBorrow, Mutex,
+    },
     time::msecs_to_jiffies,
     transmute::{AsBytes, FromBytes},
     uaccess::{UserPtr, UserSlice},
@@ -752,10 +755,10 @@ fn port_transmit(
 pub(crate) struct Session {
     #[pin]
     inner: Mutex<Inner>,
-    /// `WAIT` callers sleep here; the worker wakes them after each pass,
-    /// and so do the ioctls that make room or stop streams.
+    /// `WAIT` callers and `poll()` sleep here; the worker wakes them after
+    /// each pass, and so do the ioctls that make room or stop streams.
     #[pin]
-    waiters: CondVar,
+    waiters: PollCondVar,
     #[pin]
     work: Work<Session>,
     /// The VMAs mapping the region (see `MapCount`).
@@ -858,7 +861,7 @@ impl Session {
                     copy_bytes: 0,
                     closing: false,
                 })),
-                waiters <- new_condvar!("rtpmgr::Session::waiters"),
+                waiters <- new_poll_condvar!("rtpmgr::Session::waiters"),
                 work <- new_work!("rtpmgr::Session::work"),
                 maps,
             }),
@@ -969,7 +972,8 @@ impl Session {
                 | abi::FEATURE_RW_COPY
                 | abi::FEATURE_NEED_WAKEUP
                 | abi::FEATURE_NET_STREAMS
-                | abi::FEATURE_STATS_AREA,
+                | abi::FEATURE_STATS_AREA
+                | abi::FEATURE_POLL,
             max_streams: abi::MAX_STREAMS,
             min_slot_size: abi::MIN_SLOT_SIZE,
             max_slot_size: abi::MAX_SLOT_SIZE,
@@ -1058,18 +1062,16 @@ impl Session {
         Ok(0)
     }
 
-    /// `START_NET_STREAM`: validate everything, then create and bind the
-    /// socket here, in the caller's context (its credentials decide
-    /// privileged ports, its netns the addresses), without `inner` held.
-    /// The socket holds `me` (this session) for its callbacks.
+    /// `START_NET_STREAM`: validate the argument, take the caller's socket
+    /// (its file, checked and with our callbacks installed) without
+    /// `inner` held, then publish the stream. The socket holds `me` (this
+    /// session) for its callbacks.
     fn start_net_stream(&self, me: Arc<Session>, user: UserPtr) -> Result<isize> {
         let spec: abi::NetStreamSpec = read_arg(user)?;
         check_size(spec.size, <abi::NetStreamSpec as IoctlArg>::SIZE)?;
-        let ep = crate::net::endpoints(&spec)?;
-        // `endpoints` checked it is a stream id other than ours.
-        let forward_to = (spec.forward_to != abi::NET_NO_FORWARD).then_some(spec.forward_to as usize);
+        let spec = crate::net::check_spec(&spec)?;
         let check_target = |inner: &Inner| -> Result {
-            let Some(k) = forward_to else { return Ok(()) };
+            let Some(k) = spec.forward_to else { return Ok(()) };
             match inner.streams[k].as_ref() {
                 None => Err(ENOENT),
                 Some(t) if t.direction & abi::DIR_TO_DEVICE == 0 => Err(EINVAL),
@@ -1081,35 +1083,36 @@ impl Session {
             if inner.region.is_none() {
                 return Err(enotconn());
             }
-            if inner.streams[spec.stream_id as usize].is_some() {
+            if inner.streams[spec.stream_id].is_some() {
                 return Err(EEXIST);
             }
             check_target(&inner)?;
         }
         // Allocated here, in the caller's context, and charged to it.
-        let bounce = match forward_to {
+        let bounce = match spec.forward_to {
             Some(_) => VVec::from_elem(0u8, BOUNCE_BYTES, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)?,
             None => VVec::new(),
         };
-        let backlog =
-            if spec.direction & abi::DIR_TO_DEVICE != 0 { Some(Backlog::new(BACKLOG_BYTES)?) } else { None };
-        let sock = NetSocket::open(me, &ep)?;
+        let sends = spec.direction & abi::DIR_TO_DEVICE != 0;
+        let receives = spec.direction & abi::DIR_FROM_DEVICE != 0;
+        let backlog = if sends { Some(Backlog::new(BACKLOG_BYTES)?) } else { None };
+        let sock = NetSocket::attach(spec.fd, receives, sends, me)?;
         let ns = NetStream {
             sock,
             flags: spec.flags,
             counters: NetCounters::default(),
-            forward_to,
+            forward_to: spec.forward_to,
             bounce,
             backlog,
             rtp: None,
             clock_rate: spec.clock_rate,
             ssrc_changes: 0,
         };
-        // On failure the socket closes here, without `inner` held.
+        // On failure the socket is given back here, without `inner` held.
         let ns = KBox::new(ns, GFP_KERNEL_ACCOUNT)?;
         let mut inner = self.inner.lock();
-        // Checked again: the lock was dropped while the socket was made.
-        let free = inner.region.is_some() && inner.streams[spec.stream_id as usize].is_none() && !inner.closing;
+        // Checked again: the lock was dropped while the socket was taken.
+        let free = inner.region.is_some() && inner.streams[spec.stream_id].is_none() && !inner.closing;
         let target = check_target(&inner);
         if !free || target.is_err() {
             drop(inner);
@@ -1118,10 +1121,10 @@ impl Session {
         }
         let counters =
             StreamCounters { running: 1, port: abi::PORT_UDP, direction: spec.direction, ..Default::default() };
-        inner.streams[spec.stream_id as usize] =
+        inner.streams[spec.stream_id] =
             Some(Stream::new(PortRef::Builtin(&port::UDP), spec.direction, counters, Some(ns)));
         // Its record is valid (zero counters, running) from the start.
-        inner.publish_stats(spec.stream_id as usize, true);
+        inner.publish_stats(spec.stream_id, true);
         Ok(0)
     }
 
@@ -1229,6 +1232,24 @@ impl Session {
         args.ready = ready;
         write_arg(user, &args)?;
         Ok(0)
+    }
+
+    /// `poll()`: readable while from-device entries (or packets for
+    /// `read()`) wait, writable while the to-device ring has a free slot:
+    /// `WAIT`'s conditions, on the same wait queue, which the worker wakes
+    /// after every productive pass. Nothing before `CONFIGURE_BUFFER`.
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        table.register_wait(file, &self.waiters);
+        let inner = self.inner.lock();
+        let Some(region) = inner.region.as_ref() else { return 0 };
+        let mut mask = 0;
+        if region.fromdev_ready() || !inner.copy_queue.is_empty() {
+            mask |= bindings::POLLIN | bindings::POLLRDNORM;
+        }
+        if region.todev_space() {
+            mask |= bindings::POLLOUT | bindings::POLLWRNORM;
+        }
+        mask
     }
 
     pub(crate) fn mmap(&self, vma: &VmaNew) -> Result {

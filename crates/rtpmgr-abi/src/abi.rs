@@ -10,8 +10,12 @@
 
 /// `"RTPM"` in little-endian byte order, at offset 0 of the shared region.
 pub const SHARED_MAGIC: u32 = u32::from_le_bytes(*b"RTPM");
-/// Incremented on any incompatible change of this file.
-pub const ABI_VERSION: u32 = 1;
+/// Incremented on any incompatible change of this file. Version 2:
+/// `START_NET_STREAM` takes a UDP socket from user space
+/// ([`NetStreamSpec::fd`]) instead of making one, `GET_NET_STATUS`'s
+/// counters grew, `poll()` works ([`FEATURE_POLL`]). The shared region is
+/// laid out as in version 1.
+pub const ABI_VERSION: u32 = 2;
 
 /// Smallest slot (bytes, including the slot header).
 pub const MIN_SLOT_SIZE: u32 = 256;
@@ -103,10 +107,12 @@ pub const RTPMGR_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x0
 /// Describe media port `PortInfo::index`; `ENODEV` past the last one.
 pub const RTPMGR_IOC_GET_PORT: u32 =
     ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
-/// Start a stream on a kernel UDP socket (the `udp` port): network →
-/// from-device ring and/or to-device ring → network, no system call per
-/// packet. The socket is created and bound with the caller's credentials
-/// and network namespace. [`FEATURE_NET_STREAMS`] announces it.
+/// Start a stream on a UDP socket of the caller's (the `udp` port):
+/// network → from-device ring and/or to-device ring → network, no system
+/// call per packet. User space creates, binds, connects and joins the
+/// socket (so its credentials, LSM hooks and namespace decide everything
+/// about it) and passes its descriptor; the module keeps a reference to it
+/// while the stream runs. [`FEATURE_NET_STREAMS`] announces it.
 pub const RTPMGR_IOC_START_NET_STREAM: u32 =
     ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x09, core::mem::size_of::<NetStreamSpec>());
 /// Counters of one `udp` stream. `ENOENT` if the id runs no udp stream.
@@ -128,6 +134,12 @@ pub const FEATURE_NET_STREAMS: u32 = 1 << 3;
 /// The region ends with the per-stream statistics area
 /// ([`SharedHeader::stats_offset`], [`StatsRecord`]).
 pub const FEATURE_STATS_AREA: u32 = 1 << 4;
+/// `poll()`/`epoll` on the device: readable (`POLLIN`) while from-device
+/// entries (or copied packets for `read()`) wait, writable (`POLLOUT`)
+/// while the to-device ring has a free slot; nothing before
+/// `CONFIGURE_BUFFER`. The conditions of `WAIT`, so one thread can wait for
+/// the device and its sockets together.
+pub const FEATURE_POLL: u32 = 1 << 5;
 
 /// `GET_INFO` result.
 #[repr(C)]
@@ -349,26 +361,6 @@ impl IoctlArg for NetStatus {}
 // Network streams (the `udp` port)
 // ---------------------------------------------------------------------------
 
-/// [`NetAddr::family`]: unset.
-pub const NET_FAMILY_UNSPEC: u16 = 0;
-/// `AF_INET`: `addr[..4]`, network byte order.
-pub const NET_FAMILY_INET: u16 = 2;
-/// `AF_INET6`: `addr`, network byte order.
-pub const NET_FAMILY_INET6: u16 = 10;
-
-/// An IPv4 or IPv6 socket address.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetAddr {
-    /// `NET_FAMILY_*`.
-    pub family: u16,
-    /// Host byte order.
-    pub port: u16,
-    /// IPv6 scope (interface index) for link-local addresses; 0 for IPv4.
-    pub scope_id: u32,
-    pub addr: [u8; 16],
-}
-
 /// [`NetStreamSpec::flags`]: check every received datagram against the
 /// RFC 3550 fixed header ([`rtp_header_check`]); count and drop the others.
 pub const NET_F_RTP: u32 = 1 << 0;
@@ -384,13 +376,26 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 
 /// `START_NET_STREAM` argument.
 ///
-/// * `DIR_FROM_DEVICE`: datagrams arriving at `local` are written to the
-///   from-device ring with this `stream_id` (`local.port` must not be 0);
-///   when `remote` is set the socket is connected and only its datagrams
-///   arrive.
-/// * `DIR_TO_DEVICE`: to-device slots of this stream are sent to `remote`
-///   (required, port not 0) from `local` (family unset: any address,
-///   ephemeral port).
+/// `fd` is a UDP socket (`AF_INET` or `AF_INET6`, `SOCK_DGRAM`,
+/// `IPPROTO_UDP`) of the caller, which did everything a socket needs
+/// before: bind, connect, multicast joins (any-source or SSM), buffer
+/// sizes, multicast TTL and interface (rtpmgrd does it with nix, as for
+/// its own sockets). The module checks it (`ENOTSOCK`, `EAFNOSUPPORT`,
+/// `EPROTONOSUPPORT`), keeps a reference to its file while the stream
+/// runs (closing the descriptor does not stop the stream), installs its
+/// callbacks on it (`EBUSY` if the socket is another stream's, a tunnel's
+/// or a sockmap's), receives from it in the session worker and sends on it
+/// with the credentials of the task that created it. Until the stream
+/// stops the socket is the stream's: user space must not read from it.
+///
+/// * `DIR_FROM_DEVICE`: every datagram the socket receives is written to
+///   the from-device ring with this `stream_id`. The socket must be bound
+///   (`EINVAL`); connected, it hears only its peer.
+/// * `DIR_TO_DEVICE`: to-device slots of this stream are sent on the
+///   socket, which must be connected (`EDESTADDRREQ`). A full send buffer
+///   never holds up the ring: the datagram waits in the stream's backlog
+///   in the kernel (64 KiB) and beyond that is dropped and counted
+///   ([`NetCounters::tx_dropped`]).
 ///
 /// * `forward_to` (`DIR_FROM_DEVICE` only): instead of the ring, each
 ///   received datagram goes to the stream with that id in this session,
@@ -399,26 +404,6 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   user space involvement; [`NET_F_TAP`] adds a copy to the ring. A
 ///   datagram the target cannot take (stopped, socket buffer full) is
 ///   dropped and counted in [`NetCounters::forward_drops`].
-///
-/// * `group` (receiving streams): join this multicast group (port 0; the
-///   port is `local.port`) on interface `ifindex` (0: the one the route to
-///   the group names); with `source` (unicast, port 0) the join is
-///   source-specific (SSM) and datagrams from other sources never arrive.
-///   Both of the stream's family. The socket still binds `local`: bind the
-///   group address to hear only the group, the unspecified address to hear
-///   unicast too. Memberships end with the stream.
-///
-/// * `rcvbuf` (not 0): bytes of socket buffer, the receive buffer of a
-///   receiving stream and the send buffer of a sending one, asked for as
-///   `setsockopt` would in the caller's context: `SO_*BUFFORCE` with
-///   `CAP_NET_ADMIN`, else capped by `net.core.rmem_max`/`wmem_max`; best
-///   effort, like rtpmgrd's own sockets. Above `i32::MAX`: `EINVAL` (as
-///   for `ifindex`).
-///
-/// * `remote` a multicast group (sending streams): `mc_ttl` (1..=255, 0:
-///   the stack's default of 1) is the TTL / hop limit, `ifindex` (0: by
-///   route) the interface to send on. `mc_ttl` anywhere else, or `ifindex`
-///   with neither group, is `EINVAL`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {
@@ -428,17 +413,12 @@ pub struct NetStreamSpec {
     /// `NET_F_*`.
     pub flags: u32,
     pub forward_to: u32,
-    pub ifindex: u32,
-    pub mc_ttl: u32,
     /// RTP clock rate (Hz) for the jitter of [`NET_F_RTP`] streams; 0 is
     /// taken as 1.
     pub clock_rate: u32,
-    pub rcvbuf: u32,
+    /// The socket's descriptor in the calling process.
+    pub fd: i32,
     pub reserved: u32,
-    pub local: NetAddr,
-    pub remote: NetAddr,
-    pub group: NetAddr,
-    pub source: NetAddr,
 }
 
 /// Counters of one `udp` stream.
@@ -822,8 +802,7 @@ impl Geometry {
 
 // Compile-time guards; the tests below print the same facts readably.
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
-const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
-const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
+const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 32);
 const _: () = assert!(core::mem::size_of::<NetStatus>() == 232);
 const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);

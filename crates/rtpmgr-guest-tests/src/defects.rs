@@ -4,13 +4,14 @@
 //! was before the fix; the doc says which failed there.
 
 use super::{expect_errno, fail, open, TestResult, DRIVER_DIR, RTPMGR_GID};
-use crate::net::{addr, free_port, net_status_until, rtp_packet, session};
+use crate::net::{addr, free_port, net_status_until, rtp_packet, session, start_net};
 use crate::shaper;
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, SlotHeader};
 use rtpmgr_device::{net_stream_spec, Device};
 use rtpmgr_ring::{Producer, RingId};
 use std::net::UdpSocket;
+use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,9 +49,12 @@ fn publish_all(dev: &Device, tx: &mut Producer, stream: u32, len: u32, n: u32, s
 /// smallest send buffer, so its sends soon answer EAGAIN.
 fn shaped_sender(dev: &Device, id: u32) -> TestResult {
     shaper::ensure()?;
-    let mut spec = net_stream_spec(id, abi::DIR_TO_DEVICE, None, Some(shaper::sink()));
-    // The send buffer of a sending stream: SO_SNDBUFFORCE 1, the minimum.
-    spec.rcvbuf = 1;
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(fail("bind"))?;
+    // The smallest send buffer (SOCK_MIN_SNDBUF).
+    nix::sys::socket::setsockopt(&sock.as_fd(), nix::sys::socket::sockopt::SndBufForce, &1)
+        .map_err(fail("SO_SNDBUFFORCE"))?;
+    sock.connect(shaper::sink()).map_err(fail("connect"))?;
+    let spec = net_stream_spec(id, abi::DIR_TO_DEVICE, sock.as_fd());
     dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM through rtv0"))
 }
 
@@ -390,8 +394,7 @@ pub(crate) fn d6_rx_error_reads_as_empty() -> TestResult {
     let peer_addr = peer.local_addr().map_err(fail("local_addr"))?;
     let port = free_port("127.0.0.1")?;
     let local = addr("127.0.0.1", port);
-    let spec = net_stream_spec(S, abi::DIR_BOTH, Some(local), Some(peer_addr));
-    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    start_net(&dev, S, abi::DIR_BOTH, Some(local), Some(peer_addr))?;
     // The peer goes away; the stream sends to it: ICMP port unreachable,
     // a pending ECONNREFUSED on the stream's connected socket.
     drop(peer);
@@ -431,9 +434,7 @@ pub(crate) fn d7_reset_not_atomic() -> TestResult {
     let (dev, _region) = session(64)?;
     for round in 0..5 {
         for id in 0..N as u32 {
-            let spec =
-                net_stream_spec(id, abi::DIR_FROM_DEVICE, Some(addr("127.0.0.1", free_port("127.0.0.1")?)), None);
-            dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+            start_net(&dev, id, abi::DIR_FROM_DEVICE, Some(addr("127.0.0.1", free_port("127.0.0.1")?)), None)?;
         }
         ensure!(fdinfo_streams(&dev) == N, "{N} streams not in fdinfo");
         let stop = AtomicBool::new(false);
