@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
-//! `/dev/rtpmgr`: the misc device, its `file_operations` and the
-//! `vm_operations` of its mappings.
+//! `/dev/rtpmgr`: the misc device and its `file_operations`.
 //!
 //! Built here, as drivers/android/binder builds `rust_binder_fops`, rather
 //! than with 7.2's `kernel::miscdevice::MiscDevice`, for two reasons:
@@ -30,19 +29,15 @@ use kernel::{
     mm::virt::VmaNew,
     prelude::*,
     seq_file::SeqFile,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        poll::PollTable,
-        Arc, ArcBorrow,
-    },
+    sync::{poll::PollTable, Arc, ArcBorrow},
     types::{ForeignOwnable, Opaque},
 };
 
 /// Makes a C operations table usable as a `static`.
 #[repr(transparent)]
 struct AssertSync<T>(T);
-// SAFETY: used only for the operation tables below, which hold function
-// pointers and a module pointer and are never written after compile time.
+// SAFETY: used only for the operation table below, which holds function
+// pointers and a module pointer and is never written after compile time.
 unsafe impl<T> Sync for AssertSync<T> {}
 
 static FOPS: AssertSync<bindings::file_operations> = AssertSync(bindings::file_operations {
@@ -83,7 +78,8 @@ impl Registration {
         try_pin_init!(Self {
             inner <- Opaque::try_ffi_init(move |slot: *mut bindings::miscdevice| {
                 // SAFETY: all zeroes is a valid `miscdevice`.
-                let mut m: bindings::miscdevice = unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
+                let mut m: bindings::miscdevice =
+                    unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
                 m.minor = bindings::MISC_DYNAMIC_MINOR as c_int;
                 m.name = kernel::str::as_char_ptr_in_const_context(name);
                 m.fops = &FOPS.0;
@@ -182,7 +178,10 @@ unsafe extern "C" fn mmap(file: *mut bindings::file, vma: *mut bindings::vm_area
 ///
 /// Called by the VFS with a valid kiocb of an open file of this device and
 /// an iov_iter to write to.
-unsafe extern "C" fn read_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
+unsafe extern "C" fn read_iter(
+    kiocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
     // SAFETY: the kiocb is valid and its file is ours (the VFS's contract).
     let kiocb = unsafe { Kiocb::<Arc<Session>>::from_raw(kiocb) };
     // SAFETY: a valid iov_iter for writing (the VFS's contract).
@@ -197,7 +196,10 @@ unsafe extern "C" fn read_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings:
 ///
 /// Called by the VFS with a valid kiocb of an open file of this device and
 /// an iov_iter to read from.
-unsafe extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings::iov_iter) -> isize {
+unsafe extern "C" fn write_iter(
+    kiocb: *mut bindings::kiocb,
+    iter: *mut bindings::iov_iter,
+) -> isize {
     // SAFETY: the kiocb is valid and its file is ours (the VFS's contract).
     let kiocb = unsafe { Kiocb::<Arc<Session>>::from_raw(kiocb) };
     // SAFETY: a valid iov_iter for reading (the VFS's contract).
@@ -212,7 +214,10 @@ unsafe extern "C" fn write_iter(kiocb: *mut bindings::kiocb, iter: *mut bindings
 ///
 /// Called by the VFS for an open file of this device and a poll table that
 /// is valid (or null) for the call.
-unsafe extern "C" fn poll(file: *mut bindings::file, wait: *mut bindings::poll_table_struct) -> bindings::__poll_t {
+unsafe extern "C" fn poll(
+    file: *mut bindings::file,
+    wait: *mut bindings::poll_table_struct,
+) -> bindings::__poll_t {
     // SAFETY: an open file of ours (the VFS's contract).
     let s = unsafe { session(file) };
     // SAFETY: the file is valid for the call; poll does not use its
@@ -233,71 +238,4 @@ unsafe extern "C" fn show_fdinfo(m: *mut bindings::seq_file, file: *mut bindings
     // SAFETY: the seq_file is valid and exclusive for the call.
     let m = unsafe { SeqFile::from_raw(m) };
     s.show_fdinfo(m);
-}
-
-/// How many VMAs map a session's region. `CONFIGURE_BUFFER` refuses while
-/// any does (`EBUSY`), as `packet_set_ring` and AF_XDP refuse to replace a
-/// mapped ring: a new region while an old one stays mapped would pin
-/// memory beyond `max_session_mb` without bound.
-///
-/// Each VMA holds one reference on this (its `vm_private_data`): taken in
-/// `mmap` and in `vm_open` (a VMA split in two by `munmap`/`mprotect`, or
-/// copied by `mremap`), given back in `vm_close`.
-pub(crate) struct MapCount {
-    count: Atomic<usize>,
-}
-
-impl MapCount {
-    pub(crate) fn new() -> Result<Arc<MapCount>> {
-        Ok(Arc::new(MapCount { count: Atomic::new(0) }, GFP_KERNEL)?)
-    }
-
-    /// Whether a VMA maps the region now.
-    pub(crate) fn mapped(&self) -> bool {
-        self.count.load(Relaxed) != 0
-    }
-
-    /// Give `vma` (fully set up by the caller's `mmap`) our operations and
-    /// a reference on `this`.
-    pub(crate) fn attach(this: &Arc<MapCount>, vma: &VmaNew) {
-        this.count.add(1, Relaxed);
-        let raw = Arc::into_raw(this.clone());
-        // SAFETY: the VMA is being set up by our `mmap` handler, which may
-        // set its operations and private data; `VM_OPS` is a static.
-        unsafe {
-            (*vma.as_ptr()).vm_ops = &VM_OPS.0;
-            (*vma.as_ptr()).vm_private_data = raw.cast_mut().cast::<c_void>();
-        }
-    }
-}
-
-static VM_OPS: AssertSync<bindings::vm_operations_struct> = AssertSync(bindings::vm_operations_struct {
-    open: Some(vm_open),
-    close: Some(vm_close),
-    // SAFETY: all zeroes is a valid `vm_operations_struct` (no operation).
-    ..unsafe { core::mem::MaybeUninit::zeroed().assume_init() }
-});
-
-/// # Safety
-///
-/// Called by the mm for a new VMA copied from one of ours (split, mremap):
-/// its `vm_private_data` is the copied `Arc<MapCount>` pointer, whose
-/// reference the original VMA still holds.
-unsafe extern "C" fn vm_open(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: `vm_private_data` came from `Arc::into_raw` in `attach` (or a
-    // copy of it) and the original VMA still holds that reference.
-    let m = unsafe { ArcBorrow::from_raw((*vma).vm_private_data.cast_const().cast::<MapCount>()) };
-    m.count.add(1, Relaxed);
-    // The new VMA's own reference, given back in its `vm_close`.
-    let _ = Arc::into_raw(Arc::<MapCount>::from(m));
-}
-
-/// # Safety
-///
-/// Called by the mm once for each VMA `attach` or `vm_open` counted.
-unsafe extern "C" fn vm_close(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: this VMA's reference (taken in `attach` or `vm_open`),
-    // released exactly once, here.
-    let m = unsafe { Arc::from_raw((*vma).vm_private_data.cast_const().cast::<MapCount>()) };
-    m.count.fetch_sub(1, Relaxed);
 }

@@ -67,15 +67,26 @@ pub(crate) trait NetWaker: Send + Sync + 'static {
 ///
 /// # Safety
 ///
-/// `ctx` must be the `Arc::into_raw` pointer a live [`NetSocket<W>`] holds:
-/// that socket keeps the reference until after `rtpmgr_net_detach` has
-/// detached the callbacks and waited for running ones.
+/// `ctx` must be the `Arc::<W>::into_raw` pointer a live [`NetSocket`]
+/// holds: that socket keeps the reference until after `rtpmgr_net_detach`
+/// has detached the callbacks and waited for running ones.
 unsafe extern "C" fn ready<W: NetWaker>(ctx: *mut c_void) {
     // SAFETY: by the function's contract `ctx` came from `Arc::into_raw` of
     // an `Arc<W>` that the socket still holds, so the count is above zero
     // for the whole call.
     let w = unsafe { ArcBorrow::from_raw(ctx.cast_const().cast::<W>()) };
     W::wake(w);
+}
+
+/// Gives back the reference a [`NetSocket`] holds for its callbacks.
+///
+/// # Safety
+///
+/// `ctx` must be an `Arc::<W>::into_raw` pointer whose reference the caller
+/// owns and gives up.
+unsafe fn release<W: NetWaker>(ctx: *const c_void) {
+    // SAFETY: by the function's contract.
+    drop(unsafe { Arc::from_raw(ctx.cast::<W>()) });
 }
 
 /// A validated `START_NET_STREAM` argument.
@@ -94,7 +105,10 @@ pub(crate) fn check_spec(spec: &abi::NetStreamSpec) -> Result<NetSpec> {
     if spec.flags & !abi::NET_F_MASK != 0 || spec.reserved != 0 {
         return Err(EINVAL);
     }
-    if spec.stream_id >= abi::MAX_STREAMS || spec.direction == 0 || spec.direction & !abi::DIR_BOTH != 0 {
+    if spec.stream_id >= abi::MAX_STREAMS
+        || spec.direction == 0
+        || spec.direction & !abi::DIR_BOTH != 0
+    {
         return Err(EINVAL);
     }
     // Forwarding is for receiving streams, never to itself; the target's
@@ -130,7 +144,11 @@ pub(crate) enum Recv {
     Empty,
     /// A datagram of `len` bytes; `min(len, capacity)` were written. `head`
     /// and `last` are private copies of its first bytes and last byte.
-    Datagram { len: usize, head: [u8; abi::RTP_CHECK_BYTES], last: u8 },
+    Datagram {
+        len: usize,
+        head: [u8; abi::RTP_CHECK_BYTES],
+        last: u8,
+    },
     /// Dropped by the helper for a bad checksum.
     BadChecksum,
     /// A socket error (consumed: datagrams behind it are read on) or a
@@ -149,34 +167,43 @@ pub(crate) enum SendResult {
     Failed,
 }
 
-/// A UDP socket of user space's with our callbacks installed, waking `W`.
+/// A UDP socket of user space's with our callbacks installed, waking its
+/// owner. The owner's type is erased (`ctx` and the `release` that goes
+/// with it), so whoever holds a socket need not name its owner's type.
 ///
 /// Invariants: `raw` came from a successful `rtpmgr_net_attach` on `file`'s
 /// socket and is detached exactly once, in `drop`, before `file` is
-/// released; `waker` is `Arc::into_raw` of a reference this socket owns
-/// (the callbacks' `ctx`), released in `drop` after the detach.
-pub(crate) struct NetSocket<W: NetWaker> {
+/// released; `ctx` is `Arc::<W>::into_raw` of a reference this socket owns
+/// (the callbacks' context) and `release` is `release::<W>` for that same
+/// `W`, called once, in `drop`, after the detach.
+pub(crate) struct NetSocket {
     raw: NonNull<RtpmgrNet>,
-    waker: *const W,
+    ctx: *const c_void,
+    release: unsafe fn(*const c_void),
     file: ARef<File>,
 }
 
 // SAFETY: the helper's object may be used from any thread; every method
 // that touches it takes `&self` only for calls the helper allows
 // concurrently with the softirq callbacks, and the owner's lock serialises
-// the worker's calls. `waker` is an `Arc<W>` with `W: Send + Sync`;
-// `ARef<File>` is `Send + Sync`.
-unsafe impl<W: NetWaker> Sync for NetSocket<W> {}
+// the worker's calls. `ctx` is an `Arc<W>` with `W: Send + Sync`
+// (`NetWaker`); `ARef<File>` is `Send + Sync`.
+unsafe impl Sync for NetSocket {}
 // SAFETY: as above; nothing in it is tied to the creating thread.
-unsafe impl<W: NetWaker> core::marker::Send for NetSocket<W> {}
+unsafe impl core::marker::Send for NetSocket {}
 
-impl<W: NetWaker> NetSocket<W> {
+impl NetSocket {
     /// Take the UDP socket behind descriptor `fd` of the calling process
     /// for a stream that receives and/or sends, with callbacks that wake
     /// `waker`; the socket holds a reference to its file and to `waker`
     /// until it is dropped. Must be called from the ioctl (the descriptor
     /// is the caller's).
-    pub(crate) fn attach(fd: u32, receives: bool, sends: bool, waker: Arc<W>) -> Result<Self> {
+    pub(crate) fn attach<W: NetWaker>(
+        fd: u32,
+        receives: bool,
+        sends: bool,
+        waker: Arc<W>,
+    ) -> Result<Self> {
         let file = LocalFile::fget(fd).map_err(|_| EBADF)?;
         // SAFETY: the ioctl does not use the file position of this
         // descriptor (nor of any other), so no fdget_pos region is active
@@ -200,12 +227,21 @@ impl<W: NetWaker> NetSocket<W> {
             )
         };
         match NonNull::new(raw).filter(|_| rc >= 0) {
-            Some(raw) => Ok(NetSocket { raw, waker: ctx, file }),
+            Some(raw) => Ok(NetSocket {
+                raw,
+                ctx: ctx.cast::<c_void>(),
+                release: release::<W>,
+                file,
+            }),
             None => {
                 // SAFETY: `ctx` came from `Arc::into_raw` above and nothing
                 // kept it (the attach failed, nothing was installed).
                 drop(unsafe { Arc::from_raw(ctx) });
-                Err(if rc < 0 { Error::from_errno(rc) } else { ENOMEM })
+                Err(if rc < 0 {
+                    Error::from_errno(rc)
+                } else {
+                    ENOMEM
+                })
             }
         }
     }
@@ -232,7 +268,14 @@ impl<W: NetWaker> NetSocket<W> {
         // bytes (`SharedBytes` invariant); `head` and `last` are our own
         // buffers of the sizes given.
         let rc = unsafe {
-            rtpmgr_net_recv(self.raw.as_ptr(), dst.as_mut_ptr(), cap, head.as_mut_ptr(), head.len() as u32, &mut last)
+            rtpmgr_net_recv(
+                self.raw.as_ptr(),
+                dst.as_mut_ptr(),
+                cap,
+                head.as_mut_ptr(),
+                head.len() as u32,
+                &mut last,
+            )
         };
         match usize::try_from(rc) {
             Ok(len) => Recv::Datagram { len, head, last },
@@ -257,15 +300,16 @@ impl<W: NetWaker> NetSocket<W> {
     }
 }
 
-impl<W: NetWaker> Drop for NetSocket<W> {
+impl Drop for NetSocket {
     fn drop(&mut self) {
         // SAFETY: `raw` is attached and this is its only detach (type
         // invariant); `file` still holds the socket. It sleeps: sockets
         // are dropped in process context.
         unsafe { rtpmgr_net_detach(self.raw.as_ptr()) };
-        // SAFETY: the reference `ready`'s `ctx` stood for (type invariant);
-        // the detach removed the callbacks and waited for running ones.
-        drop(unsafe { Arc::from_raw(self.waker) });
+        // SAFETY: `release` goes with `ctx` and the reference is ours
+        // (type invariant); the detach removed the callbacks and waited for
+        // running ones, so nothing uses it any more.
+        unsafe { (self.release)(self.ctx) };
         // `file` is released after this (fput): the socket closes then if
         // user space closed its descriptor.
         let _ = &self.file;

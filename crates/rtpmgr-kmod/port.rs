@@ -8,7 +8,6 @@
 //! given. Ports never see the rings themselves.
 
 use crate::abi;
-use crate::dma_port::DmaPort;
 use crate::ring::SharedBytes;
 use kernel::{
     prelude::*,
@@ -71,7 +70,11 @@ impl MediaPort for Null {
     fn returns_packets(&self) -> bool {
         false
     }
-    fn transmit(&self, _pkt: &SharedBytes<'_>, _ret: Option<&mut SharedBytes<'_>>) -> Option<usize> {
+    fn transmit(
+        &self,
+        _pkt: &SharedBytes<'_>,
+        _ret: Option<&mut SharedBytes<'_>>,
+    ) -> Option<usize> {
         None
     }
     fn users(&self) -> &Atomic<u32> {
@@ -79,36 +82,12 @@ impl MediaPort for Null {
     }
 }
 
-/// The media port of every `START_NET_STREAM` stream. The traffic goes
-/// through the stream's own socket (`net.rs`), which the worker drives
-/// directly; this entry only names the port and counts its users.
-pub(crate) struct Udp {
-    users: Atomic<u32>,
-}
-
-impl MediaPort for Udp {
-    fn kind(&self) -> u32 {
-        abi::PORT_KIND_UDP
-    }
-    fn name(&self) -> &str {
-        "udp"
-    }
-    fn returns_packets(&self) -> bool {
-        false
-    }
-    fn transmit(&self, _pkt: &SharedBytes<'_>, _ret: Option<&mut SharedBytes<'_>>) -> Option<usize> {
-        None
-    }
-    fn users(&self) -> &Atomic<u32> {
-        &self.users
-    }
-}
-
-/// The `udp` port (not in the index registry).
-pub(crate) static UDP: Udp = Udp { users: Atomic::new(0) };
-
-static LOOPBACK: Loopback = Loopback { users: Atomic::new(0) };
-static NULL: Null = Null { users: Atomic::new(0) };
+static LOOPBACK: Loopback = Loopback {
+    users: Atomic::new(0),
+};
+static NULL: Null = Null {
+    users: Atomic::new(0),
+};
 
 /// Ports every kernel has; device-tree ports follow at these indices plus
 /// their slot number.
@@ -119,7 +98,7 @@ enum Slot {
     Free,
     /// Taken by a probe that has not published its port yet.
     Reserved,
-    Bound(Arc<DmaPort>),
+    Bound(Arc<dyn MediaPort>),
 }
 
 kernel::sync::global_lock! {
@@ -155,7 +134,7 @@ impl Drop for Registry {
 #[derive(Clone)]
 pub(crate) enum PortRef {
     Builtin(&'static dyn MediaPort),
-    Dma(Arc<DmaPort>),
+    Bound(Arc<dyn MediaPort>),
 }
 
 impl core::ops::Deref for PortRef {
@@ -163,7 +142,7 @@ impl core::ops::Deref for PortRef {
     fn deref(&self) -> &Self::Target {
         match self {
             PortRef::Builtin(p) => *p,
-            PortRef::Dma(p) => &**p,
+            PortRef::Bound(p) => &**p,
         }
     }
 }
@@ -176,7 +155,7 @@ pub(crate) fn get(index: u32) -> Option<PortRef> {
         _ => {
             let slot = (index - BUILTIN_PORTS) as usize;
             match DMA_PORTS.lock().get(slot) {
-                Some(Slot::Bound(p)) => Some(PortRef::Dma(p.clone())),
+                Some(Slot::Bound(p)) => Some(PortRef::Bound(p.clone())),
                 _ => None,
             }
         }
@@ -210,7 +189,10 @@ pub(crate) fn reserve_dma_slot() -> Result<SlotReservation> {
             ports.len() - 1
         }
     };
-    Ok(SlotReservation { slot: slot as u32, committed: false })
+    Ok(SlotReservation {
+        slot: slot as u32,
+        committed: false,
+    })
 }
 
 impl SlotReservation {
@@ -220,7 +202,7 @@ impl SlotReservation {
     }
 
     /// Publish `port` in the slot; returns its ABI index.
-    pub(crate) fn commit(mut self, port: Arc<DmaPort>) -> u32 {
+    pub(crate) fn commit(mut self, port: Arc<dyn MediaPort>) -> u32 {
         if let Some(entry) = DMA_PORTS.lock().get_mut(self.slot as usize) {
             *entry = Slot::Bound(port);
         }

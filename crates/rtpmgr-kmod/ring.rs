@@ -61,7 +61,11 @@ impl<'a> SharedBytes<'a> {
     /// `ptr` must be valid for reads and writes of `len` bytes for `'a`, and
     /// nothing may hold a Rust reference to those bytes during `'a`.
     pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
-        SharedBytes { ptr, len, _life: PhantomData }
+        SharedBytes {
+            ptr,
+            len,
+            _life: PhantomData,
+        }
     }
 
     /// Length in bytes.
@@ -206,7 +210,8 @@ impl Region {
     pub(crate) fn new(geometry: Geometry) -> Result<Region> {
         let size = usize::try_from(geometry.mmap_size(PAGE_SIZE as u64)).map_err(|_| ENOMEM)?;
         let charge = PinCharge::new(size / PAGE_SIZE)?;
-        let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN).map_err(|_| ENOMEM)?;
+        let mut mem =
+            VVec::from_elem(0u8, size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN).map_err(|_| ENOMEM)?;
         let header: SharedHeader = geometry.shared_header(PAGE_SIZE as u64);
         // SAFETY: `mem` is at least `HEADER_REGION_SIZE` (4096) bytes and
         // page aligned, so a `SharedHeader` (72 bytes, align 8) fits at 0;
@@ -230,8 +235,10 @@ impl Region {
     /// The worker is not queued until the first kick, so both rings start
     /// with need-wakeup raised: the first publish then asks for that kick.
     fn start_asleep(&self) {
-        self.word(RingId::ToDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
-        self.word(RingId::FromDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
+        self.word(RingId::ToDevice, Word::Flags)
+            .store(abi::RING_NEED_WAKEUP, Release);
+        self.word(RingId::FromDevice, Word::Flags)
+            .store(abi::RING_NEED_WAKEUP, Release);
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -331,7 +338,8 @@ impl Region {
     pub(crate) fn todev_release(&mut self, n: u32) {
         if n > 0 {
             self.to_dev_tail = self.to_dev_tail.wrapping_add(n);
-            self.word(RingId::ToDevice, Word::Consumer).store(self.to_dev_tail, Release);
+            self.word(RingId::ToDevice, Word::Consumer)
+                .store(self.to_dev_tail, Release);
         }
     }
 
@@ -341,7 +349,8 @@ impl Region {
     /// `Err` if the consumer index user space wrote is impossible.
     pub(crate) fn fromdev_free(&mut self, want: u32) -> core::result::Result<u32, ()> {
         let count = self.geometry.slot_count;
-        let cached = abi::ring_fill(self.from_dev_head, self.from_dev_seen_tail, count).map_or(0, |f| count - f);
+        let cached = abi::ring_fill(self.from_dev_head, self.from_dev_seen_tail, count)
+            .map_or(0, |f| count - f);
         if cached >= want {
             return Ok(cached);
         }
@@ -369,7 +378,8 @@ impl Region {
     pub(crate) fn fromdev_publish(&mut self, n: u32) {
         if n > 0 {
             self.from_dev_head = self.from_dev_head.wrapping_add(n);
-            self.word(RingId::FromDevice, Word::Producer).store(self.from_dev_head, Release);
+            self.word(RingId::FromDevice, Word::Producer)
+                .store(self.from_dev_head, Release);
         }
     }
 
@@ -378,7 +388,8 @@ impl Region {
     /// The sleeper's half of the handshake: raise need-wakeup on `ring`,
     /// full barrier, then the caller re-checks (see `rtpmgr_ring::proto`).
     pub(crate) fn raise_need_wakeup(&self, ring: RingId) {
-        self.word(ring, Word::Flags).store(abi::RING_NEED_WAKEUP, Relaxed);
+        self.word(ring, Word::Flags)
+            .store(abi::RING_NEED_WAKEUP, Relaxed);
         smp_mb();
     }
 
@@ -390,7 +401,8 @@ impl Region {
     /// `WAIT_FROM_DEV_READY`: published entries user space has not consumed.
     pub(crate) fn fromdev_ready(&self) -> bool {
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
-        abi::ring_fill(self.from_dev_head, consumer, self.geometry.slot_count).is_some_and(|f| f > 0)
+        abi::ring_fill(self.from_dev_head, consumer, self.geometry.slot_count)
+            .is_some_and(|f| f > 0)
     }
 
     /// `WAIT_TO_DEV_SPACE`: a free to-device slot.
@@ -412,10 +424,19 @@ impl Region {
     /// Write stream `id`'s statistics record (see `abi::StatsRecord`): an
     /// odd seqcount, the record, an even seqcount. User space may scribble
     /// over the area; the kernel only writes it.
-    pub(crate) fn publish_stats(&mut self, id: u32, running: bool, counters: &abi::NetCounters, now_ns: u64) {
-        let Some(seq) = self.stats_seq.get_mut(id as usize) else { return };
+    pub(crate) fn publish_stats(
+        &mut self,
+        id: u32,
+        running: bool,
+        counters: &abi::NetCounters,
+        now_ns: u64,
+    ) {
+        let Some(seq) = self.stats_seq.get_mut(id as usize) else {
+            return;
+        };
         let odd = seq.wrapping_add(1) | 1;
-        let off = self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
+        let off =
+            self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
         // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
         // area, which lies inside `mem` (`Geometry::region_bytes`); the area
         // is page aligned and records are 256 bytes, so the pointer is

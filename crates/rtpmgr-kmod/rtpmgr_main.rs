@@ -23,12 +23,18 @@ mod abi;
 #[path = "../rtp/src/seqstats.rs"]
 mod seqstats;
 
+mod copy_path;
 mod device;
 mod dma_port;
+mod fdinfo;
+mod ioctl;
+mod mapping;
 mod net;
 mod port;
 mod ring;
 mod session;
+mod stream;
+mod worker;
 
 module! {
     type: RtpmgrModule,
@@ -65,7 +71,11 @@ struct RtpmgrModule {
 
 impl kernel::InPlaceModule for RtpmgrModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        pr_info!("ABI {}, {} MiB per session\n", abi::ABI_VERSION, *module_parameters::max_session_mb.value());
+        pr_info!(
+            "ABI {}, {} MiB per session\n",
+            abi::ABI_VERSION,
+            *module_parameters::max_session_mb.value()
+        );
         // Built in this order: the registry before the driver can bind a
         // port into it, the ports before /dev/rtpmgr can name them.
         try_pin_init!(Self {
