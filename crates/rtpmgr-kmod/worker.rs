@@ -8,7 +8,7 @@
 
 use crate::abi::{self, SessionCounters, SlotHeader};
 use crate::net::Recv;
-use crate::ring::{Region, RingId, SharedBytes};
+use crate::ring::{Region, SharedBytes};
 use crate::session::{monotonic_ns, Inner, Session};
 use crate::stream::{tx_block, Endpoint, NetStream, Stream, TxBlock};
 use kernel::{
@@ -79,12 +79,12 @@ impl WorkItem for Session {
             let Some(r) = inner.region.as_mut() else {
                 return;
             };
-            r.raise_need_wakeup(RingId::ToDevice);
-            // Entries published since the pass looked: stay awake.
-            let mut again = r.todev_producer() != tx.producer;
+            // The handshake of `abi::proto` (the code the loom model check
+            // covers): entries published since the pass looked, or
+            // from-device room, keep us awake.
+            let mut again = !r.todev_prepare_sleep(tx.producer);
             if tx.no_space || rx == RxPass::NoSpace {
-                r.raise_need_wakeup(RingId::FromDevice);
-                again |= matches!(r.fromdev_free(1), Ok(n) if n > 0);
+                again |= !r.fromdev_prepare_sleep();
             }
             // Room appeared while a socket armed its wake-up: try again.
             again |= tx.blocked == Some(TxBlock::Retry);
@@ -121,8 +121,9 @@ impl Inner {
             return out;
         };
         let slot_size = region.geometry().slot_size;
-        out.producer = region.todev_producer();
-        let available = match region.todev_available_at(out.producer) {
+        let (producer, available) = region.todev_available();
+        out.producer = producer;
+        let available = match available {
             Ok(n) => n.min(BATCH),
             Err(()) => {
                 self.counters.invalid_indices += 1;

@@ -809,3 +809,296 @@ const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usiz
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
 const _: () = assert!(HEADER_REGION_SIZE as usize >= FROM_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
+
+// ---------------------------------------------------------------------------
+// The ring protocol
+// ---------------------------------------------------------------------------
+
+pub mod proto {
+    //! The index protocol of one single-producer/single-consumer ring, without
+    //! the slot memory: the part of the contract both sides run, and the part
+    //! the loom model check (`crates/rtpmgr-ring/tests/loom.rs`) explores. It
+    //! is written once, here, generic over the atomics ([`SharedWord`]): user
+    //! space runs it with `core` atomics (loom's under the model check), the
+    //! kernel module, which compiles this file by `#[path]`, with
+    //! `kernel::sync::atomic` and `smp_mb()`. So the model check covers what
+    //! the kernel runs. It uses nothing but `core` and the rest of this file.
+    //!
+    //! Orderings:
+    //! * The producer fills slots, then stores `producer` with `Release`; the
+    //!   consumer loads `producer` with `Acquire` before reading slots.
+    //! * The consumer reads slots, then stores `consumer` with `Release`; the
+    //!   producer loads `consumer` with `Acquire` before reusing slots.
+    //! * Need-wakeup is a store-buffering (Dekker) handshake: the side about to
+    //!   sleep stores `flags`, issues a full fence and re-reads the other
+    //!   side's index; the other side stores its index, issues a full fence
+    //!   and reads `flags`. The fences forbid both reads seeing old values, so
+    //!   either the sleeper sees the new index and stays awake, or the waker
+    //!   sees the flag and kicks: no wake-up is lost.
+    //! * `flags` has one writer per ring: the side the ABI names as the sleeper
+    //!   (the kernel: consumer of to-device, producer of from-device). The other
+    //!   side never sleeps on `flags`; it blocks in `WAIT` or `poll()`, which
+    //!   the kernel serves with a wait queue. Two sleepers on one ring would
+    //!   overwrite each other's flag and lose wake-ups. So the kernel hands
+    //!   entries on with [`ConsumerIndex::commit`] / [`ProducerIndex::commit`]
+    //!   (nobody sleeps on its flags for them), user space with `release` /
+    //!   `publish`, which look at the flag.
+
+    use super::{ring_fill, RING_NEED_WAKEUP};
+
+    /// The memory orderings the protocol uses.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Order {
+        Relaxed,
+        Acquire,
+        Release,
+    }
+
+    /// One shared control word: the atomic operations the protocol needs.
+    /// User space implements it with `core` (or loom) atomics, the kernel with
+    /// `kernel::sync::atomic` and `smp_mb()`.
+    pub trait SharedWord {
+        fn load(&self, order: Order) -> u32;
+        fn store(&self, value: u32, order: Order);
+        /// A full barrier: a `SeqCst` fence, `smp_mb()` in the kernel.
+        fn full_fence();
+    }
+
+    /// Access to a ring's three control words.
+    pub trait Indices {
+        type Word: SharedWord + ?Sized;
+        fn producer(&self) -> &Self::Word;
+        fn consumer(&self) -> &Self::Word;
+        fn flags(&self) -> &Self::Word;
+    }
+
+    impl<T: Indices + ?Sized> Indices for &T {
+        type Word = T::Word;
+        fn producer(&self) -> &Self::Word {
+            (**self).producer()
+        }
+        fn consumer(&self) -> &Self::Word {
+            (**self).consumer()
+        }
+        fn flags(&self) -> &Self::Word {
+            (**self).flags()
+        }
+    }
+
+    fn fence<I: Indices>() {
+        <I::Word as SharedWord>::full_fence();
+    }
+
+    /// The other side published impossible indices (more than a ring apart).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BadIndex {
+        pub producer: u32,
+        pub consumer: u32,
+    }
+
+    /// Producer end. Owns the `producer` word: nobody else may write it.
+    pub struct ProducerIndex<I> {
+        idx: I,
+        slot_count: u32,
+        /// Next position to fill; equal to the published `producer` word
+        /// between calls.
+        head: u32,
+        /// Last `consumer` value seen; refreshed only when the cached view
+        /// shows too little space, which keeps the consumer's cache line quiet.
+        cached_tail: u32,
+    }
+
+    impl<I: Indices> ProducerIndex<I> {
+        /// Attach to a ring whose words hold a consistent state
+        /// (`producer == consumer` after configure or reset).
+        pub fn new(idx: I, slot_count: u32) -> Self {
+            debug_assert!(slot_count.is_power_of_two());
+            let head = idx.producer().load(Order::Relaxed);
+            let cached_tail = idx.consumer().load(Order::Acquire);
+            Self { idx, slot_count, head, cached_tail }
+        }
+
+        /// Free slots as last seen, without touching the consumer's word.
+        pub fn cached_free(&self) -> u32 {
+            // A consumer index that is impossible relative to our head counts
+            // as "no space": we never overwrite slots on a bad peer's word.
+            match ring_fill(self.head, self.cached_tail, self.slot_count) {
+                Some(fill) => self.slot_count - fill,
+                None => 0,
+            }
+        }
+
+        /// Free slots, refreshing the consumer index if fewer than `want` are
+        /// known to be free; `Err` if the consumer's word is impossible.
+        pub fn free_checked(&mut self, want: u32) -> Result<u32, BadIndex> {
+            let free = self.cached_free();
+            if free >= want {
+                return Ok(free);
+            }
+            self.cached_tail = self.idx.consumer().load(Order::Acquire);
+            match ring_fill(self.head, self.cached_tail, self.slot_count) {
+                Some(fill) => Ok(self.slot_count - fill),
+                None => Err(BadIndex { producer: self.head, consumer: self.cached_tail }),
+            }
+        }
+
+        /// Free slots, refreshing the consumer index if fewer than `want` are
+        /// known to be free (an impossible consumer word: none).
+        pub fn free(&mut self, want: u32) -> u32 {
+            self.free_checked(want).unwrap_or(0)
+        }
+
+        /// Ring position of the `i`-th free slot (`i < free()`).
+        pub fn position(&self, i: u32) -> u32 {
+            self.head.wrapping_add(i)
+        }
+
+        /// The next position to fill (the published `producer` word).
+        pub fn head(&self) -> u32 {
+            self.head
+        }
+
+        /// Publish the next `n` filled slots to a consumer that never sleeps
+        /// on this ring's flags. `n` must not exceed the last `free()` result.
+        pub fn commit(&mut self, n: u32) {
+            debug_assert!(n <= self.cached_free(), "publishing {n} slots beyond the free space");
+            if n > 0 {
+                self.head = self.head.wrapping_add(n);
+                self.idx.producer().store(self.head, Order::Release);
+            }
+        }
+
+        /// Publish the next `n` filled slots. Returns whether the consumer
+        /// asked to be kicked. `n` must not exceed the last `free()` result.
+        pub fn publish(&mut self, n: u32) -> bool {
+            assert!(n <= self.cached_free(), "publishing {n} slots beyond the free space");
+            if n == 0 {
+                return false;
+            }
+            self.commit(n);
+            fence::<I>();
+            self.idx.flags().load(Order::Relaxed) & RING_NEED_WAKEUP != 0
+        }
+
+        /// The sleeping side's half of the handshake for a producer waiting for
+        /// space: raise need-wakeup, then re-check. Returns `true` if the caller
+        /// must really sleep (still no space; an impossible consumer word also
+        /// sleeps); `false` means space appeared and the flag has been cleared
+        /// again.
+        pub fn prepare_sleep(&mut self) -> bool {
+            self.raise_need_wakeup();
+            if self.free(1) > 0 {
+                self.clear_need_wakeup();
+                return false;
+            }
+            true
+        }
+
+        /// The sleeper's flag store and full fence, without the re-check.
+        pub fn raise_need_wakeup(&self) {
+            self.idx.flags().store(RING_NEED_WAKEUP, Order::Relaxed);
+            fence::<I>();
+        }
+
+        pub fn clear_need_wakeup(&self) {
+            self.idx.flags().store(0, Order::Relaxed);
+        }
+
+        /// Entries published and not yet released by the consumer (as last seen).
+        pub fn in_flight(&mut self) -> u32 {
+            self.slot_count - self.free(self.slot_count)
+        }
+
+        pub fn indices(&self) -> &I {
+            &self.idx
+        }
+    }
+
+    /// Consumer end. Owns the `consumer` word.
+    pub struct ConsumerIndex<I> {
+        idx: I,
+        slot_count: u32,
+        /// Next position to read; equal to the published `consumer` word
+        /// between calls.
+        tail: u32,
+    }
+
+    impl<I: Indices> ConsumerIndex<I> {
+        pub fn new(idx: I, slot_count: u32) -> Self {
+            debug_assert!(slot_count.is_power_of_two());
+            let tail = idx.consumer().load(Order::Relaxed);
+            Self { idx, slot_count, tail }
+        }
+
+        /// Entries ready to read. The producer word is read exactly once and
+        /// validated against our own tail (never against the shared consumer
+        /// word, which the other side might scribble on).
+        pub fn available(&mut self) -> Result<u32, BadIndex> {
+            let producer = self.idx.producer().load(Order::Acquire);
+            ring_fill(producer, self.tail, self.slot_count).ok_or(BadIndex { producer, consumer: self.tail })
+        }
+
+        /// Ring position of the `i`-th available entry.
+        pub fn position(&self, i: u32) -> u32 {
+            self.tail.wrapping_add(i)
+        }
+
+        /// The next position to read (the published `consumer` word).
+        pub fn tail(&self) -> u32 {
+            self.tail
+        }
+
+        /// Hand `n` read entries back to a producer that never sleeps on this
+        /// ring's flags.
+        pub fn commit(&mut self, n: u32) {
+            if n > 0 {
+                self.tail = self.tail.wrapping_add(n);
+                self.idx.consumer().store(self.tail, Order::Release);
+            }
+        }
+
+        /// Hand `n` read entries back to the producer. Returns whether the
+        /// producer asked to be kicked (it waits for space).
+        pub fn release(&mut self, n: u32) -> bool {
+            if n == 0 {
+                return false;
+            }
+            self.commit(n);
+            fence::<I>();
+            self.idx.flags().load(Order::Relaxed) & RING_NEED_WAKEUP != 0
+        }
+
+        /// The sleeping side's half of the handshake for a consumer waiting for
+        /// entries; see [`ProducerIndex::prepare_sleep`].
+        pub fn prepare_sleep(&mut self) -> bool {
+            let tail = self.tail;
+            self.prepare_sleep_since(tail)
+        }
+
+        /// The handshake for a consumer that may leave entries unread (the
+        /// kernel, when what they need is not there): `seen` is the producer
+        /// index it last looked at. Returns `true` if the caller must really
+        /// sleep: nothing was published after `seen`, or the producer's word is
+        /// impossible (the caller counted it already; staying awake would let
+        /// the other side make it spin; the next kick makes it look again).
+        /// `false`: entries arrived, the flag has been cleared again.
+        pub fn prepare_sleep_since(&mut self, seen: u32) -> bool {
+            self.idx.flags().store(RING_NEED_WAKEUP, Order::Relaxed);
+            fence::<I>();
+            let producer = self.idx.producer().load(Order::Acquire);
+            if producer == seen || ring_fill(producer, self.tail, self.slot_count).is_none() {
+                return true;
+            }
+            self.clear_need_wakeup();
+            false
+        }
+
+        pub fn clear_need_wakeup(&self) {
+            self.idx.flags().store(0, Order::Relaxed);
+        }
+
+        pub fn indices(&self) -> &I {
+            &self.idx
+        }
+    }
+}
