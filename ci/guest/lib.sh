@@ -46,9 +46,27 @@ KMOD_OUT=${KMOD_OUT:-$ROOT/target/kmod}
 # arguments (the debug kernel is built with clang), the kernel's clippy
 # lints, every warning an error.
 build_module() {
+    check_module_format
     rm -rf "$KMOD_OUT"
     mkdir -p "$KMOD_OUT"
     make -s -C "$KBUILD" M="$ROOT/crates/rtpmgr-kmod" MO="$KMOD_OUT" "${KMAKE_ARGS[@]}" CLIPPY=1 KRUSTFLAGS=-Dwarnings
+}
+
+# The module's Rust is formatted with the kernel's settings
+# (crates/rtpmgr-kmod/.rustfmt.toml, the kernel tree's: 100 columns), not
+# the workspace's. rtpmgr_main.rs goes through stdin, so rustfmt does not
+# follow its #[path] modules into the shared ABI and statistics files,
+# which the workspace's settings format.
+check_module_format() {
+    local dir=$ROOT/crates/rtpmgr-kmod f bad=0
+    for f in "$dir"/*.rs; do
+        if [ "$(basename "$f")" = rtpmgr_main.rs ]; then
+            rustfmt --edition 2021 --config-path "$dir/.rustfmt.toml" --emit stdout <"$f" | cmp -s - "$f" || bad=1
+        else
+            rustfmt --edition 2021 --check "$f" >/dev/null || bad=1
+        fi
+        [ $bad = 0 ] || die "$f is not formatted with the kernel's rustfmt settings (rustfmt --edition 2021 it)"
+    done
 }
 
 # build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
@@ -96,11 +114,11 @@ guest_dtb() {
 KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:|unreferenced object'
 
 # boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
-# problem or a guest failure.
+# problem or a guest failure. GUEST_APPEND: more kernel parameters.
 boot_guest() {
     local initrd=$1 dtb=$2 log=$3
     timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
-        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic" </dev/null \
+        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic${GUEST_APPEND:+ $GUEST_APPEND}" </dev/null \
         | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^STREAM'
     if grep -nE "$KERNEL_PROBLEMS" "$log"; then
         die "kernel problem on the console (full log: $log)"

@@ -92,11 +92,18 @@ impl platform::Driver for MediaPortDriver {
         // allocation or mapping races with the mask change.
         unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<32>())? };
         let buffer = Coherent::<u8>::zeroed_slice(dev, DMA_BUFFER, GFP_KERNEL)?;
-        let label = dev.fwnode().and_then(|node| node.property_read::<CString>(c"label").optional());
-        let slot = port::reserve_dma_slot()?;
+        let label = dev
+            .fwnode()
+            .and_then(|node| node.property_read::<CString>(c"label").optional());
+        // Held until the port is published (or the probe fails, which
+        // frees it again).
+        let reservation = port::reserve_dma_slot()?;
+        let slot = reservation.slot();
         let mut name = KVec::new();
         match label.as_ref().map(|l| l.to_bytes()) {
-            Some(l) if !l.is_empty() && l.len() < crate::abi::PORT_NAME_LEN => name.extend_from_slice(l, GFP_KERNEL)?,
+            Some(l) if !l.is_empty() && l.len() < crate::abi::PORT_NAME_LEN => {
+                name.extend_from_slice(l, GFP_KERNEL)?
+            }
             _ => {
                 let mut s = KVec::new();
                 s.extend_from_slice(b"media", GFP_KERNEL)?;
@@ -123,8 +130,14 @@ impl platform::Driver for MediaPortDriver {
             }),
             GFP_KERNEL,
         )?;
-        let index = port::register_dma(slot, port.clone());
-        dev_info!(dev, "media port {} (index {}), {} bytes of coherent DMA memory\n", port.name(), index, DMA_BUFFER);
+        let index = reservation.commit(port.clone());
+        dev_info!(
+            dev,
+            "media port {} (index {}), {} bytes of coherent DMA memory\n",
+            port.name(),
+            index,
+            DMA_BUFFER
+        );
         Ok(MediaPortDriver { port, index })
     }
 

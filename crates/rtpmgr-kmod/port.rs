@@ -8,7 +8,6 @@
 //! given. Ports never see the rings themselves.
 
 use crate::abi;
-use crate::dma_port::DmaPort;
 use crate::ring::SharedBytes;
 use kernel::{
     prelude::*,
@@ -71,7 +70,11 @@ impl MediaPort for Null {
     fn returns_packets(&self) -> bool {
         false
     }
-    fn transmit(&self, _pkt: &SharedBytes<'_>, _ret: Option<&mut SharedBytes<'_>>) -> Option<usize> {
+    fn transmit(
+        &self,
+        _pkt: &SharedBytes<'_>,
+        _ret: Option<&mut SharedBytes<'_>>,
+    ) -> Option<usize> {
         None
     }
     fn users(&self) -> &Atomic<u32> {
@@ -79,51 +82,51 @@ impl MediaPort for Null {
     }
 }
 
-/// The media port of every `START_NET_STREAM` stream. The traffic goes
-/// through the stream's own socket (`net.rs`), which the worker drives
-/// directly; this entry only names the port and counts its users.
-pub(crate) struct Udp {
-    users: Atomic<u32>,
-}
-
-impl MediaPort for Udp {
-    fn kind(&self) -> u32 {
-        abi::PORT_KIND_UDP
-    }
-    fn name(&self) -> &str {
-        "udp"
-    }
-    fn returns_packets(&self) -> bool {
-        false
-    }
-    fn transmit(&self, _pkt: &SharedBytes<'_>, _ret: Option<&mut SharedBytes<'_>>) -> Option<usize> {
-        None
-    }
-    fn users(&self) -> &Atomic<u32> {
-        &self.users
-    }
-}
-
-/// The `udp` port (not in the index registry).
-pub(crate) static UDP: Udp = Udp { users: Atomic::new(0) };
-
-static LOOPBACK: Loopback = Loopback { users: Atomic::new(0) };
-static NULL: Null = Null { users: Atomic::new(0) };
+static LOOPBACK: Loopback = Loopback {
+    users: Atomic::new(0),
+};
+static NULL: Null = Null {
+    users: Atomic::new(0),
+};
 
 /// Ports every kernel has; device-tree ports follow at these indices plus
 /// their slot number.
 pub(crate) const BUILTIN_PORTS: u32 = 2;
 
-kernel::sync::global_lock! {
-    // SAFETY: `init_registry` runs in module init, before any use.
-    pub(crate) unsafe(uninit) static DMA_PORTS: Mutex<KVec<Option<Arc<DmaPort>>>> = KVec::new();
+/// A registry slot of a device-tree port.
+enum Slot {
+    Free,
+    /// Taken by a probe that has not published its port yet.
+    Reserved,
+    Bound(Arc<dyn MediaPort>),
 }
 
-/// Called once from module init.
-pub(crate) fn init_registry() {
-    // SAFETY: called once, from module init, before the device and the
-    // driver are registered (so before any other use of the lock).
-    unsafe { DMA_PORTS.init() };
+kernel::sync::global_lock! {
+    // SAFETY: `Registry::new` runs in module init, before any use.
+    unsafe(uninit) static DMA_PORTS: Mutex<KVec<Slot>> = KVec::new();
+}
+
+/// The registry's lifetime: made first in module init, dropped last at
+/// exit, when it frees the slot vector (a static is never dropped).
+pub(crate) struct Registry(());
+
+impl Registry {
+    /// Called once from module init.
+    pub(crate) fn new() -> Registry {
+        // SAFETY: called once, from module init, before the device and the
+        // driver are registered (so before any other use of the lock).
+        unsafe { DMA_PORTS.init() };
+        Registry(())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Module exit, after the driver and the device are gone: no probe,
+        // unbind or stream can use the registry any more.
+        let ports = core::mem::take(&mut *DMA_PORTS.lock());
+        drop(ports);
+    }
 }
 
 /// A port as a stream holds it: built-in ports are static, bound
@@ -131,7 +134,7 @@ pub(crate) fn init_registry() {
 #[derive(Clone)]
 pub(crate) enum PortRef {
     Builtin(&'static dyn MediaPort),
-    Dma(Arc<DmaPort>),
+    Bound(Arc<dyn MediaPort>),
 }
 
 impl core::ops::Deref for PortRef {
@@ -139,7 +142,7 @@ impl core::ops::Deref for PortRef {
     fn deref(&self) -> &Self::Target {
         match self {
             PortRef::Builtin(p) => *p,
-            PortRef::Dma(p) => &**p,
+            PortRef::Bound(p) => &**p,
         }
     }
 }
@@ -151,7 +154,10 @@ pub(crate) fn get(index: u32) -> Option<PortRef> {
         abi::PORT_NULL => Some(PortRef::Builtin(&NULL)),
         _ => {
             let slot = (index - BUILTIN_PORTS) as usize;
-            DMA_PORTS.lock().get(slot).cloned().flatten().map(PortRef::Dma)
+            match DMA_PORTS.lock().get(slot) {
+                Some(Slot::Bound(p)) => Some(PortRef::Bound(p.clone())),
+                _ => None,
+            }
         }
     }
 }
@@ -161,28 +167,64 @@ pub(crate) fn count() -> u32 {
     BUILTIN_PORTS + DMA_PORTS.lock().len() as u32
 }
 
-/// A free registry slot for a probing device (reused after unbind).
-pub(crate) fn reserve_dma_slot() -> Result<u32> {
-    let mut ports = DMA_PORTS.lock();
-    if let Some(free) = ports.iter().position(Option::is_none) {
-        return Ok(free as u32);
-    }
-    ports.push(None, GFP_KERNEL)?;
-    Ok(ports.len() as u32 - 1)
+/// A registry slot a probing device holds: free again when dropped unless
+/// [`SlotReservation::commit`] published a port in it. Reserving and
+/// publishing are two steps (the probe allocates in between, without the
+/// lock), so two probes at once could otherwise pick the same free slot.
+pub(crate) struct SlotReservation {
+    slot: u32,
+    committed: bool,
 }
 
-/// Publish a bound port in its slot; returns its ABI index.
-pub(crate) fn register_dma(slot: u32, port: Arc<DmaPort>) -> u32 {
-    if let Some(entry) = DMA_PORTS.lock().get_mut(slot as usize) {
-        *entry = Some(port);
+/// Reserve a free registry slot for a probing device (reused after unbind).
+pub(crate) fn reserve_dma_slot() -> Result<SlotReservation> {
+    let mut ports = DMA_PORTS.lock();
+    let slot = match ports.iter().position(|s| matches!(s, Slot::Free)) {
+        Some(free) => {
+            ports[free] = Slot::Reserved;
+            free
+        }
+        None => {
+            ports.push(Slot::Reserved, GFP_KERNEL)?;
+            ports.len() - 1
+        }
+    };
+    Ok(SlotReservation {
+        slot: slot as u32,
+        committed: false,
+    })
+}
+
+impl SlotReservation {
+    /// The reserved slot.
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
     }
-    BUILTIN_PORTS + slot
+
+    /// Publish `port` in the slot; returns its ABI index.
+    pub(crate) fn commit(mut self, port: Arc<dyn MediaPort>) -> u32 {
+        if let Some(entry) = DMA_PORTS.lock().get_mut(self.slot as usize) {
+            *entry = Slot::Bound(port);
+        }
+        self.committed = true;
+        BUILTIN_PORTS + self.slot
+    }
+}
+
+impl Drop for SlotReservation {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(entry) = DMA_PORTS.lock().get_mut(self.slot as usize) {
+                *entry = Slot::Free;
+            }
+        }
+    }
 }
 
 /// Withdraw a port (unbind); its index stays reserved until reused.
 pub(crate) fn unregister_dma(index: u32) {
     if let Some(entry) = DMA_PORTS.lock().get_mut((index - BUILTIN_PORTS) as usize) {
-        *entry = None;
+        *entry = Slot::Free;
     }
 }
 

@@ -6,8 +6,12 @@
 //! byte of it may change at any moment. The rules, which every method here
 //! follows:
 //!
-//! * the kernel keeps its own copy of its indices (`to_dev_tail`,
-//!   `from_dev_head`) and never reads them back from shared memory;
+//! * the index and need-wakeup protocol is `abi::proto`, the very code user
+//!   space runs and the loom model check explores
+//!   (`crates/rtpmgr-ring/tests/loom.rs`), over the kernel's atomics and
+//!   `smp_mb()` ([`Words`]); the kernel keeps its own copy of its indices
+//!   (the protocol's consumer tail and producer head) and never reads them
+//!   back from shared memory;
 //! * each word user space writes (the to-device producer, the from-device
 //!   consumer) is read once per use and validated with `abi::ring_fill`
 //!   against the kernel's own index before it decides anything;
@@ -16,10 +20,13 @@
 //! * packet bytes are copied with plain memory copies bounded by validated
 //!   lengths; their content is never interpreted.
 
+use crate::abi::proto::{ConsumerIndex, Indices, Order, ProducerIndex, SharedWord};
 use crate::abi::{self, Geometry, SharedHeader, SlotHeader};
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 use kernel::{
     alloc::{allocator::Vmalloc, VVec},
+    ffi::c_int,
     page::PAGE_SIZE,
     prelude::*,
     sync::{
@@ -43,6 +50,71 @@ enum Word {
     Flags,
 }
 
+/// The protocol's shared word in the kernel: `kernel::sync::atomic` and
+/// `smp_mb()`. (The protocol asks for no other combination than acquire
+/// loads and release stores besides relaxed ones; anything else would get
+/// the stronger ordering.)
+impl SharedWord for Atomic<u32> {
+    fn load(&self, order: Order) -> u32 {
+        match order {
+            Order::Relaxed => Atomic::load(self, Relaxed),
+            Order::Acquire | Order::Release => Atomic::load(self, Acquire),
+        }
+    }
+    fn store(&self, value: u32, order: Order) {
+        match order {
+            Order::Relaxed => Atomic::store(self, value, Relaxed),
+            Order::Acquire | Order::Release => Atomic::store(self, value, Release),
+        }
+    }
+    fn full_fence() {
+        smp_mb();
+    }
+}
+
+/// The three control words of one ring of a region, for the protocol.
+///
+/// Invariant: `base` is the start of a live region's memory (at least its
+/// 4 KiB header page) for as long as this value exists: it lives inside
+/// the `Region` that owns that memory.
+struct Words {
+    base: NonNull<u8>,
+    ring: RingId,
+}
+
+impl Words {
+    fn word(&self, word: Word) -> &Atomic<u32> {
+        let ctrl = match self.ring {
+            RingId::ToDevice => abi::TO_DEV_CTRL_OFFSET,
+            RingId::FromDevice => abi::FROM_DEV_CTRL_OFFSET,
+        };
+        let off = ctrl
+            + match word {
+                Word::Producer => abi::RING_PRODUCER_OFFSET,
+                Word::Consumer => abi::RING_CONSUMER_OFFSET,
+                Word::Flags => abi::RING_FLAGS_OFFSET,
+            };
+        // SAFETY: `off` < 4096 <= region size, 4-byte aligned on a
+        // page-aligned base that is live while `self` is (type invariant).
+        // The word is only accessed atomically by the kernel; user space
+        // may write it at any time, which atomics tolerate.
+        unsafe { Atomic::from_ptr(self.base.as_ptr().add(off as usize).cast::<u32>()) }
+    }
+}
+
+impl Indices for Words {
+    type Word = Atomic<u32>;
+    fn producer(&self) -> &Atomic<u32> {
+        self.word(Word::Producer)
+    }
+    fn consumer(&self) -> &Atomic<u32> {
+        self.word(Word::Consumer)
+    }
+    fn flags(&self) -> &Atomic<u32> {
+        self.word(Word::Flags)
+    }
+}
+
 /// A byte range in the shared region (or in DMA memory) that another party
 /// may write concurrently. Only raw copies touch it.
 ///
@@ -59,7 +131,11 @@ impl<'a> SharedBytes<'a> {
     /// `ptr` must be valid for reads and writes of `len` bytes for `'a`, and
     /// nothing may hold a Rust reference to those bytes during `'a`.
     pub(crate) unsafe fn from_raw(ptr: *mut u8, len: usize) -> Self {
-        SharedBytes { ptr, len, _life: PhantomData }
+        SharedBytes {
+            ptr,
+            len,
+            _life: PhantomData,
+        }
     }
 
     /// Length in bytes.
@@ -77,13 +153,90 @@ impl<'a> SharedBytes<'a> {
         self.ptr
     }
 
+    /// A kernel-private buffer as a `SharedBytes`, for the paths that
+    /// handle kernel copies and slots alike (the exclusive borrow is what
+    /// makes it safe).
+    pub(crate) fn from_slice(buf: &'a mut [u8]) -> Self {
+        // SAFETY: an exclusive borrow is valid for reads and writes of its
+        // length for `'a`, and no other reference to it can exist meanwhile.
+        unsafe { Self::from_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
     /// Copy as much of `src` as fits; returns the bytes copied.
     pub(crate) fn copy_from(&mut self, src: &SharedBytes<'_>) -> usize {
         let n = self.len.min(src.len);
-        // SAFETY: both ranges are valid for `n` bytes (type invariant). They do
-        // not overlap: they are distinct slots, or slot and DMA buffer.
-        unsafe { core::ptr::copy_nonoverlapping(src.ptr, self.ptr, n) };
+        // SAFETY: both ranges are valid for `n` bytes (type invariant).
+        // `copy` (memmove) is correct even if two views of one buffer
+        // overlap, so callers need not prove they do not.
+        unsafe { core::ptr::copy(src.ptr, self.ptr, n) };
         n
+    }
+
+    /// Copy as much of the range as fits into a kernel-private buffer;
+    /// returns the bytes copied.
+    pub(crate) fn copy_to_slice(&self, dst: &mut [u8]) -> usize {
+        let n = self.len.min(dst.len());
+        // SAFETY: `self` is valid for reads of `n` bytes (type invariant),
+        // `dst` for writes of `n` bytes; `copy` allows any overlap.
+        unsafe { core::ptr::copy(self.ptr, dst.as_mut_ptr(), n) };
+        n
+    }
+}
+
+/// A `struct mm_struct`, only ever behind a pointer the C helper gives:
+/// never read from Rust (its generated layout is not the compiler's, see
+/// rtpmgr_mm.c).
+#[repr(C)]
+struct MmStruct {
+    _opaque: [u8; 0],
+}
+
+// The C helper that charges locked memory (rtpmgr_mm.c says why it is C).
+extern "C" {
+    fn rtpmgr_pin_charge(pages: usize, out: *mut *mut MmStruct) -> c_int;
+    fn rtpmgr_pin_uncharge(mm: *mut MmStruct, pages: usize);
+}
+
+/// The region's pages charged to the configuring process's locked memory
+/// (`mm->locked_vm`, limited by `RLIMIT_MEMLOCK` unless it has
+/// `CAP_IPC_LOCK`), as AF_XDP charges its umem and VFIO its pinned pages:
+/// the pages are the kernel's, never swapped, and user space holds them by
+/// an open file and a mapping. Uncharged when the region goes.
+///
+/// Invariant: `mm` is the mm `rtpmgr_pin_charge` charged `pages` to and
+/// holds (`mmgrab`); it is uncharged and dropped once, in `drop`.
+struct PinCharge {
+    mm: NonNull<MmStruct>,
+    pages: usize,
+}
+
+// SAFETY: the mm pointer is only handed back to the helper, which may run
+// on any thread (it takes the mm's own lock).
+unsafe impl Send for PinCharge {}
+
+impl PinCharge {
+    /// Charge `pages` to the current task (none for a kernel thread).
+    fn new(pages: usize) -> Result<Option<PinCharge>> {
+        let mut mm = core::ptr::null_mut();
+        // SAFETY: `mm` is a valid out pointer. The helper takes the current
+        // mm's mmap lock, which no caller of `Region::new` holds (it runs
+        // in CONFIGURE_BUFFER).
+        let rc = unsafe { rtpmgr_pin_charge(pages, &mut mm) };
+        if rc < 0 {
+            return Err(Error::from_errno(rc));
+        }
+        Ok(NonNull::new(mm).map(|mm| PinCharge { mm, pages }))
+    }
+}
+
+impl Drop for PinCharge {
+    fn drop(&mut self) {
+        // SAFETY: undoes the charge of `new` on the mm it charged and holds
+        // (type invariant), once. Takes that mm's mmap lock: a region is
+        // never dropped with an mmap lock held (it goes in CONFIGURE_BUFFER,
+        // which refuses while mapped, or with the last reference to its
+        // session, which no VMA holds).
+        unsafe { rtpmgr_pin_uncharge(self.mm.as_ptr(), self.pages) };
     }
 }
 
@@ -100,15 +253,16 @@ pub(crate) struct Region {
     /// `mem`'s buffer, taken once from a mutable borrow.
     base: core::ptr::NonNull<u8>,
     geometry: Geometry,
-    /// Next to-device position the kernel consumes.
-    to_dev_tail: u32,
-    /// Next from-device position the kernel fills.
-    from_dev_head: u32,
-    /// Last from-device consumer value seen that was valid.
-    from_dev_seen_tail: u32,
+    /// The kernel's end of each ring: the to-device consumer, the
+    /// from-device producer (their indices are the authoritative ones).
+    todev: ConsumerIndex<Words>,
+    fromdev: ProducerIndex<Words>,
     /// The statistics records' seqcounts, as the kernel last wrote them:
     /// kept here, never read back from the shared memory.
     stats_seq: [u32; abi::MAX_STREAMS as usize],
+    /// The pages charged to the configuring process (bookkeeping only:
+    /// uncharged when the region is dropped).
+    _charge: Option<PinCharge>,
 }
 
 // SAFETY: `base` points into `mem`, which the region owns; moving the region
@@ -118,33 +272,63 @@ unsafe impl Send for Region {}
 
 impl Region {
     /// Allocate and initialise a region for `geometry`.
+    /// The memory is charged to the caller's memory cgroup
+    /// (`GFP_KERNEL_ACCOUNT`) and its pages to its `RLIMIT_MEMLOCK`
+    /// (`ENOMEM` beyond it).
     pub(crate) fn new(geometry: Geometry) -> Result<Region> {
         let size = usize::try_from(geometry.mmap_size(PAGE_SIZE as u64)).map_err(|_| ENOMEM)?;
-        let mut mem = VVec::from_elem(0u8, size, GFP_KERNEL | __GFP_NOWARN).map_err(|_| ENOMEM)?;
+        let charge = PinCharge::new(size / PAGE_SIZE)?;
+        let mut mem =
+            VVec::from_elem(0u8, size, GFP_KERNEL_ACCOUNT | __GFP_NOWARN).map_err(|_| ENOMEM)?;
         let header: SharedHeader = geometry.shared_header(PAGE_SIZE as u64);
         // SAFETY: `mem` is at least `HEADER_REGION_SIZE` (4096) bytes and
         // page aligned, so a `SharedHeader` (72 bytes, align 8) fits at 0;
         // nobody else can see the memory yet.
         unsafe { core::ptr::write(mem.as_mut_ptr().cast::<SharedHeader>(), header) };
-        let base = core::ptr::NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
+        let base = NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
+        // The words are zero (the memory is): both rings empty.
+        let (todev, fromdev) = Self::ends(base, geometry);
         let region = Region {
             mem,
             base,
             geometry,
-            to_dev_tail: 0,
-            from_dev_head: 0,
-            from_dev_seen_tail: 0,
+            todev,
+            fromdev,
             stats_seq: [0; abi::MAX_STREAMS as usize],
+            _charge: charge,
         };
         region.start_asleep();
         Ok(region)
     }
 
+    /// The kernel's ends of both rings, attached to words that hold a
+    /// consistent (empty) state.
+    fn ends(base: NonNull<u8>, g: Geometry) -> (ConsumerIndex<Words>, ProducerIndex<Words>) {
+        (
+            ConsumerIndex::new(
+                Words {
+                    base,
+                    ring: RingId::ToDevice,
+                },
+                g.slot_count,
+            ),
+            ProducerIndex::new(
+                Words {
+                    base,
+                    ring: RingId::FromDevice,
+                },
+                g.slot_count,
+            ),
+        )
+    }
+
     /// The worker is not queued until the first kick, so both rings start
     /// with need-wakeup raised: the first publish then asks for that kick.
     fn start_asleep(&self) {
-        self.word(RingId::ToDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
-        self.word(RingId::FromDevice, Word::Flags).store(abi::RING_NEED_WAKEUP, Release);
+        self.word(RingId::ToDevice, Word::Flags)
+            .store(abi::RING_NEED_WAKEUP, Release);
+        self.word(RingId::FromDevice, Word::Flags)
+            .store(abi::RING_NEED_WAKEUP, Release);
     }
 
     pub(crate) fn geometry(&self) -> Geometry {
@@ -174,20 +358,10 @@ impl Region {
     }
 
     fn word(&self, ring: RingId, word: Word) -> &Atomic<u32> {
-        let ctrl = match ring {
-            RingId::ToDevice => abi::TO_DEV_CTRL_OFFSET,
-            RingId::FromDevice => abi::FROM_DEV_CTRL_OFFSET,
-        };
-        let off = ctrl
-            + match word {
-                Word::Producer => abi::RING_PRODUCER_OFFSET,
-                Word::Consumer => abi::RING_CONSUMER_OFFSET,
-                Word::Flags => abi::RING_FLAGS_OFFSET,
-            };
-        // SAFETY: `off` < 4096 <= region size, 4-byte aligned on a page-aligned
-        // base. The word is only accessed atomically by the kernel; user space
-        // may write it at any time, which atomics tolerate.
-        unsafe { Atomic::from_ptr(self.base().add(off as usize).cast::<u32>()) }
+        match ring {
+            RingId::ToDevice => self.todev.indices().word(word),
+            RingId::FromDevice => self.fromdev.indices().word(word),
+        }
     }
 
     fn slot_ptr(&self, ring: RingId, pos: u32) -> *mut u8 {
@@ -204,16 +378,20 @@ impl Region {
 
     // --- to-device: user space produces, the kernel consumes -------------
 
-    /// Entries user space has published, or `Err` if its producer index is
-    /// impossible (counted by the caller).
-    pub(crate) fn todev_available(&self) -> core::result::Result<u32, ()> {
-        let producer = self.word(RingId::ToDevice, Word::Producer).load(Acquire);
-        abi::ring_fill(producer, self.to_dev_tail, self.geometry.slot_count).ok_or(())
+    /// Entries user space has published (its producer index read once and
+    /// checked against the kernel's own tail), or `Err` if that index is
+    /// impossible (counted by the caller); with the producer index read,
+    /// for [`Region::todev_prepare_sleep`].
+    pub(crate) fn todev_available(&mut self) -> (u32, core::result::Result<u32, ()>) {
+        match self.todev.available() {
+            Ok(n) => (self.todev.tail().wrapping_add(n), Ok(n)),
+            Err(bad) => (bad.producer, Err(())),
+        }
     }
 
     /// A copy of the header of the `i`-th available to-device entry.
     pub(crate) fn todev_header(&self, i: u32) -> SlotHeader {
-        let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
+        let p = self.slot_ptr(RingId::ToDevice, self.todev.position(i));
         // SAFETY: `p` is a slot start inside the region, aligned to the slot
         // size (>= 256); the volatile read copies the header exactly once.
         unsafe { core::ptr::read_volatile(p.cast::<SlotHeader>()) }
@@ -223,19 +401,17 @@ impl Region {
     /// which the caller validated against the slot capacity.
     pub(crate) fn todev_payload(&self, i: u32, len: u32) -> SharedBytes<'_> {
         let len = len.min(self.geometry.payload_capacity()) as usize;
-        let p = self.slot_ptr(RingId::ToDevice, self.to_dev_tail.wrapping_add(i));
+        let p = self.slot_ptr(RingId::ToDevice, self.todev.position(i));
         // SAFETY: the payload starts after the slot header and `len` is within
         // the slot; the borrow of `self` keeps the memory alive, and the
         // kernel never creates references into the region.
         unsafe { SharedBytes::from_raw(p.add(abi::SLOT_HEADER_SIZE as usize), len) }
     }
 
-    /// Hand `n` consumed entries back to user space.
+    /// Hand `n` consumed entries back to user space (which never sleeps on
+    /// this ring's flag: it waits for space in `WAIT` or `poll()`).
     pub(crate) fn todev_release(&mut self, n: u32) {
-        if n > 0 {
-            self.to_dev_tail = self.to_dev_tail.wrapping_add(n);
-            self.word(RingId::ToDevice, Word::Consumer).store(self.to_dev_tail, Release);
-        }
+        self.todev.commit(n);
     }
 
     // --- from-device: the kernel produces, user space consumes -----------
@@ -243,82 +419,91 @@ impl Region {
     /// Free from-device slots, at least `want` if that many are free.
     /// `Err` if the consumer index user space wrote is impossible.
     pub(crate) fn fromdev_free(&mut self, want: u32) -> core::result::Result<u32, ()> {
-        let count = self.geometry.slot_count;
-        let cached = abi::ring_fill(self.from_dev_head, self.from_dev_seen_tail, count).map_or(0, |f| count - f);
-        if cached >= want {
-            return Ok(cached);
-        }
-        let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Acquire);
-        let fill = abi::ring_fill(self.from_dev_head, consumer, count).ok_or(())?;
-        self.from_dev_seen_tail = consumer;
-        Ok(count - fill)
+        self.fromdev.free_checked(want).map_err(|_| ())
     }
 
     /// Payload area of the `k`-th free from-device slot.
     pub(crate) fn fromdev_payload(&self, k: u32) -> SharedBytes<'_> {
-        let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
+        let p = self.slot_ptr(RingId::FromDevice, self.fromdev.position(k));
         let cap = self.geometry.payload_capacity() as usize;
         // SAFETY: as for `todev_payload`; the whole payload area of the slot.
         unsafe { SharedBytes::from_raw(p.add(abi::SLOT_HEADER_SIZE as usize), cap) }
     }
 
     pub(crate) fn fromdev_set_header(&self, k: u32, header: &SlotHeader) {
-        let p = self.slot_ptr(RingId::FromDevice, self.from_dev_head.wrapping_add(k));
+        let p = self.slot_ptr(RingId::FromDevice, self.fromdev.position(k));
         // SAFETY: aligned slot start inside the region (see `todev_header`).
         unsafe { core::ptr::write_volatile(p.cast::<SlotHeader>(), *header) };
     }
 
-    /// Publish `n` filled from-device slots.
+    /// Publish `n` filled from-device slots (user space never sleeps on
+    /// this ring's flag: it waits for entries in `WAIT` or `poll()`).
     pub(crate) fn fromdev_publish(&mut self, n: u32) {
-        if n > 0 {
-            self.from_dev_head = self.from_dev_head.wrapping_add(n);
-            self.word(RingId::FromDevice, Word::Producer).store(self.from_dev_head, Release);
-        }
+        self.fromdev.commit(n);
     }
 
     // --- need-wakeup and readiness ---------------------------------------
 
-    /// The sleeper's half of the handshake: raise need-wakeup on `ring`,
-    /// full barrier, then the caller re-checks (see `rtpmgr_ring::proto`).
-    pub(crate) fn raise_need_wakeup(&self, ring: RingId) {
-        self.word(ring, Word::Flags).store(abi::RING_NEED_WAKEUP, Relaxed);
-        smp_mb();
+    /// The worker is about to sleep: raise to-device need-wakeup and check
+    /// again (`abi::proto`'s handshake). `seen` is the producer index its
+    /// last pass read. `true`: nothing was published since, sleep;
+    /// `false`: entries came, the flag is down again, stay awake.
+    pub(crate) fn todev_prepare_sleep(&mut self, seen: u32) -> bool {
+        self.todev.prepare_sleep_since(seen)
     }
 
+    /// As [`Region::todev_prepare_sleep`] for a worker that waits for
+    /// from-device room: `true` while there is none.
+    pub(crate) fn fromdev_prepare_sleep(&mut self) -> bool {
+        self.fromdev.prepare_sleep()
+    }
+
+    /// The worker runs: nobody needs to kick it.
     pub(crate) fn clear_need_wakeup(&self) {
-        self.word(RingId::ToDevice, Word::Flags).store(0, Relaxed);
-        self.word(RingId::FromDevice, Word::Flags).store(0, Relaxed);
+        self.todev.clear_need_wakeup();
+        self.fromdev.clear_need_wakeup();
     }
 
     /// `WAIT_FROM_DEV_READY`: published entries user space has not consumed.
     pub(crate) fn fromdev_ready(&self) -> bool {
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
-        abi::ring_fill(self.from_dev_head, consumer, self.geometry.slot_count).is_some_and(|f| f > 0)
+        abi::ring_fill(self.fromdev.head(), consumer, self.geometry.slot_count)
+            .is_some_and(|f| f > 0)
     }
 
     /// `WAIT_TO_DEV_SPACE`: a free to-device slot.
     pub(crate) fn todev_space(&self) -> bool {
         let producer = self.word(RingId::ToDevice, Word::Producer).load(Relaxed);
         let count = self.geometry.slot_count;
-        abi::ring_fill(producer, self.to_dev_tail, count).is_some_and(|f| f < count)
+        abi::ring_fill(producer, self.todev.tail(), count).is_some_and(|f| f < count)
     }
 
     /// `(to-device fill, from-device fill)` as far as the kernel knows.
     pub(crate) fn fill(&self) -> (u32, u32) {
         let count = self.geometry.slot_count;
-        let to = self.todev_available().unwrap_or(u32::MAX);
+        let producer = self.word(RingId::ToDevice, Word::Producer).load(Relaxed);
+        let to = abi::ring_fill(producer, self.todev.tail(), count).unwrap_or(u32::MAX);
         let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
-        let from = abi::ring_fill(self.from_dev_head, consumer, count).unwrap_or(u32::MAX);
+        let from = abi::ring_fill(self.fromdev.head(), consumer, count).unwrap_or(u32::MAX);
         (to, from)
     }
 
     /// Write stream `id`'s statistics record (see `abi::StatsRecord`): an
     /// odd seqcount, the record, an even seqcount. User space may scribble
     /// over the area; the kernel only writes it.
-    pub(crate) fn publish_stats(&mut self, id: u32, running: bool, counters: &abi::NetCounters, now_ns: u64) {
-        let Some(seq) = self.stats_seq.get_mut(id as usize) else { return };
+    pub(crate) fn publish_stats(
+        &mut self,
+        id: u32,
+        running: bool,
+        counters: &abi::NetCounters,
+        now_ns: u64,
+    ) {
+        let Some(seq) = self.stats_seq.get_mut(id as usize) else {
+            return;
+        };
         let odd = seq.wrapping_add(1) | 1;
-        let off = self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
+        let off =
+            self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
         // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
         // area, which lies inside `mem` (`Geometry::region_bytes`); the area
         // is page aligned and records are 256 bytes, so the pointer is
@@ -329,17 +514,23 @@ impl Region {
         let seq_word = unsafe { Atomic::from_ptr(rec.cast::<u32>()) };
         seq_word.store(odd, Relaxed);
         smp_wmb();
-        let record = abi::StatsRecord {
-            seq: odd,
-            stream_id: id,
-            flags: if running { abi::STATS_RUNNING } else { 0 },
-            updated_ns: now_ns,
-            counters: *counters,
-            ..Default::default()
-        };
-        // SAFETY: in bounds and aligned (above); volatile, as user space
-        // maps this memory. It rewrites `seq` with the same odd value.
-        unsafe { core::ptr::write_volatile(rec.cast::<abi::StatsRecord>(), record) };
+        // Every field but `seq`, which only the atomic stores above and
+        // below write.
+        let words = [id, if running { abi::STATS_RUNNING } else { 0 }, 0u32];
+        for (k, w) in words.into_iter().enumerate() {
+            // SAFETY: `stream_id`, `flags` and `_pad` are the three u32
+            // fields after `seq` (offsets 4, 8, 12: pinned by the ABI's
+            // layout test), inside the record; volatile, as user space maps
+            // this memory.
+            unsafe { core::ptr::write_volatile(rec.add(4 * (k + 1)).cast::<u32>(), w) };
+        }
+        let off_ns = core::mem::offset_of!(abi::StatsRecord, updated_ns);
+        let off_c = core::mem::offset_of!(abi::StatsRecord, counters);
+        // SAFETY: in bounds and aligned for u64 (the record is 8-aligned
+        // and the offsets are its fields'); volatile as above.
+        unsafe { core::ptr::write_volatile(rec.add(off_ns).cast::<u64>(), now_ns) };
+        // SAFETY: as above, for the `NetCounters` field (align 8).
+        unsafe { core::ptr::write_volatile(rec.add(off_c).cast::<abi::NetCounters>(), *counters) };
         smp_wmb();
         *seq = odd.wrapping_add(1);
         seq_word.store(*seq, Release);
@@ -352,9 +543,7 @@ impl Region {
                 self.word(ring, w).store(0, Release);
             }
         }
-        self.to_dev_tail = 0;
-        self.from_dev_head = 0;
-        self.from_dev_seen_tail = 0;
+        (self.todev, self.fromdev) = Self::ends(self.base, self.geometry);
         self.start_asleep();
     }
 }

@@ -11,12 +11,7 @@
 //! The user/kernel contract is `crates/rtpmgr-abi/src/abi.rs`, included
 //! below as it is, the same file user space compiles.
 
-use kernel::{
-    driver,
-    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
-    platform,
-    prelude::*,
-};
+use kernel::{driver, platform, prelude::*};
 
 #[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
 #[path = "../rtpmgr-abi/src/abi.rs"]
@@ -28,11 +23,18 @@ mod abi;
 #[path = "../rtp/src/seqstats.rs"]
 mod seqstats;
 
+mod copy_path;
+mod device;
 mod dma_port;
+mod fdinfo;
+mod ioctl;
+mod mapping;
 mod net;
 mod port;
 mod ring;
 mod session;
+mod stream;
+mod worker;
 
 module! {
     type: RtpmgrModule,
@@ -53,23 +55,33 @@ pub(crate) fn max_session_bytes() -> u64 {
     u64::from(*module_parameters::max_session_mb.value()) << 20
 }
 
+/// Fields drop in declaration order (after `init` built them in the
+/// initialiser's order, the reverse): `/dev/rtpmgr` goes first, so no new
+/// session can start; then the platform driver, which unbinds the
+/// device-tree ports; the port registry last. No session is open by then:
+/// each open file pins the module (`file_operations.owner`).
 #[pin_data]
 struct RtpmgrModule {
-    /// Registered first, dropped last: ports are bound before `/dev/rtpmgr`
-    /// appears and unbound after it is gone.
+    #[pin]
+    _misc: device::Registration,
     #[pin]
     _ports: driver::Registration<platform::Adapter<dma_port::MediaPortDriver>>,
-    #[pin]
-    _misc: MiscDeviceRegistration<session::Session>,
+    _registry: port::Registry,
 }
 
 impl kernel::InPlaceModule for RtpmgrModule {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        port::init_registry();
-        pr_info!("ABI {}, {} MiB per session\n", abi::ABI_VERSION, *module_parameters::max_session_mb.value());
+        pr_info!(
+            "ABI {}, {} MiB per session\n",
+            abi::ABI_VERSION,
+            *module_parameters::max_session_mb.value()
+        );
+        // Built in this order: the registry before the driver can bind a
+        // port into it, the ports before /dev/rtpmgr can name them.
         try_pin_init!(Self {
+            _registry: port::Registry::new(),
             _ports <- driver::Registration::new(c"rtpmgr-media-port", module),
-            _misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rtpmgr" }),
+            _misc <- device::Registration::register(c"rtpmgr"),
         })
     }
 }

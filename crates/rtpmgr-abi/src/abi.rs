@@ -10,8 +10,12 @@
 
 /// `"RTPM"` in little-endian byte order, at offset 0 of the shared region.
 pub const SHARED_MAGIC: u32 = u32::from_le_bytes(*b"RTPM");
-/// Incremented on any incompatible change of this file.
-pub const ABI_VERSION: u32 = 1;
+/// Incremented on any incompatible change of this file. Version 2:
+/// `START_NET_STREAM` takes a UDP socket from user space
+/// ([`NetStreamSpec::fd`]) instead of making one, `GET_NET_STATUS`'s
+/// counters grew, `poll()` works ([`FEATURE_POLL`]). The shared region is
+/// laid out as in version 1.
+pub const ABI_VERSION: u32 = 2;
 
 /// Smallest slot (bytes, including the slot header).
 pub const MIN_SLOT_SIZE: u32 = 256;
@@ -103,10 +107,12 @@ pub const RTPMGR_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x0
 /// Describe media port `PortInfo::index`; `ENODEV` past the last one.
 pub const RTPMGR_IOC_GET_PORT: u32 =
     ioc(IOC_READ | IOC_WRITE, RTPMGR_IOC_MAGIC, 0x08, core::mem::size_of::<PortInfo>());
-/// Start a stream on a kernel UDP socket (the `udp` port): network →
-/// from-device ring and/or to-device ring → network, no system call per
-/// packet. The socket is created and bound with the caller's credentials
-/// and network namespace. [`FEATURE_NET_STREAMS`] announces it.
+/// Start a stream on a UDP socket of the caller's (the `udp` port):
+/// network → from-device ring and/or to-device ring → network, no system
+/// call per packet. User space creates, binds, connects and joins the
+/// socket (so its credentials, LSM hooks and namespace decide everything
+/// about it) and passes its descriptor; the module keeps a reference to it
+/// while the stream runs. [`FEATURE_NET_STREAMS`] announces it.
 pub const RTPMGR_IOC_START_NET_STREAM: u32 =
     ioc(IOC_WRITE, RTPMGR_IOC_MAGIC, 0x09, core::mem::size_of::<NetStreamSpec>());
 /// Counters of one `udp` stream. `ENOENT` if the id runs no udp stream.
@@ -128,6 +134,12 @@ pub const FEATURE_NET_STREAMS: u32 = 1 << 3;
 /// The region ends with the per-stream statistics area
 /// ([`SharedHeader::stats_offset`], [`StatsRecord`]).
 pub const FEATURE_STATS_AREA: u32 = 1 << 4;
+/// `poll()`/`epoll` on the device: readable (`POLLIN`) while from-device
+/// entries (or copied packets for `read()`) wait, writable (`POLLOUT`)
+/// while the to-device ring has a free slot; nothing before
+/// `CONFIGURE_BUFFER`. The conditions of `WAIT`, so one thread can wait for
+/// the device and its sockets together.
+pub const FEATURE_POLL: u32 = 1 << 5;
 
 /// `GET_INFO` result.
 #[repr(C)]
@@ -349,26 +361,6 @@ impl IoctlArg for NetStatus {}
 // Network streams (the `udp` port)
 // ---------------------------------------------------------------------------
 
-/// [`NetAddr::family`]: unset.
-pub const NET_FAMILY_UNSPEC: u16 = 0;
-/// `AF_INET`: `addr[..4]`, network byte order.
-pub const NET_FAMILY_INET: u16 = 2;
-/// `AF_INET6`: `addr`, network byte order.
-pub const NET_FAMILY_INET6: u16 = 10;
-
-/// An IPv4 or IPv6 socket address.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetAddr {
-    /// `NET_FAMILY_*`.
-    pub family: u16,
-    /// Host byte order.
-    pub port: u16,
-    /// IPv6 scope (interface index) for link-local addresses; 0 for IPv4.
-    pub scope_id: u32,
-    pub addr: [u8; 16],
-}
-
 /// [`NetStreamSpec::flags`]: check every received datagram against the
 /// RFC 3550 fixed header ([`rtp_header_check`]); count and drop the others.
 pub const NET_F_RTP: u32 = 1 << 0;
@@ -384,13 +376,26 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 
 /// `START_NET_STREAM` argument.
 ///
-/// * `DIR_FROM_DEVICE`: datagrams arriving at `local` are written to the
-///   from-device ring with this `stream_id` (`local.port` must not be 0);
-///   when `remote` is set the socket is connected and only its datagrams
-///   arrive.
-/// * `DIR_TO_DEVICE`: to-device slots of this stream are sent to `remote`
-///   (required, port not 0) from `local` (family unset: any address,
-///   ephemeral port).
+/// `fd` is a UDP socket (`AF_INET` or `AF_INET6`, `SOCK_DGRAM`,
+/// `IPPROTO_UDP`) of the caller, which did everything a socket needs
+/// before: bind, connect, multicast joins (any-source or SSM), buffer
+/// sizes, multicast TTL and interface (rtpmgrd does it with nix, as for
+/// its own sockets). The module checks it (`ENOTSOCK`, `EAFNOSUPPORT`,
+/// `EPROTONOSUPPORT`), keeps a reference to its file while the stream
+/// runs (closing the descriptor does not stop the stream), installs its
+/// callbacks on it (`EBUSY` if the socket is another stream's, a tunnel's
+/// or a sockmap's), receives from it in the session worker and sends on it
+/// with the credentials of the task that created it. Until the stream
+/// stops the socket is the stream's: user space must not read from it.
+///
+/// * `DIR_FROM_DEVICE`: every datagram the socket receives is written to
+///   the from-device ring with this `stream_id`. The socket must be bound
+///   (`EINVAL`); connected, it hears only its peer.
+/// * `DIR_TO_DEVICE`: to-device slots of this stream are sent on the
+///   socket, which must be connected (`EDESTADDRREQ`). A full send buffer
+///   never holds up the ring: the datagram waits in the stream's backlog
+///   in the kernel (64 KiB) and beyond that is dropped and counted
+///   ([`NetCounters::tx_dropped`]).
 ///
 /// * `forward_to` (`DIR_FROM_DEVICE` only): instead of the ring, each
 ///   received datagram goes to the stream with that id in this session,
@@ -399,26 +404,6 @@ pub const NET_NO_FORWARD: u32 = u32::MAX;
 ///   user space involvement; [`NET_F_TAP`] adds a copy to the ring. A
 ///   datagram the target cannot take (stopped, socket buffer full) is
 ///   dropped and counted in [`NetCounters::forward_drops`].
-///
-/// * `group` (receiving streams): join this multicast group (port 0; the
-///   port is `local.port`) on interface `ifindex` (0: the one the route to
-///   the group names); with `source` (unicast, port 0) the join is
-///   source-specific (SSM) and datagrams from other sources never arrive.
-///   Both of the stream's family. The socket still binds `local`: bind the
-///   group address to hear only the group, the unspecified address to hear
-///   unicast too. Memberships end with the stream.
-///
-/// * `rcvbuf` (not 0): bytes of socket buffer, the receive buffer of a
-///   receiving stream and the send buffer of a sending one, asked for as
-///   `setsockopt` would in the caller's context: `SO_*BUFFORCE` with
-///   `CAP_NET_ADMIN`, else capped by `net.core.rmem_max`/`wmem_max`; best
-///   effort, like rtpmgrd's own sockets. Above `i32::MAX`: `EINVAL` (as
-///   for `ifindex`).
-///
-/// * `remote` a multicast group (sending streams): `mc_ttl` (1..=255, 0:
-///   the stack's default of 1) is the TTL / hop limit, `ifindex` (0: by
-///   route) the interface to send on. `mc_ttl` anywhere else, or `ifindex`
-///   with neither group, is `EINVAL`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetStreamSpec {
@@ -428,17 +413,12 @@ pub struct NetStreamSpec {
     /// `NET_F_*`.
     pub flags: u32,
     pub forward_to: u32,
-    pub ifindex: u32,
-    pub mc_ttl: u32,
     /// RTP clock rate (Hz) for the jitter of [`NET_F_RTP`] streams; 0 is
     /// taken as 1.
     pub clock_rate: u32,
-    pub rcvbuf: u32,
+    /// The socket's descriptor in the calling process.
+    pub fd: i32,
     pub reserved: u32,
-    pub local: NetAddr,
-    pub remote: NetAddr,
-    pub group: NetAddr,
-    pub source: NetAddr,
 }
 
 /// Counters of one `udp` stream.
@@ -453,7 +433,8 @@ pub struct NetCounters {
     pub tx_bytes: u64,
     /// Sends the stack refused (the slot is consumed and counted here).
     pub tx_errors: u64,
-    /// Times a send found the socket buffer full (the slot waits).
+    /// Times a send found the socket buffer full (the datagram waits in
+    /// the stream's backlog until the socket has room).
     pub tx_blocked: u64,
     /// Datagrams dropped by [`NET_F_RTP`] as not RTP.
     pub malformed: u64,
@@ -497,6 +478,14 @@ pub struct NetCounters {
     /// receive buffer full, or refused by a socket filter): the stack's
     /// `sk_drops`, what a worker that falls behind costs.
     pub socket_drops: u64,
+    /// Errors the receive path met: a socket error reported on receive
+    /// (an ICMP error on a connected socket; the datagrams behind it are
+    /// read on), or a datagram that could not be copied (dropped).
+    pub rx_errors: u64,
+    /// To-device datagrams dropped because the socket's send buffer and
+    /// the stream's backlog in the kernel were both full (a destination
+    /// slower than the stream). Counted instead of holding up the ring.
+    pub tx_dropped: u64,
 }
 
 /// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
@@ -627,7 +616,7 @@ pub struct StatsRecord {
     /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
     /// (`socket_drops` as of the update).
     pub counters: NetCounters,
-    pub _reserved: [u64; 4],
+    pub _reserved: [u64; 2],
 }
 
 /// [`StatsRecord::flags`]: a `udp` stream runs with this id. Cleared when
@@ -813,11 +802,303 @@ impl Geometry {
 
 // Compile-time guards; the tests below print the same facts readably.
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
-const _: () = assert!(core::mem::size_of::<NetAddr>() == 24);
-const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 136);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 216);
+const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 32);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 232);
 const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());
 const _: () = assert!(FROM_DEV_CTRL_OFFSET as usize >= TO_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
 const _: () = assert!(HEADER_REGION_SIZE as usize >= FROM_DEV_CTRL_OFFSET as usize + core::mem::size_of::<RingCtrl>());
+
+// ---------------------------------------------------------------------------
+// The ring protocol
+// ---------------------------------------------------------------------------
+
+pub mod proto {
+    //! The index protocol of one single-producer/single-consumer ring, without
+    //! the slot memory: the part of the contract both sides run, and the part
+    //! the loom model check (`crates/rtpmgr-ring/tests/loom.rs`) explores. It
+    //! is written once, here, generic over the atomics ([`SharedWord`]): user
+    //! space runs it with `core` atomics (loom's under the model check), the
+    //! kernel module, which compiles this file by `#[path]`, with
+    //! `kernel::sync::atomic` and `smp_mb()`. So the model check covers what
+    //! the kernel runs. It uses nothing but `core` and the rest of this file.
+    //!
+    //! Orderings:
+    //! * The producer fills slots, then stores `producer` with `Release`; the
+    //!   consumer loads `producer` with `Acquire` before reading slots.
+    //! * The consumer reads slots, then stores `consumer` with `Release`; the
+    //!   producer loads `consumer` with `Acquire` before reusing slots.
+    //! * Need-wakeup is a store-buffering (Dekker) handshake: the side about to
+    //!   sleep stores `flags`, issues a full fence and re-reads the other
+    //!   side's index; the other side stores its index, issues a full fence
+    //!   and reads `flags`. The fences forbid both reads seeing old values, so
+    //!   either the sleeper sees the new index and stays awake, or the waker
+    //!   sees the flag and kicks: no wake-up is lost.
+    //! * `flags` has one writer per ring: the side the ABI names as the sleeper
+    //!   (the kernel: consumer of to-device, producer of from-device). The other
+    //!   side never sleeps on `flags`; it blocks in `WAIT` or `poll()`, which
+    //!   the kernel serves with a wait queue. Two sleepers on one ring would
+    //!   overwrite each other's flag and lose wake-ups. So the kernel hands
+    //!   entries on with [`ConsumerIndex::commit`] / [`ProducerIndex::commit`]
+    //!   (nobody sleeps on its flags for them), user space with `release` /
+    //!   `publish`, which look at the flag.
+
+    use super::{ring_fill, RING_NEED_WAKEUP};
+
+    /// The memory orderings the protocol uses.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Order {
+        Relaxed,
+        Acquire,
+        Release,
+    }
+
+    /// One shared control word: the atomic operations the protocol needs.
+    /// User space implements it with `core` (or loom) atomics, the kernel with
+    /// `kernel::sync::atomic` and `smp_mb()`.
+    pub trait SharedWord {
+        fn load(&self, order: Order) -> u32;
+        fn store(&self, value: u32, order: Order);
+        /// A full barrier: a `SeqCst` fence, `smp_mb()` in the kernel.
+        fn full_fence();
+    }
+
+    /// Access to a ring's three control words.
+    pub trait Indices {
+        type Word: SharedWord + ?Sized;
+        fn producer(&self) -> &Self::Word;
+        fn consumer(&self) -> &Self::Word;
+        fn flags(&self) -> &Self::Word;
+    }
+
+    impl<T: Indices + ?Sized> Indices for &T {
+        type Word = T::Word;
+        fn producer(&self) -> &Self::Word {
+            (**self).producer()
+        }
+        fn consumer(&self) -> &Self::Word {
+            (**self).consumer()
+        }
+        fn flags(&self) -> &Self::Word {
+            (**self).flags()
+        }
+    }
+
+    fn fence<I: Indices>() {
+        <I::Word as SharedWord>::full_fence();
+    }
+
+    /// The other side published impossible indices (more than a ring apart).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BadIndex {
+        pub producer: u32,
+        pub consumer: u32,
+    }
+
+    /// Producer end. Owns the `producer` word: nobody else may write it.
+    pub struct ProducerIndex<I> {
+        idx: I,
+        slot_count: u32,
+        /// Next position to fill; equal to the published `producer` word
+        /// between calls.
+        head: u32,
+        /// Last `consumer` value seen; refreshed only when the cached view
+        /// shows too little space, which keeps the consumer's cache line quiet.
+        cached_tail: u32,
+    }
+
+    impl<I: Indices> ProducerIndex<I> {
+        /// Attach to a ring whose words hold a consistent state
+        /// (`producer == consumer` after configure or reset).
+        pub fn new(idx: I, slot_count: u32) -> Self {
+            debug_assert!(slot_count.is_power_of_two());
+            let head = idx.producer().load(Order::Relaxed);
+            let cached_tail = idx.consumer().load(Order::Acquire);
+            Self { idx, slot_count, head, cached_tail }
+        }
+
+        /// Free slots as last seen, without touching the consumer's word.
+        pub fn cached_free(&self) -> u32 {
+            // A consumer index that is impossible relative to our head counts
+            // as "no space": we never overwrite slots on a bad peer's word.
+            match ring_fill(self.head, self.cached_tail, self.slot_count) {
+                Some(fill) => self.slot_count - fill,
+                None => 0,
+            }
+        }
+
+        /// Free slots, refreshing the consumer index if fewer than `want` are
+        /// known to be free; `Err` if the consumer's word is impossible.
+        pub fn free_checked(&mut self, want: u32) -> Result<u32, BadIndex> {
+            let free = self.cached_free();
+            if free >= want {
+                return Ok(free);
+            }
+            self.cached_tail = self.idx.consumer().load(Order::Acquire);
+            match ring_fill(self.head, self.cached_tail, self.slot_count) {
+                Some(fill) => Ok(self.slot_count - fill),
+                None => Err(BadIndex { producer: self.head, consumer: self.cached_tail }),
+            }
+        }
+
+        /// Free slots, refreshing the consumer index if fewer than `want` are
+        /// known to be free (an impossible consumer word: none).
+        pub fn free(&mut self, want: u32) -> u32 {
+            self.free_checked(want).unwrap_or(0)
+        }
+
+        /// Ring position of the `i`-th free slot (`i < free()`).
+        pub fn position(&self, i: u32) -> u32 {
+            self.head.wrapping_add(i)
+        }
+
+        /// The next position to fill (the published `producer` word).
+        pub fn head(&self) -> u32 {
+            self.head
+        }
+
+        /// Publish the next `n` filled slots to a consumer that never sleeps
+        /// on this ring's flags. `n` must not exceed the last `free()` result.
+        pub fn commit(&mut self, n: u32) {
+            debug_assert!(n <= self.cached_free(), "publishing {n} slots beyond the free space");
+            if n > 0 {
+                self.head = self.head.wrapping_add(n);
+                self.idx.producer().store(self.head, Order::Release);
+            }
+        }
+
+        /// Publish the next `n` filled slots. Returns whether the consumer
+        /// asked to be kicked. `n` must not exceed the last `free()` result.
+        pub fn publish(&mut self, n: u32) -> bool {
+            assert!(n <= self.cached_free(), "publishing {n} slots beyond the free space");
+            if n == 0 {
+                return false;
+            }
+            self.commit(n);
+            fence::<I>();
+            self.idx.flags().load(Order::Relaxed) & RING_NEED_WAKEUP != 0
+        }
+
+        /// The sleeping side's half of the handshake for a producer waiting for
+        /// space: raise need-wakeup, then re-check. Returns `true` if the caller
+        /// must really sleep (still no space; an impossible consumer word also
+        /// sleeps); `false` means space appeared and the flag has been cleared
+        /// again.
+        pub fn prepare_sleep(&mut self) -> bool {
+            self.raise_need_wakeup();
+            if self.free(1) > 0 {
+                self.clear_need_wakeup();
+                return false;
+            }
+            true
+        }
+
+        /// The sleeper's flag store and full fence, without the re-check.
+        pub fn raise_need_wakeup(&self) {
+            self.idx.flags().store(RING_NEED_WAKEUP, Order::Relaxed);
+            fence::<I>();
+        }
+
+        pub fn clear_need_wakeup(&self) {
+            self.idx.flags().store(0, Order::Relaxed);
+        }
+
+        /// Entries published and not yet released by the consumer (as last seen).
+        pub fn in_flight(&mut self) -> u32 {
+            self.slot_count - self.free(self.slot_count)
+        }
+
+        pub fn indices(&self) -> &I {
+            &self.idx
+        }
+    }
+
+    /// Consumer end. Owns the `consumer` word.
+    pub struct ConsumerIndex<I> {
+        idx: I,
+        slot_count: u32,
+        /// Next position to read; equal to the published `consumer` word
+        /// between calls.
+        tail: u32,
+    }
+
+    impl<I: Indices> ConsumerIndex<I> {
+        pub fn new(idx: I, slot_count: u32) -> Self {
+            debug_assert!(slot_count.is_power_of_two());
+            let tail = idx.consumer().load(Order::Relaxed);
+            Self { idx, slot_count, tail }
+        }
+
+        /// Entries ready to read. The producer word is read exactly once and
+        /// validated against our own tail (never against the shared consumer
+        /// word, which the other side might scribble on).
+        pub fn available(&mut self) -> Result<u32, BadIndex> {
+            let producer = self.idx.producer().load(Order::Acquire);
+            ring_fill(producer, self.tail, self.slot_count).ok_or(BadIndex { producer, consumer: self.tail })
+        }
+
+        /// Ring position of the `i`-th available entry.
+        pub fn position(&self, i: u32) -> u32 {
+            self.tail.wrapping_add(i)
+        }
+
+        /// The next position to read (the published `consumer` word).
+        pub fn tail(&self) -> u32 {
+            self.tail
+        }
+
+        /// Hand `n` read entries back to a producer that never sleeps on this
+        /// ring's flags.
+        pub fn commit(&mut self, n: u32) {
+            if n > 0 {
+                self.tail = self.tail.wrapping_add(n);
+                self.idx.consumer().store(self.tail, Order::Release);
+            }
+        }
+
+        /// Hand `n` read entries back to the producer. Returns whether the
+        /// producer asked to be kicked (it waits for space).
+        pub fn release(&mut self, n: u32) -> bool {
+            if n == 0 {
+                return false;
+            }
+            self.commit(n);
+            fence::<I>();
+            self.idx.flags().load(Order::Relaxed) & RING_NEED_WAKEUP != 0
+        }
+
+        /// The sleeping side's half of the handshake for a consumer waiting for
+        /// entries; see [`ProducerIndex::prepare_sleep`].
+        pub fn prepare_sleep(&mut self) -> bool {
+            let tail = self.tail;
+            self.prepare_sleep_since(tail)
+        }
+
+        /// The handshake for a consumer that may leave entries unread (the
+        /// kernel, when what they need is not there): `seen` is the producer
+        /// index it last looked at. Returns `true` if the caller must really
+        /// sleep: nothing was published after `seen`, or the producer's word is
+        /// impossible (the caller counted it already; staying awake would let
+        /// the other side make it spin; the next kick makes it look again).
+        /// `false`: entries arrived, the flag has been cleared again.
+        pub fn prepare_sleep_since(&mut self, seen: u32) -> bool {
+            self.idx.flags().store(RING_NEED_WAKEUP, Order::Relaxed);
+            fence::<I>();
+            let producer = self.idx.producer().load(Order::Acquire);
+            if producer == seen || ring_fill(producer, self.tail, self.slot_count).is_none() {
+                return true;
+            }
+            self.clear_need_wakeup();
+            false
+        }
+
+        pub fn clear_need_wakeup(&self) {
+            self.idx.flags().store(0, Order::Relaxed);
+        }
+
+        pub fn indices(&self) -> &I {
+            &self.idx
+        }
+    }
+}

@@ -236,20 +236,22 @@ fn port_name_round_trip() {
 
 #[test]
 fn net_stream_abi_is_pinned() {
-    assert_eq!(size_of::<NetAddr>(), 24);
-    assert_eq!(size_of::<NetStreamSpec>(), 136);
+    assert_eq!(size_of::<NetStreamSpec>(), 32);
     assert_eq!(align_of::<NetStreamSpec>(), 4);
-    assert_eq!(offset_of!(NetStreamSpec, local), 40);
-    assert_eq!(offset_of!(NetStreamSpec, source), 112);
-    assert_eq!(size_of::<NetCounters>(), 200);
+    assert_eq!(offset_of!(NetStreamSpec, fd), 24);
+    assert_eq!(size_of::<NetCounters>(), 216);
     assert_eq!(offset_of!(NetCounters, socket_drops), 192);
-    assert_eq!(size_of::<NetStatus>(), 216);
+    assert_eq!(offset_of!(NetCounters, rx_errors), 200);
+    assert_eq!(offset_of!(NetCounters, tx_dropped), 208);
+    assert_eq!(size_of::<NetStatus>(), 232);
     assert_eq!(offset_of!(NetStatus, counters), 16);
-    assert_eq!(RTPMGR_IOC_START_NET_STREAM, 0x4088_B709); // _IOW, 136
-    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC0D8_B70A); // _IOWR, 216
+    assert_eq!(RTPMGR_IOC_START_NET_STREAM, 0x4020_B709); // _IOW, 32
+    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC0E8_B70A); // _IOWR, 232
     assert_eq!(FEATURE_NET_STREAMS, 8);
-    // Additive: the first version's numbers and sizes are unchanged.
-    assert_eq!(ABI_VERSION, 1);
+    assert_eq!(FEATURE_POLL, 32);
+    // Version 2: START_NET_STREAM takes a socket (a new size, so a new
+    // number: a version-1 caller gets ENOTTY), NetCounters grew.
+    assert_eq!(ABI_VERSION, 2);
 }
 
 /// The kernel's check over a private header copy accepts exactly what the

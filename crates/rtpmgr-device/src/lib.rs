@@ -11,7 +11,8 @@ use rtpmgr_abi::{self as abi, IoctlArg};
 use rtpmgr_ring::Region;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,40 +30,40 @@ nix::ioctl_readwrite_bad!(ioc_get_port, abi::RTPMGR_IOC_GET_PORT, abi::PortInfo)
 nix::ioctl_write_ptr_bad!(ioc_start_net, abi::RTPMGR_IOC_START_NET_STREAM, abi::NetStreamSpec);
 nix::ioctl_readwrite_bad!(ioc_net_status, abi::RTPMGR_IOC_GET_NET_STATUS, abi::NetStatus);
 
-/// A socket address as the ABI carries it.
-pub fn net_addr(addr: std::net::SocketAddr) -> abi::NetAddr {
-    match addr {
-        std::net::SocketAddr::V4(a) => {
-            let mut bytes = [0u8; 16];
-            bytes[..4].copy_from_slice(&a.ip().octets());
-            abi::NetAddr { family: abi::NET_FAMILY_INET, port: a.port(), scope_id: 0, addr: bytes }
-        }
-        std::net::SocketAddr::V6(a) => abi::NetAddr {
-            family: abi::NET_FAMILY_INET6,
-            port: a.port(),
-            scope_id: a.scope_id(),
-            addr: a.ip().octets(),
-        },
-    }
-}
-
-/// A `START_NET_STREAM` argument with nothing optional set: receive at
-/// `local` (`DIR_FROM_DEVICE`) and/or send to `remote` (`DIR_TO_DEVICE`).
-pub fn net_stream_spec(
-    stream_id: u32,
-    direction: u32,
-    local: Option<std::net::SocketAddr>,
-    remote: Option<std::net::SocketAddr>,
-) -> abi::NetStreamSpec {
+/// A `START_NET_STREAM` argument for the UDP socket `fd` with nothing
+/// optional set: receive what it receives (`DIR_FROM_DEVICE`) and/or send
+/// to where it is connected (`DIR_TO_DEVICE`).
+pub fn net_stream_spec(stream_id: u32, direction: u32, fd: BorrowedFd<'_>) -> abi::NetStreamSpec {
     abi::NetStreamSpec {
         size: abi::NetStreamSpec::SIZE,
         stream_id,
         direction,
         forward_to: abi::NET_NO_FORWARD,
-        local: local.map(net_addr).unwrap_or_default(),
-        remote: remote.map(net_addr).unwrap_or_default(),
+        fd: fd.as_raw_fd(),
         ..Default::default()
     }
+}
+
+/// A UDP socket for a `udp` stream as rtpmgrd makes its own: `SO_REUSEADDR`,
+/// bound to `local` (default: the unspecified address of `remote`'s family,
+/// an ephemeral port), connected to `remote` when given. Options
+/// (buffers, multicast) are the caller's to set before starting the stream.
+pub fn udp_socket(local: Option<SocketAddr>, remote: Option<SocketAddr>) -> io::Result<UdpSocket> {
+    use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let v6 = match (local, remote) {
+        (Some(l), _) => l.is_ipv6(),
+        (None, Some(r)) => r.is_ipv6(),
+        (None, None) => false,
+    };
+    let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd = sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(errno)?;
+    sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(errno)?;
+    let any: SocketAddr = if v6 { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.expect("literal address");
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(local.unwrap_or(any))).map_err(errno)?;
+    if let Some(r) = remote {
+        sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(r)).map_err(errno)?;
+    }
+    Ok(UdpSocket::from(fd))
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -151,8 +152,9 @@ impl Device {
         Ok(())
     }
 
-    /// `START_NET_STREAM`: a stream on a kernel UDP socket (the `udp` port),
-    /// created with this process's credentials. See [`net_stream_spec`].
+    /// `START_NET_STREAM`: a stream on a UDP socket of this process (the
+    /// `udp` port), which the module keeps while the stream runs. See
+    /// [`net_stream_spec`] and [`udp_socket`].
     pub fn start_net_stream(&self, spec: &abi::NetStreamSpec) -> io::Result<()> {
         // SAFETY: the fd is open; `spec` is a valid `NetStreamSpec` the kernel only reads.
         unsafe { ioc_start_net(self.file.as_raw_fd(), spec) }.map_err(errno)?;

@@ -32,7 +32,9 @@ macro_rules! ensure {
     };
 }
 
+mod defects;
 mod net;
+mod shaper;
 
 fn errno_of<T>(r: io::Result<T>) -> Option<Errno> {
     r.err().and_then(|e| e.raw_os_error()).map(Errno::from_raw)
@@ -717,6 +719,82 @@ fn sessions_cannot_map_each_other() -> TestResult {
     Ok(())
 }
 
+/// `poll()` on the device: nothing before CONFIGURE_BUFFER; writable while
+/// the to-device ring has room, readable while from-device entries wait;
+/// the worker's progress wakes a poller; epoll waits for the device and a
+/// UDP socket together.
+fn poll_device() -> TestResult {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let d = open()?;
+    let ready = |d: &Device, want: PollFlags, ms: u16| -> Result<PollFlags, String> {
+        let mut fds = [PollFd::new(d.file().as_fd(), want)];
+        poll(&mut fds, PollTimeout::from(ms)).map_err(fail("poll"))?;
+        Ok(fds[0].revents().unwrap_or(PollFlags::empty()))
+    };
+    let both = PollFlags::POLLIN | PollFlags::POLLOUT;
+    ensure!(ready(&d, both, 50)?.is_empty(), "ready before CONFIGURE_BUFFER");
+    let info = d.info().map_err(fail("GET_INFO"))?;
+    ensure!(info.features & abi::FEATURE_POLL != 0, "no FEATURE_POLL: {:#x}", info.features);
+    drop(d);
+    let mut s = RingSession::new(8, 256, 1)?;
+    ensure!(ready(&s.dev, both, 0)? == PollFlags::POLLOUT, "an idle session is not just writable");
+    // A poller blocked for POLLIN is woken by the worker's packet.
+    let got = std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            let t = Instant::now();
+            (ready(&s.dev, PollFlags::POLLIN, 5000), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        s.tx.free(1);
+        s.tx.set_header(0, &SlotHeader { len: 10, stream_id: 1, ..Default::default() });
+        if s.tx.publish(1) {
+            let _ = s.dev.kick();
+        }
+        h.join().unwrap_or((Err("panic".into()), Duration::ZERO))
+    });
+    let (r, took) = got;
+    ensure!(r? == PollFlags::POLLIN && took < Duration::from_secs(2), "POLLIN after {took:?}");
+    ensure!(ready(&s.dev, both, 0)? == both, "readable and writable");
+    let n = s.rx.available().map_err(|e| format!("{e:?}"))?;
+    if s.rx.release(n) {
+        s.dev.kick().map_err(fail("kick"))?;
+    }
+    ensure!(ready(&s.dev, PollFlags::POLLIN, 50)?.is_empty(), "readable after the ring was drained");
+    // Both rings full (the loopback's returns unread): not writable until
+    // from-device entries are released.
+    let t = Instant::now();
+    while s.tx.free(1) > 0 || s.rx.available() != Ok(8) {
+        ensure!(t.elapsed() < Duration::from_secs(5), "rings did not fill");
+        let k = s.tx.free(8);
+        for i in 0..k {
+            s.tx.set_header(i, &SlotHeader { len: 10, stream_id: 1, ..Default::default() });
+        }
+        if s.tx.publish(k) {
+            s.dev.kick().map_err(fail("kick"))?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(ready(&s.dev, PollFlags::POLLOUT, 100)?.is_empty(), "writable with a full to-device ring");
+    if s.rx.release(8) {
+        s.dev.kick().map_err(fail("kick"))?;
+    }
+    ensure!(ready(&s.dev, PollFlags::POLLOUT, 2000)?.contains(PollFlags::POLLOUT), "not writable after the drain");
+    // epoll: the device and a socket in one set.
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(fail("epoll"))?;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(fail("bind"))?;
+    ep.add(s.dev.file(), EpollEvent::new(EpollFlags::EPOLLIN, 1)).map_err(fail("epoll add device"))?;
+    ep.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, 2)).map_err(fail("epoll add socket"))?;
+    sock.send_to(b"x", sock.local_addr().map_err(fail("addr"))?).map_err(fail("send"))?;
+    let mut ev = [EpollEvent::empty(); 4];
+    let n = ep.wait(&mut ev, EpollTimeout::from(2000u16)).map_err(fail("epoll_wait"))?;
+    let mut tags: Vec<u64> = ev[..n].iter().map(|e| e.data()).collect();
+    tags.sort();
+    ensure!(tags == [1, 2], "epoll: {tags:?} (the device holds the returned packets, the socket a datagram)");
+    Ok(())
+}
+
 type Test = (&'static str, fn() -> TestResult);
 
 const TESTS: &[Test] = &[
@@ -732,6 +810,7 @@ const TESTS: &[Test] = &[
     ("sessions_cannot_map_each_other", sessions_cannot_map_each_other),
     ("wait_eintr", wait_eintr),
     ("close_with_stream_running", close_with_stream_running),
+    ("poll_device", poll_device),
     ("loopback_million_ring", loopback_million_ring),
     ("loopback_copy_path", loopback_copy_path),
     ("udp_hostile_args", net::udp_hostile_args),
@@ -752,6 +831,16 @@ const TESTS: &[Test] = &[
     ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
+    ("d1_lost_wakeup_after_stop_stream", defects::d1_lost_wakeup_after_stop_stream),
+    ("d1_head_of_line_blocking", defects::d1_head_of_line_blocking),
+    ("d3_configure_while_mapped", defects::d3_configure_while_mapped),
+    ("d4_memory_accounting", defects::d4_memory_accounting),
+    ("d5_port_slot_race", defects::d5_port_slot_race),
+    ("d6_rx_error_reads_as_empty", defects::d6_rx_error_reads_as_empty),
+    ("d7_reset_not_atomic", defects::d7_reset_not_atomic),
+    ("d7_reset_stop_wake_waiters", defects::d7_reset_stop_wake_waiters),
+    // Last: it unloads and reloads the module.
+    ("d2_module_text_after_unload", defects::d2_module_text_after_unload),
 ];
 
 fn main() {

@@ -5,9 +5,10 @@
 use super::{expect_errno, fail, open, TestResult};
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
-use rtpmgr_device::{net_stream_spec, Device};
+use rtpmgr_device::{net_stream_spec, udp_socket, Device};
 use rtpmgr_ring::{Consumer, Producer, RingId};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,18 +17,101 @@ const V4: &str = "127.0.0.1";
 const V6: &str = "::1";
 
 /// A free UDP port on `ip` (bound and released; nothing else runs here).
-fn free_port(ip: &str) -> Result<u16, String> {
+pub(crate) fn free_port(ip: &str) -> Result<u16, String> {
     let s = UdpSocket::bind((ip, 0)).map_err(fail("bind"))?;
     Ok(s.local_addr().map_err(fail("local_addr"))?.port())
 }
 
-fn addr(ip: &str, port: u16) -> SocketAddr {
+pub(crate) fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("literal address"), port)
+}
+
+/// A `udp` stream's socket, made in user space as rtpmgrd makes it (bound
+/// to `local`, connected to `remote`), and its START_NET_STREAM argument.
+/// Keep the socket until the stream started; the module holds it after.
+pub(crate) fn net_spec(
+    id: u32,
+    direction: u32,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+) -> Result<(abi::NetStreamSpec, UdpSocket), String> {
+    let s = udp_socket(local, remote).map_err(|e| format!("socket {local:?} -> {remote:?}: {e}"))?;
+    Ok((net_stream_spec(id, direction, s.as_fd()), s))
+}
+
+/// Start a `udp` stream on a socket made as [`net_spec`] makes it.
+pub(crate) fn start_net(
+    dev: &Device,
+    id: u32,
+    direction: u32,
+    local: Option<SocketAddr>,
+    remote: Option<SocketAddr>,
+) -> TestResult {
+    let (spec, _sock) = net_spec(id, direction, local, remote)?;
+    dev.start_net_stream(&spec).map_err(|e| format!("START_NET_STREAM {id}: {e}"))
+}
+
+/// Join `group` on interface `ifindex`, any-source or from `source` only
+/// (SSM), as rtpmgrd's `net.rs` does (RFC 3678 options).
+pub(crate) fn join(
+    sock: &UdpSocket,
+    group: std::net::IpAddr,
+    source: Option<std::net::IpAddr>,
+    ifindex: u32,
+) -> TestResult {
+    use std::os::fd::AsRawFd;
+    fn storage(ip: std::net::IpAddr) -> libc::sockaddr_storage {
+        // SAFETY: sockaddr_storage is plain old data; all zero is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(ip, 0));
+        // SAFETY: `sa` holds a sockaddr of `len()` bytes, at most the size
+        // of a sockaddr_storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                nix::sys::socket::SockaddrLike::as_ptr(&sa).cast::<u8>(),
+                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                nix::sys::socket::SockaddrLike::len(&sa) as usize,
+            )
+        };
+        ss
+    }
+    let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    let rc = match source {
+        None => {
+            let req = libc::group_req { gr_interface: ifindex, gr_group: storage(group) };
+            // SAFETY: a valid group_req and its size.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    level,
+                    libc::MCAST_JOIN_GROUP,
+                    (&req as *const libc::group_req).cast(),
+                    std::mem::size_of::<libc::group_req>() as libc::socklen_t,
+                )
+            }
+        }
+        Some(src) => {
+            let req =
+                libc::group_source_req { gsr_interface: ifindex, gsr_group: storage(group), gsr_source: storage(src) };
+            // SAFETY: a valid group_source_req and its size.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    level,
+                    libc::MCAST_JOIN_SOURCE_GROUP,
+                    (&req as *const libc::group_source_req).cast(),
+                    std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
+                )
+            }
+        }
+    };
+    ensure!(rc == 0, "join {group} (source {source:?}): {}", std::io::Error::last_os_error());
+    Ok(())
 }
 
 /// RTP packet `seq`: version 2, sequence number, SSRC, and a payload of
 /// 0..=400 bytes derived from `seq`.
-fn rtp_packet(seq: u32) -> Vec<u8> {
+pub(crate) fn rtp_packet(seq: u32) -> Vec<u8> {
     let mut p = vec![0x80, 96];
     p.extend_from_slice(&(seq as u16).to_be_bytes());
     p.extend_from_slice(&seq.wrapping_mul(160).to_be_bytes());
@@ -75,7 +159,7 @@ fn publish_packets(dev: &Device, tx: &mut Producer, first: u32, want: u32, strea
 }
 
 /// A configured, mapped session.
-fn session(slots: u32) -> Result<(Device, Arc<rtpmgr_ring::Region>), String> {
+pub(crate) fn session(slots: u32) -> Result<(Device, Arc<rtpmgr_ring::Region>), String> {
     let dev = open()?;
     let cfg = dev.configure(slots, 2048).map_err(fail("configure"))?;
     let region = dev.map(&cfg).map_err(fail("map"))?;
@@ -90,9 +174,11 @@ fn rx_intact(ip: &str) -> TestResult {
     const STREAM: u32 = 9;
     let (dev, region) = session(256)?;
     let port = free_port(ip)?;
-    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None);
+    let (mut spec, sock) = net_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None)?;
     spec.flags = abi::NET_F_RTP;
     dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    // The module holds the socket now: ours may go.
+    drop(sock);
     let tx = UdpSocket::bind((ip, 0)).map_err(fail("bind sender"))?;
     tx.connect(addr(ip, port)).map_err(fail("connect"))?;
     let mut rx = region.consumer(RingId::FromDevice);
@@ -172,7 +258,8 @@ fn rx_intact(ip: &str) -> TestResult {
     ensure!(c2.socket_drops > 0 && more + c2.socket_drops == u64::from(K), "{more} delivered of {K}: {c2:?}");
     ensure!(c2.ring_full > 0, "the ring never filled: {c2:?}");
     dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
-    // The port is free again once the stream stopped.
+    // The port is free again once the stream stopped: the module gave its
+    // reference on the socket back.
     UdpSocket::bind(addr(ip, port)).map_err(fail("rebind after stop"))?;
     Ok(())
 }
@@ -194,8 +281,7 @@ fn tx_intact(ip: &str) -> TestResult {
     let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
     sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
     let to = sink.local_addr().map_err(fail("local_addr"))?;
-    let spec = net_stream_spec(STREAM, abi::DIR_TO_DEVICE, None, Some(to));
-    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
+    start_net(&dev, STREAM, abi::DIR_TO_DEVICE, None, Some(to))?;
     let mut tx = region.producer(RingId::ToDevice);
     let mut buf = vec![0u8; 2048];
     let (mut sent, mut got, mut kicks) = (0u32, 0u32, 0u32);
@@ -240,9 +326,9 @@ fn relay(ip: &str, tap: bool) -> TestResult {
     let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
     sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
     let to = sink.local_addr().map_err(fail("local_addr"))?;
-    dev.start_net_stream(&net_stream_spec(B, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start B"))?;
+    start_net(&dev, B, abi::DIR_TO_DEVICE, None, Some(to))?;
     let port = free_port(ip)?;
-    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None);
+    let (mut spec, _sock) = net_spec(A, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None)?;
     spec.flags = abi::NET_F_RTP | if tap { abi::NET_F_TAP } else { 0 };
     spec.forward_to = B;
     dev.start_net_stream(&spec).map_err(fail("start A"))?;
@@ -359,7 +445,7 @@ pub(crate) fn udp_relay_tap_v6() -> TestResult {
 }
 
 /// Poll `GET_NET_STATUS` of `id` until `done` holds (at most 10 s).
-fn net_status_until(
+pub(crate) fn net_status_until(
     dev: &Device,
     id: u32,
     done: impl Fn(&abi::NetCounters) -> bool,
@@ -397,7 +483,7 @@ fn forward_to_port(port_name: &str) -> TestResult {
     let port_idx = port_index(&dev, port_name)?;
     dev.start_stream(P, port_idx, abi::DIR_BOTH).map_err(fail("start P"))?;
     let port = free_port(V4)?;
-    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    let (mut spec, _sock) = net_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None)?;
     spec.flags = abi::NET_F_RTP;
     spec.forward_to = P;
     dev.start_net_stream(&spec).map_err(fail("start A"))?;
@@ -574,14 +660,13 @@ fn mcast(v6: bool, ssm: bool) -> TestResult {
     // IPv4 binds the group (only its datagrams arrive), IPv6 the
     // unspecified address.
     let bind = if v6 { any } else { group };
-    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(bind, port)), None);
+    // The socket joins in user space, as rtpmgrd's do; the module only
+    // receives what the stack then delivers to it.
+    let (mut spec, sock) = net_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(bind, port)), None)?;
+    let source = ssm.then(|| me.parse().expect("literal address"));
+    join(&sock, group.parse().expect("literal address"), source, lo)?;
     spec.flags = abi::NET_F_RTP;
-    spec.group = rtpmgr_device::net_addr(addr(group, 0));
-    spec.ifindex = lo;
-    if ssm {
-        spec.source = rtpmgr_device::net_addr(addr(me, 0));
-    }
-    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM with a join"))?;
+    dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM on a joined socket"))?;
     let to = addr(group, port);
     let tx = UdpSocket::bind((me, 0)).map_err(fail("bind sender"))?;
     multicast_sender(&tx, v6, lo)?;
@@ -672,10 +757,33 @@ fn mcast_tx(v6: bool) -> TestResult {
     }
     sink.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
     let (dev, region) = session(256)?;
-    let mut spec = net_stream_spec(STREAM, abi::DIR_TO_DEVICE, None, Some(addr(group, port)));
-    spec.mc_ttl = TTL;
-    spec.ifindex = lo;
+    // TTL / hop limit and interface set in user space before connect, as
+    // rtpmgrd does (the route, and the source address, depend on them).
+    let sock = UdpSocket::bind((any, 0)).map_err(fail("bind"))?;
+    if v6 {
+        let hops = TTL as libc::c_int;
+        let idx = lo as libc::c_int;
+        for (opt, v) in [(libc::IPV6_MULTICAST_HOPS, hops), (libc::IPV6_MULTICAST_IF, idx)] {
+            // SAFETY: a valid socket and a c_int option value of its size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&sock),
+                    libc::IPPROTO_IPV6,
+                    opt,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            ensure!(rc == 0, "IPv6 multicast option {opt}: {}", std::io::Error::last_os_error());
+        }
+    } else {
+        multicast_sender(&sock, false, lo)?;
+        sock.set_multicast_ttl_v4(TTL).map_err(fail("IP_MULTICAST_TTL"))?;
+    }
+    sock.connect(addr(group, port)).map_err(fail("connect to the group"))?;
+    let spec = net_stream_spec(STREAM, abi::DIR_TO_DEVICE, sock.as_fd());
     dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM to a group"))?;
+    drop(sock);
     // Copies of each packet allowed: see above.
     let max_copies = if v6 { 1 } else { 2 };
     let mut copies = vec![0u32; N as usize];
@@ -760,7 +868,7 @@ pub(crate) fn udp_rtp_stats_v4() -> TestResult {
     const SSRC: u32 = 0x1234_5678;
     let (dev, region) = session(256)?;
     let port = free_port(V4)?;
-    let mut spec = net_stream_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    let (mut spec, _sock) = net_spec(STREAM, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None)?;
     spec.flags = abi::NET_F_RTP;
     spec.clock_rate = 8000;
     dev.start_net_stream(&spec).map_err(fail("START_NET_STREAM"))?;
@@ -853,148 +961,27 @@ pub(crate) fn udp_rtp_stats_v4() -> TestResult {
     Ok(())
 }
 
-/// Run `spec` through START_NET_STREAM in a child that dropped root (uid
-/// and gid nobody, no capabilities); the errno comes back as exit status.
-fn start_as_nobody(dev: &Device, spec: &abi::NetStreamSpec) -> Result<i32, String> {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
-    // SAFETY: the child only drops its credentials, makes one ioctl on an
-    // inherited descriptor and exits; this test binary is single-threaded
-    // at this point.
-    match unsafe { fork() }.map_err(fail("fork"))? {
-        ForkResult::Child => {
-            let nobody = 65534;
-            let code = if setgroups(&[]).is_err()
-                || setgid(Gid::from_raw(nobody)).is_err()
-                || setuid(Uid::from_raw(nobody)).is_err()
-            {
-                255
-            } else {
-                match dev.start_net_stream(spec) {
-                    Ok(()) => 0,
-                    Err(e) => e.raw_os_error().unwrap_or(254).min(253),
-                }
-            };
-            // SAFETY: ends the child at once, without the parent's handlers.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).map_err(fail("waitpid"))? {
-            WaitStatus::Exited(_, 255) => Err("the child could not drop its credentials".into()),
-            WaitStatus::Exited(_, code) => Ok(code),
-            other => Err(format!("child: {other:?}")),
-        },
-    }
-}
-
-/// Every bad argument gets its errno, and the kernel stays well (the
-/// console is checked for splats).
+/// Every bad argument and every socket the module must not take gets its
+/// errno, and the kernel stays well (the console is checked for splats).
 pub(crate) fn udp_hostile_args() -> TestResult {
+    use std::os::fd::AsRawFd;
     let port = free_port(V4)?;
-    let rx = |p: u16| net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, p)), None);
+    let (good, good_sock) = net_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None)?;
     // Before CONFIGURE_BUFFER.
     let dev = open()?;
-    expect_errno("before configure", dev.start_net_stream(&rx(port)), Errno::ENOTCONN)?;
+    expect_errno("before configure", dev.start_net_stream(&good), Errno::ENOTCONN)?;
     let (dev, _region) = session(16)?;
     let bad = |what: &str, f: &dyn Fn(&mut abi::NetStreamSpec), want: Errno| -> TestResult {
-        let mut s = rx(port);
+        let mut s = good;
         f(&mut s);
         expect_errno(what, dev.start_net_stream(&s), want)
     };
     bad("bad size", &|s| s.size -= 4, Errno::EINVAL)?;
-    bad("bad family", &|s| s.local.family = 7, Errno::EINVAL)?;
-    bad("AF_UNIX family", &|s| s.local.family = 1, Errno::EINVAL)?;
-    bad("no family at all", &|s| s.local = abi::NetAddr::default(), Errno::EINVAL)?;
-    bad("receive on port 0", &|s| s.local.port = 0, Errno::EINVAL)?;
     bad("unknown flag", &|s| s.flags = 1 << 7, Errno::EINVAL)?;
     bad("reserved set", &|s| s.reserved = 1, Errno::EINVAL)?;
     bad("stream id 64", &|s| s.stream_id = abi::MAX_STREAMS, Errno::EINVAL)?;
     bad("no direction", &|s| s.direction = 0, Errno::EINVAL)?;
     bad("unknown direction", &|s| s.direction = 4, Errno::EINVAL)?;
-    bad("IPv4 with scope", &|s| s.local.scope_id = 1, Errno::EINVAL)?;
-    bad("IPv4 with bytes past 4", &|s| s.local.addr[9] = 1, Errno::EINVAL)?;
-    bad("mixed families", &|s| s.remote = rtpmgr_device::net_addr(addr(V6, 5000)), Errno::EINVAL)?;
-    bad("send without remote", &|s| s.direction = abi::DIR_TO_DEVICE, Errno::EINVAL)?;
-    bad(
-        "send to port 0",
-        &|s| {
-            s.direction = abi::DIR_TO_DEVICE;
-            s.remote = rtpmgr_device::net_addr(addr(V4, 0));
-        },
-        Errno::EINVAL,
-    )?;
-    bad("unset remote with a port", &|s| s.remote.port = 5, Errno::EINVAL)?;
-    let na = |ip: &str, port: u16| rtpmgr_device::net_addr(addr(ip, port));
-    bad("group not multicast", &|s| s.group = na("10.1.1.1", 0), Errno::EINVAL)?;
-    bad("group with a port", &|s| s.group = na("239.1.1.1", 5), Errno::EINVAL)?;
-    bad("group of the other family", &|s| s.group = na("ff0e::1", 0), Errno::EINVAL)?;
-    bad("source without group", &|s| s.source = na(V4, 0), Errno::EINVAL)?;
-    bad(
-        "multicast source",
-        &|s| {
-            s.group = na("239.1.1.1", 0);
-            s.source = na("239.1.1.2", 0);
-        },
-        Errno::EINVAL,
-    )?;
-    bad(
-        "unspecified source",
-        &|s| {
-            s.group = na("239.1.1.1", 0);
-            s.source = na("0.0.0.0", 0);
-        },
-        Errno::EINVAL,
-    )?;
-    bad(
-        "group on a sending stream",
-        &|s| {
-            s.direction = abi::DIR_TO_DEVICE;
-            s.local = abi::NetAddr::default();
-            s.remote = na(V4, 5000);
-            s.group = na("239.1.1.1", 0);
-        },
-        Errno::EINVAL,
-    )?;
-    bad("interface, receiving without a group", &|s| s.ifindex = 1, Errno::EINVAL)?;
-    bad(
-        "join on a missing interface",
-        &|s| {
-            s.group = na("239.1.1.1", 0);
-            s.ifindex = 9999;
-        },
-        Errno::ENODEV,
-    )?;
-    bad("TTL on a receiving stream", &|s| s.mc_ttl = 4, Errno::EINVAL)?;
-    let to_group = |s: &mut abi::NetStreamSpec| {
-        s.direction = abi::DIR_TO_DEVICE;
-        s.local = abi::NetAddr::default();
-        s.remote = na("239.1.1.1", 5000);
-    };
-    bad(
-        "TTL to a unicast destination",
-        &|s| {
-            to_group(s);
-            s.remote = na(V4, 5000);
-            s.mc_ttl = 4;
-        },
-        Errno::EINVAL,
-    )?;
-    bad(
-        "TTL 256",
-        &|s| {
-            to_group(s);
-            s.mc_ttl = 256;
-        },
-        Errno::EINVAL,
-    )?;
-    bad(
-        "send through a missing interface",
-        &|s| {
-            to_group(s);
-            s.ifindex = 9999;
-        },
-        Errno::ENODEV,
-    )?;
-    bad("buffer size above INT_MAX", &|s| s.rcvbuf = 1 << 31, Errno::EINVAL)?;
     bad("forward to a stream not running", &|s| s.forward_to = 2, Errno::ENOENT)?;
     bad("forward to itself", &|s| s.forward_to = 1, Errno::EINVAL)?;
     bad("forward to id 64", &|s| s.forward_to = abi::MAX_STREAMS, Errno::EINVAL)?;
@@ -1003,45 +990,84 @@ pub(crate) fn udp_hostile_args() -> TestResult {
         "forwarding on a sending stream",
         &|s| {
             s.direction = abi::DIR_BOTH;
-            s.remote = rtpmgr_device::net_addr(addr(V4, 5000));
             s.forward_to = 2;
         },
         Errno::EINVAL,
     )?;
+    // Descriptors that are no UDP socket of ours to take.
+    bad("fd -1", &|s| s.fd = -1, Errno::EBADF)?;
+    bad("fd not open", &|s| s.fd = 999_999, Errno::EBADF)?;
+    bad("the device itself", &|s| s.fd = dev.file().as_raw_fd(), Errno::ENOTSOCK)?;
+    let file = std::fs::File::open("/proc/self/status").map_err(fail("open a file"))?;
+    bad("a plain file", &|s| s.fd = file.as_raw_fd(), Errno::ENOTSOCK)?;
+    let tcp = std::net::TcpListener::bind((V4, 0)).map_err(fail("tcp"))?;
+    bad("a TCP socket", &|s| s.fd = tcp.as_raw_fd(), Errno::EPROTONOSUPPORT)?;
+    let (unix, _peer) = std::os::unix::net::UnixDatagram::pair().map_err(fail("unix"))?;
+    bad("a Unix datagram socket", &|s| s.fd = unix.as_raw_fd(), Errno::EAFNOSUPPORT)?;
+    let raw = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        nix::sys::socket::SockProtocol::Icmp,
+    );
+    if let Ok(icmp) = raw {
+        bad("an ICMP datagram socket", &|s| s.fd = icmp.as_raw_fd(), Errno::EPROTONOSUPPORT)?;
+    }
+    // A UDP socket in the wrong state for the direction.
+    let unbound = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(fail("socket"))?;
+    bad("receive on an unbound socket", &|s| s.fd = unbound.as_raw_fd(), Errno::EINVAL)?;
     bad(
-        "address not on this host",
-        &|s| s.local = rtpmgr_device::net_addr(addr("192.0.2.1", port)),
-        Errno::EADDRNOTAVAIL,
+        "send on an unconnected socket",
+        &|s| {
+            s.direction = abi::DIR_TO_DEVICE;
+            s.fd = good_sock.as_raw_fd();
+        },
+        Errno::EDESTADDRREQ,
     )?;
-    // The port is taken by a user-space socket.
-    let taken = UdpSocket::bind((V4, 0)).map_err(fail("bind"))?;
-    let busy = taken.local_addr().map_err(fail("local_addr"))?.port();
-    expect_errno("address in use", dev.start_net_stream(&rx(busy)), Errno::EADDRINUSE)?;
-    drop(taken);
-    // Privileged ports are the caller's business: root may, nobody may not.
-    let low = rx(999);
-    let e = start_as_nobody(&dev, &low)?;
-    ensure!(e == libc::EACCES, "unprivileged bind to port 999: errno {e}, expected EACCES");
-    dev.start_net_stream(&low).map_err(fail("root binds port 999"))?;
-    // The id runs now.
-    expect_errno("same id again", dev.start_net_stream(&rx(port)), Errno::EEXIST)?;
+    // Taken: one socket, one stream.
+    dev.start_net_stream(&good).map_err(fail("START_NET_STREAM"))?;
+    expect_errno("same id again", dev.start_net_stream(&good), Errno::EEXIST)?;
+    bad("the same socket for another stream", &|s| s.stream_id = 2, Errno::EBUSY)?;
+    let (other, _other_sock) = net_spec(3, abi::DIR_FROM_DEVICE, Some(addr(V4, free_port(V4)?)), None)?;
+    let (dev2, _region2) = session(16)?;
+    expect_errno(
+        "the same socket in another session",
+        dev2.start_net_stream(&abi::NetStreamSpec { stream_id: 1, ..good }),
+        Errno::EBUSY,
+    )?;
+    // Closing our descriptor does not stop the stream: the module holds
+    // the socket (its port stays taken) until STOP_STREAM.
+    drop(good_sock);
+    expect_errno("the port while the stream runs", UdpSocket::bind(addr(V4, port)).map(|_| ()), Errno::EADDRINUSE)?;
+    dev.stop_stream(1).map_err(fail("STOP_STREAM"))?;
+    UdpSocket::bind(addr(V4, port)).map_err(fail("rebind after the stream stopped"))?;
+    dev.start_net_stream(&other).map_err(fail("another socket"))?;
     // GET_NET_STATUS: a stopped id, a bad id, padding set.
     expect_errno("net status of a stopped id", dev.net_status(2), Errno::ENOENT)?;
     expect_errno("net status of id 64", dev.net_status(abi::MAX_STREAMS), Errno::EINVAL)?;
-    let mut st = abi::NetStatus { size: abi::NetStatus::SIZE, stream_id: 1, _pad: [1, 0], ..Default::default() };
+    let mut st = abi::NetStatus { size: abi::NetStatus::SIZE, stream_id: 3, _pad: [1, 0], ..Default::default() };
     ensure!(super::raw_arg(&dev, abi::RTPMGR_IOC_GET_NET_STATUS, &mut st) == Err(Errno::EINVAL), "padding set");
     // A loopback stream is no udp stream.
-    dev.start_stream(3, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(fail("start loopback"))?;
-    expect_errno("net status of a loopback stream", dev.net_status(3), Errno::ENOENT)?;
-    // A forward target must send: stream 1 only receives.
-    let mut f = rx(port);
-    f.stream_id = 4;
-    f.forward_to = 1;
+    dev.start_stream(4, abi::PORT_LOOPBACK, abi::DIR_BOTH).map_err(fail("start loopback"))?;
+    expect_errno("net status of a loopback stream", dev.net_status(4), Errno::ENOENT)?;
+    // A forward target must send: stream 3 only receives.
+    let (mut f, _f_sock) = net_spec(5, abi::DIR_FROM_DEVICE, Some(addr(V4, free_port(V4)?)), None)?;
+    f.forward_to = 3;
     expect_errno("forward to a receiving stream", dev.start_net_stream(&f), Errno::EINVAL)?;
     // Bad user pointers.
     ensure!(super::raw_addr(&dev, abi::RTPMGR_IOC_START_NET_STREAM, 8) == Err(Errno::EFAULT), "bad pointer");
+    // The version-1 argument (136 bytes) is another ioctl number now.
+    let v1 = abi::ioc(abi::IOC_WRITE, abi::RTPMGR_IOC_MAGIC, 0x09, 136);
+    ensure!(super::raw_addr(&dev, v1, 8) == Err(Errno::ENOTTY), "the version-1 START_NET_STREAM");
     let info = dev.info().map_err(fail("GET_INFO"))?;
     ensure!(info.features & abi::FEATURE_NET_STREAMS != 0, "features {:#x}", info.features);
+    drop(file);
     Ok(())
 }
 
@@ -1087,9 +1113,10 @@ pub(crate) fn udp_stop_close_under_traffic() -> TestResult {
     let _flood = Flood::new(addr(V4, port))?;
     for round in 0..20 {
         let (dev, region) = session(64)?;
-        let rx = net_stream_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+        // One receiving socket, passed again after every stop or RESET.
+        let (rx, _rx_sock) = net_spec(1, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None)?;
         dev.start_net_stream(&rx).map_err(|e| format!("round {round}: start rx: {e}"))?;
-        dev.start_net_stream(&net_stream_spec(2, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start tx"))?;
+        start_net(&dev, 2, abi::DIR_TO_DEVICE, None, Some(to))?;
         let mut tx = region.producer(RingId::ToDevice);
         let free = tx.free(32);
         for i in 0..free {
@@ -1148,12 +1175,12 @@ pub(crate) fn hold(port: u16, secs: u64, relay: bool) -> TestResult {
     const A: u32 = 1;
     const B: u32 = 2;
     let (dev, region) = session(64)?;
-    let mut spec = net_stream_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None);
+    let (mut spec, _sock) = net_spec(A, abi::DIR_FROM_DEVICE, Some(addr(V4, port)), None)?;
     let sink = if relay {
         let sink = UdpSocket::bind((V4, 0)).map_err(fail("bind sink"))?;
         sink.set_nonblocking(true).map_err(fail("nonblocking"))?;
         let to = sink.local_addr().map_err(fail("local_addr"))?;
-        dev.start_net_stream(&net_stream_spec(B, abi::DIR_TO_DEVICE, None, Some(to))).map_err(fail("start B"))?;
+        start_net(&dev, B, abi::DIR_TO_DEVICE, None, Some(to))?;
         spec.flags = abi::NET_F_RTP | abi::NET_F_TAP;
         spec.forward_to = B;
         Some(sink)

@@ -17,4 +17,4 @@ pub use proto::BadIndex;
 pub use region::{anonymous_region, Consumer, CtrlWord, Memory, Producer, Region, RegionError, RingId};
 
 #[cfg(loom)]
-pub use sync::{AtomicU32, Ordering};
+pub use sync::{AtomicU32, Ordering, Word};

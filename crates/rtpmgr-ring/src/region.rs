@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 //! A mapped shared region and the ring ends over it.
 
-use crate::proto::{BadIndex, ConsumerIndex, Indices, ProducerIndex};
+use crate::proto::{BadIndex, ConsumerIndex, Indices, ProducerIndex, Word};
 use crate::sync::AtomicU32;
 use core::ptr::NonNull;
 use rtpmgr_abi::{
@@ -273,14 +273,15 @@ pub struct MappedIndices {
 }
 
 impl Indices for MappedIndices {
-    fn producer(&self) -> &AtomicU32 {
-        self.region.ctrl_word(self.ring, CtrlWord::Producer)
+    type Word = Word;
+    fn producer(&self) -> &Word {
+        Word::from_atomic(self.region.ctrl_word(self.ring, CtrlWord::Producer))
     }
-    fn consumer(&self) -> &AtomicU32 {
-        self.region.ctrl_word(self.ring, CtrlWord::Consumer)
+    fn consumer(&self) -> &Word {
+        Word::from_atomic(self.region.ctrl_word(self.ring, CtrlWord::Consumer))
     }
-    fn flags(&self) -> &AtomicU32 {
-        self.region.ctrl_word(self.ring, CtrlWord::Flags)
+    fn flags(&self) -> &Word {
+        Word::from_atomic(self.region.ctrl_word(self.ring, CtrlWord::Flags))
     }
 }
 

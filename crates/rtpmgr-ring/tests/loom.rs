@@ -5,6 +5,12 @@
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p rtpmgr-ring --test loom --release`
 //!
+//! The protocol is `rtpmgr_abi::proto`, the code the kernel module
+//! compiles too; the kernel's side is modelled with the calls the module
+//! makes (`commit` to hand entries on, `prepare_sleep_since` before its
+//! worker sleeps), user space's with rtpmgrd's (`publish`/`release`, which
+//! look at the flag and kick).
+//!
 //! What it proves about `rtpmgr_ring::proto`:
 //! * no lost wake-up: the sleeper waits on a condition variable only after
 //!   the handshake; if a publish could slip past it unnoticed, loom finds
@@ -19,12 +25,12 @@ use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use rtpmgr_ring::proto::{ConsumerIndex, Indices, ProducerIndex};
-use rtpmgr_ring::{AtomicU32, Ordering};
+use rtpmgr_ring::{Ordering, Word};
 
 struct Ring {
-    producer: AtomicU32,
-    consumer: AtomicU32,
-    flags: AtomicU32,
+    producer: Word,
+    consumer: Word,
+    flags: Word,
     slots: Vec<UnsafeCell<u32>>,
     /// The doorbell the sleeper waits on (KICK in the product).
     kicked: Mutex<bool>,
@@ -32,13 +38,14 @@ struct Ring {
 }
 
 impl Indices for Ring {
-    fn producer(&self) -> &AtomicU32 {
+    type Word = Word;
+    fn producer(&self) -> &Word {
         &self.producer
     }
-    fn consumer(&self) -> &AtomicU32 {
+    fn consumer(&self) -> &Word {
         &self.consumer
     }
-    fn flags(&self) -> &AtomicU32 {
+    fn flags(&self) -> &Word {
         &self.flags
     }
 }
@@ -46,9 +53,9 @@ impl Indices for Ring {
 impl Ring {
     fn new(slot_count: u32, start: u32) -> Arc<Ring> {
         Arc::new(Ring {
-            producer: AtomicU32::new(start),
-            consumer: AtomicU32::new(start),
-            flags: AtomicU32::new(0),
+            producer: Word::new(start),
+            consumer: Word::new(start),
+            flags: Word::new(0),
             slots: (0..slot_count).map(|_| UnsafeCell::new(u32::MAX)).collect(),
             kicked: Mutex::new(false),
             cv: Condvar::new(),
@@ -77,8 +84,11 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// To-device: user space produces and kicks when asked; the kernel consumes
-/// and sleeps with need-wakeup. Producer space-waits by yielding (WAIT in
-/// the product, whose wait queue is not part of this protocol).
+/// (handing slots back with `commit`: nobody sleeps on its flag for them)
+/// and sleeps with need-wakeup after `prepare_sleep_since` the producer
+/// index it saw, as its worker does. Producer space-waits by yielding
+/// (WAIT or poll() in the product, whose wait queue is not part of this
+/// protocol).
 #[test]
 fn consumer_sleeps_no_lost_wakeup_no_reuse() {
     const ITEMS: u32 = 3;
@@ -91,7 +101,8 @@ fn consumer_sleeps_no_lost_wakeup_no_reuse() {
             while next < ITEMS {
                 let n = c.available().unwrap();
                 if n == 0 {
-                    if c.prepare_sleep() {
+                    let seen = c.tail();
+                    if c.prepare_sleep_since(seen) {
                         r.sleep();
                         c.clear_need_wakeup();
                     }
@@ -104,7 +115,7 @@ fn consumer_sleeps_no_lost_wakeup_no_reuse() {
                     assert_eq!(v, next, "in order, exactly once");
                     next += 1;
                 }
-                c.release(n);
+                c.commit(n);
             }
         });
         let mut p = ProducerIndex::new(&*ring, 2);
@@ -126,8 +137,8 @@ fn consumer_sleeps_no_lost_wakeup_no_reuse() {
     });
 }
 
-/// From-device: the kernel produces and sleeps for space with need-wakeup;
-/// user space consumes and kicks after releasing when asked.
+/// From-device: the kernel produces (`commit`) and sleeps for space with
+/// need-wakeup; user space consumes and kicks after releasing when asked.
 #[test]
 fn producer_sleeps_for_space_no_lost_wakeup() {
     const ITEMS: u32 = 3;
@@ -165,9 +176,47 @@ fn producer_sleeps_for_space_no_lost_wakeup() {
             // SAFETY (loom model): free slot, loom checks exclusivity.
             ring.slot(p.position(0)).with_mut(|s| unsafe { *s = sent });
             sent += 1;
-            p.publish(1);
+            p.commit(1);
         }
         consumer.join().unwrap();
+    });
+}
+
+/// To-device, the kernel's other way to sleep: entries are there but it
+/// cannot take them now (their port's returns have no room), so it sleeps
+/// after `prepare_sleep_since` the producer index its pass saw, and must be
+/// kicked (or stay awake) for anything published after that pass.
+#[test]
+fn kernel_sleeps_with_entries_left_no_lost_wakeup() {
+    const ITEMS: u32 = 2;
+    model(|| {
+        let ring = Ring::new(2, 7);
+        let r = Arc::clone(&ring);
+        let kernel = thread::spawn(move || {
+            let mut c = ConsumerIndex::new(&*r, 2);
+            loop {
+                // A pass: it reads the producer index and takes nothing.
+                let n = c.available().unwrap();
+                if n == ITEMS {
+                    return;
+                }
+                let seen = c.tail().wrapping_add(n);
+                if c.prepare_sleep_since(seen) {
+                    r.sleep();
+                    c.clear_need_wakeup();
+                }
+            }
+        });
+        let mut p = ProducerIndex::new(&*ring, 2);
+        for v in 0..ITEMS {
+            assert!(p.free(1) > 0);
+            // SAFETY (loom model): free slot, loom checks exclusivity.
+            ring.slot(p.position(0)).with_mut(|s| unsafe { *s = v });
+            if p.publish(1) {
+                ring.kick();
+            }
+        }
+        kernel.join().unwrap();
     });
 }
 
@@ -209,8 +258,8 @@ fn broken_handshake_model() {
             }
         });
         // Bug: check the flag before publishing, then publish.
-        let asked = ring.flags.load(Ordering::Relaxed) != 0;
-        ring.producer.store(1, Ordering::Release);
+        let asked = ring.flags.0.load(Ordering::Relaxed) != 0;
+        ring.producer.0.store(1, Ordering::Release);
         if asked {
             ring.kick();
         }

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MIT
 //! Streams the module runs by itself (`mode = "kernel"`).
 //!
-//! rtpmgrd only sets them up with `START_NET_STREAM` and reads their
-//! counters; no packet of theirs passes through its threads or sockets.
+//! rtpmgrd sets them up and reads their counters; no packet of theirs
+//! passes through its threads. It makes their sockets as it makes its own
+//! (`net.rs`: bind, `SO_REUSEADDR`, buffers, multicast joins any-source or
+//! source-specific, multicast TTL, connect) and hands them to the module
+//! with `START_NET_STREAM`, which keeps them while the stream runs; so the
+//! sockets are rtpmgrd's, with its credentials and under its LSM rules.
 //!
 //! * relay: a receiving `udp` stream at `bind` forwards every datagram to a
 //!   sending `udp` stream connected to `destination`: network to network
@@ -22,12 +26,14 @@
 //! caller falls back to the user-space path and logs the reason.
 
 use crate::backend::{find_port, Backend};
+use crate::net::{open_sender_socket, open_stream_socket};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Direction, StreamConfig};
 use rtpmgr_control::StreamReport;
-use rtpmgr_device::{net_addr, net_stream_spec};
+use rtpmgr_device::net_stream_spec;
 use std::io;
-use std::net::SocketAddr;
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
 
 /// A stream running in the module.
 pub struct KernelStream {
@@ -63,36 +69,21 @@ fn unsupported(info: &abi::Info) -> Option<String> {
         .then(|| "the device has no in-kernel network streams (FEATURE_NET_STREAMS)".into())
 }
 
-/// The `START_NET_STREAM` arguments of `cfg`: the receiving stream, and
-/// for a relay the sending one it forwards to. `join_ifindex` is the
-/// interface to join the group on (0: by route).
+/// The `START_NET_STREAM` arguments of `cfg`: the receiving stream on
+/// socket `rx`, and for a relay the sending one on `tx` it forwards to.
 fn net_specs(
     cfg: &StreamConfig,
     rx_id: u32,
     target_id: u32,
-    buffer_bytes: u32,
-    join_ifindex: u32,
+    rx: &UdpSocket,
+    tx: Option<&UdpSocket>,
 ) -> (abi::NetStreamSpec, Option<abi::NetStreamSpec>) {
-    let mut rx = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, Some(cfg.bind), None);
-    rx.flags = abi::NET_F_RTP;
-    rx.clock_rate = cfg.effective_clock_rate();
-    rx.forward_to = target_id;
-    rx.rcvbuf = buffer_bytes;
-    if let Some(group) = cfg.group {
-        rx.group = net_addr(SocketAddr::new(group, 0));
-        rx.source = cfg.source.map(|s| net_addr(SocketAddr::new(s, 0))).unwrap_or_default();
-        rx.ifindex = join_ifindex;
-    }
-    let tx = match (cfg.direction, cfg.destination) {
-        (Direction::Relay, Some(dest)) => {
-            let mut tx = net_stream_spec(target_id, abi::DIR_TO_DEVICE, None, Some(dest));
-            tx.rcvbuf = buffer_bytes;
-            tx.mc_ttl = cfg.multicast_ttl.map_or(0, u32::from);
-            Some(tx)
-        }
-        _ => None,
-    };
-    (rx, tx)
+    let mut r = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, rx.as_fd());
+    r.flags = abi::NET_F_RTP;
+    r.clock_rate = cfg.effective_clock_rate();
+    r.forward_to = target_id;
+    let t = tx.map(|tx| net_stream_spec(target_id, abi::DIR_TO_DEVICE, tx.as_fd()));
+    (r, t)
 }
 
 /// An errno from `START_NET_STREAM` that means "not this device", not
@@ -124,13 +115,17 @@ pub fn start(
     if let Some(reason) = unsupported(&info) {
         return Err(StartError::Unsupported(reason));
     }
-    let join_ifindex = match (&cfg.interface, cfg.group) {
-        (Some(name), Some(_)) => {
-            nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| ctx(&format!("interface {name}"), e.into()))?
+    // The sockets first: what fails here (address in use, no such
+    // interface) fails the same way in user space, and is retried.
+    let rx_sock = open_stream_socket(cfg, buffer_bytes)?;
+    let tx_sock = match (cfg.direction, cfg.destination) {
+        (Direction::Relay, Some(dest)) => Some(open_sender_socket(dest, buffer_bytes, cfg.multicast_ttl)?),
+        (Direction::Relay, None) => {
+            return Err(StartError::Failed(io::Error::other("a relay needs a destination")));
         }
-        _ => 0,
+        _ => None,
     };
-    let (rx, tx) = net_specs(cfg, rx_id, target_id, buffer_bytes, join_ifindex);
+    let (rx, tx) = net_specs(cfg, rx_id, target_id, &rx_sock, tx_sock.as_ref());
     let port = match cfg.direction {
         Direction::Relay => {
             let (Some(tx), Some(dest)) = (tx, cfg.destination) else {
@@ -162,6 +157,8 @@ pub fn start(
             StartError::Failed(ctx(&what, e))
         });
     }
+    // The module holds the sockets now; ours close here.
+    drop((rx_sock, tx_sock));
     Ok(KernelStream { config: cfg.clone(), rx_id, target_id, port })
 }
 
@@ -207,7 +204,9 @@ impl KernelStream {
             let tx = backend.net_status(self.target_id).unwrap_or_default();
             r.sent_packets = tx.tx_packets;
             r.sent_bytes = tx.tx_bytes;
-            r.send_errors = tx.tx_errors;
+            // Refused by the stack, or dropped because neither the socket
+            // nor the stream's backlog in the module had room.
+            r.send_errors = tx.tx_errors + tx.tx_dropped;
         }
         r
     }
@@ -216,13 +215,11 @@ impl KernelStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::path::Path;
 
     fn stream(extra: &str) -> StreamConfig {
-        let text = format!(
-            "[[stream]]\nname = \"k\"\ndirection = \"relay\"\nmode = \"kernel\"\nbind = \"0.0.0.0:5004\"\n\
-             destination = \"239.1.1.1:5004\"\n{extra}"
-        );
+        let text = format!("[[stream]]\nname = \"k\"\ndirection = \"relay\"\nmode = \"kernel\"\n{extra}");
         rtpmgr_config::Config::parse(&text, Path::new("test.toml")).unwrap().streams.remove(0)
     }
 
@@ -239,30 +236,33 @@ mod tests {
 
     #[test]
     fn a_relay_is_a_checked_receiver_forwarding_to_a_sender() {
-        let c = stream("group = \"232.1.1.1\"\nsource = \"10.0.0.1\"\nmulticast_ttl = 4\npayload_type = 0\n");
-        let (rx, tx) = net_specs(&c, 6, 9, 1 << 20, 3);
-        let tx = tx.expect("a relay sends");
-        assert_eq!((rx.stream_id, rx.direction, rx.forward_to), (6, abi::DIR_FROM_DEVICE, 9));
-        assert_eq!((rx.flags, rx.clock_rate, rx.rcvbuf), (abi::NET_F_RTP, 8000, 1 << 20));
-        assert_eq!(rx.local, net_addr("0.0.0.0:5004".parse().unwrap()));
-        assert_eq!(rx.group, net_addr("232.1.1.1:0".parse().unwrap()));
-        assert_eq!(rx.source, net_addr("10.0.0.1:0".parse().unwrap()));
-        assert_eq!(rx.ifindex, 3);
-        assert_eq!((tx.stream_id, tx.direction, tx.forward_to), (9, abi::DIR_TO_DEVICE, abi::NET_NO_FORWARD));
-        assert_eq!(tx.remote, net_addr("239.1.1.1:5004".parse().unwrap()));
-        assert_eq!((tx.mc_ttl, tx.rcvbuf, tx.local.family), (4, 1 << 20, abi::NET_FAMILY_UNSPEC));
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = stream(&format!("bind = \"127.0.0.1:{port}\"\ndestination = \"127.0.0.1:9\"\npayload_type = 0\n"));
+        let rx = open_stream_socket(&c, 1 << 20).unwrap();
+        let tx = open_sender_socket(c.destination.unwrap(), 1 << 20, Some(4)).unwrap();
+        let (r, t) = net_specs(&c, 6, 9, &rx, Some(&tx));
+        let t = t.expect("a relay sends");
+        assert_eq!((r.stream_id, r.direction, r.forward_to), (6, abi::DIR_FROM_DEVICE, 9));
+        assert_eq!((r.flags, r.clock_rate, r.fd), (abi::NET_F_RTP, 8000, rx.as_raw_fd()));
+        assert_eq!((t.stream_id, t.direction, t.forward_to), (9, abi::DIR_TO_DEVICE, abi::NET_NO_FORWARD));
+        assert_eq!((t.flags, t.fd), (0, tx.as_raw_fd()));
+        // The sockets the module gets: bound where the stream listens,
+        // connected where it sends.
+        assert_eq!(rx.local_addr().unwrap().ip().to_string(), "127.0.0.1");
+        assert_eq!(tx.peer_addr().unwrap(), "127.0.0.1:9".parse().unwrap());
     }
 
     #[test]
     fn an_ingress_stream_has_no_sender() {
-        let text = "[[stream]]\nname = \"i\"\ndirection = \"ingress\"\nmode = \"kernel\"\nbind = \"[::1]:5004\"\n";
-        let c = rtpmgr_config::Config::parse(text, Path::new("t.toml")).unwrap().streams.remove(0);
-        let (rx, tx) = net_specs(&c, 0, 1, 0, 0);
-        assert!(tx.is_none());
-        assert_eq!(
-            (rx.local.family, rx.forward_to, rx.group.family),
-            (abi::NET_FAMILY_INET6, 1, abi::NET_FAMILY_UNSPEC)
-        );
+        let port = UdpSocket::bind("[::1]:0").unwrap().local_addr().unwrap().port();
+        let text =
+            format!("[[stream]]\nname = \"i\"\ndirection = \"ingress\"\nmode = \"kernel\"\nbind = \"[::1]:{port}\"\n");
+        let c = rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0);
+        let rx = open_stream_socket(&c, 0).unwrap();
+        let (r, t) = net_specs(&c, 0, 1, &rx, None);
+        assert!(t.is_none());
+        assert_eq!((r.forward_to, r.fd), (1, rx.as_raw_fd()));
+        assert!(rx.local_addr().unwrap().is_ipv6());
     }
 
     #[test]

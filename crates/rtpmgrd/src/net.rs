@@ -38,6 +38,27 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
     Ok(UdpSocket::from(fd))
 }
 
+/// The sending socket of a `mode = "kernel"` relay, which the module sends
+/// on: of `dest`'s family, bound to the unspecified address (an ephemeral
+/// port), with the stream's send buffer and multicast TTL, connected to
+/// `dest` (after the TTL, so the route is chosen knowing it).
+pub fn open_sender_socket(dest: SocketAddr, buffer_bytes: u32, multicast_ttl: Option<u8>) -> io::Result<UdpSocket> {
+    let (family, any): (_, SocketAddr) = if dest.is_ipv4() {
+        (AddressFamily::Inet, (std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+    } else {
+        (AddressFamily::Inet6, (std::net::Ipv6Addr::UNSPECIFIED, 0).into())
+    };
+    let fd: OwnedFd =
+        sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
+    set_buffers(&fd, buffer_bytes);
+    if let Some(ttl) = multicast_ttl {
+        set_multicast_ttl(&fd, dest, ttl)?;
+    }
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).map_err(|e| err(format_args!("bind {any}"), e))?;
+    sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(dest)).map_err(|e| err(format_args!("connect {dest}"), e))?;
+    Ok(UdpSocket::from(fd))
+}
+
 /// How many datagrams the socket has dropped since it was opened (receive
 /// buffer full, mostly), read from SO_MEMINFO. Not SO_RXQ_OVFL: that count
 /// travels on the datagrams queued after a drop, so the last drops of a

@@ -23,11 +23,11 @@
 //! run. The seed is printed first so a failure can be replayed.
 
 use rtpmgr_abi::{self as abi, IoctlArg, SlotHeader};
-use rtpmgr_device::{net_addr, net_stream_spec, Device};
+use rtpmgr_device::{net_stream_spec, udp_socket, Device};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -64,7 +64,6 @@ const NET_PORT: u16 = 20_000;
 const NET_PORTS: u64 = 6;
 /// Groups joined and sent to (fuzz-init gives `lo` multicast and routes).
 const GROUPS: &[&str] = &["239.1.1.1", "239.1.1.2", "ff0e::1", "10.0.0.1", "224.0.0.1"];
-const SOURCES: &[&str] = &["127.0.0.1", "::1", "239.1.1.3", "0.0.0.0", "192.0.2.1"];
 
 /// The mapping of the current session, while it is mapped whole.
 struct Mapping {
@@ -84,6 +83,44 @@ struct Fuzzer {
     buf: Vec<u8>,
     /// Sender sockets for `net_send` (IPv4, IPv6), made on first use.
     udp: Option<(UdpSocket, UdpSocket)>,
+    /// Sockets passed to START_NET_STREAM and kept, to be passed again.
+    held: Vec<OwnedFd>,
+}
+
+/// A source-specific join (MCAST_JOIN_SOURCE_GROUP) of `sock`.
+fn ssm_join(sock: &UdpSocket, group: std::net::IpAddr, source: std::net::IpAddr) -> std::io::Result<()> {
+    fn storage(ip: std::net::IpAddr) -> libc::sockaddr_storage {
+        // SAFETY: sockaddr_storage is plain old data; all zero is valid.
+        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(ip, 0));
+        // SAFETY: `sa` holds a sockaddr of `len()` bytes, no more than a
+        // sockaddr_storage.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                nix::sys::socket::SockaddrLike::as_ptr(&sa).cast::<u8>(),
+                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                nix::sys::socket::SockaddrLike::len(&sa) as usize,
+            )
+        };
+        ss
+    }
+    let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    let req = libc::group_source_req { gsr_interface: 0, gsr_group: storage(group), gsr_source: storage(source) };
+    // SAFETY: a valid group_source_req and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            libc::MCAST_JOIN_SOURCE_GROUP,
+            (&req as *const libc::group_source_req).cast(),
+            std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn errno(e: &std::io::Error) -> i32 {
@@ -114,9 +151,9 @@ impl Fuzzer {
             self.dev = self.note("open", d);
             return Ok(());
         }
-        // Weights out of 46: sessions mostly stay open, configured and
+        // Weights out of 49: sessions mostly stay open, configured and
         // mapped, so the ring and streaming paths get most of the work.
-        match self.rng.below(46) {
+        match self.rng.below(49) {
             // Sessions live for about 80 operations.
             0 | 1 if self.rng.below(4) != 0 => {
                 let r = self.dev.as_ref().unwrap().info();
@@ -200,6 +237,8 @@ impl Fuzzer {
                 }
                 self.note("net-status", r);
             }
+            46 | 47 => self.poll_dev(),
+            48 => self.close_during_poll(),
             _ => self.net_send(),
         }
         Ok(())
@@ -212,8 +251,59 @@ impl Fuzzer {
         SocketAddr::new(ip.parse().expect("literal address"), port)
     }
 
+    /// A socket for START_NET_STREAM (ABI version 2), made as rtpmgrd makes
+    /// its own or as nobody should: UDP bound to a pool port (some joined
+    /// to a group, any-source or SSM), UDP connected to one, UDP bound and
+    /// connected, unbound UDP, TCP, a Unix socket, the device itself, a
+    /// plain file, a socket a stream holds already.
+    fn net_socket(&mut self, v6: bool, dir: u32) -> Option<OwnedFd> {
+        let receives = dir & abi::DIR_FROM_DEVICE != 0;
+        let sends = dir & abi::DIR_TO_DEVICE != 0;
+        let kind = if self.rng.below(3) != 0 { 0 } else { self.rng.below(8) };
+        let fd: std::io::Result<OwnedFd> = match kind {
+            // The plausible one for the direction.
+            0 => {
+                let local = receives.then(|| self.net_endpoint(v6));
+                let remote = (sends || self.rng.below(6) == 0).then(|| self.net_endpoint(v6));
+                let r = udp_socket(local, remote);
+                if let (Ok(sock), true, true) = (&r, receives, self.rng.below(5) == 0) {
+                    // A group of the stream's family on lo (fuzz-init
+                    // routes the groups there), any-source or SSM.
+                    let (g, src) = if v6 { ("ff0e::1", "::1") } else { (self.rng.pick(&GROUPS[..2]), "127.0.0.1") };
+                    let g: std::net::IpAddr = g.parse().expect("literal address");
+                    let joined = match (g, self.rng.below(2) == 0) {
+                        (std::net::IpAddr::V4(g4), false) => {
+                            sock.join_multicast_v4(&g4, &std::net::Ipv4Addr::UNSPECIFIED)
+                        }
+                        (std::net::IpAddr::V6(g6), false) => sock.join_multicast_v6(&g6, 0),
+                        (_, true) => ssm_join(sock, g, src.parse().expect("literal address")),
+                    };
+                    self.note("net-join", joined);
+                }
+                r.map(OwnedFd::from)
+            }
+            1 => udp_socket(None, None).map(OwnedFd::from),
+            2 => std::net::TcpListener::bind("127.0.0.1:0").map(OwnedFd::from),
+            3 => std::os::unix::net::UnixDatagram::unbound().map(OwnedFd::from),
+            4 => self.dev.as_ref().unwrap().file().try_clone().map(OwnedFd::from),
+            5 => std::fs::File::open("/proc/self/status").map(OwnedFd::from),
+            6 => match self.held.pop() {
+                Some(fd) => Ok(fd),
+                None => return None,
+            },
+            _ => {
+                let other = self.net_endpoint(!v6);
+                udp_socket(Some(self.net_endpoint(v6)), Some(other)).map(OwnedFd::from)
+            }
+        };
+        // EADDRINUSE between the two processes' pools is expected.
+        self.note("net-socket", fd).map(Some).unwrap_or(None)
+    }
+
     /// START_NET_STREAM, mostly plausible, often hostile in one or more
     /// fields; low ids so it meets the registry-port streams of `start`.
+    /// The socket is closed right after, or kept (a few), so streams run
+    /// on sockets user space closed and the same socket is passed twice.
     fn net_start(&mut self) {
         // Two thirds plausible, so streams run and datagrams reach them;
         // one third with one or more hostile fields.
@@ -226,14 +316,21 @@ impl Fuzzer {
             (true, d) if d < 2 => self.rng.below(8) as u32,
             (true, _) => self.rng.pick(&[1, 2, 3]),
         };
-        let receives = dir & abi::DIR_FROM_DEVICE != 0;
-        let local = (receives || hostile && self.rng.below(4) == 0).then(|| self.net_endpoint(v6));
-        // Hostile: now and then the other family (mixed families are refused).
-        let remote_v6 = if hostile && self.rng.below(4) == 0 { !v6 } else { v6 };
-        let sends = dir & abi::DIR_TO_DEVICE != 0;
-        let remote = (sends || self.rng.below(6) == 0).then(|| self.net_endpoint(remote_v6));
-        let mut s = net_stream_spec(id, dir, local, remote);
+        let sock = self.net_socket(v6, dir);
+        let mut s = match &sock {
+            Some(fd) => net_stream_spec(id, dir, fd.as_fd()),
+            None => abi::NetStreamSpec {
+                size: abi::NetStreamSpec::SIZE,
+                stream_id: id,
+                direction: dir,
+                forward_to: abi::NET_NO_FORWARD,
+                fd: -1,
+                ..Default::default()
+            },
+        };
         s.flags = if self.rng.below(3) == 0 { 0 } else { abi::NET_F_RTP };
+        let receives = dir & abi::DIR_FROM_DEVICE != 0;
+        let sends = dir & abi::DIR_TO_DEVICE != 0;
         if receives && !sends && self.rng.below(2) == 0 {
             // Forwarding to one of the low ids: a udp stream or a
             // registry-port stream (loopback, media0) if one runs there.
@@ -243,59 +340,60 @@ impl Fuzzer {
             }
         }
         s.clock_rate = self.rng.pick(&[0, 1, 8000, 90_000, u32::MAX]);
-        if receives && self.rng.below(5) == 0 {
-            // A group of the stream's family, any-source or SSM from the
-            // loopback address (fuzz-init routes the groups to lo).
-            let (g, src) = if v6 { ("ff0e::1", "::1") } else { (self.rng.pick(&GROUPS[..2]), "127.0.0.1") };
-            s.group = net_addr(SocketAddr::new(g.parse().expect("literal address"), 0));
-            if self.rng.below(2) == 0 {
-                s.source = net_addr(SocketAddr::new(src.parse().expect("literal address"), 0));
-            }
-        }
         if hostile {
             self.net_spec_hostile(&mut s);
         }
         let r = self.dev.as_ref().unwrap().start_net_stream(&s);
         self.note(if hostile { "net-start-hostile" } else { "net-start" }, r);
+        if let Some(fd) = sock {
+            if self.rng.below(4) == 0 && self.held.len() < 8 {
+                self.held.push(fd);
+            }
+        }
     }
 
     /// One to three hostile changes to a spec.
     fn net_spec_hostile(&mut self, s: &mut abi::NetStreamSpec) {
         for _ in 0..self.rng.below(3) + 1 {
-            match self.rng.below(9) {
+            match self.rng.below(6) {
                 0 => s.flags = self.rng.u32_edgy(&[abi::NET_F_TAP, 4, 0x80, u32::MAX]),
                 1 => s.forward_to = self.rng.u32_edgy(IDS),
-                2 => {
-                    let g: std::net::IpAddr = self.rng.pick(GROUPS).parse().expect("literal address");
-                    s.group = net_addr(SocketAddr::new(g, self.rng.pick(&[0, 0, 5])));
-                }
-                3 => {
-                    let src: std::net::IpAddr = self.rng.pick(SOURCES).parse().expect("literal address");
-                    s.source = net_addr(SocketAddr::new(src, 0));
-                }
-                4 => s.ifindex = self.rng.u32_edgy(&[0, 1, 2, 9999]),
-                5 => s.mc_ttl = self.rng.u32_edgy(&[0, 1, 255, 256]),
-                6 => s.rcvbuf = self.rng.u32_edgy(&[0, 1, 1 << 20]),
-                7 => {
-                    s.reserved = self.rng.next() as u32;
-                    s.size = self.rng.u32_edgy(&[0, abi::NetStreamSpec::SIZE - 4, abi::NetStreamSpec::SIZE + 4]);
-                }
-                _ => {
-                    let a = match self.rng.below(4) {
-                        0 => &mut s.local,
-                        1 => &mut s.remote,
-                        2 => &mut s.group,
-                        _ => &mut s.source,
-                    };
-                    match self.rng.below(4) {
-                        0 => a.family = self.rng.next() as u16,
-                        1 => a.scope_id = self.rng.u32_edgy(&[0, 1, 9999]),
-                        2 => a.addr[self.rng.below(16) as usize] = self.rng.next() as u8,
-                        _ => a.port = self.rng.next() as u16,
-                    }
-                }
+                2 => s.fd = self.rng.pick(&[-1, 0, 1, 2, 1023, 999_999, i32::MIN, i32::MAX]),
+                3 => s.reserved = self.rng.next() as u32,
+                4 => s.size = self.rng.u32_edgy(&[0, abi::NetStreamSpec::SIZE - 4, abi::NetStreamSpec::SIZE + 4, 136]),
+                _ => s.stream_id = self.rng.u32_edgy(IDS),
             }
         }
+    }
+
+    /// poll() on the device with random events and short timeouts, or
+    /// while another thread closes it.
+    fn poll_dev(&mut self) {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let events = PollFlags::from_bits_truncate(self.rng.next() as i16) | PollFlags::POLLIN;
+        let ms: u8 = self.rng.pick(&[0, 0, 1, 5]);
+        let d = self.dev.as_ref().unwrap();
+        let mut fds = [PollFd::new(d.file().as_fd(), events)];
+        let r = poll(&mut fds, PollTimeout::from(ms)).map_err(|e| std::io::Error::from_raw_os_error(e as i32));
+        self.note("poll", r);
+    }
+
+    /// A thread polls the descriptor while this one closes it.
+    fn close_during_poll(&mut self) {
+        self.unmap();
+        self.cfg = None;
+        let Some(dev) = self.dev.take() else { return };
+        let fd = dev.file().as_raw_fd();
+        let poller = std::thread::spawn(move || {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN | libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd; the descriptor may be closed
+            // meanwhile, which poll reports (POLLNVAL) or ignores.
+            unsafe { libc::poll(&mut p, 1, 20) }
+        });
+        std::thread::sleep(Duration::from_millis(self.rng.below(10)));
+        drop(dev);
+        let _ = poller.join();
+        self.note("close-during-poll", Ok(()));
     }
 
     /// A few datagrams to the fuzzing ports (or an IPv4 group): random
@@ -597,6 +695,7 @@ fn fuzz_process(seed: u64, ops: u64) -> Result<Fuzzer, String> {
         results: BTreeMap::new(),
         buf: vec![0u8; 16384],
         udp: None,
+        held: Vec::new(),
     };
     for i in 0..ops {
         f.step().map_err(|e| format!("seed {seed}, operation {i}: {e}"))?;

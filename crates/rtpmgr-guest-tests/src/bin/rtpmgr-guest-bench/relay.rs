@@ -37,7 +37,7 @@ use rtpmgr_abi as abi;
 use rtpmgr_bench::mmsg::Mmsg;
 use rtpmgr_bench::procfs;
 use rtpmgr_bench::relay::{rtpmgrd_relay_config, Relay, RelayKind, RtpmgrdBackend};
-use rtpmgr_device::{net_stream_spec, Device};
+use rtpmgr_device::{net_stream_spec, udp_socket, Device};
 use serde_json::{json, Map, Value};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
@@ -320,15 +320,21 @@ fn kernel_relay(p: &Profile, sink: SocketAddr) -> Result<Running> {
         for j in 0..count {
             let (a, b) = (2 * j as u32, 2 * j as u32 + 1);
             let port = IN_BASE + (first + j) as u16;
-            // The socket buffer rtpmgrd and bare-relay are given too.
-            let mut tx = net_stream_spec(b, abi::DIR_TO_DEVICE, None, Some(sink));
-            tx.rcvbuf = rtpmgr_bench::relay::RELAY_SOCKET_BUFFER as u32;
+            // The sockets are ours, as rtpmgrd's are, with the buffer
+            // rtpmgrd and bare-relay are given too; the module keeps them.
+            use nix::sys::socket::{setsockopt, sockopt};
+            use std::os::fd::AsFd;
+            let bytes = rtpmgr_bench::relay::RELAY_SOCKET_BUFFER;
+            let txs = udp_socket(None, Some(sink)).map_err(|e| format!("socket to {sink}: {e}"))?;
+            let _ = setsockopt(&txs.as_fd(), sockopt::SndBufForce, &bytes);
+            let tx = net_stream_spec(b, abi::DIR_TO_DEVICE, txs.as_fd());
             dev.start_net_stream(&tx).map_err(|e| format!("START_NET_STREAM B {b} (stream {}): {e}", first + j))?;
             let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let mut spec = net_stream_spec(a, abi::DIR_FROM_DEVICE, Some(local), None);
+            let rxs = udp_socket(Some(local), None).map_err(|e| format!("socket at {local}: {e}"))?;
+            let _ = setsockopt(&rxs.as_fd(), sockopt::RcvBufForce, &bytes);
+            let mut spec = net_stream_spec(a, abi::DIR_FROM_DEVICE, rxs.as_fd());
             spec.flags = abi::NET_F_RTP;
             spec.forward_to = b;
-            spec.rcvbuf = rtpmgr_bench::relay::RELAY_SOCKET_BUFFER as u32;
             dev.start_net_stream(&spec).map_err(|e| format!("START_NET_STREAM A {a} on port {port}: {e}"))?;
         }
         sessions.push((dev, count));
