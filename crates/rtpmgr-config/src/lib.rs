@@ -107,7 +107,38 @@ pub struct StreamConfig {
     pub media_port: String,
     pub ring_full: RingFullPolicy,
     pub mode: DataPath,
+    /// What a datagram carries (`format`).
+    pub format: StreamFormat,
+    /// TR 101 290 PID_error: how long an elementary PID a PMT names may be
+    /// absent (`pid_timeout_ms`).
+    pub pid_timeout_ms: u32,
 }
+
+/// What the datagrams of a stream carry (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamFormat {
+    /// RTP (RFC 3550), any payload; loss and reordering from its sequence
+    /// numbers. An MPEG-TS payload (RFC 2250) is also checked as TS.
+    #[default]
+    Rtp,
+    /// Raw MPEG-TS over UDP: a whole number of 188-byte packets each
+    /// starting with 0x47; loss and reordering from the TS continuity
+    /// counters per PID.
+    UdpTs,
+}
+
+impl StreamFormat {
+    /// The name the configuration and the status use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFormat::Rtp => "rtp",
+            StreamFormat::UdpTs => "udp-ts",
+        }
+    }
+}
+
+/// Default of `pid_timeout_ms`.
+pub const DEFAULT_PID_TIMEOUT_MS: u32 = 5_000;
 
 /// Where a stream's packets are handled (`mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -64,6 +64,8 @@ pub struct RawStream {
     pub media_port: Option<Spanned<String>>,
     pub ring_full: Option<Spanned<RawRingFull>>,
     pub mode: Option<Spanned<RawMode>>,
+    pub format: Option<Spanned<RawFormat>>,
+    pub pid_timeout_ms: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -78,4 +80,12 @@ pub enum RawRingFull {
 pub enum RawMode {
     User,
     Kernel,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    #[serde(rename = "rtp")]
+    Rtp,
+    #[serde(rename = "udp-ts")]
+    UdpTs,
 }

@@ -297,3 +297,45 @@ fn kernel_mode_is_refused_on_an_egress_stream() {
                  destination = \"127.0.0.1:6000\"\nmode = \"kernel\"\n");
     assert!(e.contains(":6:8: stream \"o\": mode = \"kernel\" applies to ingress and relay streams"), "{e}");
 }
+
+#[test]
+fn format_defaults_to_rtp_and_takes_udp_ts() {
+    let c = parse(RELAY).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].pid_timeout_ms), (StreamFormat::Rtp, 5_000));
+    let c = parse(&format!("{RELAY}format = \"udp-ts\"\npid_timeout_ms = 2000\n")).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].pid_timeout_ms), (StreamFormat::UdpTs, 2_000));
+    assert_eq!(c.streams[0].format.as_str(), "udp-ts");
+    assert_eq!(parse(&format!("{RELAY}format = \"rtp\"\n")).unwrap().streams[0].format, StreamFormat::Rtp);
+    // The user-space fallback of a kernel stream takes udp-ts too.
+    let c = parse(&format!("{RELAY}format = \"udp-ts\"\nmode = \"kernel\"\n")).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].mode), (StreamFormat::UdpTs, DataPath::Kernel));
+}
+
+#[test]
+fn format_typo_names_the_key_line_and_choices() {
+    let e = err(&format!("{RELAY}format = \"udp_ts\"\n"));
+    assert!(e.starts_with("/etc/rtpmgr.toml:6:10: unknown variant `udp_ts`, expected `rtp` or `udp-ts`"), "{e}");
+    let e = parse(&format!("{RELAY}format = \"ts\"\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(6), Some("ts")), "serde names the value it did not know");
+}
+
+#[test]
+fn udp_ts_refuses_rtp_settings() {
+    assert_eq!(
+        err(&format!("{RELAY}format = \"udp-ts\"\npayload_type = 33\n")),
+        "/etc/rtpmgr.toml:7:16: stream \"tv1\": payload_type is an RTP setting; a format = \"udp-ts\" stream carries no RTP header"
+    );
+    let e = parse(&format!("{RELAY}clock_rate = 90000\nformat = \"udp-ts\"\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(6), Some("clock_rate")));
+}
+
+#[test]
+fn pid_timeout_rules() {
+    assert_eq!(
+        err(&format!("{RELAY}pid_timeout_ms = 50\n")),
+        "/etc/rtpmgr.toml:6:18: stream \"tv1\": pid_timeout_ms = 50 is out of range 100..=60000"
+    );
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\npid_timeout_ms = 1000\n");
+    assert!(e.contains(":6:18: stream \"o\": pid_timeout_ms applies to receiving streams"), "{e}");
+}

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawMode, RawRingFull, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawMode, RawRingFull, RawStream};
 use crate::{
     line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, LevelFilter,
-    RingFullPolicy, StreamConfig,
+    RingFullPolicy, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ pub const SLOT_SIZE: (u32, u32) = (256, 65_536);
 pub const SOCKET_BUFFER: (u32, u32) = (65_536, 268_435_456);
 pub const MAX_STATUS_INTERVAL: u32 = 86_400;
 pub const MAX_CLOCK_RATE: u32 = 10_000_000;
+pub const PID_TIMEOUT_MS: (u32, u32) = (100, 60_000);
 /// IFNAMSIZ - 1.
 pub const MAX_IFNAME: usize = 15;
 
@@ -433,6 +434,47 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             DataPath::Kernel
         }
     };
+    let format = match s.format.as_ref().map(|f| *f.get_ref()) {
+        None | Some(RawFormat::Rtp) => StreamFormat::Rtp,
+        Some(RawFormat::UdpTs) => StreamFormat::UdpTs,
+    };
+    if format == StreamFormat::UdpTs {
+        // The RTP header fields have nothing to apply to.
+        for (key, span) in [
+            ("payload_type", s.payload_type.as_ref().map(|v| v.span())),
+            ("clock_rate", s.clock_rate.as_ref().map(|v| v.span())),
+        ] {
+            if let Some(span) = span {
+                return ctx.err(
+                    span,
+                    key,
+                    format!("{what}: {key} is an RTP setting; a format = \"udp-ts\" stream carries no RTP header"),
+                );
+            }
+        }
+    }
+    let pid_timeout_ms = match &s.pid_timeout_ms {
+        None => DEFAULT_PID_TIMEOUT_MS,
+        Some(t) => {
+            let v = *t.get_ref();
+            let (lo, hi) = PID_TIMEOUT_MS;
+            if direction == Direction::Egress {
+                return ctx.err(
+                    t.span(),
+                    "pid_timeout_ms",
+                    format!("{what}: pid_timeout_ms applies to receiving streams (TS health is measured on arrival)"),
+                );
+            }
+            if !(lo..=hi).contains(&v) {
+                return ctx.err(
+                    t.span(),
+                    "pid_timeout_ms",
+                    format!("{what}: pid_timeout_ms = {v} is out of range {lo}..={hi}"),
+                );
+            }
+            v
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -447,6 +489,8 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         media_port,
         ring_full,
         mode,
+        format,
+        pid_timeout_ms,
     })
 }
 

@@ -77,10 +77,12 @@ pub struct SessionReport {
     pub unroutable: u64,
 }
 
-/// One stream's statistics. `packets`/`bytes` count RTP packets accepted
+/// One stream's statistics. `packets`/`bytes` count datagrams accepted
 /// from the network into the device; `sent_*` count packets the daemon sent
-/// out of the device to the network. Loss, duplicates, reordering and jitter
-/// are RFC 3550 receiver statistics of the incoming stream (all SSRCs).
+/// out of the device to the network. For `format = "rtp"`, loss,
+/// duplicates, reordering and jitter are RFC 3550 receiver statistics of
+/// the incoming stream (all SSRCs, in RTP packets); for `udp-ts` they come
+/// from the TS continuity counters and count TS packets (jitter is 0).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamReport {
     pub name: String,
@@ -94,6 +96,9 @@ pub struct StreamReport {
     /// module's in-kernel data plane does; `mode = "kernel"`).
     #[serde(default)]
     pub mode: String,
+    /// What the datagrams carry: `rtp` or `udp-ts` (raw MPEG-TS).
+    #[serde(default)]
+    pub format: String,
     /// Why a `mode = "kernel"` stream runs in user space instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
@@ -128,6 +133,43 @@ pub struct StreamReport {
     pub device_to_packets: u64,
     pub device_from_packets: u64,
     pub device_ring_full_drops: u64,
+    /// MPEG-TS health of what arrives (ETSI TR 101 290), for streams
+    /// that carry TS (`udp-ts`, RTP with payload type 33 or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<TsReport>,
+}
+
+/// ETSI TR 101 290 indicators of a stream's transport stream, as event
+/// counts since the stream started: priority 1 (1.1 to 1.6) and the two
+/// of priority 2 the analysis gets for free (2.1, 2.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TsReport {
+    /// 188-byte TS packets analysed.
+    pub ts_packets: u64,
+    /// 1.1 TS_sync_loss.
+    pub sync_loss: u64,
+    /// 1.2 Sync_byte_error.
+    pub sync_byte_error: u64,
+    /// 1.3 PAT_error_2.
+    pub pat_error: u64,
+    /// 1.4 Continuity_count_error.
+    pub cc_error: u64,
+    /// 1.5 PMT_error_2.
+    pub pmt_error: u64,
+    /// 1.6 PID_error.
+    pub pid_error: u64,
+    /// 2.1 Transport_error (transport_error_indicator set).
+    pub transport_error: u64,
+    /// 2.2 CRC_error in PAT and PMT sections.
+    pub crc_error: u64,
+    /// Programs of the last PAT.
+    pub programs: u64,
+    /// Elementary PIDs the PMTs name.
+    pub es_pids: u64,
+    /// Continuity counters: TS packets missing, repeated and late.
+    pub cc_lost: u64,
+    pub cc_duplicates: u64,
+    pub cc_reordered: u64,
 }
 
 /// Generic answer to `ping`/`reload` and failures.

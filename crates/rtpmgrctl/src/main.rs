@@ -95,6 +95,7 @@ fn table(r: &StatusReport) -> String {
         "DIR",
         "PORT",
         "MODE",
+        "FORMAT",
         "STATE",
         "PACKETS",
         "BYTES",
@@ -116,6 +117,7 @@ fn table(r: &StatusReport) -> String {
             s.direction.clone(),
             s.media_port.clone(),
             s.mode.clone(),
+            s.format.clone(),
             s.state.clone(),
             s.packets.to_string(),
             s.bytes.to_string(),
@@ -138,7 +140,7 @@ fn table(r: &StatusReport) -> String {
             .enumerate()
             .map(
                 |(c, cell)| {
-                    if c < 5 {
+                    if c < 6 {
                         format!("{cell:<w$}", w = widths[c])
                     } else {
                         format!("{cell:>w$}", w = widths[c])
@@ -149,6 +151,7 @@ fn table(r: &StatusReport) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
+    out.push_str(&ts_table(r));
     for s in r.streams.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
     }
@@ -158,6 +161,72 @@ fn table(r: &StatusReport) -> String {
             s.name,
             s.fallback.as_deref().unwrap_or_default()
         ));
+    }
+    out
+}
+
+/// The TR 101 290 indicators of the streams that carry MPEG-TS, as a
+/// second table; empty when none does.
+fn ts_table(r: &StatusReport) -> String {
+    let header = [
+        "STREAM",
+        "TS_PACKETS",
+        "SYNC_LOSS",
+        "SYNC_BYTE",
+        "PAT",
+        "CC",
+        "PMT",
+        "PID",
+        "TEI",
+        "CRC",
+        "PROGRAMS",
+        "ES_PIDS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(t) = &s.ts else { continue };
+        rows.push(
+            [
+                t.ts_packets,
+                t.sync_loss,
+                t.sync_byte_error,
+                t.pat_error,
+                t.cc_error,
+                t.pmt_error,
+                t.pid_error,
+                t.transport_error,
+                t.crc_error,
+                t.programs,
+                t.es_pids,
+            ]
+            .iter()
+            .fold(vec![s.name.clone()], |mut row, v| {
+                row.push(v.to_string());
+                row
+            }),
+        );
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::from("\nMPEG-TS health (ETSI TR 101 290: priority 1, and 2.1 TEI, 2.2 CRC):\n");
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c == 0 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                },
+            )
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }
@@ -177,6 +246,7 @@ mod tests {
                     name: "tv1".into(),
                     state: "running".into(),
                     mode: "kernel".into(),
+                    format: "rtp".into(),
                     packets: 100_000,
                     lost: 3,
                     forward_drops: 7,
@@ -186,6 +256,13 @@ mod tests {
                     name: "tv2".into(),
                     state: "running".into(),
                     mode: "user".into(),
+                    format: "udp-ts".into(),
+                    ts: Some(rtpmgr_control::TsReport {
+                        ts_packets: 7_000,
+                        cc_error: 12,
+                        pat_error: 3,
+                        ..Default::default()
+                    }),
                     fallback: Some("the device has no in-kernel network streams".into()),
                     ..Default::default()
                 },
@@ -213,5 +290,13 @@ mod tests {
         let end = lines[head].find("FWD_DROPS").unwrap() + "FWD_DROPS".len();
         assert_eq!(&lines[head + 1][end - 2..end], " 7");
         assert!(t.contains("tv2: mode = \"kernel\" unavailable, running in user space: the device has no"), "{t}");
+        // FORMAT follows MODE; the TS table lists only streams with TS.
+        let format = lines[head].find("FORMAT").unwrap();
+        assert_eq!(&lines[head + 2][format..format + 6], "udp-ts");
+        let ts = lines.iter().position(|l| l.starts_with("MPEG-TS health")).expect("a TS table");
+        assert!(lines[ts + 1].starts_with("STREAM  TS_PACKETS  SYNC_LOSS  SYNC_BYTE  PAT  CC  PMT  PID"), "{t}");
+        let row: Vec<&str> = lines[ts + 2].split_whitespace().collect();
+        assert_eq!(row[..8], ["tv2", "7000", "0", "0", "3", "12", "0", "0"], "{t}");
+        assert!(!lines[ts + 3..].iter().any(|l| l.starts_with("tv1")), "{t}");
     }
 }

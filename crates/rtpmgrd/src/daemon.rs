@@ -13,8 +13,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Config, DataPath, Direction, StreamConfig};
-use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport};
+use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
+use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport, TsReport};
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -192,7 +192,10 @@ impl Daemon {
     /// stream the device cannot run starts in user space, with a log line.
     fn start_any(&mut self, cfg: &StreamConfig) -> io::Result<()> {
         self.fallbacks.remove(&cfg.name);
-        if cfg.mode == DataPath::Kernel {
+        if let (DataPath::Kernel, Some(reason)) = (cfg.mode, user_space_only(cfg)) {
+            log::warn!("stream {}: mode = \"kernel\" is not available: {reason}; running it in user space", cfg.name);
+            self.fallbacks.insert(cfg.name.clone(), reason);
+        } else if cfg.mode == DataPath::Kernel {
             let ids = self.free_ids(2)?;
             let buffer = self.config.daemon.socket_buffer_bytes;
             match kernel_path::start(self.backend.as_ref(), cfg, ids[0], ids[1], buffer) {
@@ -447,6 +450,12 @@ impl Daemon {
             reordered += src.reordered();
         }
         let current = c.rtp.current();
+        let ts = c.ts.as_deref().map(ts_report);
+        if s.config.format == StreamFormat::UdpTs {
+            if let Some(t) = &ts {
+                (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
+            }
+        }
         StreamReport {
             id: s.id,
             state: "running".into(),
@@ -472,6 +481,7 @@ impl Daemon {
             device_to_packets: dev.to_dev_packets,
             device_from_packets: dev.from_dev_packets,
             device_ring_full_drops: dev.ring_full_drops,
+            ts,
             ..config_report(&s.config)
         }
     }
@@ -483,10 +493,17 @@ impl Daemon {
                 log::warn!("{}: not running: {}", s.name, s.error.unwrap_or_default());
                 continue;
             }
+            let ts = s.ts.as_ref().map_or(String::new(), |t| {
+                format!(
+                    "; TR 101 290: sync loss {}, sync byte {}, PAT {}, CC {}, PMT {}, PID {}",
+                    t.sync_loss, t.sync_byte_error, t.pat_error, t.cc_error, t.pmt_error, t.pid_error
+                )
+            });
             log::info!(
-                "{} ({}): rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}, forward drops {}; tx {} pkts, errors {}",
+                "{} ({}, {}): rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}, forward drops {}; tx {} pkts, errors {}{ts}",
                 s.name,
                 s.mode,
+                s.format,
                 s.packets,
                 s.bytes,
                 s.lost,
@@ -538,11 +555,39 @@ impl Daemon {
     }
 }
 
+/// Why a `mode = "kernel"` stream needs the user-space path whatever the
+/// device offers: a setting the module's data path does not implement yet.
+fn user_space_only(cfg: &StreamConfig) -> Option<String> {
+    (cfg.format == StreamFormat::UdpTs)
+        .then(|| "the module's kernel path does not accept format = \"udp-ts\" yet".to_string())
+}
+
 fn dir_name(d: Direction) -> &'static str {
     match d {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
         Direction::Relay => "relay",
+    }
+}
+
+fn ts_report(a: &mpegts::tr101290::Analyzer) -> TsReport {
+    let c = a.counters();
+    let cc = a.cc_counters();
+    TsReport {
+        ts_packets: c.ts_packets,
+        sync_loss: c.sync_loss,
+        sync_byte_error: c.sync_byte_error,
+        pat_error: c.pat_error,
+        cc_error: c.cc_error,
+        pmt_error: c.pmt_error,
+        pid_error: c.pid_error,
+        transport_error: c.transport_error,
+        crc_error: c.crc_error,
+        programs: a.programs() as u64,
+        es_pids: a.es_pids() as u64,
+        cc_lost: cc.lost,
+        cc_duplicates: cc.duplicates,
+        cc_reordered: cc.reordered,
     }
 }
 
@@ -555,6 +600,7 @@ fn config_report(cfg: &StreamConfig) -> StreamReport {
             DataPath::Kernel => "kernel",
         }
         .into(),
+        format: cfg.format.as_str().into(),
         media_port: cfg.media_port.clone(),
         bind: cfg.bind.to_string(),
         destination: cfg.destination.map(|d| d.to_string()),

@@ -3,7 +3,10 @@
 //!
 //! `recvmmsg` scatters up to [`BATCH`] datagrams straight into free ring
 //! slots (no intermediate buffer). Each datagram is then checked in place:
-//! RTP header (RFC 3550), payload type, size. Good packets get their slot
+//! RTP header (RFC 3550), payload type, size; or, for `format = "udp-ts"`,
+//! a whole number of 188-byte TS packets with their sync bytes. MPEG-TS
+//! (a `udp-ts` datagram, an RTP/MP2T payload) goes through the stream's
+//! TR 101 290 analyser as well. Good packets get their slot
 //! header and are published in one store; a bad one is counted and its slot
 //! reused by moving the later packets of the batch down (the only copy, and
 //! only after a bad packet).
@@ -15,7 +18,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
 use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
-use rtpmgr_config::RingFullPolicy;
+use rtpmgr_config::{RingFullPolicy, StreamFormat};
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd};
@@ -29,6 +32,15 @@ pub const BATCH: u32 = 64;
 /// How long one poll may block, which bounds how quickly the thread notices
 /// a stop request or a changed stream table.
 const POLL_MS: u16 = 100;
+
+/// Whether an RTP payload is checked as MPEG-TS: a whole number of
+/// 188-byte packets, and payload type 33 configured or, with none
+/// configured, a sync byte where the first packet starts.
+fn looks_like_ts(payload: &[u8], expected_pt: Option<u8>) -> bool {
+    !payload.is_empty()
+        && payload.len() % mpegts::PACKET_LEN == 0
+        && (expected_pt == Some(33) || payload[0] == mpegts::SYNC_BYTE)
+}
 
 pub struct Receiver {
     backend: Arc<dyn Backend>,
@@ -177,6 +189,7 @@ impl Receiver {
     fn accept(&mut self, stream: &Stream, got: &[Received]) {
         let now = crate::monotonic_ns();
         let expected_pt = stream.config.payload_type;
+        let format = stream.config.format;
         let mut c = stream.counters();
         let mut kept = 0u32;
         for (i, r) in got.iter().enumerate() {
@@ -187,13 +200,35 @@ impl Receiver {
             }
             let verdict = {
                 let data = &self.producer.payload_mut(i)[..r.len];
-                match rtp::RtpPacket::parse(data) {
-                    Err(_) => Err(false),
-                    Ok(p) if expected_pt.is_some_and(|pt| pt != p.payload_type()) => Err(true),
-                    Ok(p) => {
-                        c.rtp.update(&p, r.arrival_ns);
-                        Ok(())
+                match format {
+                    StreamFormat::UdpTs => {
+                        // Judged whatever the verdict: TS health describes
+                        // what arrived, bad sync bytes included; a datagram
+                        // that is not whole packets is not TS at all.
+                        if let Some(ts) = c.ts.as_mut() {
+                            if data.len() % mpegts::PACKET_LEN == 0 {
+                                ts.datagram(data, r.arrival_ns);
+                            }
+                        }
+                        mpegts::check_datagram(data).map(|_| ()).map_err(|_| false)
                     }
+                    StreamFormat::Rtp => match rtp::RtpPacket::parse(data) {
+                        Err(_) => Err(false),
+                        Ok(p) if expected_pt.is_some_and(|pt| pt != p.payload_type()) => Err(true),
+                        Ok(p) => {
+                            let class = c.rtp.update(&p, r.arrival_ns);
+                            let payload = p.payload();
+                            if let Some(ts) = c.ts.as_mut() {
+                                // RFC 2250: an MP2T payload is whole TS
+                                // packets. A repeated RTP packet says
+                                // nothing new about the TS.
+                                if class != rtp::PacketClass::Duplicate && looks_like_ts(payload, expected_pt) {
+                                    ts.datagram(payload, r.arrival_ns);
+                                }
+                            }
+                            Ok(())
+                        }
+                    },
                 }
             };
             match verdict {

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! A running stream and the table the threads share.
 
+use mpegts::tr101290::{Analyzer, AnalyzerConfig};
 use nix::sys::socket::SockaddrStorage;
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Direction, StreamConfig};
+use rtpmgr_config::{Direction, StreamConfig, StreamFormat};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -17,6 +18,11 @@ const MAX_SOURCES: usize = 8;
 pub struct StreamCounters {
     /// RFC 3550 receiver statistics of what arrives from the network.
     pub rtp: rtp::StreamStats,
+    /// TR 101 290 analysis and continuity counters of the MPEG-TS that
+    /// arrives: every `udp-ts` datagram, the payload of RTP packets that
+    /// carry TS. `None` for streams that cannot carry TS (egress, RTP with
+    /// another payload type than 33).
+    pub ts: Option<Box<Analyzer>>,
     /// RTP packets accepted into the to-device ring.
     pub packets: u64,
     pub bytes: u64,
@@ -51,6 +57,9 @@ impl Stream {
         let destination = config.destination.map(SockaddrStorage::from);
         let counters = StreamCounters {
             rtp: rtp::StreamStats::new(config.effective_clock_rate(), MAX_SOURCES),
+            ts: analyses_ts(&config).then(|| {
+                Box::new(Analyzer::new(AnalyzerConfig { pid_timeout_ns: u64::from(config.pid_timeout_ms) * 1_000_000 }))
+            }),
             packets: 0,
             bytes: 0,
             malformed: 0,
@@ -82,6 +91,17 @@ impl Stream {
     pub fn device_direction(&self) -> u32 {
         direction_bits(self.config.direction)
     }
+}
+
+/// Whether the stream's datagrams are checked as MPEG-TS: every `udp-ts`
+/// stream; RTP streams whose payload type is 33 (MP2T) or not configured
+/// (then only payloads that are whole TS packets are checked).
+pub fn analyses_ts(config: &StreamConfig) -> bool {
+    config.direction != Direction::Egress
+        && match config.format {
+            StreamFormat::UdpTs => true,
+            StreamFormat::Rtp => config.payload_type.is_none_or(|pt| pt == 33),
+        }
 }
 
 pub fn direction_bits(d: Direction) -> u32 {

@@ -6,7 +6,7 @@
 //! inside the text, and the printed form starts with `path:line:col`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rtpmgr_config::{Config, ConfigError, Direction};
+use rtpmgr_config::{Config, ConfigError, Direction, StreamFormat};
 use std::path::Path;
 
 const ORIGIN: &str = "/etc/rtpmgr.toml";
@@ -88,6 +88,10 @@ fn check_config(c: &Config) {
             assert!(ttl >= 1 && s.destination.is_some_and(|d| d.ip().is_multicast()), "{s:?}");
         }
         assert!(s.payload_type.is_none_or(|pt| pt <= 127), "{s:?}");
+        if s.format == StreamFormat::UdpTs {
+            assert!(s.payload_type.is_none() && s.clock_rate.is_none(), "{s:?}");
+        }
+        assert!((100..=60_000).contains(&s.pid_timeout_ms), "{s:?}");
         assert!(s.clock_rate.is_none_or(|r| (1..=10_000_000).contains(&r)), "{s:?}");
         assert!((1..=10_000_000).contains(&s.effective_clock_rate()), "{s:?}");
         let port_ok = (1..=31).contains(&s.media_port.len())

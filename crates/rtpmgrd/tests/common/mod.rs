@@ -293,3 +293,80 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// A relay stream of raw MPEG-TS over UDP (`format = "udp-ts"`), sim
+/// backend; `extra` is appended to the stream's table.
+pub fn ts_relay_config(dir: &TempDir, port: u16, dest: u16, extra: &str) -> String {
+    format!(
+        "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\n\n\
+         [[stream]]\nname = \"iptv\"\ndirection = \"relay\"\nbind = \"127.0.0.1:{port}\"\n\
+         destination = \"127.0.0.1:{dest}\"\nformat = \"udp-ts\"\n{extra}",
+        dir.path("control.sock").display()
+    )
+}
+
+/// Program 1 of the crafted transport streams: its PMT PID and the
+/// elementary PIDs it names (video, audio).
+pub const TS_PMT_PID: u16 = 0x1000;
+pub const TS_VIDEO: u16 = 0x100;
+pub const TS_AUDIO: u16 = 0x101;
+
+/// Writes transport packets with a running continuity counter per PID.
+pub struct TsMux {
+    cc: Vec<u8>,
+    /// Packets written per PID, for content that tells packets apart.
+    n: Vec<u32>,
+}
+
+impl Default for TsMux {
+    fn default() -> Self {
+        TsMux { cc: vec![0; 8192], n: vec![0; 8192] }
+    }
+}
+
+impl TsMux {
+    /// One packet of `pid` with `payload` (at most 184 bytes, the rest
+    /// 0xFF stuffing), the PID's next continuity counter.
+    pub fn packet(&mut self, pid: u16, pusi: bool, payload: &[u8]) -> [u8; 188] {
+        let mut b = [0xffu8; 188];
+        let cc = &mut self.cc[usize::from(pid)];
+        b[0] = 0x47;
+        b[1] = (pid >> 8) as u8 | if pusi { 0x40 } else { 0 };
+        b[2] = pid as u8;
+        b[3] = 0x10 | *cc;
+        *cc = (*cc + 1) & 15;
+        b[4..4 + payload.len()].copy_from_slice(payload);
+        b
+    }
+
+    /// A PSI section in one packet (pointer field 0).
+    pub fn section(&mut self, pid: u16, section: &[u8]) -> [u8; 188] {
+        let mut p = vec![0u8];
+        p.extend_from_slice(section);
+        self.packet(pid, true, &p)
+    }
+
+    pub fn pat(&mut self) -> [u8; 188] {
+        self.section(0, &mpegts::psi::build_pat(1, 0, &[(1, TS_PMT_PID)]))
+    }
+
+    pub fn pmt(&mut self) -> [u8; 188] {
+        self.section(TS_PMT_PID, &mpegts::psi::build_pmt(1, 0, TS_VIDEO, &[(0x02, TS_VIDEO), (0x04, TS_AUDIO)]))
+    }
+
+    /// An elementary-stream packet whose body is unique to (pid, count).
+    pub fn es(&mut self, pid: u16) -> [u8; 188] {
+        let k = self.n[usize::from(pid)];
+        self.n[usize::from(pid)] += 1;
+        let mut body = [0u8; 184];
+        for (i, b) in body.iter_mut().enumerate() {
+            *b = (k.wrapping_mul(31).wrapping_add(i as u32 * 7) ^ u32::from(pid)) as u8;
+        }
+        self.packet(pid, false, &body)
+    }
+}
+
+/// Seven packets in one datagram, as `pkt_size=1316` senders do.
+pub fn ts_datagram(packets: &[[u8; 188]]) -> Vec<u8> {
+    packets.iter().flatten().copied().collect()
+}
