@@ -37,7 +37,7 @@ fn shipped_example_parses_with_its_values() {
     assert_eq!(c.daemon.control_socket, PathBuf::from("/run/rtpmgr/control.sock"));
     assert_eq!(c.daemon.control_socket_mode, 0o660);
     assert_eq!(c.buffer, BufferConfig { slot_count: 1024, slot_size: 2048 });
-    assert_eq!(c.streams.len(), 3);
+    assert_eq!(c.streams.len(), 4);
     let tv1 = c.stream("tv1").unwrap();
     assert_eq!(tv1.direction, Direction::Relay);
     assert_eq!(tv1.group, Some("232.1.1.1".parse().unwrap()));
@@ -50,6 +50,9 @@ fn shipped_example_parses_with_its_values() {
     let out3 = c.stream("out3").unwrap();
     assert_eq!((out3.direction, out3.multicast_ttl, out3.payload_type), (Direction::Egress, Some(4), Some(96)));
     assert_eq!(c.stream("feed2").unwrap().media_port, "null");
+    assert_eq!(tv1.format, StreamFormat::Rtp);
+    let tv4 = c.stream("tv4").unwrap();
+    assert_eq!((tv4.format, tv4.pid_timeout_ms, tv4.payload_type), (StreamFormat::UdpTs, 5_000, None));
 }
 
 #[test]

@@ -370,3 +370,89 @@ impl TsMux {
 pub fn ts_datagram(packets: &[[u8; 188]]) -> Vec<u8> {
     packets.iter().flatten().copied().collect()
 }
+
+/// The path of an external program a test drives (ffmpeg, GStreamer).
+/// `ci/test` installs them (`ensure_host_tools` in ci/lib.sh); a test that
+/// needs one fails, rather than skips, where it is missing.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        .unwrap_or_default();
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} not found: this test needs Debian's {package}; ci/test installs it \
+             (ensure_host_tools in ci/lib.sh), or: apt-get install {package}"
+        )
+    })
+}
+
+/// A child process (GStreamer, ffmpeg) killed on drop.
+pub struct Peer {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Peer {
+    /// Start `cmd`, its stdout and stderr into `log`.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Peer {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null()).spawn().unwrap();
+        Peer { child, name, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "{} did not print {text:?}:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT (GStreamer's -e turns it into end-of-stream) and wait.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{} did not stop on SIGINT:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{} did not finish:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `f` holds (polling), or fail naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
