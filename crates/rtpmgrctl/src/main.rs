@@ -95,7 +95,6 @@ fn table(r: &StatusReport) -> String {
         "DIR",
         "PORT",
         "MODE",
-        "FORMAT",
         "STATE",
         "PACKETS",
         "BYTES",
@@ -109,6 +108,9 @@ fn table(r: &StatusReport) -> String {
         "FWD_DROPS",
         "SENT",
         "SEND_ERR",
+        // Last, so that scripts reading the columns before it by number
+        // (ci/guest/init) keep working.
+        "FORMAT",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for s in &r.streams {
@@ -117,7 +119,6 @@ fn table(r: &StatusReport) -> String {
             s.direction.clone(),
             s.media_port.clone(),
             s.mode.clone(),
-            s.format.clone(),
             s.state.clone(),
             s.packets.to_string(),
             s.bytes.to_string(),
@@ -131,6 +132,7 @@ fn table(r: &StatusReport) -> String {
             s.forward_drops.to_string(),
             s.sent_packets.to_string(),
             s.send_errors.to_string(),
+            s.format.clone(),
         ]);
     }
     let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
@@ -138,15 +140,13 @@ fn table(r: &StatusReport) -> String {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(
-                |(c, cell)| {
-                    if c < 6 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                },
-            )
+            .map(|(c, cell)| {
+                if c < 5 || c == header.len() - 1 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -290,9 +290,10 @@ mod tests {
         let end = lines[head].find("FWD_DROPS").unwrap() + "FWD_DROPS".len();
         assert_eq!(&lines[head + 1][end - 2..end], " 7");
         assert!(t.contains("tv2: mode = \"kernel\" unavailable, running in user space: the device has no"), "{t}");
-        // FORMAT follows MODE; the TS table lists only streams with TS.
-        let format = lines[head].find("FORMAT").unwrap();
-        assert_eq!(&lines[head + 2][format..format + 6], "udp-ts");
+        // FORMAT is the last column; the TS table lists only streams with TS.
+        assert!(lines[head].ends_with("SEND_ERR  FORMAT"), "{t}");
+        assert!(lines[head + 2].ends_with(" udp-ts"), "{t}");
+        assert!(lines[head + 1].ends_with(" rtp"), "{t}");
         let ts = lines.iter().position(|l| l.starts_with("MPEG-TS health")).expect("a TS table");
         assert!(lines[ts + 1].starts_with("STREAM  TS_PACKETS  SYNC_LOSS  SYNC_BYTE  PAT  CC  PMT  PID"), "{t}");
         let row: Vec<&str> = lines[ts + 2].split_whitespace().collect();

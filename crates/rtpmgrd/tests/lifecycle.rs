@@ -154,8 +154,8 @@ fn control_socket_mode_and_periodic_status_line() {
     let packets: Vec<_> = (0..50).map(|s| rtp_packet(3, s)).collect();
     send_windowed(port, &packets, &sink, 16);
     sink.wait_for(50, Duration::from_secs(10));
-    wait_until("a status line", || daemon.log_text().contains("tv1 (user): rx 50 pkts"));
-    let line = daemon.log_text().lines().find(|l| l.contains("tv1 (user): rx 50 pkts")).unwrap().to_owned();
+    wait_until("a status line", || daemon.log_text().contains("tv1 (user, rtp): rx 50 pkts"));
+    let line = daemon.log_text().lines().find(|l| l.contains("tv1 (user, rtp): rx 50 pkts")).unwrap().to_owned();
     assert!(line.contains("lost 0") && line.contains("tx 50 pkts"), "{line}");
     assert!(daemon.stop().success());
 }
