@@ -29,6 +29,7 @@
 
 pub mod header;
 pub mod payload;
+pub mod reorder;
 pub mod seqstats;
 pub mod stats;
 

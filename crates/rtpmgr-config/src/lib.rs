@@ -112,6 +112,9 @@ pub struct StreamConfig {
     /// TR 101 290 PID_error: how long an elementary PID a PMT names may be
     /// absent (`pid_timeout_ms`).
     pub pid_timeout_ms: u32,
+    /// Reorder buffer: how long a packet waits for earlier missing ones,
+    /// in milliseconds; 0 (default) relays in arrival order.
+    pub reorder_ms: u32,
 }
 
 /// What the datagrams of a stream carry (`format`).

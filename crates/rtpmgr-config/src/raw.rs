@@ -66,6 +66,7 @@ pub struct RawStream {
     pub mode: Option<Spanned<RawMode>>,
     pub format: Option<Spanned<RawFormat>>,
     pub pid_timeout_ms: Option<Spanned<u32>>,
+    pub reorder_ms: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -342,3 +342,22 @@ fn pid_timeout_rules() {
                  destination = \"127.0.0.1:6000\"\npid_timeout_ms = 1000\n");
     assert!(e.contains(":6:18: stream \"o\": pid_timeout_ms applies to receiving streams"), "{e}");
 }
+
+#[test]
+fn reorder_ms_rules() {
+    assert_eq!(parse(RELAY).unwrap().streams[0].reorder_ms, 0);
+    assert_eq!(parse(&format!("{RELAY}reorder_ms = 200\n")).unwrap().streams[0].reorder_ms, 200);
+    assert_eq!(
+        err(&format!("{RELAY}reorder_ms = 6000\n")),
+        "/etc/rtpmgr.toml:6:14: stream \"tv1\": reorder_ms = 6000 is out of range 0..=5000"
+    );
+    assert_eq!(
+        err(&format!("{RELAY}format = \"udp-ts\"\nreorder_ms = 100\n")),
+        "/etc/rtpmgr.toml:7:14: stream \"tv1\": reorder_ms orders packets by RTP sequence number; a format = \"udp-ts\" stream has none"
+    );
+    // 0 is "off", allowed anywhere.
+    assert!(parse(&format!("{RELAY}format = \"udp-ts\"\nreorder_ms = 0\n")).is_ok());
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nreorder_ms = 50\n");
+    assert!(e.contains(":6:14: stream \"o\": reorder_ms applies to receiving streams"), "{e}");
+}

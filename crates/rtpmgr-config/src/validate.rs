@@ -16,6 +16,7 @@ pub const SOCKET_BUFFER: (u32, u32) = (65_536, 268_435_456);
 pub const MAX_STATUS_INTERVAL: u32 = 86_400;
 pub const MAX_CLOCK_RATE: u32 = 10_000_000;
 pub const PID_TIMEOUT_MS: (u32, u32) = (100, 60_000);
+pub const MAX_REORDER_MS: u32 = 5_000;
 /// IFNAMSIZ - 1.
 pub const MAX_IFNAME: usize = 15;
 
@@ -475,6 +476,38 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             v
         }
     };
+    let reorder_ms = match &s.reorder_ms {
+        None => 0,
+        Some(r) => {
+            let v = *r.get_ref();
+            if v > MAX_REORDER_MS {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!("{what}: reorder_ms = {v} is out of range 0..={MAX_REORDER_MS}"),
+                );
+            }
+            if v > 0 && direction == Direction::Egress {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!(
+                        "{what}: reorder_ms applies to receiving streams; an egress stream sends what the device gives"
+                    ),
+                );
+            }
+            if v > 0 && format == StreamFormat::UdpTs {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!(
+                        "{what}: reorder_ms orders packets by RTP sequence number; a format = \"udp-ts\" stream has none"
+                    ),
+                );
+            }
+            v
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -491,6 +524,7 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         mode,
         format,
         pid_timeout_ms,
+        reorder_ms,
     })
 }
 

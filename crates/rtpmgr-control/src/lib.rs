@@ -137,6 +137,35 @@ pub struct StreamReport {
     /// that carry TS (`udp-ts`, RTP with payload type 33 or none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<TsReport>,
+    /// The reorder buffer of a stream with `reorder_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<ReorderReport>,
+}
+
+/// A reorder buffer's counters (`reorder_ms`): what it put back in order,
+/// and what it had to give up or drop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReorderReport {
+    /// How long a packet waits for earlier missing ones.
+    pub delay_ms: u32,
+    /// Packets it can hold.
+    pub window: u64,
+    /// Packets held now.
+    pub held: u64,
+    /// Packets released in order.
+    pub released: u64,
+    /// Released packets that had arrived out of order.
+    pub reordered: u64,
+    /// Dropped: arrived after their place was given up.
+    pub late: u64,
+    /// Dropped: copies of packets released or held.
+    pub duplicates: u64,
+    /// Sequence numbers given up (lost at the output).
+    pub skipped: u64,
+    /// Of those, given up early because the window was full.
+    pub overflow_skipped: u64,
+    /// Start-overs (new SSRC, sequence restart).
+    pub restarts: u64,
 }
 
 /// ETSI TR 101 290 indicators of a stream's transport stream, as event

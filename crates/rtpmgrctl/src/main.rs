@@ -152,6 +152,7 @@ fn table(r: &StatusReport) -> String {
         out.push('\n');
     }
     out.push_str(&ts_table(r));
+    out.push_str(&reorder_table(r));
     for s in r.streams.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
     }
@@ -163,6 +164,49 @@ fn table(r: &StatusReport) -> String {
         ));
     }
     out
+}
+
+/// Right-aligned columns but the first.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c == 0 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                },
+            )
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The reorder buffers (`reorder_ms`), as a table; empty when none.
+fn reorder_table(r: &StatusReport) -> String {
+    let header = ["STREAM", "DELAY_MS", "WINDOW", "HELD", "RELEASED", "REORDERED", "LATE", "DUP", "SKIPPED"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(b) = &s.reorder else { continue };
+        let mut row = vec![s.name.clone(), b.delay_ms.to_string()];
+        for v in [b.window, b.held, b.released, b.reordered, b.late, b.duplicates, b.skipped] {
+            row.push(v.to_string());
+        }
+        rows.push(row);
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    format!("\nReorder buffers (reorder_ms):\n{}", columns(&rows))
 }
 
 /// The TR 101 290 indicators of the streams that carry MPEG-TS, as a

@@ -14,7 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
-use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport, TsReport};
+use rtpmgr_control::{ReorderReport, Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport, TsReport};
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -235,7 +235,8 @@ impl Daemon {
         self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
         // Started on the device before the threads see it, so no slot ever
         // names a stream the device does not know.
-        self.table.insert(Arc::new(Stream::new(id, cfg.clone(), port.index, socket)));
+        let max_packet = self.region.geometry().slot_size.saturating_sub(abi::SLOT_HEADER_SIZE) as usize;
+        self.table.insert(Arc::new(Stream::new(id, cfg.clone(), port.index, socket, max_packet)));
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -451,6 +452,21 @@ impl Daemon {
         }
         let current = c.rtp.current();
         let ts = c.ts.as_deref().map(ts_report);
+        let reorder = c.reorder.as_ref().map(|rb| {
+            let st = rb.stats();
+            ReorderReport {
+                delay_ms: s.config.reorder_ms,
+                window: rb.window() as u64,
+                held: rb.held() as u64,
+                released: st.released,
+                reordered: st.reordered,
+                late: st.late,
+                duplicates: st.duplicates,
+                skipped: st.skipped,
+                overflow_skipped: st.overflow_skipped,
+                restarts: st.restarts,
+            }
+        });
         if s.config.format == StreamFormat::UdpTs {
             if let Some(t) = &ts {
                 (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
@@ -482,6 +498,7 @@ impl Daemon {
             device_from_packets: dev.from_dev_packets,
             device_ring_full_drops: dev.ring_full_drops,
             ts,
+            reorder,
             ..config_report(&s.config)
         }
     }
@@ -558,8 +575,13 @@ impl Daemon {
 /// Why a `mode = "kernel"` stream needs the user-space path whatever the
 /// device offers: a setting the module's data path does not implement yet.
 fn user_space_only(cfg: &StreamConfig) -> Option<String> {
-    (cfg.format == StreamFormat::UdpTs)
-        .then(|| "the module's kernel path does not accept format = \"udp-ts\" yet".to_string())
+    if cfg.format == StreamFormat::UdpTs {
+        return Some("the module's kernel path does not accept format = \"udp-ts\" yet".into());
+    }
+    if cfg.reorder_ms > 0 {
+        return Some("the module's kernel path has no reorder buffer (reorder_ms)".into());
+    }
+    None
 }
 
 fn dir_name(d: Direction) -> &'static str {

@@ -10,9 +10,15 @@
 //! header and are published in one store; a bad one is counted and its slot
 //! reused by moving the later packets of the batch down (the only copy, and
 //! only after a bad packet).
+//!
+//! A stream with a reorder buffer (`reorder_ms`) receives into its
+//! buffer's entries instead, and its packets are copied into ring slots
+//! in sequence order as the buffer releases them (one copy per packet,
+//! only for such streams); a gap is waited for up to `reorder_ms`, a
+//! deadline the thread's poll timeout honours.
 
 use crate::backend::Backend;
-use crate::stream::{Stream, StreamTable};
+use crate::stream::{Stream, StreamCounters, StreamTable};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -54,8 +60,86 @@ pub struct Receiver {
 #[derive(Clone, Copy, Default)]
 struct Received {
     len: usize,
+    /// Kernel arrival time, on the monotonic clock.
     arrival_ns: u64,
     truncated: bool,
+}
+
+/// The verdict on one datagram.
+enum Verdict {
+    /// Good RTP: its SSRC and sequence number.
+    Rtp { ssrc: u32, seq: u16 },
+    /// Good raw MPEG-TS.
+    Ts,
+    /// Neither, as the stream's format wants it.
+    Malformed,
+    /// RTP with another payload type than configured.
+    WrongPayloadType,
+}
+
+/// Check one datagram of `stream` and account it in the statistics (RTP,
+/// TS health); the caller counts the verdict.
+fn check(c: &mut StreamCounters, config: &rtpmgr_config::StreamConfig, data: &[u8], arrival_ns: u64) -> Verdict {
+    let expected_pt = config.payload_type;
+    match config.format {
+        StreamFormat::UdpTs => {
+            // Judged whatever the verdict: TS health describes what
+            // arrived, bad sync bytes included; a datagram that is not
+            // whole packets is not TS at all.
+            if let Some(ts) = c.ts.as_mut() {
+                if data.len() % mpegts::PACKET_LEN == 0 {
+                    ts.datagram(data, arrival_ns);
+                }
+            }
+            match mpegts::check_datagram(data) {
+                Ok(_) => Verdict::Ts,
+                Err(_) => Verdict::Malformed,
+            }
+        }
+        StreamFormat::Rtp => match rtp::RtpPacket::parse(data) {
+            Err(_) => Verdict::Malformed,
+            Ok(p) if expected_pt.is_some_and(|pt| pt != p.payload_type()) => Verdict::WrongPayloadType,
+            Ok(p) => {
+                let class = c.rtp.update(&p, arrival_ns);
+                let payload = p.payload();
+                if let Some(ts) = c.ts.as_mut() {
+                    // RFC 2250: an MP2T payload is whole TS packets. A
+                    // repeated RTP packet says nothing new about the TS.
+                    if class != rtp::PacketClass::Duplicate && looks_like_ts(payload, expected_pt) {
+                        ts.datagram(payload, arrival_ns);
+                    }
+                }
+                Verdict::Rtp { ssrc: p.ssrc(), seq: p.sequence_number() }
+            }
+        },
+    }
+}
+
+/// `CLOCK_REALTIME` in nanoseconds (what `SO_TIMESTAMPNS` stamps).
+fn realtime_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Turns `SO_TIMESTAMPNS` times (the realtime clock) into monotonic ones,
+/// so that a step of the wall clock (NTP) is not taken for a stream that
+/// paused: TR 101 290's timers and the reorder deadlines use them.
+#[derive(Clone, Copy)]
+struct ClockMap {
+    mono: u64,
+    real: u64,
+}
+
+impl ClockMap {
+    fn now() -> ClockMap {
+        ClockMap { real: realtime_ns(), mono: crate::monotonic_ns() }
+    }
+    fn to_mono(self, real: u64) -> u64 {
+        // Arrived before now: at most as far back on the monotonic clock.
+        self.mono.saturating_sub(self.real.saturating_sub(real))
+    }
 }
 
 impl Receiver {
@@ -82,12 +166,12 @@ impl Receiver {
                 std::thread::sleep(Duration::from_millis(POLL_MS.into()));
                 continue;
             }
+            let timeout = self.poll_timeout(&streams);
             let ready: Vec<usize> = {
                 let mut fds: Vec<PollFd<'_>> =
                     streams.iter().map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN)).collect();
-                match poll(&mut fds, PollTimeout::from(POLL_MS)) {
-                    Ok(0) | Err(Errno::EINTR) => continue,
-                    Ok(_) => {}
+                match poll(&mut fds, PollTimeout::from(timeout)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
                         log::error!("receiver: poll failed: {e}");
                         std::thread::sleep(Duration::from_millis(POLL_MS.into()));
@@ -103,36 +187,56 @@ impl Receiver {
             for i in ready {
                 self.drain(&streams[i]);
             }
+            // Gaps whose wait is over.
+            let now = crate::monotonic_ns();
+            for s in streams.iter().filter(|s| s.reorders()) {
+                if let Some(rb) = s.counters().reorder.as_mut() {
+                    rb.tick(now);
+                }
+                self.emit(s);
+            }
         }
+        // Stopping: what the reorder buffers hold goes out, gaps given up.
+        for s in streams.iter().filter(|s| s.reorders()) {
+            if let Some(rb) = s.counters().reorder.as_mut() {
+                rb.tick(u64::MAX);
+            }
+            self.emit(s);
+        }
+    }
+
+    /// How long the next poll may block: [`POLL_MS`], or less when a
+    /// reorder buffer's gap is due sooner.
+    fn poll_timeout(&self, streams: &[Arc<Stream>]) -> u16 {
+        let now = crate::monotonic_ns();
+        let mut ms = POLL_MS;
+        for s in streams.iter().filter(|s| s.reorders()) {
+            let c = s.counters();
+            let Some(rb) = c.reorder.as_ref() else { continue };
+            if rb.output_len() > 0 {
+                return 1; // the ring was full: try again soon
+            }
+            if let Some(d) = rb.deadline() {
+                let wait = d.saturating_sub(now).div_ceil(1_000_000);
+                ms = ms.min(wait.min(u64::from(POLL_MS)) as u16);
+            }
+        }
+        ms
     }
 
     /// Read `stream`'s socket until it is empty or the ring is full.
     fn drain(&mut self, stream: &Stream) {
+        if stream.reorders() {
+            self.drain_reordered(stream);
+            return;
+        }
         loop {
             let free = self.producer.free(BATCH).min(BATCH);
             if free == 0 {
-                match stream.config.ring_full {
-                    RingFullPolicy::Wait => {
-                        // The kernel has not taken the last batches yet.
-                        // Leave the datagrams in the socket buffer (sized
-                        // by socket_buffer_bytes) and wait for room. The
-                        // next poll comes straight back here while the
-                        // socket has data, so a timeout or error needs no
-                        // handling.
-                        let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
-                        return;
-                    }
-                    RingFullPolicy::Drop => {
-                        // Discard one batch, then look for room again: the
-                        // first free slot goes to the newest datagrams.
-                        let n = self.discard(stream);
-                        stream.counters().ring_full_drops += n as u64;
-                        if n < BATCH as usize {
-                            return; // socket drained
-                        }
-                        continue;
-                    }
+                if self.ring_full(stream) {
+                    continue;
                 }
+                return;
             }
             let mut got = [Received::default(); BATCH as usize];
             let n = match self.receive(stream, free, &mut got) {
@@ -151,6 +255,29 @@ impl Receiver {
         }
     }
 
+    /// The to-device ring is full: apply the stream's `ring_full` policy.
+    /// True when the caller should look for room again.
+    fn ring_full(&mut self, stream: &Stream) -> bool {
+        match stream.config.ring_full {
+            RingFullPolicy::Wait => {
+                // The kernel has not taken the last batches yet. Leave the
+                // datagrams in the socket buffer (sized by
+                // socket_buffer_bytes) and wait for room. The next poll
+                // comes straight back here while the socket has data, so a
+                // timeout or error needs no handling.
+                let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
+                false
+            }
+            RingFullPolicy::Drop => {
+                // Discard one batch, then look for room again: the first
+                // free slot goes to the newest datagrams.
+                let n = self.discard(stream);
+                stream.counters().ring_full_drops += n as u64;
+                n == BATCH as usize
+            }
+        }
+    }
+
     /// Read up to one batch from `stream`'s socket and throw it away
     /// (truncated into a small scratch area: only the count matters).
     fn discard(&mut self, stream: &Stream) -> usize {
@@ -165,31 +292,12 @@ impl Receiver {
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
             self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
-        let results =
-            recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
-        let mut n = 0;
-        for (msg, slot) in results.zip(got.iter_mut()) {
-            let mut arrival_ns = None;
-            for cmsg in msg.cmsgs().into_iter().flatten() {
-                if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
-                    arrival_ns = Some(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64)
-                }
-            }
-            *slot = Received {
-                len: msg.bytes,
-                arrival_ns: arrival_ns.unwrap_or_else(crate::monotonic_ns),
-                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
-            };
-            n += 1;
-        }
-        Ok(n)
+        recv_into(stream, &mut self.headers, &mut iovs, got)
     }
 
     /// Check the received datagrams in place, compact, publish.
     fn accept(&mut self, stream: &Stream, got: &[Received]) {
         let now = crate::monotonic_ns();
-        let expected_pt = stream.config.payload_type;
-        let format = stream.config.format;
         let mut c = stream.counters();
         let mut kept = 0u32;
         for (i, r) in got.iter().enumerate() {
@@ -198,49 +306,17 @@ impl Receiver {
                 c.oversize += 1;
                 continue;
             }
-            let verdict = {
-                let data = &self.producer.payload_mut(i)[..r.len];
-                match format {
-                    StreamFormat::UdpTs => {
-                        // Judged whatever the verdict: TS health describes
-                        // what arrived, bad sync bytes included; a datagram
-                        // that is not whole packets is not TS at all.
-                        if let Some(ts) = c.ts.as_mut() {
-                            if data.len() % mpegts::PACKET_LEN == 0 {
-                                ts.datagram(data, r.arrival_ns);
-                            }
-                        }
-                        mpegts::check_datagram(data).map(|_| ()).map_err(|_| false)
-                    }
-                    StreamFormat::Rtp => match rtp::RtpPacket::parse(data) {
-                        Err(_) => Err(false),
-                        Ok(p) if expected_pt.is_some_and(|pt| pt != p.payload_type()) => Err(true),
-                        Ok(p) => {
-                            let class = c.rtp.update(&p, r.arrival_ns);
-                            let payload = p.payload();
-                            if let Some(ts) = c.ts.as_mut() {
-                                // RFC 2250: an MP2T payload is whole TS
-                                // packets. A repeated RTP packet says
-                                // nothing new about the TS.
-                                if class != rtp::PacketClass::Duplicate && looks_like_ts(payload, expected_pt) {
-                                    ts.datagram(payload, r.arrival_ns);
-                                }
-                            }
-                            Ok(())
-                        }
-                    },
-                }
-            };
-            match verdict {
-                Err(false) => {
+            let data = &self.producer.payload_mut(i)[..r.len];
+            match check(&mut c, &stream.config, data, r.arrival_ns) {
+                Verdict::Malformed => {
                     c.malformed += 1;
                     continue;
                 }
-                Err(true) => {
+                Verdict::WrongPayloadType => {
                     c.wrong_payload_type += 1;
                     continue;
                 }
-                Ok(()) => {}
+                Verdict::Rtp { .. } | Verdict::Ts => {}
             }
             if kept != i {
                 self.producer.move_slot(i, kept, r.len);
@@ -253,10 +329,144 @@ impl Receiver {
             kept += 1;
         }
         drop(c);
-        if self.producer.publish(kept) {
+        self.publish(kept);
+    }
+
+    fn publish(&mut self, n: u32) {
+        if self.producer.publish(n) {
             if let Err(e) = self.backend.kick() {
                 log::error!("receiver: KICK failed: {e}");
             }
         }
     }
+
+    /// A stream with a reorder buffer: emit what it released, receive into
+    /// its free entries, insert, until the socket is empty.
+    fn drain_reordered(&mut self, stream: &Stream) {
+        loop {
+            if !self.emit(stream) {
+                // Released packets wait for ring space.
+                if self.ring_full(stream) {
+                    continue;
+                }
+                return;
+            }
+            let mut got = [Received::default(); BATCH as usize];
+            let mut ids = [0u32; BATCH as usize];
+            let n = {
+                let mut c = stream.counters();
+                let Some(rb) = c.reorder.as_mut() else { return };
+                let mut k = 0;
+                for (slot, id) in ids.iter_mut().zip(rb.free_entries(BATCH as usize)) {
+                    *slot = id;
+                    k += 1;
+                }
+                if k == 0 {
+                    return; // every entry is in use: the next emit frees some
+                }
+                let mut views = Vec::with_capacity(k);
+                rb.entries_mut(&ids[..k], &mut views);
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> = views.into_iter().map(|v| [IoSliceMut::new(v)]).collect();
+                match recv_into(stream, &mut self.headers, &mut iovs, &mut got) {
+                    Ok(n) => (n, k),
+                    Err(Errno::EAGAIN) => return,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        log::warn!("stream {}: recvmmsg: {e}", stream.config.name);
+                        return;
+                    }
+                }
+            };
+            let (n, asked) = n;
+            self.accept_reordered(stream, &got[..n], &ids[..n]);
+            if n < asked {
+                self.emit(stream);
+                return;
+            }
+        }
+    }
+
+    /// Check datagrams received into reorder entries and insert the good
+    /// ones.
+    fn accept_reordered(&mut self, stream: &Stream, got: &[Received], ids: &[u32]) {
+        let now = crate::monotonic_ns();
+        let mut guard = stream.counters();
+        let c = &mut *guard;
+        let Some(mut rb) = c.reorder.take() else { return };
+        for (r, &id) in got.iter().zip(ids) {
+            if r.truncated {
+                c.oversize += 1;
+                continue;
+            }
+            let data = rb.entry(id).get(..r.len).unwrap_or_default();
+            match check(c, &stream.config, data, r.arrival_ns) {
+                Verdict::Malformed | Verdict::Ts => c.malformed += 1,
+                Verdict::WrongPayloadType => c.wrong_payload_type += 1,
+                Verdict::Rtp { ssrc, seq } => {
+                    rb.insert(id, r.len, ssrc, seq, now);
+                }
+            }
+        }
+        c.reorder = Some(rb);
+    }
+
+    /// Copy what `stream`'s reorder buffer released into ring slots and
+    /// publish them. True when nothing released is left waiting.
+    fn emit(&mut self, stream: &Stream) -> bool {
+        let now = crate::monotonic_ns();
+        let mut guard = stream.counters();
+        let c = &mut *guard;
+        let Some(rb) = c.reorder.as_mut() else { return true };
+        loop {
+            if rb.output_len() == 0 {
+                return true;
+            }
+            let free = self.producer.free(BATCH).min(BATCH);
+            if free == 0 {
+                return false;
+            }
+            let mut k = 0u32;
+            while k < free {
+                let Some(pkt) = rb.output() else { break };
+                let len = pkt.len();
+                self.producer.payload_mut(k)[..len].copy_from_slice(pkt);
+                let header =
+                    SlotHeader { len: len as u32, stream_id: stream.id, timestamp_ns: now, ..Default::default() };
+                self.producer.set_header(k, &header);
+                rb.pop_output();
+                c.packets += 1;
+                c.bytes += len as u64;
+                k += 1;
+            }
+            self.publish(k);
+        }
+    }
+}
+
+/// `recvmmsg` from `stream`'s socket into `iovs`, non-blocking; each
+/// datagram's length, monotonic arrival time and truncation into `got`.
+fn recv_into<'a>(
+    stream: &Stream,
+    headers: &'a mut MultiHeaders<SockaddrStorage>,
+    iovs: &'a mut [[IoSliceMut<'a>; 1]],
+    got: &mut [Received],
+) -> Result<usize, Errno> {
+    let results = recvmmsg(stream.socket.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+    let clock = ClockMap::now();
+    let mut n = 0;
+    for (msg, slot) in results.zip(got.iter_mut()) {
+        let mut arrival_ns = None;
+        for cmsg in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+                arrival_ns = Some(clock.to_mono(ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64))
+            }
+        }
+        *slot = Received {
+            len: msg.bytes,
+            arrival_ns: arrival_ns.unwrap_or(clock.mono),
+            truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+        };
+        n += 1;
+    }
+    Ok(n)
 }

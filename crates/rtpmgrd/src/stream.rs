@@ -3,6 +3,7 @@
 
 use mpegts::tr101290::{Analyzer, AnalyzerConfig};
 use nix::sys::socket::SockaddrStorage;
+use rtp::reorder::ReorderBuffer;
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Direction, StreamConfig, StreamFormat};
 use std::net::UdpSocket;
@@ -23,6 +24,9 @@ pub struct StreamCounters {
     /// carry TS. `None` for streams that cannot carry TS (egress, RTP with
     /// another payload type than 33).
     pub ts: Option<Box<Analyzer>>,
+    /// The reorder buffer of a stream with `reorder_ms`; its packets reach
+    /// the ring through it.
+    pub reorder: Option<ReorderBuffer>,
     /// RTP packets accepted into the to-device ring.
     pub packets: u64,
     pub bytes: u64,
@@ -53,13 +57,16 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn new(id: u32, config: StreamConfig, port: u32, socket: UdpSocket) -> Stream {
+    /// `max_packet` is the largest packet a ring slot takes (the size of a
+    /// reorder buffer's entries).
+    pub fn new(id: u32, config: StreamConfig, port: u32, socket: UdpSocket, max_packet: usize) -> Stream {
         let destination = config.destination.map(SockaddrStorage::from);
         let counters = StreamCounters {
             rtp: rtp::StreamStats::new(config.effective_clock_rate(), MAX_SOURCES),
             ts: analyses_ts(&config).then(|| {
                 Box::new(Analyzer::new(AnalyzerConfig { pid_timeout_ns: u64::from(config.pid_timeout_ms) * 1_000_000 }))
             }),
+            reorder: reorder_buffer(&config, max_packet),
             packets: 0,
             bytes: 0,
             malformed: 0,
@@ -75,6 +82,11 @@ impl Stream {
 
     pub fn counters(&self) -> MutexGuard<'_, StreamCounters> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the stream's packets pass a reorder buffer.
+    pub fn reorders(&self) -> bool {
+        self.receives() && self.config.reorder_ms > 0
     }
 
     /// Whether the network side feeds the device (ingress, relay).
@@ -102,6 +114,21 @@ pub fn analyses_ts(config: &StreamConfig) -> bool {
             StreamFormat::UdpTs => true,
             StreamFormat::Rtp => config.payload_type.is_none_or(|pt| pt == 33),
         }
+}
+
+/// The reorder buffer `reorder_ms` asks for: a window of 4 packets per
+/// millisecond of delay (a 40 Mbit/s MPEG-TS stream's rate), a power of two
+/// in 64..=4096, with entries of `max_packet` bytes; `None` when off.
+pub fn reorder_buffer(config: &StreamConfig, max_packet: usize) -> Option<ReorderBuffer> {
+    (config.reorder_ms > 0 && config.direction != Direction::Egress).then(|| {
+        let window = (config.reorder_ms as usize * 4).clamp(64, 4096);
+        ReorderBuffer::new(
+            window,
+            crate::receiver::BATCH as usize,
+            max_packet,
+            u64::from(config.reorder_ms) * 1_000_000,
+        )
+    })
 }
 
 pub fn direction_bits(d: Direction) -> u32 {

@@ -92,6 +92,10 @@ fn check_config(c: &Config) {
             assert!(s.payload_type.is_none() && s.clock_rate.is_none(), "{s:?}");
         }
         assert!((100..=60_000).contains(&s.pid_timeout_ms), "{s:?}");
+        assert!(s.reorder_ms <= 5_000, "{s:?}");
+        if s.reorder_ms > 0 {
+            assert!(s.format == StreamFormat::Rtp && s.direction != Direction::Egress, "{s:?}");
+        }
         assert!(s.clock_rate.is_none_or(|r| (1..=10_000_000).contains(&r)), "{s:?}");
         assert!((1..=10_000_000).contains(&s.effective_clock_rate()), "{s:?}");
         let port_ok = (1..=31).contains(&s.media_port.len())
