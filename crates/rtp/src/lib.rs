@@ -28,8 +28,11 @@
 #![warn(missing_docs)]
 
 pub mod header;
+pub mod nack;
 pub mod payload;
 pub mod reorder;
+pub mod rtcp;
+pub mod rtx;
 pub mod seqstats;
 pub mod stats;
 

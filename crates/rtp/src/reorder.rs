@@ -201,6 +201,13 @@ impl ReorderBuffer {
         out.extend(picked.iter_mut().take(n).filter_map(Option::take));
     }
 
+    /// The bytes of entry `id`, mutable (an RTX packet is turned into
+    /// the original in place before it is inserted).
+    pub fn entry_mut(&mut self, id: u32) -> &mut [u8] {
+        let start = id as usize * self.entry_len;
+        self.pool.get_mut(start..start + self.entry_len).unwrap_or_default()
+    }
+
     /// The bytes of entry `id`.
     pub fn entry(&self, id: u32) -> &[u8] {
         let start = id as usize * self.entry_len;

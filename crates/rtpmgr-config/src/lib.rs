@@ -115,6 +115,42 @@ pub struct StreamConfig {
     /// Reorder buffer: how long a packet waits for earlier missing ones,
     /// in milliseconds; 0 (default) relays in arrival order.
     pub reorder_ms: u32,
+    /// Where RTCP goes (`rtcp`).
+    pub rtcp: RtcpMode,
+    /// Where to send RTCP about the received stream (`rtcp_peer`); by
+    /// default the address RTCP from the sender comes from, else the RTP
+    /// sender's address (its port + 1 unless muxed).
+    pub rtcp_peer: Option<SocketAddr>,
+    /// Ask for lost packets with generic NACKs (RFC 4585) and merge the
+    /// retransmissions back in order (`nack`).
+    pub nack: bool,
+    /// Payload type of RFC 4588 RTX packets on the stream's port
+    /// (`rtx_payload_type`); without it only retransmissions of the
+    /// original packet (RIST's, or a sender's plain resend) are merged.
+    pub rtx_payload_type: Option<u8>,
+}
+
+/// Where a stream's RTCP goes (`rtcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpMode {
+    /// No RTCP: a pure relay.
+    #[default]
+    Off,
+    /// On the port after the RTP port (RFC 3550 11).
+    PortPlus1,
+    /// On the RTP port itself (RFC 5761).
+    Mux,
+}
+
+impl RtcpMode {
+    /// The name the configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtcpMode::Off => "off",
+            RtcpMode::PortPlus1 => "port+1",
+            RtcpMode::Mux => "mux",
+        }
+    }
 }
 
 /// What the datagrams of a stream carry (`format`).
@@ -179,6 +215,11 @@ pub enum RingFullPolicy {
 pub const DEFAULT_CLOCK_RATE: u32 = 90_000;
 
 impl StreamConfig {
+    /// The local port of the stream's separate RTCP socket, if it has one.
+    pub fn rtcp_port(&self) -> Option<u16> {
+        (self.rtcp == RtcpMode::PortPlus1).then(|| self.bind.port().wrapping_add(1))
+    }
+
     /// The configured clock rate, else the static payload type's (RFC 3551),
     /// else 90 kHz. Validation guarantees dynamic types have one configured.
     pub fn effective_clock_rate(&self) -> u32 {

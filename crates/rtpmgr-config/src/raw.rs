@@ -67,6 +67,10 @@ pub struct RawStream {
     pub format: Option<Spanned<RawFormat>>,
     pub pid_timeout_ms: Option<Spanned<u32>>,
     pub reorder_ms: Option<Spanned<u32>>,
+    pub rtcp: Option<Spanned<RawRtcp>>,
+    pub rtcp_peer: Option<Spanned<String>>,
+    pub nack: Option<Spanned<bool>>,
+    pub rtx_payload_type: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -89,4 +93,14 @@ pub enum RawFormat {
     Rtp,
     #[serde(rename = "udp-ts")]
     UdpTs,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum RawRtcp {
+    #[serde(rename = "off")]
+    Off,
+    #[serde(rename = "port+1")]
+    PortPlus1,
+    #[serde(rename = "mux")]
+    Mux,
 }

@@ -361,3 +361,59 @@ fn reorder_ms_rules() {
                  destination = \"127.0.0.1:6000\"\nreorder_ms = 50\n");
     assert!(e.contains(":6:14: stream \"o\": reorder_ms applies to receiving streams"), "{e}");
 }
+
+#[test]
+fn rtcp_nack_and_rtx_keys() {
+    let c = parse(RELAY).unwrap();
+    let s = &c.streams[0];
+    assert_eq!(
+        (s.rtcp, s.rtcp_peer, s.nack, s.rtx_payload_type, s.rtcp_port()),
+        (RtcpMode::Off, None, false, None, None)
+    );
+    let full = format!(
+        "{RELAY}payload_type = 33\nreorder_ms = 200\nrtcp = \"port+1\"\nrtcp_peer = \"10.0.0.1:5007\"\nnack = true\nrtx_payload_type = 97\n"
+    );
+    let s = parse(&full).unwrap().streams.remove(0);
+    assert_eq!((s.rtcp, s.nack, s.rtx_payload_type, s.rtcp_port()), (RtcpMode::PortPlus1, true, Some(97), Some(5005)));
+    assert_eq!(s.rtcp_peer, Some("10.0.0.1:5007".parse().unwrap()));
+    assert_eq!(parse(&format!("{RELAY}rtcp = \"mux\"\n")).unwrap().streams[0].rtcp.as_str(), "mux");
+}
+
+#[test]
+fn rtcp_misuse_names_line_and_key() {
+    let e = err(&format!("{RELAY}rtcp = \"port+2\"\n"));
+    assert!(
+        e.starts_with("/etc/rtpmgr.toml:6:8: unknown variant `port+2`, expected one of `off`, `port+1`, `mux`"),
+        "{e}"
+    );
+    assert_eq!(
+        err(&format!("{RELAY}rtcp_peer = \"10.0.0.1:5007\"\n")),
+        "/etc/rtpmgr.toml:6:13: stream \"tv1\": rtcp_peer needs rtcp = \"port+1\" or \"mux\""
+    );
+    assert!(err(&format!("{RELAY}rtcp = \"mux\"\nrtcp_peer = \"[::1]:5007\"\n")).contains(
+        ":7:13: stream \"tv1\": rtcp_peer = \"[::1]:5007\" needs an address and a port of bind's address family"
+    ));
+    assert_eq!(
+        err(&format!("{RELAY}nack = true\n")),
+        "/etc/rtpmgr.toml:6:8: stream \"tv1\": nack = true sends RTCP feedback: set rtcp = \"port+1\" or \"mux\""
+    );
+    assert!(err(&format!("{RELAY}rtcp = \"mux\"\nnack = true\n")).contains(
+        ":7:8: stream \"tv1\": nack = true merges retransmissions through the reorder buffer: set reorder_ms"
+    ));
+    assert_eq!(
+        err(&format!("{RELAY}rtx_payload_type = 97\n")),
+        "/etc/rtpmgr.toml:6:20: stream \"tv1\": rtx_payload_type needs nack = true"
+    );
+    let both = format!("{RELAY}payload_type = 97\nclock_rate = 90000\nrtcp = \"mux\"\nreorder_ms = 50\nnack = true\nrtx_payload_type = 97\n");
+    assert!(
+        err(&both).contains(":11:20: stream \"tv1\": rtx_payload_type = 97 is the media's payload_type"),
+        "{}",
+        err(&both)
+    );
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nrtcp = \"port+1\"\n");
+    assert!(e.contains(":6:8: stream \"o\": rtcp = \"port+1\" needs a bind port below 65535"), "{e}");
+    // A separate RTCP socket takes bind port + 1: no other stream there.
+    let two = format!("{RELAY}rtcp = \"port+1\"\n\n{}", RELAY.replace("tv1", "tv2").replace("5004", "5005"));
+    assert!(err(&two).contains(":11:8: stream \"tv2\": bind = \"0.0.0.0:5005\" conflicts with stream \"tv1\" (line 4): one of them takes the other's port for RTCP"), "{}", err(&two));
+}

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawMode, RawRingFull, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawMode, RawRingFull, RawRtcp, RawStream};
 use crate::{
     line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, LevelFilter,
-    RingFullPolicy, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
+    RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -508,6 +508,89 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             v
         }
     };
+    let rtcp = match s.rtcp.as_ref().map(|r| (*r.get_ref(), r.span())) {
+        None | Some((RawRtcp::Off, _)) => RtcpMode::Off,
+        Some((RawRtcp::Mux, _)) => RtcpMode::Mux,
+        Some((RawRtcp::PortPlus1, span)) => {
+            if bind.port() == 0 || bind.port() == u16::MAX {
+                return ctx.err(
+                    span,
+                    "rtcp",
+                    format!(
+                        "{what}: rtcp = \"port+1\" needs a bind port below 65535 (bind = \"{bind}\"); use \"mux\" to share the RTP port"
+                    ),
+                );
+            }
+            RtcpMode::PortPlus1
+        }
+    };
+    let rtcp_peer = match &s.rtcp_peer {
+        None => None,
+        Some(p) => {
+            if rtcp == RtcpMode::Off {
+                return ctx.err(p.span(), "rtcp_peer", format!("{what}: rtcp_peer needs rtcp = \"port+1\" or \"mux\""));
+            }
+            let addr: SocketAddr = p.get_ref().parse().or_else(|_| {
+                ctx.err(p.span(), "rtcp_peer", format!("{what}: rtcp_peer = {:?} is not an address:port", p.get_ref()))
+            })?;
+            if addr.port() == 0 || addr.ip().is_unspecified() || addr.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    p.span(),
+                    "rtcp_peer",
+                    format!("{what}: rtcp_peer = \"{addr}\" needs an address and a port of bind's address family"),
+                );
+            }
+            Some(addr)
+        }
+    };
+    let nack = match &s.nack {
+        None => false,
+        Some(n) if !*n.get_ref() => false,
+        Some(n) => {
+            let why = if direction == Direction::Egress {
+                Some("applies to receiving streams".to_string())
+            } else if rtcp == RtcpMode::Off {
+                Some("sends RTCP feedback: set rtcp = \"port+1\" or \"mux\"".to_string())
+            } else if reorder_ms == 0 {
+                Some(
+                    "merges retransmissions through the reorder buffer: set reorder_ms (the longest wait for a repair)"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return ctx.err(n.span(), "nack", format!("{what}: nack = true {why}"));
+            }
+            true
+        }
+    };
+    let rtx_payload_type = match &s.rtx_payload_type {
+        None => None,
+        Some(p) => {
+            let v = match u8::try_from(*p.get_ref()) {
+                Ok(v) if v <= 127 => v,
+                _ => {
+                    return ctx.err(
+                        p.span(),
+                        "rtx_payload_type",
+                        format!("{what}: rtx_payload_type = {} is out of range 0..=127", p.get_ref()),
+                    )
+                }
+            };
+            if !nack {
+                return ctx.err(p.span(), "rtx_payload_type", format!("{what}: rtx_payload_type needs nack = true"));
+            }
+            if payload_type == Some(v) {
+                return ctx.err(
+                    p.span(),
+                    "rtx_payload_type",
+                    format!("{what}: rtx_payload_type = {v} is the media's payload_type; RTX needs its own"),
+                );
+            }
+            Some(v)
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -525,6 +608,10 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         format,
         pid_timeout_ms,
         reorder_ms,
+        rtcp,
+        rtcp_peer,
+        nack,
+        rtx_payload_type,
     })
 }
 
@@ -557,10 +644,24 @@ fn check_conflicts(ctx: &Ctx<'_>, earlier: &[Located], new: &Located) -> Result<
                 format!("stream {:?} is defined twice (first at line {})", s.name, other.header_line),
             ));
         }
-        let same_socket = s.bind.port() != 0
-            && s.bind.port() == o.bind.port()
-            && s.bind.is_ipv4() == o.bind.is_ipv4()
+        let overlap = s.bind.is_ipv4() == o.bind.is_ipv4()
             && (s.bind.ip() == o.bind.ip() || s.bind.ip().is_unspecified() || o.bind.ip().is_unspecified());
+        let same_socket = overlap && s.bind.port() != 0 && s.bind.port() == o.bind.port();
+        // A separate RTCP socket takes the port after the RTP port.
+        let rtcp_clash = overlap
+            && (s.rtcp_port().is_some_and(|p| p == o.bind.port() || Some(p) == o.rtcp_port())
+                || o.rtcp_port().is_some_and(|p| p == s.bind.port()));
+        if rtcp_clash && !same_socket {
+            return Err(ConfigError::new(
+                ctx.path,
+                Some(new.bind_at),
+                Some("bind".into()),
+                format!(
+                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\")",
+                    s.name, s.bind, o.name, other.bind_at.0
+                ),
+            ));
+        }
         if same_socket {
             return Err(ConfigError::new(
                 ctx.path,

@@ -140,6 +140,38 @@ pub struct StreamReport {
     /// The reorder buffer of a stream with `reorder_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reorder: Option<ReorderReport>,
+    /// RTCP of a stream with `rtcp` on: reports, NACKs, retransmissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp: Option<RtcpReport>,
+}
+
+/// A stream's RTCP (`rtcp`, `nack`, `rtx_payload_type`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcpReport {
+    /// `port+1` or `mux`.
+    pub mode: String,
+    /// Our SSRC in receiver reports and NACKs.
+    pub ssrc: u32,
+    /// Where reports and NACKs about the received stream go.
+    pub peer: Option<String>,
+    pub rr_sent: u64,
+    pub sr_sent: u64,
+    /// Generic NACK packets sent, and the sequence numbers they asked for
+    /// (retries included).
+    pub nack_sent: u64,
+    pub nack_requested: u64,
+    /// RTCP packets received, and what they were.
+    pub received: u64,
+    pub sr_received: u64,
+    pub rr_received: u64,
+    pub nack_received: u64,
+    pub malformed: u64,
+    /// Retransmissions received: RFC 4588 RTX and RIST.
+    pub rtx_received: u64,
+    pub rist_received: u64,
+    /// Retransmissions that filled a gap in time.
+    pub repaired: u64,
+    pub send_errors: u64,
 }
 
 /// A reorder buffer's counters (`reorder_ms`): what it put back in order,

@@ -153,6 +153,7 @@ fn table(r: &StatusReport) -> String {
     }
     out.push_str(&ts_table(r));
     out.push_str(&reorder_table(r));
+    out.push_str(&rtcp_table(r));
     for s in r.streams.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
     }
@@ -207,6 +208,37 @@ fn reorder_table(r: &StatusReport) -> String {
         return String::new();
     }
     format!("\nReorder buffers (reorder_ms):\n{}", columns(&rows))
+}
+
+/// RTCP and retransmission of the streams with `rtcp` on; empty when none.
+fn rtcp_table(r: &StatusReport) -> String {
+    let header = [
+        "STREAM", "RTCP", "PEER", "RR_SENT", "SR_SENT", "NACKS", "NACKED", "RTCP_IN", "SR_IN", "RTX_IN", "RIST_IN",
+        "REPAIRED",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(t) = &s.rtcp else { continue };
+        let mut row = vec![s.name.clone(), t.mode.clone(), t.peer.clone().unwrap_or_else(|| "-".into())];
+        for v in [
+            t.rr_sent,
+            t.sr_sent,
+            t.nack_sent,
+            t.nack_requested,
+            t.received,
+            t.sr_received,
+            t.rtx_received,
+            t.rist_received,
+            t.repaired,
+        ] {
+            row.push(v.to_string());
+        }
+        rows.push(row);
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    format!("\nRTCP and retransmission:\n{}", columns(&rows))
 }
 
 /// The TR 101 290 indicators of the streams that carry MPEG-TS, as a

@@ -14,7 +14,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
-use rtpmgr_control::{ReorderReport, Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport, TsReport};
+use rtpmgr_control::{
+    ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport, StreamReport, TsReport,
+};
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -232,11 +234,17 @@ impl Daemon {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
         let id = self.free_ids(1)?[0];
         let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
+        let rtcp_socket = match cfg.rtcp_port() {
+            Some(_) => Some(net::open_rtcp_socket(cfg)?),
+            None => None,
+        };
         self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
         // Started on the device before the threads see it, so no slot ever
         // names a stream the device does not know.
         let max_packet = self.region.geometry().slot_size.saturating_sub(abi::SLOT_HEADER_SIZE) as usize;
-        self.table.insert(Arc::new(Stream::new(id, cfg.clone(), port.index, socket, max_packet)));
+        let mut stream = Stream::new(id, cfg.clone(), port.index, socket, max_packet);
+        stream.rtcp_socket = rtcp_socket;
+        self.table.insert(Arc::new(stream));
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -472,6 +480,27 @@ impl Daemon {
                 (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
             }
         }
+        let rtcp = c.rtcp.as_ref().map(|rt| {
+            let k = rt.counters;
+            RtcpReport {
+                mode: s.config.rtcp.as_str().into(),
+                ssrc: rt.ssrc,
+                peer: rt.upstream(&s.config).map(|a| a.to_string()),
+                rr_sent: k.rr_sent,
+                sr_sent: k.sr_sent,
+                nack_sent: k.nack_sent,
+                nack_requested: k.nack_requested,
+                received: k.received,
+                sr_received: k.sr_received,
+                rr_received: k.rr_received,
+                nack_received: k.nack_received,
+                malformed: k.malformed,
+                rtx_received: k.rtx_received,
+                rist_received: k.rist_received,
+                repaired: k.repaired,
+                send_errors: k.send_errors,
+            }
+        });
         StreamReport {
             id: s.id,
             state: "running".into(),
@@ -499,6 +528,7 @@ impl Daemon {
             device_ring_full_drops: dev.ring_full_drops,
             ts,
             reorder,
+            rtcp,
             ..config_report(&s.config)
         }
     }
@@ -580,6 +610,9 @@ fn user_space_only(cfg: &StreamConfig) -> Option<String> {
     }
     if cfg.reorder_ms > 0 {
         return Some("the module's kernel path has no reorder buffer (reorder_ms)".into());
+    }
+    if cfg.rtcp != rtpmgr_config::RtcpMode::Off {
+        return Some("the module's kernel path sends no RTCP (rtcp)".into());
     }
     None
 }

@@ -38,6 +38,27 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
     Ok(UdpSocket::from(fd))
 }
 
+/// The separate RTCP socket of a stream with `rtcp = "port+1"`: bound at
+/// the port after the RTP port, joined to the same group, non-blocking.
+pub fn open_rtcp_socket(cfg: &StreamConfig) -> io::Result<UdpSocket> {
+    let Some(port) = cfg.rtcp_port() else {
+        return Err(io::Error::other("the stream has no separate RTCP port"));
+    };
+    let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd: OwnedFd =
+        sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
+    sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
+    let mut at = cfg.bind;
+    at.set_port(port);
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(at)).map_err(|e| err(format_args!("bind RTCP {at}"), e))?;
+    if let Some(group) = cfg.group {
+        join(&fd, group, cfg.source, cfg.interface.as_deref())?;
+    }
+    let s = UdpSocket::from(fd);
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
 /// How many datagrams the socket has dropped since it was opened (receive
 /// buffer full, mostly), read from SO_MEMINFO. Not SO_RXQ_OVFL: that count
 /// travels on the datagrams queued after a drop, so the last drops of a

@@ -18,13 +18,15 @@
 //! deadline the thread's poll timeout honours.
 
 use crate::backend::Backend;
+use crate::rtcp;
 use crate::stream::{Stream, StreamCounters, StreamTable};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
+use rtp::reorder::{Insert, ReorderBuffer};
 use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
-use rtpmgr_config::{RingFullPolicy, StreamFormat};
+use rtpmgr_config::{RingFullPolicy, RtcpMode, StreamFormat};
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd};
@@ -63,6 +65,8 @@ struct Received {
     /// Kernel arrival time, on the monotonic clock.
     arrival_ns: u64,
     truncated: bool,
+    /// The sender's address.
+    from: Option<SockaddrStorage>,
 }
 
 /// The verdict on one datagram.
@@ -71,6 +75,8 @@ enum Verdict {
     Rtp { ssrc: u32, seq: u16 },
     /// Good raw MPEG-TS.
     Ts,
+    /// RTCP on a muxed port (`rtcp = "mux"`): taken, not forwarded.
+    Rtcp,
     /// Neither, as the stream's format wants it.
     Malformed,
     /// RTP with another payload type than configured.
@@ -79,8 +85,16 @@ enum Verdict {
 
 /// Check one datagram of `stream` and account it in the statistics (RTP,
 /// TS health); the caller counts the verdict.
-fn check(c: &mut StreamCounters, config: &rtpmgr_config::StreamConfig, data: &[u8], arrival_ns: u64) -> Verdict {
+fn check(c: &mut StreamCounters, config: &rtpmgr_config::StreamConfig, data: &[u8], r: &Received) -> Verdict {
     let expected_pt = config.payload_type;
+    let arrival_ns = r.arrival_ns;
+    if config.rtcp == RtcpMode::Mux && rtp::rtcp::is_rtcp(data) {
+        let media = c.rtp.current().map(|s| s.ssrc());
+        if let Some(rt) = c.rtcp.as_mut() {
+            rt.on_rtcp(data, r.from.as_ref().and_then(rtcp::source), arrival_ns, media);
+        }
+        return Verdict::Rtcp;
+    }
     match config.format {
         StreamFormat::UdpTs => {
             // Judged whatever the verdict: TS health describes what
@@ -108,6 +122,10 @@ fn check(c: &mut StreamCounters, config: &rtpmgr_config::StreamConfig, data: &[u
                     if class != rtp::PacketClass::Duplicate && looks_like_ts(payload, expected_pt) {
                         ts.datagram(payload, arrival_ns);
                     }
+                }
+                if let Some(rt) = c.rtcp.as_mut() {
+                    rt.note_rtp_source(r.from.as_ref().and_then(rtcp::source));
+                    rt.media_pt.get_or_insert(p.payload_type());
                 }
                 Verdict::Rtp { ssrc: p.ssrc(), seq: p.sequence_number() }
             }
@@ -160,16 +178,29 @@ impl Receiver {
             if self.table.generation() != generation {
                 let (g, all) = self.table.snapshot();
                 generation = g;
-                streams = all.into_iter().filter(|s| s.receives()).collect();
+                // Every stream with RTCP is ours: an egress stream's
+                // sender reports are timed here too.
+                streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
             }
             if streams.is_empty() {
                 std::thread::sleep(Duration::from_millis(POLL_MS.into()));
                 continue;
             }
             let timeout = self.poll_timeout(&streams);
-            let ready: Vec<usize> = {
-                let mut fds: Vec<PollFd<'_>> =
-                    streams.iter().map(|s| PollFd::new(s.socket.as_fd(), PollFlags::POLLIN)).collect();
+            // (stream, RTCP socket?) of each descriptor polled.
+            let mut which: Vec<(usize, bool)> = Vec::with_capacity(streams.len() * 2);
+            let ready: Vec<(usize, bool)> = {
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() * 2);
+                for (i, s) in streams.iter().enumerate() {
+                    if s.receives() {
+                        fds.push(PollFd::new(s.socket.as_fd(), PollFlags::POLLIN));
+                        which.push((i, false));
+                    }
+                    if let Some(r) = &s.rtcp_socket {
+                        fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                        which.push((i, true));
+                    }
+                }
                 match poll(&mut fds, PollTimeout::from(timeout)) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => {
@@ -179,21 +210,30 @@ impl Receiver {
                     }
                 }
                 fds.iter()
-                    .enumerate()
-                    .filter(|(_, f)| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR)))
-                    .map(|(i, _)| i)
+                    .zip(&which)
+                    .filter(|(f, _)| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR)))
+                    .map(|(_, w)| *w)
                     .collect()
             };
-            for i in ready {
-                self.drain(&streams[i]);
-            }
-            // Gaps whose wait is over.
-            let now = crate::monotonic_ns();
-            for s in streams.iter().filter(|s| s.reorders()) {
-                if let Some(rb) = s.counters().reorder.as_mut() {
-                    rb.tick(now);
+            for (i, rtcp_socket) in ready {
+                if rtcp_socket {
+                    read_rtcp(&streams[i]);
+                } else {
+                    self.drain(&streams[i]);
                 }
-                self.emit(s);
+            }
+            // Gaps whose wait is over; RTCP that is due.
+            let now = crate::monotonic_ns();
+            for s in &streams {
+                if s.reorders() {
+                    if let Some(rb) = s.counters().reorder.as_mut() {
+                        rb.tick(now);
+                    }
+                    self.emit(s);
+                }
+                if has_rtcp(s) {
+                    rtcp_work(s, now);
+                }
             }
         }
         // Stopping: what the reorder buffers hold goes out, gaps given up.
@@ -206,22 +246,30 @@ impl Receiver {
     }
 
     /// How long the next poll may block: [`POLL_MS`], or less when a
-    /// reorder buffer's gap is due sooner.
+    /// reorder buffer's gap, a NACK retry or an RTCP report is due sooner.
     fn poll_timeout(&self, streams: &[Arc<Stream>]) -> u16 {
         let now = crate::monotonic_ns();
-        let mut ms = POLL_MS;
-        for s in streams.iter().filter(|s| s.reorders()) {
+        let mut due = now + u64::from(POLL_MS) * 1_000_000;
+        for s in streams {
             let c = s.counters();
-            let Some(rb) = c.reorder.as_ref() else { continue };
-            if rb.output_len() > 0 {
-                return 1; // the ring was full: try again soon
+            if let Some(rb) = c.reorder.as_ref() {
+                if rb.output_len() > 0 {
+                    return 1; // the ring was full: try again soon
+                }
+                if let Some(d) = rb.deadline() {
+                    due = due.min(d);
+                }
+                if let Some(n) = c.rtcp.as_ref().and_then(|r| r.nack.as_ref()) {
+                    if rb.held() > 0 {
+                        due = due.min(now + n.retry_ns());
+                    }
+                }
             }
-            if let Some(d) = rb.deadline() {
-                let wait = d.saturating_sub(now).div_ceil(1_000_000);
-                ms = ms.min(wait.min(u64::from(POLL_MS)) as u16);
+            if let Some(r) = c.rtcp.as_ref() {
+                due = due.min(r.next_report_ns());
             }
         }
-        ms
+        due.saturating_sub(now).div_ceil(1_000_000).min(u64::from(POLL_MS)) as u16
     }
 
     /// Read `stream`'s socket until it is empty or the ring is full.
@@ -307,7 +355,7 @@ impl Receiver {
                 continue;
             }
             let data = &self.producer.payload_mut(i)[..r.len];
-            match check(&mut c, &stream.config, data, r.arrival_ns) {
+            match check(&mut c, &stream.config, data, r) {
                 Verdict::Malformed => {
                     c.malformed += 1;
                     continue;
@@ -316,6 +364,7 @@ impl Receiver {
                     c.wrong_payload_type += 1;
                     continue;
                 }
+                Verdict::Rtcp => continue,
                 Verdict::Rtp { .. } | Verdict::Ts => {}
             }
             if kept != i {
@@ -398,16 +447,60 @@ impl Receiver {
                 c.oversize += 1;
                 continue;
             }
+            if stream.config.nack && self.repair(c, &mut rb, &stream.config, id, r.len, now) {
+                continue;
+            }
             let data = rb.entry(id).get(..r.len).unwrap_or_default();
-            match check(c, &stream.config, data, r.arrival_ns) {
+            match check(c, &stream.config, data, r) {
                 Verdict::Malformed | Verdict::Ts => c.malformed += 1,
                 Verdict::WrongPayloadType => c.wrong_payload_type += 1,
+                Verdict::Rtcp => {}
                 Verdict::Rtp { ssrc, seq } => {
                     rb.insert(id, r.len, ssrc, seq, now);
                 }
             }
         }
         c.reorder = Some(rb);
+    }
+
+    /// A retransmission for the reorder buffer, if the packet in entry
+    /// `id` is one: an RFC 4588 RTX packet (`rtx_payload_type`), turned
+    /// back into the original, or a RIST retransmission (the media SSRC
+    /// with its last bit set). It bypasses the statistics of the original
+    /// stream, which keep describing what the network lost.
+    fn repair(
+        &self,
+        c: &mut StreamCounters,
+        rb: &mut ReorderBuffer,
+        cfg: &rtpmgr_config::StreamConfig,
+        id: u32,
+        len: usize,
+        now: u64,
+    ) -> bool {
+        let Some(media_ssrc) = c.rtp.current().map(|s| s.ssrc()) else { return false };
+        let Some(rt) = c.rtcp.as_mut() else { return false };
+        let (pt, ssrc) = match rtp::RtpPacket::parse(rb.entry(id).get(..len).unwrap_or_default()) {
+            Ok(p) => (p.payload_type(), p.ssrc()),
+            Err(_) => return false,
+        };
+        let restored = if Some(pt) == cfg.rtx_payload_type {
+            rt.counters.rtx_received += 1;
+            let media_pt = rt.media_pt.unwrap_or(pt);
+            rtp::rtx::unwrap_rtx(rb.entry_mut(id), len, media_pt, media_ssrc)
+        } else if rtp::rtx::is_rist_retransmission(ssrc, media_ssrc) {
+            rt.counters.rist_received += 1;
+            let entry = rb.entry_mut(id);
+            rtp::rtx::restore_rist(entry);
+            rtp::RtpPacket::parse(entry.get(..len).unwrap_or_default()).ok().map(|p| (len, p.sequence_number()))
+        } else {
+            return false;
+        };
+        if let Some((len, seq)) = restored {
+            if matches!(rb.insert(id, len, media_ssrc, seq, now), Insert::Released | Insert::Held) {
+                rt.counters.repaired += 1;
+            }
+        }
+        true
     }
 
     /// Copy what `stream`'s reorder buffer released into ring slots and
@@ -465,8 +558,86 @@ fn recv_into<'a>(
             len: msg.bytes,
             arrival_ns: arrival_ns.unwrap_or(clock.mono),
             truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+            from: msg.address,
         };
         n += 1;
     }
     Ok(n)
+}
+
+fn has_rtcp(s: &Stream) -> bool {
+    s.config.rtcp != RtcpMode::Off
+}
+
+/// Read what arrived on `stream`'s RTCP socket.
+fn read_rtcp(stream: &Stream) {
+    let Some(sock) = &stream.rtcp_socket else { return };
+    let mut buf = [0u8; 2048];
+    // Bounded: a flood cannot keep the thread here.
+    for _ in 0..64 {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+        let now = crate::monotonic_ns();
+        let mut c = stream.counters();
+        let media = c.rtp.current().map(|s| s.ssrc());
+        if let Some(rt) = c.rtcp.as_mut() {
+            rt.on_rtcp(&buf[..n], Some(from), now, media);
+        }
+    }
+}
+
+/// Send what RTCP is due for `stream`: NACKs for what its reorder buffer
+/// misses, and the regular reports.
+fn rtcp_work(stream: &Stream, now: u64) {
+    let cfg = &stream.config;
+    let sock = match cfg.rtcp {
+        RtcpMode::PortPlus1 => stream.rtcp_socket.as_ref(),
+        RtcpMode::Mux => Some(&stream.socket),
+        RtcpMode::Off => None,
+    };
+    let Some(sock) = sock else { return };
+    let mut guard = stream.counters();
+    let c = &mut *guard;
+    let Some(rt) = c.rtcp.as_mut() else { return };
+    let mut buf = [0u8; rtcp::MAX_RTCP];
+    let send = |rt: &mut rtcp::RtcpState, to: Option<std::net::SocketAddr>, pkt: Option<usize>, buf: &[u8]| {
+        let (Some(to), Some(n)) = (to, pkt) else { return false };
+        match sock.send_to(&buf[..n], to) {
+            Ok(_) => true,
+            Err(e) => {
+                log::debug!("stream {}: RTCP to {to}: {e}", cfg.name);
+                rt.counters.send_errors += 1;
+                false
+            }
+        }
+    };
+    if let (Some(sched), Some(rb)) = (rt.nack.as_mut(), c.reorder.as_ref()) {
+        let mut seqs = [0u16; 64];
+        let n = sched.due(rb.missing(1024), now, &mut seqs);
+        if n > 0 {
+            let pkt = rt.nack_packet(&mut c.rtp, &seqs[..n], now, &mut buf);
+            let to = rt.upstream(cfg);
+            if send(rt, to, pkt, &buf) {
+                rt.counters.nack_sent += 1;
+                rt.counters.nack_requested += n as u64;
+            }
+        }
+    }
+    if !rt.report_due(now) {
+        return;
+    }
+    if stream.receives() {
+        let pkt = rt.receiver_report(&mut c.rtp, now, &mut buf);
+        let to = rt.upstream(cfg);
+        if send(rt, to, pkt, &buf) {
+            rt.counters.rr_sent += 1;
+        }
+    }
+    if stream.sends() {
+        let unix = realtime_ns();
+        let pkt = rt.sender_report(cfg.effective_clock_rate(), c.sent_packets, c.sent_bytes, now, unix, &mut buf);
+        if send(rt, rtcp::RtcpState::downstream(cfg), pkt, &buf) {
+            rt.counters.sr_sent += 1;
+        }
+    }
+    rt.reported(cfg, now, c.bytes + c.sent_bytes);
 }

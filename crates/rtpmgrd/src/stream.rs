@@ -27,6 +27,8 @@ pub struct StreamCounters {
     /// The reorder buffer of a stream with `reorder_ms`; its packets reach
     /// the ring through it.
     pub reorder: Option<ReorderBuffer>,
+    /// RTCP of a stream with `rtcp` on.
+    pub rtcp: Option<crate::rtcp::RtcpState>,
     /// RTP packets accepted into the to-device ring.
     pub packets: u64,
     pub bytes: u64,
@@ -52,6 +54,8 @@ pub struct Stream {
     /// Media-port index the stream was started on.
     pub port: u32,
     pub socket: UdpSocket,
+    /// The RTCP socket of `rtcp = "port+1"`.
+    pub rtcp_socket: Option<UdpSocket>,
     pub destination: Option<SockaddrStorage>,
     counters: Mutex<StreamCounters>,
 }
@@ -67,6 +71,8 @@ impl Stream {
                 Box::new(Analyzer::new(AnalyzerConfig { pid_timeout_ns: u64::from(config.pid_timeout_ms) * 1_000_000 }))
             }),
             reorder: reorder_buffer(&config, max_packet),
+            rtcp: (config.rtcp != rtpmgr_config::RtcpMode::Off)
+                .then(|| crate::rtcp::RtcpState::new(&config, crate::monotonic_ns())),
             packets: 0,
             bytes: 0,
             malformed: 0,
@@ -77,7 +83,7 @@ impl Stream {
             sent_bytes: 0,
             send_errors: 0,
         };
-        Stream { id, config, port, socket, destination, counters: Mutex::new(counters) }
+        Stream { id, config, port, socket, rtcp_socket: None, destination, counters: Mutex::new(counters) }
     }
 
     pub fn counters(&self) -> MutexGuard<'_, StreamCounters> {
