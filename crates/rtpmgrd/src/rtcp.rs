@@ -130,7 +130,9 @@ impl RtcpState {
     /// sender and us, 5% of the stream's measured rate for RTCP.
     fn schedule(&mut self, cfg: &StreamConfig, now_ns: u64, bytes: u64) {
         let secs = (now_ns.saturating_sub(self.report_at_ns) as f64 / 1e9).max(0.001);
-        let rate = bytes.saturating_sub(self.bytes_at_report) as f64 / secs;
+        // Until a rate is measured, a nominal 1 Mbit/s: any video stream's
+        // RTCP share makes the interval RFC 3550's 5 s minimum anyway.
+        let rate = (bytes.saturating_sub(self.bytes_at_report) as f64 / secs).max(125_000.0);
         let we_sent = cfg.direction != Direction::Ingress;
         let t = rtcp::rtcp_interval(2, 1, 0.05 * rate, we_sent, self.avg_size, self.initial);
         let unit = (self.random() >> 11) as f64 / (1u64 << 53) as f64;

@@ -456,3 +456,42 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Two network namespaces joined by a veth pair: `a` (10.99.0.1, device
+/// va) and `b` (10.99.0.2, device vb). What crosses between them can be
+/// dropped on the way (`iptables-legacy` in `b`), as a lossy access
+/// network would; removed on drop. Needs root and iproute2; `create`
+/// returns None without them, like [`Netns::create`].
+pub struct NetnsPair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl NetnsPair {
+    pub const A: &'static str = "10.99.0.1";
+    pub const B: &'static str = "10.99.0.2";
+
+    pub fn create(tag: &str) -> Option<NetnsPair> {
+        let a = Netns::create(&format!("{tag}a"))?;
+        let b = Netns::create(&format!("{tag}b"))?;
+        let out = Command::new("ip")
+            .args(["link", "add", "va", "netns", &a.0, "type", "veth", "peer", "name", "vb", "netns", &b.0])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "veth: {}", String::from_utf8_lossy(&out.stderr));
+        a.ip(&["addr", "add", "10.99.0.1/24", "dev", "va"]);
+        a.ip(&["link", "set", "va", "up"]);
+        b.ip(&["addr", "add", "10.99.0.2/24", "dev", "vb"]);
+        b.ip(&["link", "set", "vb", "up"]);
+        Some(NetnsPair { a, b })
+    }
+}
+
+impl Netns {
+    /// `program ARGS` in the namespace, which must succeed; its stdout.
+    pub fn run(&self, program: &Path, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().unwrap();
+        assert!(out.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
