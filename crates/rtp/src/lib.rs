@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fec;
 pub mod header;
 pub mod nack;
 pub mod payload;

@@ -62,6 +62,9 @@ pub enum Insert {
     Late,
     /// Dropped: a copy of a packet released or held.
     Duplicate,
+    /// Not taken: the entry was not free (it holds a packet already).
+    /// A caller error; nothing changed.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,9 +217,13 @@ impl ReorderBuffer {
         self.pool.get(start..start + self.entry_len).unwrap_or_default()
     }
 
-    fn take_free(&mut self, id: u32) {
-        if let Some(pos) = self.free.iter().rposition(|&f| f == id) {
-            self.free.swap_remove(pos);
+    fn take_free(&mut self, id: u32) -> bool {
+        match self.free.iter().rposition(|&f| f == id) {
+            Some(pos) => {
+                self.free.swap_remove(pos);
+                true
+            }
+            None => false,
         }
     }
 
@@ -335,7 +342,9 @@ impl ReorderBuffer {
     /// Take the RTP packet in entry `id` (`len` bytes, sequence number
     /// `seq`, of `ssrc`) that arrived at `now_ns`.
     pub fn insert(&mut self, id: u32, len: usize, ssrc: u32, seq: u16, now_ns: u64) -> Insert {
-        self.take_free(id);
+        if !self.take_free(id) {
+            return Insert::Refused;
+        }
         let len = len.min(self.entry_len) as u32;
         if self.ssrc.is_some_and(|s| s != ssrc) && self.started {
             self.restart();

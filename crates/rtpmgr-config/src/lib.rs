@@ -128,6 +128,9 @@ pub struct StreamConfig {
     /// (`rtx_payload_type`); without it only retransmissions of the
     /// original packet (RIST's, or a sender's plain resend) are merged.
     pub rtx_payload_type: Option<u8>,
+    /// SMPTE 2022-1 FEC decoding: column FEC on the bind port + 2, row FEC
+    /// on port + 4 (`fec`).
+    pub fec: bool,
 }
 
 /// Where a stream's RTCP goes (`rtcp`).
@@ -215,6 +218,11 @@ pub enum RingFullPolicy {
 pub const DEFAULT_CLOCK_RATE: u32 = 90_000;
 
 impl StreamConfig {
+    /// The local ports of the column and row FEC sockets (`fec = true`).
+    pub fn fec_ports(&self) -> Option<[u16; 2]> {
+        self.fec.then(|| [self.bind.port().wrapping_add(2), self.bind.port().wrapping_add(4)])
+    }
+
     /// The local port of the stream's separate RTCP socket, if it has one.
     pub fn rtcp_port(&self) -> Option<u16> {
         (self.rtcp == RtcpMode::PortPlus1).then(|| self.bind.port().wrapping_add(1))

@@ -71,6 +71,7 @@ pub struct RawStream {
     pub rtcp_peer: Option<Spanned<String>>,
     pub nack: Option<Spanned<bool>>,
     pub rtx_payload_type: Option<Spanned<u32>>,
+    pub fec: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -417,3 +417,23 @@ fn rtcp_misuse_names_line_and_key() {
     let two = format!("{RELAY}rtcp = \"port+1\"\n\n{}", RELAY.replace("tv1", "tv2").replace("5004", "5005"));
     assert!(err(&two).contains(":11:8: stream \"tv2\": bind = \"0.0.0.0:5005\" conflicts with stream \"tv1\" (line 4): one of them takes the other's port for RTCP"), "{}", err(&two));
 }
+
+#[test]
+fn fec_rules() {
+    let s = parse(&format!("{RELAY}reorder_ms = 100\nfec = true\n")).unwrap().streams.remove(0);
+    assert_eq!((s.fec, s.fec_ports()), (true, Some([5006, 5008])));
+    assert_eq!(
+        err(&format!("{RELAY}fec = true\n")),
+        "/etc/rtpmgr.toml:6:7: stream \"tv1\": fec = true merges rebuilt packets through the reorder buffer: set reorder_ms (the longest wait for FEC)"
+    );
+    let high = RELAY.replace("0.0.0.0:5004", "0.0.0.0:65533");
+    assert!(err(&format!("{high}reorder_ms = 10\nfec = true\n"))
+        .contains(":7:7: stream \"tv1\": fec = true needs bind port + 2 and + 4"));
+    // Another stream on port + 4 of a FEC stream.
+    let two = format!("{RELAY}reorder_ms = 10\nfec = true\n\n{}", RELAY.replace("tv1", "tv2").replace("5004", "5008"));
+    assert!(
+        err(&two).contains("stream \"tv2\": bind = \"0.0.0.0:5008\" conflicts with stream \"tv1\""),
+        "{}",
+        err(&two)
+    );
+}

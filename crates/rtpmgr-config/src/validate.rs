@@ -591,6 +591,28 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             Some(v)
         }
     };
+    let fec = match &s.fec {
+        None => false,
+        Some(f) if !*f.get_ref() => false,
+        Some(f) => {
+            let why = if direction == Direction::Egress {
+                Some("applies to receiving streams".to_string())
+            } else if reorder_ms == 0 {
+                Some(
+                    "merges rebuilt packets through the reorder buffer: set reorder_ms (the longest wait for FEC)"
+                        .to_string(),
+                )
+            } else if bind.port() > u16::MAX - 4 {
+                Some(format!("needs bind port + 2 and + 4 for the FEC streams (bind = \"{bind}\")"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return ctx.err(f.span(), "fec", format!("{what}: fec = true {why}"));
+            }
+            true
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -612,6 +634,7 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         rtcp_peer,
         nack,
         rtx_payload_type,
+        fec,
     })
 }
 
@@ -647,17 +670,21 @@ fn check_conflicts(ctx: &Ctx<'_>, earlier: &[Located], new: &Located) -> Result<
         let overlap = s.bind.is_ipv4() == o.bind.is_ipv4()
             && (s.bind.ip() == o.bind.ip() || s.bind.ip().is_unspecified() || o.bind.ip().is_unspecified());
         let same_socket = overlap && s.bind.port() != 0 && s.bind.port() == o.bind.port();
-        // A separate RTCP socket takes the port after the RTP port.
+        // A separate RTCP socket takes the port after the RTP port, FEC
+        // the ports 2 and 4 after it.
+        let extra = |c: &StreamConfig| -> Vec<u16> {
+            c.rtcp_port().into_iter().chain(c.fec_ports().into_iter().flatten()).collect()
+        };
+        let (mine, theirs) = (extra(s), extra(o));
         let rtcp_clash = overlap
-            && (s.rtcp_port().is_some_and(|p| p == o.bind.port() || Some(p) == o.rtcp_port())
-                || o.rtcp_port().is_some_and(|p| p == s.bind.port()));
+            && (mine.iter().any(|p| *p == o.bind.port() || theirs.contains(p)) || theirs.contains(&s.bind.port()));
         if rtcp_clash && !same_socket {
             return Err(ConfigError::new(
                 ctx.path,
                 Some(new.bind_at),
                 Some("bind".into()),
                 format!(
-                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\")",
+                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\") or FEC (fec = true: port + 2 and + 4)",
                     s.name, s.bind, o.name, other.bind_at.0
                 ),
             ));

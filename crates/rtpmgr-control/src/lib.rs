@@ -143,6 +143,28 @@ pub struct StreamReport {
     /// RTCP of a stream with `rtcp` on: reports, NACKs, retransmissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtcp: Option<RtcpReport>,
+    /// SMPTE 2022-1 FEC of a stream with `fec = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fec: Option<FecReport>,
+}
+
+/// SMPTE 2022-1 FEC decoding (`fec = true`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FecReport {
+    /// Matrix columns (L) and rows (D), from the FEC headers.
+    pub l: u32,
+    pub d: u32,
+    /// Column and row FEC packets received.
+    pub columns: u64,
+    pub rows: u64,
+    /// Media packets rebuilt.
+    pub recovered: u64,
+    /// FEC packets that expired with two or more of their packets
+    /// missing: losses FEC could not repair.
+    pub unrecoverable: u64,
+    pub malformed: u64,
+    /// FEC packets dropped because 64 were waiting already.
+    pub overflow: u64,
 }
 
 /// A stream's RTCP (`rtcp`, `nack`, `rtx_payload_type`).

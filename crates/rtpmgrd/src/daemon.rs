@@ -15,7 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
 use rtpmgr_control::{
-    ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport, StreamReport, TsReport,
+    FecReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport, StreamReport,
+    TsReport,
 };
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
@@ -244,6 +245,7 @@ impl Daemon {
         let max_packet = self.region.geometry().slot_size.saturating_sub(abi::SLOT_HEADER_SIZE) as usize;
         let mut stream = Stream::new(id, cfg.clone(), port.index, socket, max_packet);
         stream.rtcp_socket = rtcp_socket;
+        stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
         self.table.insert(Arc::new(stream));
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
@@ -480,6 +482,19 @@ impl Daemon {
                 (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
             }
         }
+        let fec = c.fec.as_ref().map(|f| {
+            let st = f.stats();
+            FecReport {
+                l: st.l.into(),
+                d: st.d.into(),
+                columns: st.columns,
+                rows: st.rows,
+                recovered: st.recovered,
+                unrecoverable: st.unrecoverable,
+                malformed: st.malformed,
+                overflow: st.overflow,
+            }
+        });
         let rtcp = c.rtcp.as_ref().map(|rt| {
             let k = rt.counters;
             RtcpReport {
@@ -529,6 +544,7 @@ impl Daemon {
             ts,
             reorder,
             rtcp,
+            fec,
             ..config_report(&s.config)
         }
     }
@@ -613,6 +629,9 @@ fn user_space_only(cfg: &StreamConfig) -> Option<String> {
     }
     if cfg.rtcp != rtpmgr_config::RtcpMode::Off {
         return Some("the module's kernel path sends no RTCP (rtcp)".into());
+    }
+    if cfg.fec {
+        return Some("the module's kernel path has no FEC decoder (fec)".into());
     }
     None
 }

@@ -44,13 +44,34 @@ pub fn open_rtcp_socket(cfg: &StreamConfig) -> io::Result<UdpSocket> {
     let Some(port) = cfg.rtcp_port() else {
         return Err(io::Error::other("the stream has no separate RTCP port"));
     };
+    open_side_socket(cfg, port, "RTCP")
+}
+
+/// The column and row FEC sockets of a stream with `fec = true`, with the
+/// stream's socket buffer size (FEC comes at a fifth of the media rate and
+/// more, in bursts at the end of each matrix).
+pub fn open_fec_sockets(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<Vec<UdpSocket>> {
+    let Some(ports) = cfg.fec_ports() else { return Ok(Vec::new()) };
+    ports
+        .iter()
+        .map(|&p| {
+            let s = open_side_socket(cfg, p, "FEC")?;
+            set_buffers(&s, buffer_bytes);
+            Ok(s)
+        })
+        .collect()
+}
+
+/// A socket beside the stream's RTP socket: same address, another port,
+/// the same group joined, non-blocking.
+fn open_side_socket(cfg: &StreamConfig, port: u16, what: &str) -> io::Result<UdpSocket> {
     let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd: OwnedFd =
         sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
     let mut at = cfg.bind;
     at.set_port(port);
-    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(at)).map_err(|e| err(format_args!("bind RTCP {at}"), e))?;
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(at)).map_err(|e| err(format_args!("bind {what} {at}"), e))?;
     if let Some(group) = cfg.group {
         join(&fd, group, cfg.source, cfg.interface.as_deref())?;
     }
@@ -81,7 +102,7 @@ pub fn socket_drops(sock: &UdpSocket) -> Option<u64> {
 /// `net.core.rmem_max` when we hold CAP_NET_ADMIN; otherwise the plain
 /// option is capped by the sysctl, which is logged so that an operator sees
 /// why bursts are dropped.
-fn set_buffers(fd: &OwnedFd, bytes: u32) {
+fn set_buffers(fd: &impl AsFd, bytes: u32) {
     let want = bytes as usize;
     if sock::setsockopt(fd, sockopt::RcvBufForce, &want).is_err() {
         let _ = sock::setsockopt(fd, sockopt::RcvBuf, &want);

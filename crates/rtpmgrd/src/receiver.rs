@@ -50,6 +50,15 @@ fn looks_like_ts(payload: &[u8], expected_pt: Option<u8>) -> bool {
         && (expected_pt == Some(33) || payload[0] == mpegts::SYNC_BYTE)
 }
 
+/// Which of a stream's sockets a descriptor is.
+#[derive(Clone, Copy)]
+enum Socket {
+    Media,
+    Rtcp,
+    /// Column (0) or row (1) FEC.
+    Fec(usize),
+}
+
 pub struct Receiver {
     backend: Arc<dyn Backend>,
     table: Arc<StreamTable>,
@@ -187,18 +196,22 @@ impl Receiver {
                 continue;
             }
             let timeout = self.poll_timeout(&streams);
-            // (stream, RTCP socket?) of each descriptor polled.
-            let mut which: Vec<(usize, bool)> = Vec::with_capacity(streams.len() * 2);
-            let ready: Vec<(usize, bool)> = {
+            // (stream, socket) of each descriptor polled.
+            let mut which: Vec<(usize, Socket)> = Vec::with_capacity(streams.len() * 2);
+            let ready: Vec<(usize, Socket)> = {
                 let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() * 2);
                 for (i, s) in streams.iter().enumerate() {
                     if s.receives() {
                         fds.push(PollFd::new(s.socket.as_fd(), PollFlags::POLLIN));
-                        which.push((i, false));
+                        which.push((i, Socket::Media));
                     }
                     if let Some(r) = &s.rtcp_socket {
                         fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-                        which.push((i, true));
+                        which.push((i, Socket::Rtcp));
+                    }
+                    for (k, f) in s.fec_sockets.iter().enumerate() {
+                        fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+                        which.push((i, Socket::Fec(k)));
                     }
                 }
                 match poll(&mut fds, PollTimeout::from(timeout)) {
@@ -215,20 +228,29 @@ impl Receiver {
                     .map(|(_, w)| *w)
                     .collect()
             };
-            for (i, rtcp_socket) in ready {
-                if rtcp_socket {
-                    read_rtcp(&streams[i]);
-                } else {
-                    self.drain(&streams[i]);
+            // Media first: a FEC packet read before the media packets that
+            // came with it would take them for lost.
+            let mut ready = ready;
+            ready.sort_by_key(|(_, s)| !matches!(s, Socket::Media));
+            for (i, socket) in ready {
+                match socket {
+                    Socket::Media => self.drain(&streams[i]),
+                    Socket::Rtcp => read_rtcp(&streams[i]),
+                    Socket::Fec(k) => read_fec(&streams[i], k),
                 }
             }
             // Gaps whose wait is over; RTCP that is due.
             let now = crate::monotonic_ns();
             for s in &streams {
                 if s.reorders() {
-                    if let Some(rb) = s.counters().reorder.as_mut() {
+                    let mut c = s.counters();
+                    if let Some(rb) = c.reorder.as_mut() {
                         rb.tick(now);
                     }
+                    if let Some(f) = c.fec.as_mut() {
+                        f.tick(now);
+                    }
+                    drop(c);
                     self.emit(s);
                 }
                 if has_rtcp(s) {
@@ -442,6 +464,7 @@ impl Receiver {
         let mut guard = stream.counters();
         let c = &mut *guard;
         let Some(mut rb) = c.reorder.take() else { return };
+        let mut fec_retry = None;
         for (r, &id) in got.iter().zip(ids) {
             if r.truncated {
                 c.oversize += 1;
@@ -456,9 +479,19 @@ impl Receiver {
                 Verdict::WrongPayloadType => c.wrong_payload_type += 1,
                 Verdict::Rtcp => {}
                 Verdict::Rtp { ssrc, seq } => {
+                    if let Some(f) = c.fec.as_mut() {
+                        f.on_media(seq, rb.entry(id).get(..r.len).unwrap_or_default());
+                    }
                     rb.insert(id, r.len, ssrc, seq, now);
+                    fec_retry = Some(ssrc);
                 }
             }
+        }
+        // A FEC packet waiting for these to show its missing one overdue.
+        // Only now: a rebuilt packet takes a free entry, and until the loop
+        // is done the batch's own entries still count as free.
+        if let (Some(ssrc), Some(f)) = (fec_retry, c.fec.as_mut().filter(|f| f.waiting())) {
+            f.retry(ssrc, &mut |seq, pkt| insert_rebuilt(&mut rb, ssrc, seq, pkt, now));
         }
         c.reorder = Some(rb);
     }
@@ -496,6 +529,9 @@ impl Receiver {
             return false;
         };
         if let Some((len, seq)) = restored {
+            if let Some(f) = c.fec.as_mut() {
+                f.on_media(seq, rb.entry(id).get(..len).unwrap_or_default());
+            }
             if matches!(rb.insert(id, len, media_ssrc, seq, now), Insert::Released | Insert::Held) {
                 rt.counters.repaired += 1;
             }
@@ -640,4 +676,28 @@ fn rtcp_work(stream: &Stream, now: u64) {
         }
     }
     rt.reported(cfg, now, c.bytes + c.sent_bytes);
+}
+
+/// Read what arrived on `stream`'s column (`k` 0) or row (1) FEC socket
+/// and put what it rebuilds into the reorder buffer.
+fn read_fec(stream: &Stream, k: usize) {
+    let Some(sock) = stream.fec_sockets.get(k) else { return };
+    let mut buf = [0u8; 2048];
+    for _ in 0..64 {
+        let Ok(n) = sock.recv(&mut buf) else { return };
+        let now = crate::monotonic_ns();
+        let mut guard = stream.counters();
+        let c = &mut *guard;
+        let Some(ssrc) = c.rtp.current().map(|s| s.ssrc()) else { continue };
+        let (Some(fec), Some(rb)) = (c.fec.as_mut(), c.reorder.as_mut()) else { return };
+        fec.on_fec(&buf[..n], ssrc, now, &mut |seq, pkt| insert_rebuilt(rb, ssrc, seq, pkt, now));
+    }
+}
+
+/// Put a packet FEC rebuilt into a free entry of the reorder buffer.
+fn insert_rebuilt(rb: &mut ReorderBuffer, ssrc: u32, seq: u16, pkt: &[u8], now: u64) {
+    let Some(id) = rb.free_entries(1).next() else { return };
+    let Some(dst) = rb.entry_mut(id).get_mut(..pkt.len()) else { return };
+    dst.copy_from_slice(pkt);
+    rb.insert(id, pkt.len(), ssrc, seq, now);
 }

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Room for one compound packet.
 pub const MAX_RTCP: usize = 1500;
-/// Retransmission requests per missing packet.
+/// Retransmission requests per missing packet, at least.
 const NACK_TRIES: u8 = 4;
 
 /// What a stream's RTCP did, for the status.
@@ -105,9 +105,11 @@ impl RtcpState {
             bytes_at_report: 0,
             report_at_ns: now_ns,
             nack: cfg.nack.then(|| {
-                // Ask again a few times within the wait the buffer allows.
+                // Ask again every fifth of the wait the buffer allows (10 to
+                // 200 ms), for as long as it allows (4 to 10 times).
                 let retry_ms = (u64::from(cfg.reorder_ms) / 5).clamp(10, 200);
-                NackScheduler::new(retry_ms * 1_000_000, NACK_TRIES)
+                let tries = (u64::from(cfg.reorder_ms) / retry_ms).clamp(u64::from(NACK_TRIES), 10) as u8;
+                NackScheduler::new(retry_ms * 1_000_000, tries)
             }),
             counters: RtcpCounters::default(),
             last_sent: None,

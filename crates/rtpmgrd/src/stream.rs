@@ -29,6 +29,8 @@ pub struct StreamCounters {
     pub reorder: Option<ReorderBuffer>,
     /// RTCP of a stream with `rtcp` on.
     pub rtcp: Option<crate::rtcp::RtcpState>,
+    /// SMPTE 2022-1 FEC decoder of a stream with `fec = true`.
+    pub fec: Option<rtp::fec::FecDecoder>,
     /// RTP packets accepted into the to-device ring.
     pub packets: u64,
     pub bytes: u64,
@@ -56,6 +58,8 @@ pub struct Stream {
     pub socket: UdpSocket,
     /// The RTCP socket of `rtcp = "port+1"`.
     pub rtcp_socket: Option<UdpSocket>,
+    /// The column and row FEC sockets of `fec = true`.
+    pub fec_sockets: Vec<UdpSocket>,
     pub destination: Option<SockaddrStorage>,
     counters: Mutex<StreamCounters>,
 }
@@ -71,6 +75,8 @@ impl Stream {
                 Box::new(Analyzer::new(AnalyzerConfig { pid_timeout_ns: u64::from(config.pid_timeout_ms) * 1_000_000 }))
             }),
             reorder: reorder_buffer(&config, max_packet),
+            fec: (config.fec && config.reorder_ms > 0)
+                .then(|| rtp::fec::FecDecoder::new(max_packet, u64::from(config.reorder_ms) * 1_000_000)),
             rtcp: (config.rtcp != rtpmgr_config::RtcpMode::Off)
                 .then(|| crate::rtcp::RtcpState::new(&config, crate::monotonic_ns())),
             packets: 0,
@@ -83,7 +89,16 @@ impl Stream {
             sent_bytes: 0,
             send_errors: 0,
         };
-        Stream { id, config, port, socket, rtcp_socket: None, destination, counters: Mutex::new(counters) }
+        Stream {
+            id,
+            config,
+            port,
+            socket,
+            rtcp_socket: None,
+            fec_sockets: Vec::new(),
+            destination,
+            counters: Mutex::new(counters),
+        }
     }
 
     pub fn counters(&self) -> MutexGuard<'_, StreamCounters> {

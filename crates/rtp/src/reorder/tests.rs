@@ -205,3 +205,15 @@ fn missing_lists_the_gaps_before_held_packets() {
     h.put(102, 2);
     assert_eq!(h.rb.missing(10).collect::<Vec<_>>(), [105, 106]);
 }
+
+#[test]
+fn an_entry_in_use_is_refused() {
+    let mut rb = ReorderBuffer::new(16, 4, 8, MS);
+    let id = rb.free_entries(1).next().unwrap();
+    assert_eq!(rb.insert(id, 4, 1, 10, 0), Insert::Released);
+    // Its packet waits in the output: the same entry cannot take another.
+    assert_eq!(rb.insert(id, 4, 1, 11, 0), Insert::Refused);
+    assert_eq!(rb.output_len(), 1);
+    rb.pop_output();
+    assert_eq!(rb.insert(id, 4, 1, 11, 0), Insert::Released);
+}

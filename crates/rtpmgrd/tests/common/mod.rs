@@ -177,7 +177,11 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Sink::on(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// A sink on a socket of the caller's (another namespace's).
+    pub fn on(sock: UdpSocket) -> Sink {
         let _ = setsockopt(&sock, sockopt::RcvBufForce, &(8 << 20));
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let port = sock.local_addr().unwrap().port();
@@ -488,6 +492,23 @@ impl NetnsPair {
 }
 
 impl Netns {
+    /// A UDP socket bound to `addr` inside the namespace: a thread enters
+    /// it (setns affects only the calling thread) and binds; the socket
+    /// stays in the namespace whichever thread uses it.
+    pub fn bind_udp(&self, addr: &str) -> UdpSocket {
+        let (path, addr) = (format!("/var/run/netns/{}", self.0), addr.to_string());
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns with a namespace file descriptor we hold open and
+            // CLONE_NEWNET; it changes only this thread's network namespace.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            UdpSocket::bind(&addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
     /// `program ARGS` in the namespace, which must succeed; its stdout.
     pub fn run(&self, program: &Path, args: &[&str]) -> String {
         let out = self.cmd(program).args(args).output().unwrap();
