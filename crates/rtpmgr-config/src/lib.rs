@@ -131,6 +131,18 @@ pub struct StreamConfig {
     /// SMPTE 2022-1 FEC decoding: column FEC on the bind port + 2, row FEC
     /// on port + 4 (`fec`).
     pub fec: bool,
+    /// SMPTE 2022-7: the second leg feeding the same stream (`leg2`).
+    pub leg2: Option<Leg>,
+}
+
+/// Where a leg of a SMPTE 2022-7 stream arrives: its own socket, group and
+/// interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub bind: SocketAddr,
+    pub group: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    pub interface: Option<String>,
 }
 
 /// Where a stream's RTCP goes (`rtcp`).
@@ -218,6 +230,22 @@ pub enum RingFullPolicy {
 pub const DEFAULT_CLOCK_RATE: u32 = 90_000;
 
 impl StreamConfig {
+    /// The stream's configuration as its second leg would receive it:
+    /// the same, but bind, group, source and interface of `leg2`.
+    pub fn leg2_view(&self) -> Option<StreamConfig> {
+        let leg = self.leg2.as_ref()?;
+        Some(StreamConfig {
+            bind: leg.bind,
+            group: leg.group,
+            source: leg.source,
+            interface: leg.interface.clone(),
+            rtcp: RtcpMode::Off,
+            fec: false,
+            leg2: None,
+            ..self.clone()
+        })
+    }
+
     /// The local ports of the column and row FEC sockets (`fec = true`).
     pub fn fec_ports(&self) -> Option<[u16; 2]> {
         self.fec.then(|| [self.bind.port().wrapping_add(2), self.bind.port().wrapping_add(4)])

@@ -72,6 +72,17 @@ pub struct RawStream {
     pub nack: Option<Spanned<bool>>,
     pub rtx_payload_type: Option<Spanned<u32>>,
     pub fec: Option<Spanned<bool>>,
+    pub leg2: Option<Spanned<RawLeg>>,
+}
+
+/// The second leg of a SMPTE 2022-7 stream: `leg2 = { bind = ..., ... }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeg {
+    pub bind: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub interface: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -437,3 +437,41 @@ fn fec_rules() {
         err(&two)
     );
 }
+
+#[test]
+fn leg2_rules() {
+    let text = format!(
+        "{RELAY}reorder_ms = 50\nleg2 = {{ bind = \"0.0.0.0:6004\", group = \"239.2.2.2\", source = \"10.0.0.9\", interface = \"eth1\" }}\n"
+    );
+    let s = parse(&text).unwrap().streams.remove(0);
+    let leg = s.leg2.clone().unwrap();
+    assert_eq!(
+        (leg.bind, leg.group, leg.interface.as_deref()),
+        ("0.0.0.0:6004".parse().unwrap(), Some("239.2.2.2".parse().unwrap()), Some("eth1"))
+    );
+    let view = s.leg2_view().unwrap();
+    assert_eq!((view.bind.port(), view.group, view.name.as_str(), view.reorder_ms), (6004, leg.group, "tv1", 50));
+    assert_eq!(
+        err(&format!("{RELAY}leg2 = {{ bind = \"0.0.0.0:6004\" }}\n")),
+        "/etc/rtpmgr.toml:6:8: stream \"tv1\": leg2 (SMPTE 2022-7) merges two legs of a received stream through the reorder buffer: it needs a receiving stream and reorder_ms (the most one leg may lag the other)"
+    );
+    let e = parse(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:5004\" }}\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(7), Some("leg2.bind")), "{e}");
+    assert!(e.to_string().contains("is the first leg's socket"), "{e}");
+    let e = err(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\", grup = \"239.1.1.1\" }}\n"));
+    assert!(e.contains(":7:") && e.contains("unknown field `grup`"), "{e}");
+    let e = parse(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ group = \"239.1.1.1\" }}\n")).unwrap_err();
+    assert_eq!(e.key(), Some("leg2.bind"));
+    assert!(err(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\", group = \"10.1.1.1\" }}\n"))
+        .contains("leg2.group = \"10.1.1.1\" is not a multicast address"));
+    // Another stream on leg 2's port.
+    let two = format!(
+        "{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\" }}\n\n{}",
+        RELAY.replace("tv1", "tv2").replace("5004", "6004")
+    );
+    assert!(
+        err(&two).contains("stream \"tv2\": bind = \"0.0.0.0:6004\" conflicts with stream \"tv1\""),
+        "{}",
+        err(&two)
+    );
+}

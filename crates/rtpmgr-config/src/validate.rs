@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawMode, RawRingFull, RawRtcp, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, LevelFilter,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Leg, LevelFilter,
     RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use std::net::{IpAddr, SocketAddr};
@@ -613,6 +613,23 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             true
         }
     };
+    let leg2 = match s.leg2 {
+        None => None,
+        Some(l) => {
+            let span = l.span();
+            if direction == Direction::Egress || reorder_ms == 0 {
+                return ctx.err(
+                    span,
+                    "leg2",
+                    format!(
+                        "{what}: leg2 (SMPTE 2022-7) merges two legs of a received stream through the reorder buffer: \
+                         it needs a receiving stream and reorder_ms (the most one leg may lag the other)"
+                    ),
+                );
+            }
+            Some(validate_leg(ctx, &what, l.into_inner(), span, bind)?)
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -635,7 +652,92 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         nack,
         rtx_payload_type,
         fec,
+        leg2,
     })
+}
+
+/// The second leg: its own bind (same family as the first), optionally a
+/// group, a source and an interface, with the rules of the first leg's.
+fn validate_leg(
+    ctx: &Ctx<'_>,
+    what: &str,
+    l: RawLeg,
+    span: std::ops::Range<usize>,
+    first: SocketAddr,
+) -> Result<Leg, ConfigError> {
+    let Some(b) = l.bind else {
+        return ctx.err(span, "leg2.bind", format!("{what}: leg2 needs a bind = \"address:port\""));
+    };
+    let bind: SocketAddr = b.get_ref().parse().or_else(|_| {
+        ctx.err(b.span(), "leg2.bind", format!("{what}: leg2.bind = {:?} is not an address:port", b.get_ref()))
+    })?;
+    if bind.port() == 0 || bind.is_ipv4() != first.is_ipv4() {
+        return ctx.err(
+            b.span(),
+            "leg2.bind",
+            format!("{what}: leg2.bind = \"{bind}\" needs a port and the address family of bind = \"{first}\""),
+        );
+    }
+    if bind == first || (bind.port() == first.port() && (bind.ip().is_unspecified() || first.ip().is_unspecified())) {
+        return ctx.err(b.span(), "leg2.bind", format!("{what}: leg2.bind = \"{bind}\" is the first leg's socket"));
+    }
+    let ip = |v: &Spanned<String>, key: &str| -> Result<IpAddr, ConfigError> {
+        v.get_ref()
+            .parse()
+            .or_else(|_| ctx.err(v.span(), key, format!("{what}: {key} = {:?} is not an IP address", v.get_ref())))
+    };
+    let group = match &l.group {
+        None => None,
+        Some(g) => {
+            let a = ip(g, "leg2.group")?;
+            if !a.is_multicast() || a.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    g.span(),
+                    "leg2.group",
+                    format!("{what}: leg2.group = \"{a}\" is not a multicast address of bind's family"),
+                );
+            }
+            if !bind.ip().is_unspecified() && bind.ip() != a {
+                return ctx.err(
+                    b.span(),
+                    "leg2.bind",
+                    format!("{what}: leg2.bind = \"{bind}\" must use the unspecified address or the group {a}"),
+                );
+            }
+            Some(a)
+        }
+    };
+    let source = match &l.source {
+        None => None,
+        Some(src) => {
+            let a = ip(src, "leg2.source")?;
+            if group.is_none() || a.is_multicast() || a.is_unspecified() || a.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    src.span(),
+                    "leg2.source",
+                    format!(
+                        "{what}: leg2.source = \"{a}\" needs leg2.group and must be a unicast sender of its family"
+                    ),
+                );
+            }
+            Some(a)
+        }
+    };
+    let interface = match &l.interface {
+        None => None,
+        Some(i) => {
+            let n = i.get_ref();
+            if group.is_none()
+                || n.is_empty()
+                || n.len() > MAX_IFNAME
+                || n.chars().any(|c| c == '/' || c.is_whitespace())
+            {
+                return ctx.err(i.span(), "leg2.interface", format!("{what}: leg2.interface = {n:?} needs leg2.group and an interface name (1 to {MAX_IFNAME} characters)"));
+            }
+            Some(n.clone())
+        }
+    };
+    Ok(Leg { bind, group, source, interface })
 }
 
 fn dir_name(d: Direction) -> &'static str {
@@ -673,7 +775,11 @@ fn check_conflicts(ctx: &Ctx<'_>, earlier: &[Located], new: &Located) -> Result<
         // A separate RTCP socket takes the port after the RTP port, FEC
         // the ports 2 and 4 after it.
         let extra = |c: &StreamConfig| -> Vec<u16> {
-            c.rtcp_port().into_iter().chain(c.fec_ports().into_iter().flatten()).collect()
+            c.rtcp_port()
+                .into_iter()
+                .chain(c.fec_ports().into_iter().flatten())
+                .chain(c.leg2.as_ref().map(|l| l.bind.port()))
+                .collect()
         };
         let (mine, theirs) = (extra(s), extra(o));
         let rtcp_clash = overlap
@@ -684,7 +790,7 @@ fn check_conflicts(ctx: &Ctx<'_>, earlier: &[Located], new: &Located) -> Result<
                 Some(new.bind_at),
                 Some("bind".into()),
                 format!(
-                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\") or FEC (fec = true: port + 2 and + 4)",
+                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\") or FEC (fec = true: port + 2 and + 4) or its second leg (leg2)",
                     s.name, s.bind, o.name, other.bind_at.0
                 ),
             ));

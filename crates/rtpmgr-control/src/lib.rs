@@ -146,6 +146,25 @@ pub struct StreamReport {
     /// SMPTE 2022-1 FEC of a stream with `fec = true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fec: Option<FecReport>,
+    /// The second leg of a SMPTE 2022-7 stream (the first leg's figures
+    /// are the stream's own `packets`, `lost`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg2: Option<LegReport>,
+}
+
+/// What arrived on a second leg (`leg2`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegReport {
+    pub bind: String,
+    /// RTP packets received on the leg.
+    pub packets: u64,
+    pub bytes: u64,
+    /// RFC 3550 statistics of the leg alone.
+    pub lost: i64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub malformed: u64,
+    pub socket_drops: u64,
 }
 
 /// SMPTE 2022-1 FEC decoding (`fec = true`).

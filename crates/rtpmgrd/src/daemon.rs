@@ -15,8 +15,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
 use rtpmgr_control::{
-    FecReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport, StreamReport,
-    TsReport,
+    FecReport, LegReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport,
+    StreamReport, TsReport,
 };
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
@@ -246,6 +246,11 @@ impl Daemon {
         let mut stream = Stream::new(id, cfg.clone(), port.index, socket, max_packet);
         stream.rtcp_socket = rtcp_socket;
         stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
+        if let Some(leg) = cfg.leg2_view() {
+            let s = net::open_stream_socket(&leg, self.config.daemon.socket_buffer_bytes)
+                .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
+            stream.leg2_socket = Some(s);
+        }
         self.table.insert(Arc::new(stream));
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
@@ -482,6 +487,24 @@ impl Daemon {
                 (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
             }
         }
+        let leg2 = c.leg2.as_ref().map(|l| {
+            let (mut lost, mut duplicates, mut reordered) = (0i64, 0u64, 0u64);
+            for src in l.rtp.sources() {
+                lost += src.lost();
+                duplicates += src.duplicates();
+                reordered += src.reordered();
+            }
+            LegReport {
+                bind: s.config.leg2.as_ref().map(|l| l.bind.to_string()).unwrap_or_default(),
+                packets: l.packets,
+                bytes: l.bytes,
+                lost,
+                duplicates,
+                reordered,
+                malformed: l.malformed,
+                socket_drops: s.leg2_socket.as_ref().and_then(net::socket_drops).unwrap_or(0),
+            }
+        });
         let fec = c.fec.as_ref().map(|f| {
             let st = f.stats();
             FecReport {
@@ -545,6 +568,7 @@ impl Daemon {
             reorder,
             rtcp,
             fec,
+            leg2,
             ..config_report(&s.config)
         }
     }
@@ -632,6 +656,9 @@ fn user_space_only(cfg: &StreamConfig) -> Option<String> {
     }
     if cfg.fec {
         return Some("the module's kernel path has no FEC decoder (fec)".into());
+    }
+    if cfg.leg2.is_some() {
+        return Some("the module's kernel path does not merge two legs (leg2)".into());
     }
     None
 }

@@ -54,6 +54,8 @@ fn looks_like_ts(payload: &[u8], expected_pt: Option<u8>) -> bool {
 #[derive(Clone, Copy)]
 enum Socket {
     Media,
+    /// The second leg of a SMPTE 2022-7 stream.
+    Leg2,
     Rtcp,
     /// Column (0) or row (1) FEC.
     Fec(usize),
@@ -209,6 +211,10 @@ impl Receiver {
                         fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
                         which.push((i, Socket::Rtcp));
                     }
+                    if let Some(l) = &s.leg2_socket {
+                        fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                        which.push((i, Socket::Leg2));
+                    }
                     for (k, f) in s.fec_sockets.iter().enumerate() {
                         fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
                         which.push((i, Socket::Fec(k)));
@@ -231,10 +237,11 @@ impl Receiver {
             // Media first: a FEC packet read before the media packets that
             // came with it would take them for lost.
             let mut ready = ready;
-            ready.sort_by_key(|(_, s)| !matches!(s, Socket::Media));
+            ready.sort_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
             for (i, socket) in ready {
                 match socket {
                     Socket::Media => self.drain(&streams[i]),
+                    Socket::Leg2 => self.drain_reordered(&streams[i], true),
                     Socket::Rtcp => read_rtcp(&streams[i]),
                     Socket::Fec(k) => read_fec(&streams[i], k),
                 }
@@ -297,7 +304,7 @@ impl Receiver {
     /// Read `stream`'s socket until it is empty or the ring is full.
     fn drain(&mut self, stream: &Stream) {
         if stream.reorders() {
-            self.drain_reordered(stream);
+            self.drain_reordered(stream, false);
             return;
         }
         loop {
@@ -362,7 +369,7 @@ impl Receiver {
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
         let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
             self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
-        recv_into(stream, &mut self.headers, &mut iovs, got)
+        recv_into(&stream.socket, &mut self.headers, &mut iovs, got)
     }
 
     /// Check the received datagrams in place, compact, publish.
@@ -413,7 +420,15 @@ impl Receiver {
 
     /// A stream with a reorder buffer: emit what it released, receive into
     /// its free entries, insert, until the socket is empty.
-    fn drain_reordered(&mut self, stream: &Stream) {
+    fn drain_reordered(&mut self, stream: &Stream, leg2: bool) {
+        let socket = if leg2 {
+            match &stream.leg2_socket {
+                Some(s) => s,
+                None => return,
+            }
+        } else {
+            &stream.socket
+        };
         loop {
             if !self.emit(stream) {
                 // Released packets wait for ring space.
@@ -438,7 +453,7 @@ impl Receiver {
                 let mut views = Vec::with_capacity(k);
                 rb.entries_mut(&ids[..k], &mut views);
                 let mut iovs: Vec<[IoSliceMut<'_>; 1]> = views.into_iter().map(|v| [IoSliceMut::new(v)]).collect();
-                match recv_into(stream, &mut self.headers, &mut iovs, &mut got) {
+                match recv_into(socket, &mut self.headers, &mut iovs, &mut got) {
                     Ok(n) => (n, k),
                     Err(Errno::EAGAIN) => return,
                     Err(Errno::EINTR) => continue,
@@ -449,11 +464,49 @@ impl Receiver {
                 }
             };
             let (n, asked) = n;
-            self.accept_reordered(stream, &got[..n], &ids[..n]);
-            if n < asked {
+            if leg2 {
+                self.accept_leg2(stream, &got[..n], &ids[..n]);
+            } else {
+                self.accept_reordered(stream, &got[..n], &ids[..n]);
+            }
+            // The two legs of a 2022-7 stream take turns, one batch each:
+            // draining one leg first would put the other behind by a
+            // whole socket buffer.
+            if n < asked || stream.leg2_socket.is_some() {
                 self.emit(stream);
                 return;
             }
+        }
+    }
+
+    /// Datagrams of the second leg of a SMPTE 2022-7 stream: good RTP of
+    /// the configured payload type goes into the same reorder buffer,
+    /// which keeps the first copy of each sequence number and drops the
+    /// other as a duplicate. Counted on the leg; TS health and RTCP
+    /// describe the first leg.
+    fn accept_leg2(&mut self, stream: &Stream, got: &[Received], ids: &[u32]) {
+        let now = crate::monotonic_ns();
+        let mut guard = stream.counters();
+        let c = &mut *guard;
+        let (Some(rb), Some(leg)) = (c.reorder.as_mut(), c.leg2.as_mut()) else { return };
+        for (r, &id) in got.iter().zip(ids) {
+            let data = rb.entry(id).get(..r.len).unwrap_or_default();
+            let (ssrc, seq) = match rtp::RtpPacket::parse(data) {
+                Ok(p) if !r.truncated && stream.config.payload_type.is_none_or(|pt| pt == p.payload_type()) => {
+                    leg.rtp.update(&p, r.arrival_ns);
+                    (p.ssrc(), p.sequence_number())
+                }
+                _ => {
+                    leg.malformed += 1;
+                    continue;
+                }
+            };
+            leg.packets += 1;
+            leg.bytes += r.len as u64;
+            if let Some(f) = c.fec.as_mut() {
+                f.on_media(seq, data);
+            }
+            rb.insert(id, r.len, ssrc, seq, now);
         }
     }
 
@@ -575,12 +628,12 @@ impl Receiver {
 /// `recvmmsg` from `stream`'s socket into `iovs`, non-blocking; each
 /// datagram's length, monotonic arrival time and truncation into `got`.
 fn recv_into<'a>(
-    stream: &Stream,
+    socket: &std::net::UdpSocket,
     headers: &'a mut MultiHeaders<SockaddrStorage>,
     iovs: &'a mut [[IoSliceMut<'a>; 1]],
     got: &mut [Received],
 ) -> Result<usize, Errno> {
-    let results = recvmmsg(stream.socket.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+    let results = recvmmsg(socket.as_raw_fd(), headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
     let clock = ClockMap::now();
     let mut n = 0;
     for (msg, slot) in results.zip(got.iter_mut()) {

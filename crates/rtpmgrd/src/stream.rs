@@ -31,6 +31,9 @@ pub struct StreamCounters {
     pub rtcp: Option<crate::rtcp::RtcpState>,
     /// SMPTE 2022-1 FEC decoder of a stream with `fec = true`.
     pub fec: Option<rtp::fec::FecDecoder>,
+    /// The second leg of a SMPTE 2022-7 stream (`leg2`); the first leg's
+    /// figures are the stream's own.
+    pub leg2: Option<LegCounters>,
     /// RTP packets accepted into the to-device ring.
     pub packets: u64,
     pub bytes: u64,
@@ -49,6 +52,15 @@ pub struct StreamCounters {
     pub send_errors: u64,
 }
 
+/// What arrived on the second leg of a SMPTE 2022-7 stream.
+pub struct LegCounters {
+    /// RFC 3550 statistics of the leg alone.
+    pub rtp: rtp::StreamStats,
+    pub packets: u64,
+    pub bytes: u64,
+    pub malformed: u64,
+}
+
 /// One configured stream: its device stream id, socket and counters.
 pub struct Stream {
     pub id: u32,
@@ -60,6 +72,8 @@ pub struct Stream {
     pub rtcp_socket: Option<UdpSocket>,
     /// The column and row FEC sockets of `fec = true`.
     pub fec_sockets: Vec<UdpSocket>,
+    /// The second leg's socket (`leg2`, SMPTE 2022-7).
+    pub leg2_socket: Option<UdpSocket>,
     pub destination: Option<SockaddrStorage>,
     counters: Mutex<StreamCounters>,
 }
@@ -75,6 +89,12 @@ impl Stream {
                 Box::new(Analyzer::new(AnalyzerConfig { pid_timeout_ns: u64::from(config.pid_timeout_ms) * 1_000_000 }))
             }),
             reorder: reorder_buffer(&config, max_packet),
+            leg2: config.leg2.as_ref().map(|_| LegCounters {
+                rtp: rtp::StreamStats::new(config.effective_clock_rate(), MAX_SOURCES),
+                packets: 0,
+                bytes: 0,
+                malformed: 0,
+            }),
             fec: (config.fec && config.reorder_ms > 0)
                 .then(|| rtp::fec::FecDecoder::new(max_packet, u64::from(config.reorder_ms) * 1_000_000)),
             rtcp: (config.rtcp != rtpmgr_config::RtcpMode::Off)
@@ -96,6 +116,7 @@ impl Stream {
             socket,
             rtcp_socket: None,
             fec_sockets: Vec::new(),
+            leg2_socket: None,
             destination,
             counters: Mutex::new(counters),
         }
