@@ -150,6 +150,10 @@ pub struct StreamReport {
     /// are the stream's own `packets`, `lost`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leg2: Option<LegReport>,
+    /// Times a multicast group was joined again (its interface came back
+    /// with another index).
+    #[serde(default)]
+    pub rejoins: u64,
 }
 
 /// What arrived on a second leg (`leg2`).

@@ -244,6 +244,11 @@ impl Daemon {
         // names a stream the device does not know.
         let max_packet = self.region.geometry().slot_size.saturating_sub(abi::SLOT_HEADER_SIZE) as usize;
         let mut stream = Stream::new(id, cfg.clone(), port.index, socket, max_packet);
+        for (leg, c) in [Some(cfg.clone()), cfg.leg2_view()].iter().enumerate() {
+            if let Some(index) = c.as_ref().and_then(joined_index) {
+                stream.joined_ifindex[leg].store(index, Ordering::Relaxed);
+            }
+        }
         stream.rtcp_socket = rtcp_socket;
         stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
         if let Some(leg) = cfg.leg2_view() {
@@ -356,6 +361,48 @@ impl Daemon {
             self.stop_stream(&config.name);
             let error = format!("media port {} went away: {gone}", config.media_port);
             self.failed.push(Waiting::new(config, error));
+        }
+    }
+
+    /// Join the groups again whose named interface came back with another
+    /// index (removed and created again: a VLAN, a USB or PPP link, a
+    /// re-plugged NIC): the kernel dropped the old membership with the old
+    /// device. Down and up keeps the index, and the kernel re-sends its
+    /// reports by itself. Called with the port check, once a second.
+    fn check_multicast(&self) {
+        let (_, running) = self.table.snapshot();
+        for s in &running {
+            let legs = [(Some(s.config.clone()), Some(&s.socket)), (s.config.leg2_view(), s.leg2_socket.as_ref())];
+            for (leg, (cfg, sock)) in legs.iter().enumerate() {
+                let (Some(cfg), Some(sock)) = (cfg, sock) else { continue };
+                let (Some(group), Some(name)) = (cfg.group, cfg.interface.as_deref()) else { continue };
+                let old = s.joined_ifindex[leg].load(Ordering::Relaxed);
+                let Ok(new) = nix::net::if_::if_nametoindex(name) else {
+                    if old != 0 {
+                        log::warn!(
+                            "stream {}: interface {name} is gone; {group} is joined again when it returns",
+                            s.config.name
+                        );
+                        s.joined_ifindex[leg].store(u32::MAX, Ordering::Relaxed);
+                    }
+                    continue;
+                };
+                if new == old {
+                    continue;
+                }
+                match net::rejoin(sock, group, cfg.source, old, new) {
+                    Ok(()) => {
+                        s.joined_ifindex[leg].store(new, Ordering::Relaxed);
+                        s.rejoins.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "stream {}: joined {group} again on {name} (interface index {new}, was {})",
+                            s.config.name,
+                            if old == u32::MAX { "gone".to_string() } else { old.to_string() }
+                        );
+                    }
+                    Err(e) => log::warn!("stream {}: re-join {group} on {name}: {e}", s.config.name),
+                }
+            }
         }
     }
 
@@ -569,6 +616,7 @@ impl Daemon {
             rtcp,
             fec,
             leg2,
+            rejoins: s.rejoins.load(Ordering::Relaxed),
             ..config_report(&s.config)
         }
     }
@@ -661,6 +709,12 @@ fn user_space_only(cfg: &StreamConfig) -> Option<String> {
         return Some("the module's kernel path does not merge two legs (leg2)".into());
     }
     None
+}
+
+/// The index of the interface a stream's group is joined on by name.
+fn joined_index(cfg: &StreamConfig) -> Option<u32> {
+    cfg.group?;
+    nix::net::if_::if_nametoindex(cfg.interface.as_deref()?).ok()
 }
 
 fn dir_name(d: Direction) -> &'static str {
@@ -778,6 +832,7 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
     let mut daemon = Daemon::start(config_path, config, backend)?;
     log::info!("rtpmgrd {} running; control socket {}", env!("CARGO_PKG_VERSION"), control_path.display());
     let mut next_status = Instant::now() + Duration::from_secs(daemon.config.daemon.status_interval_secs.into());
+    let mut next_mc_check = Instant::now() + PORT_CHECK_INTERVAL;
     loop {
         let interval = daemon.config.daemon.status_interval_secs;
         let timeout = if interval == 0 {
@@ -823,6 +878,10 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
             }
         }
         daemon.check_ports();
+        if Instant::now() >= next_mc_check {
+            daemon.check_multicast();
+            next_mc_check = Instant::now() + PORT_CHECK_INTERVAL;
+        }
         daemon.retry_failed();
         if interval != 0 && Instant::now() >= next_status {
             daemon.log_status();

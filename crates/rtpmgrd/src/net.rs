@@ -21,7 +21,7 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
         sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
     // Several receivers of one multicast group on a box, and quick restarts.
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
-    set_buffers(&fd, buffer_bytes);
+    set_buffers(&fd, buffer_bytes, &cfg.name);
     if cfg.direction != Direction::Egress {
         // Kernel arrival times for RFC 3550 jitter, independent of how late
         // the receiver thread gets to the packet.
@@ -56,7 +56,7 @@ pub fn open_fec_sockets(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<Vec
         .iter()
         .map(|&p| {
             let s = open_side_socket(cfg, p, "FEC")?;
-            set_buffers(&s, buffer_bytes);
+            set_buffers(&s, buffer_bytes, &cfg.name);
             Ok(s)
         })
         .collect()
@@ -98,11 +98,16 @@ pub fn socket_drops(sock: &UdpSocket) -> Option<u64> {
     (rc == 0 && len as usize >= (drops + 1) * std::mem::size_of::<u32>()).then(|| info[drops].into())
 }
 
+/// `net.core.rmem_max`: what an unprivileged `SO_RCVBUF` is capped at.
+pub fn rmem_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok()?.trim().parse().ok()
+}
+
 /// Ask for `bytes` of socket buffer. `SO_RCVBUFFORCE` goes past
 /// `net.core.rmem_max` when we hold CAP_NET_ADMIN; otherwise the plain
-/// option is capped by the sysctl, which is logged so that an operator sees
-/// why bursts are dropped.
-fn set_buffers(fd: &impl AsFd, bytes: u32) {
+/// option is capped by the sysctl, which is logged, naming it, so that an
+/// operator sees why bursts are dropped.
+fn set_buffers(fd: &impl AsFd, bytes: u32, stream: &str) {
     let want = bytes as usize;
     if sock::setsockopt(fd, sockopt::RcvBufForce, &want).is_err() {
         let _ = sock::setsockopt(fd, sockopt::RcvBuf, &want);
@@ -113,10 +118,13 @@ fn set_buffers(fd: &impl AsFd, bytes: u32) {
     if let Ok(got) = sock::getsockopt(fd, sockopt::RcvBuf) {
         // Linux reports double the requested value (bookkeeping overhead).
         if got / 2 < want {
+            let max = rmem_max().map_or_else(|| "?".to_string(), |m| m.to_string());
             log::warn!(
-                "socket receive buffer is {} bytes, {} requested: raise net.core.rmem_max or run with CAP_NET_ADMIN",
-                got / 2,
-                want
+                "stream {stream}: socket receive buffer is {} bytes, {want} requested (socket_buffer_bytes): \
+                 the kernel caps it at net.core.rmem_max = {max} without CAP_NET_ADMIN; \
+                 raise it (sysctl -w net.core.rmem_max={want}) or give rtpmgrd CAP_NET_ADMIN, \
+                 or bursts longer than the buffer are dropped (socket_drops)",
+                got / 2
             );
         }
     }
@@ -159,10 +167,24 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
         Some(name) => nix::net::if_::if_nametoindex(name).map_err(|e| err(format_args!("interface {name}"), e))?,
         None => 0, // the kernel picks the interface by route
     };
+    membership(fd, group, source, ifindex, true)
+}
+
+/// Join `group` again on interface index `new` (the interface was removed
+/// and came back, or was replaced), after leaving it on `old`, which may
+/// fail harmlessly when the old device is gone.
+pub fn rejoin(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, old: u32, new: u32) -> io::Result<()> {
+    let _ = membership(fd, group, source, old, false);
+    membership(fd, group, source, new, true)
+}
+
+/// MCAST_(JOIN|LEAVE)_(SOURCE_)GROUP on interface index `ifindex`.
+fn membership(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, ifindex: u32, join: bool) -> io::Result<()> {
     let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    let verb = if join { "join" } else { "leave" };
     let what = match source {
-        Some(s) => format!("join {group} from source {s}"),
-        None => format!("join {group}"),
+        Some(s) => format!("{verb} {group} from source {s}"),
+        None => format!("{verb} {group}"),
     };
     let rc = match source {
         None => {
@@ -172,7 +194,7 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
                 libc::setsockopt(
                     fd.as_fd().as_raw_fd(),
                     level,
-                    libc::MCAST_JOIN_GROUP,
+                    if join { libc::MCAST_JOIN_GROUP } else { libc::MCAST_LEAVE_GROUP },
                     (&req as *const libc::group_req).cast(),
                     std::mem::size_of::<libc::group_req>() as libc::socklen_t,
                 )
@@ -186,7 +208,7 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
                 libc::setsockopt(
                     fd.as_fd().as_raw_fd(),
                     level,
-                    libc::MCAST_JOIN_SOURCE_GROUP,
+                    if join { libc::MCAST_JOIN_SOURCE_GROUP } else { libc::MCAST_LEAVE_SOURCE_GROUP },
                     (&req as *const libc::group_source_req).cast(),
                     std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
                 )

@@ -7,7 +7,7 @@ use rtp::reorder::ReorderBuffer;
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Direction, StreamConfig, StreamFormat};
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Most SSRCs tracked per stream; a stream normally has one, a few during a
@@ -74,6 +74,12 @@ pub struct Stream {
     pub fec_sockets: Vec<UdpSocket>,
     /// The second leg's socket (`leg2`, SMPTE 2022-7).
     pub leg2_socket: Option<UdpSocket>,
+    /// Interface index the group was joined on, per leg (0: by route, or
+    /// no group): the controller joins again when the named interface
+    /// comes back with another index.
+    pub joined_ifindex: [AtomicU32; 2],
+    /// Times a group was joined again.
+    pub rejoins: AtomicU64,
     pub destination: Option<SockaddrStorage>,
     counters: Mutex<StreamCounters>,
 }
@@ -117,6 +123,8 @@ impl Stream {
             rtcp_socket: None,
             fec_sockets: Vec::new(),
             leg2_socket: None,
+            joined_ifindex: [AtomicU32::new(0), AtomicU32::new(0)],
+            rejoins: AtomicU64::new(0),
             destination,
             counters: Mutex::new(counters),
         }
