@@ -48,6 +48,7 @@ ensure_host_tools() {
     need ip iproute2
     need tc iproute2
     need iptables-legacy iptables
+    need setpriv util-linux
     need ffmpeg ffmpeg
     need gst-launch-1.0 gstreamer1.0-tools
     need_pkg gstreamer1.0-plugins-good
