@@ -245,7 +245,8 @@ fn waits_for_a_missing_device_and_stops_cleanly_while_waiting() {
 fn check_config_names_file_line_and_key_for_iptv_keys() {
     let dir = TempDir::new("check-iptv");
     let path = dir.path("iptv.toml");
-    let stream = "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5004\"\n";
+    let stream =
+        "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5004\"\n";
     for (extra, line, key) in [
         ("format = \"udp-ts\"\npayload_type = 33\n", 7, "payload_type"),
         ("format = \"udp-ts\"\nreorder_ms = 50\n", 7, "reorder_ms"),
