@@ -38,10 +38,21 @@ need() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
 }
 
-# Tools the host tests and the demo use besides Rust.
+# Tools the host tests and the demo use besides Rust. The IPTV interop
+# tests (crates/rtpmgrd/tests/interop_*.rs) drive real peers: ffmpeg
+# (encoder, raw UDP TS sender, ffprobe) and GStreamer (udpsrc; rtpbin,
+# rtprtxsend from -good; the RIST elements from -bad), and drop packets
+# on the way with iptables-legacy's statistic match.
 ensure_host_tools() {
     need python3 python3
     need ip iproute2
+    need tc iproute2
+    need iptables-legacy iptables
+    need setpriv util-linux
+    need ffmpeg ffmpeg
+    need gst-launch-1.0 gstreamer1.0-tools
+    need_pkg gstreamer1.0-plugins-good
+    need_pkg gstreamer1.0-plugins-bad
 }
 
 # Host builds go to target/ in the clone; CI starts clean every time.

@@ -9,10 +9,50 @@
 use crate::payload::static_clock_rate;
 use crate::{PacketClass, RtpBuilder, RtpPacket, SourceStats, StreamStats, FIXED_HEADER_LEN, RTP_VERSION};
 
+/// The same bytes as RTCP, as a SMPTE 2022-1 FEC packet and as an RTX
+/// packet: no panic; a compound packet's parts add up; every NACK'd
+/// number comes from an FCI word; a FEC packet names NA members `Offset`
+/// apart; an RTX packet unwraps into an RTP packet 2 bytes shorter than
+/// its unpadded self.
+pub fn check_rtcp_fec_rtx(data: &[u8]) {
+    use crate::{fec, rtcp, rtx};
+    if let Some(pkts) = rtcp::parse_compound(data) {
+        let mut total = 0;
+        for p in pkts {
+            total += 4 + p.body.len();
+            if let Some((_, blocks)) = rtcp::report_blocks(&p) {
+                assert!(blocks.count() <= usize::from(p.count));
+            }
+            if let Some((_, _, seqs)) = rtcp::nack(&p) {
+                assert!(seqs.count() <= (p.body.len() - 8) / 4 * 17);
+            }
+            let _ = rtcp::sender_info(&p);
+        }
+        assert!(total <= data.len());
+    }
+    if let Ok(f) = fec::parse_fec(data) {
+        let members: Vec<u16> = f.members().collect();
+        assert_eq!(members.len(), usize::from(f.na));
+        assert!(members.windows(2).all(|w| w[1].wrapping_sub(w[0]) == u16::from(f.offset)));
+        let mut dec = fec::FecDecoder::new(2048, 1);
+        dec.on_fec(data, 1, 0, &mut |_, p| assert!(p.len() >= 12 && p.len() <= 2048));
+        dec.tick(10);
+    }
+    if let Ok(orig) = RtpPacket::parse(data) {
+        let mut buf = data.to_vec();
+        if let Some((len, osn)) = rtx::unwrap_rtx(&mut buf, data.len(), 33, 7) {
+            assert_eq!(len + 2, orig.header_len() + orig.payload().len());
+            let restored = RtpPacket::parse(&buf[..len]).expect("an unwrapped RTX packet is RTP");
+            assert_eq!((restored.sequence_number(), restored.ssrc(), restored.payload_type()), (osn, 7, 33));
+        }
+    }
+}
+
 /// Parse arbitrary bytes; if they are RTP, check that the view is
 /// consistent, that rebuilding it from its fields gives the same bytes, and
 /// feed it to a [`StreamStats`].
 pub fn check_parse(data: &[u8]) {
+    check_rtcp_fec_rtx(data);
     let Ok(p) = RtpPacket::parse(data) else { return };
     assert_eq!(p.as_bytes(), data);
     assert_eq!(p.version(), RTP_VERSION);

@@ -27,8 +27,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fec;
 pub mod header;
+pub mod nack;
 pub mod payload;
+pub mod reorder;
+pub mod rtcp;
+pub mod rtx;
 pub mod seqstats;
 pub mod stats;
 

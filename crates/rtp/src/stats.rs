@@ -143,6 +143,12 @@ impl StreamStats {
         self.sources().find(|s| s.ssrc() == ssrc)
     }
 
+    /// The source with this SSRC, mutable (an RTCP report starts its next
+    /// A.3 interval).
+    pub fn source_mut(&mut self, ssrc: u32) -> Option<&mut SourceStats> {
+        self.entries.iter_mut().map(|e| &mut e.stats).find(|s| s.ssrc() == ssrc)
+    }
+
     /// The source heard most recently.
     pub fn current(&self) -> Option<&SourceStats> {
         self.source(self.current?)

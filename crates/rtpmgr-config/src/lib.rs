@@ -107,7 +107,92 @@ pub struct StreamConfig {
     pub media_port: String,
     pub ring_full: RingFullPolicy,
     pub mode: DataPath,
+    /// What a datagram carries (`format`).
+    pub format: StreamFormat,
+    /// TR 101 290 PID_error: how long an elementary PID a PMT names may be
+    /// absent (`pid_timeout_ms`).
+    pub pid_timeout_ms: u32,
+    /// Reorder buffer: how long a packet waits for earlier missing ones,
+    /// in milliseconds; 0 (default) relays in arrival order.
+    pub reorder_ms: u32,
+    /// Where RTCP goes (`rtcp`).
+    pub rtcp: RtcpMode,
+    /// Where to send RTCP about the received stream (`rtcp_peer`); by
+    /// default the address RTCP from the sender comes from, else the RTP
+    /// sender's address (its port + 1 unless muxed).
+    pub rtcp_peer: Option<SocketAddr>,
+    /// Ask for lost packets with generic NACKs (RFC 4585) and merge the
+    /// retransmissions back in order (`nack`).
+    pub nack: bool,
+    /// Payload type of RFC 4588 RTX packets on the stream's port
+    /// (`rtx_payload_type`); without it only retransmissions of the
+    /// original packet (RIST's, or a sender's plain resend) are merged.
+    pub rtx_payload_type: Option<u8>,
+    /// SMPTE 2022-1 FEC decoding: column FEC on the bind port + 2, row FEC
+    /// on port + 4 (`fec`).
+    pub fec: bool,
+    /// SMPTE 2022-7: the second leg feeding the same stream (`leg2`).
+    pub leg2: Option<Leg>,
 }
+
+/// Where a leg of a SMPTE 2022-7 stream arrives: its own socket, group and
+/// interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub bind: SocketAddr,
+    pub group: Option<IpAddr>,
+    pub source: Option<IpAddr>,
+    pub interface: Option<String>,
+}
+
+/// Where a stream's RTCP goes (`rtcp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpMode {
+    /// No RTCP: a pure relay.
+    #[default]
+    Off,
+    /// On the port after the RTP port (RFC 3550 11).
+    PortPlus1,
+    /// On the RTP port itself (RFC 5761).
+    Mux,
+}
+
+impl RtcpMode {
+    /// The name the configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtcpMode::Off => "off",
+            RtcpMode::PortPlus1 => "port+1",
+            RtcpMode::Mux => "mux",
+        }
+    }
+}
+
+/// What the datagrams of a stream carry (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamFormat {
+    /// RTP (RFC 3550), any payload; loss and reordering from its sequence
+    /// numbers. An MPEG-TS payload (RFC 2250) is also checked as TS.
+    #[default]
+    Rtp,
+    /// Raw MPEG-TS over UDP: a whole number of 188-byte packets each
+    /// starting with 0x47; loss and reordering from the TS continuity
+    /// counters per PID.
+    UdpTs,
+}
+
+impl StreamFormat {
+    /// The name the configuration and the status use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFormat::Rtp => "rtp",
+            StreamFormat::UdpTs => "udp-ts",
+        }
+    }
+}
+
+/// Default of `pid_timeout_ms`.
+pub const DEFAULT_PID_TIMEOUT_MS: u32 = 5_000;
 
 /// Where a stream's packets are handled (`mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -145,6 +230,32 @@ pub enum RingFullPolicy {
 pub const DEFAULT_CLOCK_RATE: u32 = 90_000;
 
 impl StreamConfig {
+    /// The stream's configuration as its second leg would receive it:
+    /// the same, but bind, group, source and interface of `leg2`.
+    pub fn leg2_view(&self) -> Option<StreamConfig> {
+        let leg = self.leg2.as_ref()?;
+        Some(StreamConfig {
+            bind: leg.bind,
+            group: leg.group,
+            source: leg.source,
+            interface: leg.interface.clone(),
+            rtcp: RtcpMode::Off,
+            fec: false,
+            leg2: None,
+            ..self.clone()
+        })
+    }
+
+    /// The local ports of the column and row FEC sockets (`fec = true`).
+    pub fn fec_ports(&self) -> Option<[u16; 2]> {
+        self.fec.then(|| [self.bind.port().wrapping_add(2), self.bind.port().wrapping_add(4)])
+    }
+
+    /// The local port of the stream's separate RTCP socket, if it has one.
+    pub fn rtcp_port(&self) -> Option<u16> {
+        (self.rtcp == RtcpMode::PortPlus1).then(|| self.bind.port().wrapping_add(1))
+    }
+
     /// The configured clock rate, else the static payload type's (RFC 3551),
     /// else 90 kHz. Validation guarantees dynamic types have one configured.
     pub fn effective_clock_rate(&self) -> u32 {

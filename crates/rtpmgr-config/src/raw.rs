@@ -64,6 +64,25 @@ pub struct RawStream {
     pub media_port: Option<Spanned<String>>,
     pub ring_full: Option<Spanned<RawRingFull>>,
     pub mode: Option<Spanned<RawMode>>,
+    pub format: Option<Spanned<RawFormat>>,
+    pub pid_timeout_ms: Option<Spanned<u32>>,
+    pub reorder_ms: Option<Spanned<u32>>,
+    pub rtcp: Option<Spanned<RawRtcp>>,
+    pub rtcp_peer: Option<Spanned<String>>,
+    pub nack: Option<Spanned<bool>>,
+    pub rtx_payload_type: Option<Spanned<u32>>,
+    pub fec: Option<Spanned<bool>>,
+    pub leg2: Option<Spanned<RawLeg>>,
+}
+
+/// The second leg of a SMPTE 2022-7 stream: `leg2 = { bind = ..., ... }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLeg {
+    pub bind: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub interface: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -78,4 +97,22 @@ pub enum RawRingFull {
 pub enum RawMode {
     User,
     Kernel,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum RawFormat {
+    #[serde(rename = "rtp")]
+    Rtp,
+    #[serde(rename = "udp-ts")]
+    UdpTs,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum RawRtcp {
+    #[serde(rename = "off")]
+    Off,
+    #[serde(rename = "port+1")]
+    PortPlus1,
+    #[serde(rename = "mux")]
+    Mux,
 }

@@ -37,7 +37,7 @@ fn shipped_example_parses_with_its_values() {
     assert_eq!(c.daemon.control_socket, PathBuf::from("/run/rtpmgr/control.sock"));
     assert_eq!(c.daemon.control_socket_mode, 0o660);
     assert_eq!(c.buffer, BufferConfig { slot_count: 1024, slot_size: 2048 });
-    assert_eq!(c.streams.len(), 3);
+    assert_eq!(c.streams.len(), 4);
     let tv1 = c.stream("tv1").unwrap();
     assert_eq!(tv1.direction, Direction::Relay);
     assert_eq!(tv1.group, Some("232.1.1.1".parse().unwrap()));
@@ -50,6 +50,9 @@ fn shipped_example_parses_with_its_values() {
     let out3 = c.stream("out3").unwrap();
     assert_eq!((out3.direction, out3.multicast_ttl, out3.payload_type), (Direction::Egress, Some(4), Some(96)));
     assert_eq!(c.stream("feed2").unwrap().media_port, "null");
+    assert_eq!(tv1.format, StreamFormat::Rtp);
+    let tv4 = c.stream("tv4").unwrap();
+    assert_eq!((tv4.format, tv4.pid_timeout_ms, tv4.payload_type), (StreamFormat::UdpTs, 5_000, None));
 }
 
 #[test]
@@ -296,4 +299,179 @@ fn kernel_mode_is_refused_on_an_egress_stream() {
     let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
                  destination = \"127.0.0.1:6000\"\nmode = \"kernel\"\n");
     assert!(e.contains(":6:8: stream \"o\": mode = \"kernel\" applies to ingress and relay streams"), "{e}");
+}
+
+#[test]
+fn format_defaults_to_rtp_and_takes_udp_ts() {
+    let c = parse(RELAY).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].pid_timeout_ms), (StreamFormat::Rtp, 5_000));
+    let c = parse(&format!("{RELAY}format = \"udp-ts\"\npid_timeout_ms = 2000\n")).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].pid_timeout_ms), (StreamFormat::UdpTs, 2_000));
+    assert_eq!(c.streams[0].format.as_str(), "udp-ts");
+    assert_eq!(parse(&format!("{RELAY}format = \"rtp\"\n")).unwrap().streams[0].format, StreamFormat::Rtp);
+    // The user-space fallback of a kernel stream takes udp-ts too.
+    let c = parse(&format!("{RELAY}format = \"udp-ts\"\nmode = \"kernel\"\n")).unwrap();
+    assert_eq!((c.streams[0].format, c.streams[0].mode), (StreamFormat::UdpTs, DataPath::Kernel));
+}
+
+#[test]
+fn format_typo_names_the_key_line_and_choices() {
+    let e = err(&format!("{RELAY}format = \"udp_ts\"\n"));
+    assert!(e.starts_with("/etc/rtpmgr.toml:6:10: unknown variant `udp_ts`, expected `rtp` or `udp-ts`"), "{e}");
+    let e = parse(&format!("{RELAY}format = \"ts\"\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(6), Some("ts")), "serde names the value it did not know");
+}
+
+#[test]
+fn udp_ts_refuses_rtp_settings() {
+    assert_eq!(
+        err(&format!("{RELAY}format = \"udp-ts\"\npayload_type = 33\n")),
+        "/etc/rtpmgr.toml:7:16: stream \"tv1\": payload_type is an RTP setting; a format = \"udp-ts\" stream carries no RTP header"
+    );
+    let e = parse(&format!("{RELAY}clock_rate = 90000\nformat = \"udp-ts\"\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(6), Some("clock_rate")));
+}
+
+#[test]
+fn pid_timeout_rules() {
+    assert_eq!(
+        err(&format!("{RELAY}pid_timeout_ms = 50\n")),
+        "/etc/rtpmgr.toml:6:18: stream \"tv1\": pid_timeout_ms = 50 is out of range 100..=60000"
+    );
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\npid_timeout_ms = 1000\n");
+    assert!(e.contains(":6:18: stream \"o\": pid_timeout_ms applies to receiving streams"), "{e}");
+}
+
+#[test]
+fn reorder_ms_rules() {
+    assert_eq!(parse(RELAY).unwrap().streams[0].reorder_ms, 0);
+    assert_eq!(parse(&format!("{RELAY}reorder_ms = 200\n")).unwrap().streams[0].reorder_ms, 200);
+    assert_eq!(
+        err(&format!("{RELAY}reorder_ms = 6000\n")),
+        "/etc/rtpmgr.toml:6:14: stream \"tv1\": reorder_ms = 6000 is out of range 0..=5000"
+    );
+    assert_eq!(
+        err(&format!("{RELAY}format = \"udp-ts\"\nreorder_ms = 100\n")),
+        "/etc/rtpmgr.toml:7:14: stream \"tv1\": reorder_ms orders packets by RTP sequence number; a format = \"udp-ts\" stream has none"
+    );
+    // 0 is "off", allowed anywhere.
+    assert!(parse(&format!("{RELAY}format = \"udp-ts\"\nreorder_ms = 0\n")).is_ok());
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nreorder_ms = 50\n");
+    assert!(e.contains(":6:14: stream \"o\": reorder_ms applies to receiving streams"), "{e}");
+}
+
+#[test]
+fn rtcp_nack_and_rtx_keys() {
+    let c = parse(RELAY).unwrap();
+    let s = &c.streams[0];
+    assert_eq!(
+        (s.rtcp, s.rtcp_peer, s.nack, s.rtx_payload_type, s.rtcp_port()),
+        (RtcpMode::Off, None, false, None, None)
+    );
+    let full = format!(
+        "{RELAY}payload_type = 33\nreorder_ms = 200\nrtcp = \"port+1\"\nrtcp_peer = \"10.0.0.1:5007\"\nnack = true\nrtx_payload_type = 97\n"
+    );
+    let s = parse(&full).unwrap().streams.remove(0);
+    assert_eq!((s.rtcp, s.nack, s.rtx_payload_type, s.rtcp_port()), (RtcpMode::PortPlus1, true, Some(97), Some(5005)));
+    assert_eq!(s.rtcp_peer, Some("10.0.0.1:5007".parse().unwrap()));
+    assert_eq!(parse(&format!("{RELAY}rtcp = \"mux\"\n")).unwrap().streams[0].rtcp.as_str(), "mux");
+}
+
+#[test]
+fn rtcp_misuse_names_line_and_key() {
+    let e = err(&format!("{RELAY}rtcp = \"port+2\"\n"));
+    assert!(
+        e.starts_with("/etc/rtpmgr.toml:6:8: unknown variant `port+2`, expected one of `off`, `port+1`, `mux`"),
+        "{e}"
+    );
+    assert_eq!(
+        err(&format!("{RELAY}rtcp_peer = \"10.0.0.1:5007\"\n")),
+        "/etc/rtpmgr.toml:6:13: stream \"tv1\": rtcp_peer needs rtcp = \"port+1\" or \"mux\""
+    );
+    assert!(err(&format!("{RELAY}rtcp = \"mux\"\nrtcp_peer = \"[::1]:5007\"\n")).contains(
+        ":7:13: stream \"tv1\": rtcp_peer = \"[::1]:5007\" needs an address and a port of bind's address family"
+    ));
+    assert_eq!(
+        err(&format!("{RELAY}nack = true\n")),
+        "/etc/rtpmgr.toml:6:8: stream \"tv1\": nack = true sends RTCP feedback: set rtcp = \"port+1\" or \"mux\""
+    );
+    assert!(err(&format!("{RELAY}rtcp = \"mux\"\nnack = true\n")).contains(
+        ":7:8: stream \"tv1\": nack = true merges retransmissions through the reorder buffer: set reorder_ms"
+    ));
+    assert_eq!(
+        err(&format!("{RELAY}rtx_payload_type = 97\n")),
+        "/etc/rtpmgr.toml:6:20: stream \"tv1\": rtx_payload_type needs nack = true"
+    );
+    let both = format!("{RELAY}payload_type = 97\nclock_rate = 90000\nrtcp = \"mux\"\nreorder_ms = 50\nnack = true\nrtx_payload_type = 97\n");
+    assert!(
+        err(&both).contains(":11:20: stream \"tv1\": rtx_payload_type = 97 is the media's payload_type"),
+        "{}",
+        err(&both)
+    );
+    let e = err("[[stream]]\nname = \"o\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\n\
+                 destination = \"127.0.0.1:6000\"\nrtcp = \"port+1\"\n");
+    assert!(e.contains(":6:8: stream \"o\": rtcp = \"port+1\" needs a bind port below 65535"), "{e}");
+    // A separate RTCP socket takes bind port + 1: no other stream there.
+    let two = format!("{RELAY}rtcp = \"port+1\"\n\n{}", RELAY.replace("tv1", "tv2").replace("5004", "5005"));
+    assert!(err(&two).contains(":11:8: stream \"tv2\": bind = \"0.0.0.0:5005\" conflicts with stream \"tv1\" (line 4): one of them takes the other's port for RTCP"), "{}", err(&two));
+}
+
+#[test]
+fn fec_rules() {
+    let s = parse(&format!("{RELAY}reorder_ms = 100\nfec = true\n")).unwrap().streams.remove(0);
+    assert_eq!((s.fec, s.fec_ports()), (true, Some([5006, 5008])));
+    assert_eq!(
+        err(&format!("{RELAY}fec = true\n")),
+        "/etc/rtpmgr.toml:6:7: stream \"tv1\": fec = true merges rebuilt packets through the reorder buffer: set reorder_ms (the longest wait for FEC)"
+    );
+    let high = RELAY.replace("0.0.0.0:5004", "0.0.0.0:65533");
+    assert!(err(&format!("{high}reorder_ms = 10\nfec = true\n"))
+        .contains(":7:7: stream \"tv1\": fec = true needs bind port + 2 and + 4"));
+    // Another stream on port + 4 of a FEC stream.
+    let two = format!("{RELAY}reorder_ms = 10\nfec = true\n\n{}", RELAY.replace("tv1", "tv2").replace("5004", "5008"));
+    assert!(
+        err(&two).contains("stream \"tv2\": bind = \"0.0.0.0:5008\" conflicts with stream \"tv1\""),
+        "{}",
+        err(&two)
+    );
+}
+
+#[test]
+fn leg2_rules() {
+    let text = format!(
+        "{RELAY}reorder_ms = 50\nleg2 = {{ bind = \"0.0.0.0:6004\", group = \"239.2.2.2\", source = \"10.0.0.9\", interface = \"eth1\" }}\n"
+    );
+    let s = parse(&text).unwrap().streams.remove(0);
+    let leg = s.leg2.clone().unwrap();
+    assert_eq!(
+        (leg.bind, leg.group, leg.interface.as_deref()),
+        ("0.0.0.0:6004".parse().unwrap(), Some("239.2.2.2".parse().unwrap()), Some("eth1"))
+    );
+    let view = s.leg2_view().unwrap();
+    assert_eq!((view.bind.port(), view.group, view.name.as_str(), view.reorder_ms), (6004, leg.group, "tv1", 50));
+    assert_eq!(
+        err(&format!("{RELAY}leg2 = {{ bind = \"0.0.0.0:6004\" }}\n")),
+        "/etc/rtpmgr.toml:6:8: stream \"tv1\": leg2 (SMPTE 2022-7) merges two legs of a received stream through the reorder buffer: it needs a receiving stream and reorder_ms (the most one leg may lag the other)"
+    );
+    let e = parse(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:5004\" }}\n")).unwrap_err();
+    assert_eq!((e.line(), e.key()), (Some(7), Some("leg2.bind")), "{e}");
+    assert!(e.to_string().contains("is the first leg's socket"), "{e}");
+    let e = err(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\", grup = \"239.1.1.1\" }}\n"));
+    assert!(e.contains(":7:") && e.contains("unknown field `grup`"), "{e}");
+    let e = parse(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ group = \"239.1.1.1\" }}\n")).unwrap_err();
+    assert_eq!(e.key(), Some("leg2.bind"));
+    assert!(err(&format!("{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\", group = \"10.1.1.1\" }}\n"))
+        .contains("leg2.group = \"10.1.1.1\" is not a multicast address"));
+    // Another stream on leg 2's port.
+    let two = format!(
+        "{RELAY}reorder_ms = 5\nleg2 = {{ bind = \"0.0.0.0:6004\" }}\n\n{}",
+        RELAY.replace("tv1", "tv2").replace("5004", "6004")
+    );
+    assert!(
+        err(&two).contains("stream \"tv2\": bind = \"0.0.0.0:6004\" conflicts with stream \"tv1\""),
+        "{}",
+        err(&two)
+    );
 }

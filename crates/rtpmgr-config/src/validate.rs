@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawMode, RawRingFull, RawStream};
+use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, LevelFilter,
-    RingFullPolicy, StreamConfig,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Leg, LevelFilter,
+    RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ pub const SLOT_SIZE: (u32, u32) = (256, 65_536);
 pub const SOCKET_BUFFER: (u32, u32) = (65_536, 268_435_456);
 pub const MAX_STATUS_INTERVAL: u32 = 86_400;
 pub const MAX_CLOCK_RATE: u32 = 10_000_000;
+pub const PID_TIMEOUT_MS: (u32, u32) = (100, 60_000);
+pub const MAX_REORDER_MS: u32 = 5_000;
 /// IFNAMSIZ - 1.
 pub const MAX_IFNAME: usize = 15;
 
@@ -433,6 +435,201 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
             DataPath::Kernel
         }
     };
+    let format = match s.format.as_ref().map(|f| *f.get_ref()) {
+        None | Some(RawFormat::Rtp) => StreamFormat::Rtp,
+        Some(RawFormat::UdpTs) => StreamFormat::UdpTs,
+    };
+    if format == StreamFormat::UdpTs {
+        // The RTP header fields have nothing to apply to.
+        for (key, span) in [
+            ("payload_type", s.payload_type.as_ref().map(|v| v.span())),
+            ("clock_rate", s.clock_rate.as_ref().map(|v| v.span())),
+        ] {
+            if let Some(span) = span {
+                return ctx.err(
+                    span,
+                    key,
+                    format!("{what}: {key} is an RTP setting; a format = \"udp-ts\" stream carries no RTP header"),
+                );
+            }
+        }
+    }
+    let pid_timeout_ms = match &s.pid_timeout_ms {
+        None => DEFAULT_PID_TIMEOUT_MS,
+        Some(t) => {
+            let v = *t.get_ref();
+            let (lo, hi) = PID_TIMEOUT_MS;
+            if direction == Direction::Egress {
+                return ctx.err(
+                    t.span(),
+                    "pid_timeout_ms",
+                    format!("{what}: pid_timeout_ms applies to receiving streams (TS health is measured on arrival)"),
+                );
+            }
+            if !(lo..=hi).contains(&v) {
+                return ctx.err(
+                    t.span(),
+                    "pid_timeout_ms",
+                    format!("{what}: pid_timeout_ms = {v} is out of range {lo}..={hi}"),
+                );
+            }
+            v
+        }
+    };
+    let reorder_ms = match &s.reorder_ms {
+        None => 0,
+        Some(r) => {
+            let v = *r.get_ref();
+            if v > MAX_REORDER_MS {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!("{what}: reorder_ms = {v} is out of range 0..={MAX_REORDER_MS}"),
+                );
+            }
+            if v > 0 && direction == Direction::Egress {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!(
+                        "{what}: reorder_ms applies to receiving streams; an egress stream sends what the device gives"
+                    ),
+                );
+            }
+            if v > 0 && format == StreamFormat::UdpTs {
+                return ctx.err(
+                    r.span(),
+                    "reorder_ms",
+                    format!(
+                        "{what}: reorder_ms orders packets by RTP sequence number; a format = \"udp-ts\" stream has none"
+                    ),
+                );
+            }
+            v
+        }
+    };
+    let rtcp = match s.rtcp.as_ref().map(|r| (*r.get_ref(), r.span())) {
+        None | Some((RawRtcp::Off, _)) => RtcpMode::Off,
+        Some((RawRtcp::Mux, _)) => RtcpMode::Mux,
+        Some((RawRtcp::PortPlus1, span)) => {
+            if bind.port() == 0 || bind.port() == u16::MAX {
+                return ctx.err(
+                    span,
+                    "rtcp",
+                    format!(
+                        "{what}: rtcp = \"port+1\" needs a bind port below 65535 (bind = \"{bind}\"); use \"mux\" to share the RTP port"
+                    ),
+                );
+            }
+            RtcpMode::PortPlus1
+        }
+    };
+    let rtcp_peer = match &s.rtcp_peer {
+        None => None,
+        Some(p) => {
+            if rtcp == RtcpMode::Off {
+                return ctx.err(p.span(), "rtcp_peer", format!("{what}: rtcp_peer needs rtcp = \"port+1\" or \"mux\""));
+            }
+            let addr: SocketAddr = p.get_ref().parse().or_else(|_| {
+                ctx.err(p.span(), "rtcp_peer", format!("{what}: rtcp_peer = {:?} is not an address:port", p.get_ref()))
+            })?;
+            if addr.port() == 0 || addr.ip().is_unspecified() || addr.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    p.span(),
+                    "rtcp_peer",
+                    format!("{what}: rtcp_peer = \"{addr}\" needs an address and a port of bind's address family"),
+                );
+            }
+            Some(addr)
+        }
+    };
+    let nack = match &s.nack {
+        None => false,
+        Some(n) if !*n.get_ref() => false,
+        Some(n) => {
+            let why = if direction == Direction::Egress {
+                Some("applies to receiving streams".to_string())
+            } else if rtcp == RtcpMode::Off {
+                Some("sends RTCP feedback: set rtcp = \"port+1\" or \"mux\"".to_string())
+            } else if reorder_ms == 0 {
+                Some(
+                    "merges retransmissions through the reorder buffer: set reorder_ms (the longest wait for a repair)"
+                        .to_string(),
+                )
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return ctx.err(n.span(), "nack", format!("{what}: nack = true {why}"));
+            }
+            true
+        }
+    };
+    let rtx_payload_type = match &s.rtx_payload_type {
+        None => None,
+        Some(p) => {
+            let v = match u8::try_from(*p.get_ref()) {
+                Ok(v) if v <= 127 => v,
+                _ => {
+                    return ctx.err(
+                        p.span(),
+                        "rtx_payload_type",
+                        format!("{what}: rtx_payload_type = {} is out of range 0..=127", p.get_ref()),
+                    )
+                }
+            };
+            if !nack {
+                return ctx.err(p.span(), "rtx_payload_type", format!("{what}: rtx_payload_type needs nack = true"));
+            }
+            if payload_type == Some(v) {
+                return ctx.err(
+                    p.span(),
+                    "rtx_payload_type",
+                    format!("{what}: rtx_payload_type = {v} is the media's payload_type; RTX needs its own"),
+                );
+            }
+            Some(v)
+        }
+    };
+    let fec = match &s.fec {
+        None => false,
+        Some(f) if !*f.get_ref() => false,
+        Some(f) => {
+            let why = if direction == Direction::Egress {
+                Some("applies to receiving streams".to_string())
+            } else if reorder_ms == 0 {
+                Some(
+                    "merges rebuilt packets through the reorder buffer: set reorder_ms (the longest wait for FEC)"
+                        .to_string(),
+                )
+            } else if bind.port() > u16::MAX - 4 {
+                Some(format!("needs bind port + 2 and + 4 for the FEC streams (bind = \"{bind}\")"))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return ctx.err(f.span(), "fec", format!("{what}: fec = true {why}"));
+            }
+            true
+        }
+    };
+    let leg2 = match s.leg2 {
+        None => None,
+        Some(l) => {
+            let span = l.span();
+            if direction == Direction::Egress || reorder_ms == 0 {
+                return ctx.err(
+                    span,
+                    "leg2",
+                    format!(
+                        "{what}: leg2 (SMPTE 2022-7) merges two legs of a received stream through the reorder buffer: \
+                         it needs a receiving stream and reorder_ms (the most one leg may lag the other)"
+                    ),
+                );
+            }
+            Some(validate_leg(ctx, &what, l.into_inner(), span, bind)?)
+        }
+    };
     Ok(StreamConfig {
         name,
         direction,
@@ -447,7 +644,100 @@ fn validate_stream(ctx: &Ctx<'_>, index: usize, header_line: usize, s: RawStream
         media_port,
         ring_full,
         mode,
+        format,
+        pid_timeout_ms,
+        reorder_ms,
+        rtcp,
+        rtcp_peer,
+        nack,
+        rtx_payload_type,
+        fec,
+        leg2,
     })
+}
+
+/// The second leg: its own bind (same family as the first), optionally a
+/// group, a source and an interface, with the rules of the first leg's.
+fn validate_leg(
+    ctx: &Ctx<'_>,
+    what: &str,
+    l: RawLeg,
+    span: std::ops::Range<usize>,
+    first: SocketAddr,
+) -> Result<Leg, ConfigError> {
+    let Some(b) = l.bind else {
+        return ctx.err(span, "leg2.bind", format!("{what}: leg2 needs a bind = \"address:port\""));
+    };
+    let bind: SocketAddr = b.get_ref().parse().or_else(|_| {
+        ctx.err(b.span(), "leg2.bind", format!("{what}: leg2.bind = {:?} is not an address:port", b.get_ref()))
+    })?;
+    if bind.port() == 0 || bind.is_ipv4() != first.is_ipv4() {
+        return ctx.err(
+            b.span(),
+            "leg2.bind",
+            format!("{what}: leg2.bind = \"{bind}\" needs a port and the address family of bind = \"{first}\""),
+        );
+    }
+    if bind == first || (bind.port() == first.port() && (bind.ip().is_unspecified() || first.ip().is_unspecified())) {
+        return ctx.err(b.span(), "leg2.bind", format!("{what}: leg2.bind = \"{bind}\" is the first leg's socket"));
+    }
+    let ip = |v: &Spanned<String>, key: &str| -> Result<IpAddr, ConfigError> {
+        v.get_ref()
+            .parse()
+            .or_else(|_| ctx.err(v.span(), key, format!("{what}: {key} = {:?} is not an IP address", v.get_ref())))
+    };
+    let group = match &l.group {
+        None => None,
+        Some(g) => {
+            let a = ip(g, "leg2.group")?;
+            if !a.is_multicast() || a.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    g.span(),
+                    "leg2.group",
+                    format!("{what}: leg2.group = \"{a}\" is not a multicast address of bind's family"),
+                );
+            }
+            if !bind.ip().is_unspecified() && bind.ip() != a {
+                return ctx.err(
+                    b.span(),
+                    "leg2.bind",
+                    format!("{what}: leg2.bind = \"{bind}\" must use the unspecified address or the group {a}"),
+                );
+            }
+            Some(a)
+        }
+    };
+    let source = match &l.source {
+        None => None,
+        Some(src) => {
+            let a = ip(src, "leg2.source")?;
+            if group.is_none() || a.is_multicast() || a.is_unspecified() || a.is_ipv4() != bind.is_ipv4() {
+                return ctx.err(
+                    src.span(),
+                    "leg2.source",
+                    format!(
+                        "{what}: leg2.source = \"{a}\" needs leg2.group and must be a unicast sender of its family"
+                    ),
+                );
+            }
+            Some(a)
+        }
+    };
+    let interface = match &l.interface {
+        None => None,
+        Some(i) => {
+            let n = i.get_ref();
+            if group.is_none()
+                || n.is_empty()
+                || n.len() > MAX_IFNAME
+                || n.chars().any(|c| c == '/' || c.is_whitespace())
+            {
+                return ctx.err(i.span(), "leg2.interface", format!("{what}: leg2.interface = {n:?} needs leg2.group and an interface name (1 to {MAX_IFNAME} characters)"));
+            }
+            Some(n.clone())
+        }
+    };
+    Ok(Leg { bind, group, source, interface })
 }
 
 fn dir_name(d: Direction) -> &'static str {
@@ -479,10 +769,32 @@ fn check_conflicts(ctx: &Ctx<'_>, earlier: &[Located], new: &Located) -> Result<
                 format!("stream {:?} is defined twice (first at line {})", s.name, other.header_line),
             ));
         }
-        let same_socket = s.bind.port() != 0
-            && s.bind.port() == o.bind.port()
-            && s.bind.is_ipv4() == o.bind.is_ipv4()
+        let overlap = s.bind.is_ipv4() == o.bind.is_ipv4()
             && (s.bind.ip() == o.bind.ip() || s.bind.ip().is_unspecified() || o.bind.ip().is_unspecified());
+        let same_socket = overlap && s.bind.port() != 0 && s.bind.port() == o.bind.port();
+        // A separate RTCP socket takes the port after the RTP port, FEC
+        // the ports 2 and 4 after it.
+        let extra = |c: &StreamConfig| -> Vec<u16> {
+            c.rtcp_port()
+                .into_iter()
+                .chain(c.fec_ports().into_iter().flatten())
+                .chain(c.leg2.as_ref().map(|l| l.bind.port()))
+                .collect()
+        };
+        let (mine, theirs) = (extra(s), extra(o));
+        let rtcp_clash = overlap
+            && (mine.iter().any(|p| *p == o.bind.port() || theirs.contains(p)) || theirs.contains(&s.bind.port()));
+        if rtcp_clash && !same_socket {
+            return Err(ConfigError::new(
+                ctx.path,
+                Some(new.bind_at),
+                Some("bind".into()),
+                format!(
+                    "stream {:?}: bind = \"{}\" conflicts with stream {:?} (line {}): one of them takes the other's port for RTCP (rtcp = \"port+1\") or FEC (fec = true: port + 2 and + 4) or its second leg (leg2)",
+                    s.name, s.bind, o.name, other.bind_at.0
+                ),
+            ));
+        }
         if same_socket {
             return Err(ConfigError::new(
                 ctx.path,

@@ -77,10 +77,12 @@ pub struct SessionReport {
     pub unroutable: u64,
 }
 
-/// One stream's statistics. `packets`/`bytes` count RTP packets accepted
+/// One stream's statistics. `packets`/`bytes` count datagrams accepted
 /// from the network into the device; `sent_*` count packets the daemon sent
-/// out of the device to the network. Loss, duplicates, reordering and jitter
-/// are RFC 3550 receiver statistics of the incoming stream (all SSRCs).
+/// out of the device to the network. For `format = "rtp"`, loss,
+/// duplicates, reordering and jitter are RFC 3550 receiver statistics of
+/// the incoming stream (all SSRCs, in RTP packets); for `udp-ts` they come
+/// from the TS continuity counters and count TS packets (jitter is 0).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamReport {
     pub name: String,
@@ -94,6 +96,9 @@ pub struct StreamReport {
     /// module's in-kernel data plane does; `mode = "kernel"`).
     #[serde(default)]
     pub mode: String,
+    /// What the datagrams carry: `rtp` or `udp-ts` (raw MPEG-TS).
+    #[serde(default)]
+    pub format: String,
     /// Why a `mode = "kernel"` stream runs in user space instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
@@ -128,6 +133,149 @@ pub struct StreamReport {
     pub device_to_packets: u64,
     pub device_from_packets: u64,
     pub device_ring_full_drops: u64,
+    /// MPEG-TS health of what arrives (ETSI TR 101 290), for streams
+    /// that carry TS (`udp-ts`, RTP with payload type 33 or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<TsReport>,
+    /// The reorder buffer of a stream with `reorder_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<ReorderReport>,
+    /// RTCP of a stream with `rtcp` on: reports, NACKs, retransmissions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtcp: Option<RtcpReport>,
+    /// SMPTE 2022-1 FEC of a stream with `fec = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fec: Option<FecReport>,
+    /// The second leg of a SMPTE 2022-7 stream (the first leg's figures
+    /// are the stream's own `packets`, `lost`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg2: Option<LegReport>,
+    /// Times a multicast group was joined again (its interface came back
+    /// with another index).
+    #[serde(default)]
+    pub rejoins: u64,
+}
+
+/// What arrived on a second leg (`leg2`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegReport {
+    pub bind: String,
+    /// RTP packets received on the leg.
+    pub packets: u64,
+    pub bytes: u64,
+    /// RFC 3550 statistics of the leg alone.
+    pub lost: i64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub malformed: u64,
+    pub socket_drops: u64,
+}
+
+/// SMPTE 2022-1 FEC decoding (`fec = true`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FecReport {
+    /// Matrix columns (L) and rows (D), from the FEC headers.
+    pub l: u32,
+    pub d: u32,
+    /// Column and row FEC packets received.
+    pub columns: u64,
+    pub rows: u64,
+    /// Media packets rebuilt.
+    pub recovered: u64,
+    /// FEC packets that expired with two or more of their packets
+    /// missing: losses FEC could not repair.
+    pub unrecoverable: u64,
+    pub malformed: u64,
+    /// FEC packets dropped because 64 were waiting already.
+    pub overflow: u64,
+}
+
+/// A stream's RTCP (`rtcp`, `nack`, `rtx_payload_type`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RtcpReport {
+    /// `port+1` or `mux`.
+    pub mode: String,
+    /// Our SSRC in receiver reports and NACKs.
+    pub ssrc: u32,
+    /// Where reports and NACKs about the received stream go.
+    pub peer: Option<String>,
+    pub rr_sent: u64,
+    pub sr_sent: u64,
+    /// Generic NACK packets sent, and the sequence numbers they asked for
+    /// (retries included).
+    pub nack_sent: u64,
+    pub nack_requested: u64,
+    /// RTCP packets received, and what they were.
+    pub received: u64,
+    pub sr_received: u64,
+    pub rr_received: u64,
+    pub nack_received: u64,
+    pub malformed: u64,
+    /// Retransmissions received: RFC 4588 RTX and RIST.
+    pub rtx_received: u64,
+    pub rist_received: u64,
+    /// Retransmissions that filled a gap in time.
+    pub repaired: u64,
+    pub send_errors: u64,
+}
+
+/// A reorder buffer's counters (`reorder_ms`): what it put back in order,
+/// and what it had to give up or drop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReorderReport {
+    /// How long a packet waits for earlier missing ones.
+    pub delay_ms: u32,
+    /// Packets it can hold.
+    pub window: u64,
+    /// Packets held now.
+    pub held: u64,
+    /// Packets released in order.
+    pub released: u64,
+    /// Released packets that had arrived out of order.
+    pub reordered: u64,
+    /// Dropped: arrived after their place was given up.
+    pub late: u64,
+    /// Dropped: copies of packets released or held.
+    pub duplicates: u64,
+    /// Sequence numbers given up (lost at the output).
+    pub skipped: u64,
+    /// Of those, given up early because the window was full.
+    pub overflow_skipped: u64,
+    /// Start-overs (new SSRC, sequence restart).
+    pub restarts: u64,
+}
+
+/// ETSI TR 101 290 indicators of a stream's transport stream, as event
+/// counts since the stream started: priority 1 (1.1 to 1.6) and the two
+/// of priority 2 the analysis gets for free (2.1, 2.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TsReport {
+    /// 188-byte TS packets analysed.
+    pub ts_packets: u64,
+    /// 1.1 TS_sync_loss.
+    pub sync_loss: u64,
+    /// 1.2 Sync_byte_error.
+    pub sync_byte_error: u64,
+    /// 1.3 PAT_error_2.
+    pub pat_error: u64,
+    /// 1.4 Continuity_count_error.
+    pub cc_error: u64,
+    /// 1.5 PMT_error_2.
+    pub pmt_error: u64,
+    /// 1.6 PID_error.
+    pub pid_error: u64,
+    /// 2.1 Transport_error (transport_error_indicator set).
+    pub transport_error: u64,
+    /// 2.2 CRC_error in PAT and PMT sections.
+    pub crc_error: u64,
+    /// Programs of the last PAT.
+    pub programs: u64,
+    /// Elementary PIDs the PMTs name.
+    pub es_pids: u64,
+    /// Continuity counters: TS packets missing, repeated and late.
+    pub cc_lost: u64,
+    pub cc_duplicates: u64,
+    pub cc_reordered: u64,
 }
 
 /// Generic answer to `ping`/`reload` and failures.

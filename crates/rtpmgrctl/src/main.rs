@@ -108,6 +108,9 @@ fn table(r: &StatusReport) -> String {
         "FWD_DROPS",
         "SENT",
         "SEND_ERR",
+        // Last, so that scripts reading the columns before it by number
+        // (ci/guest/init) keep working.
+        "FORMAT",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for s in &r.streams {
@@ -129,6 +132,7 @@ fn table(r: &StatusReport) -> String {
             s.forward_drops.to_string(),
             s.sent_packets.to_string(),
             s.send_errors.to_string(),
+            s.format.clone(),
         ]);
     }
     let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
@@ -136,9 +140,45 @@ fn table(r: &StatusReport) -> String {
         let line: Vec<String> = row
             .iter()
             .enumerate()
+            .map(|(c, cell)| {
+                if c < 5 || c == header.len() - 1 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&ts_table(r));
+    out.push_str(&reorder_table(r));
+    out.push_str(&rtcp_table(r));
+    for s in r.streams.iter().filter(|s| s.error.is_some()) {
+        out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
+    }
+    for s in r.streams.iter().filter(|s| s.fallback.is_some()) {
+        out.push_str(&format!(
+            "\n{}: mode = \"kernel\" unavailable, running in user space: {}\n",
+            s.name,
+            s.fallback.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// Right-aligned columns but the first.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
             .map(
                 |(c, cell)| {
-                    if c < 5 {
+                    if c == 0 {
                         format!("{cell:<w$}", w = widths[c])
                     } else {
                         format!("{cell:>w$}", w = widths[c])
@@ -149,15 +189,120 @@ fn table(r: &StatusReport) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    for s in r.streams.iter().filter(|s| s.error.is_some()) {
-        out.push_str(&format!("\n{}: {}\n", s.name, s.error.as_deref().unwrap_or_default()));
+    out
+}
+
+/// The reorder buffers (`reorder_ms`), as a table; empty when none.
+fn reorder_table(r: &StatusReport) -> String {
+    let header = ["STREAM", "DELAY_MS", "WINDOW", "HELD", "RELEASED", "REORDERED", "LATE", "DUP", "SKIPPED"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(b) = &s.reorder else { continue };
+        let mut row = vec![s.name.clone(), b.delay_ms.to_string()];
+        for v in [b.window, b.held, b.released, b.reordered, b.late, b.duplicates, b.skipped] {
+            row.push(v.to_string());
+        }
+        rows.push(row);
     }
-    for s in r.streams.iter().filter(|s| s.fallback.is_some()) {
-        out.push_str(&format!(
-            "\n{}: mode = \"kernel\" unavailable, running in user space: {}\n",
-            s.name,
-            s.fallback.as_deref().unwrap_or_default()
-        ));
+    if rows.len() == 1 {
+        return String::new();
+    }
+    format!("\nReorder buffers (reorder_ms):\n{}", columns(&rows))
+}
+
+/// RTCP and retransmission of the streams with `rtcp` on; empty when none.
+fn rtcp_table(r: &StatusReport) -> String {
+    let header = [
+        "STREAM", "RTCP", "PEER", "RR_SENT", "SR_SENT", "NACKS", "NACKED", "RTCP_IN", "SR_IN", "RTX_IN", "RIST_IN",
+        "REPAIRED",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(t) = &s.rtcp else { continue };
+        let mut row = vec![s.name.clone(), t.mode.clone(), t.peer.clone().unwrap_or_else(|| "-".into())];
+        for v in [
+            t.rr_sent,
+            t.sr_sent,
+            t.nack_sent,
+            t.nack_requested,
+            t.received,
+            t.sr_received,
+            t.rtx_received,
+            t.rist_received,
+            t.repaired,
+        ] {
+            row.push(v.to_string());
+        }
+        rows.push(row);
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    format!("\nRTCP and retransmission:\n{}", columns(&rows))
+}
+
+/// The TR 101 290 indicators of the streams that carry MPEG-TS, as a
+/// second table; empty when none does.
+fn ts_table(r: &StatusReport) -> String {
+    let header = [
+        "STREAM",
+        "TS_PACKETS",
+        "SYNC_LOSS",
+        "SYNC_BYTE",
+        "PAT",
+        "CC",
+        "PMT",
+        "PID",
+        "TEI",
+        "CRC",
+        "PROGRAMS",
+        "ES_PIDS",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for s in &r.streams {
+        let Some(t) = &s.ts else { continue };
+        rows.push(
+            [
+                t.ts_packets,
+                t.sync_loss,
+                t.sync_byte_error,
+                t.pat_error,
+                t.cc_error,
+                t.pmt_error,
+                t.pid_error,
+                t.transport_error,
+                t.crc_error,
+                t.programs,
+                t.es_pids,
+            ]
+            .iter()
+            .fold(vec![s.name.clone()], |mut row, v| {
+                row.push(v.to_string());
+                row
+            }),
+        );
+    }
+    if rows.len() == 1 {
+        return String::new();
+    }
+    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::from("\nMPEG-TS health (ETSI TR 101 290: priority 1, and 2.1 TEI, 2.2 CRC):\n");
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(
+                |(c, cell)| {
+                    if c == 0 {
+                        format!("{cell:<w$}", w = widths[c])
+                    } else {
+                        format!("{cell:>w$}", w = widths[c])
+                    }
+                },
+            )
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
     out
 }
@@ -177,6 +322,7 @@ mod tests {
                     name: "tv1".into(),
                     state: "running".into(),
                     mode: "kernel".into(),
+                    format: "rtp".into(),
                     packets: 100_000,
                     lost: 3,
                     forward_drops: 7,
@@ -186,6 +332,13 @@ mod tests {
                     name: "tv2".into(),
                     state: "running".into(),
                     mode: "user".into(),
+                    format: "udp-ts".into(),
+                    ts: Some(rtpmgr_control::TsReport {
+                        ts_packets: 7_000,
+                        cc_error: 12,
+                        pat_error: 3,
+                        ..Default::default()
+                    }),
                     fallback: Some("the device has no in-kernel network streams".into()),
                     ..Default::default()
                 },
@@ -213,5 +366,14 @@ mod tests {
         let end = lines[head].find("FWD_DROPS").unwrap() + "FWD_DROPS".len();
         assert_eq!(&lines[head + 1][end - 2..end], " 7");
         assert!(t.contains("tv2: mode = \"kernel\" unavailable, running in user space: the device has no"), "{t}");
+        // FORMAT is the last column; the TS table lists only streams with TS.
+        assert!(lines[head].ends_with("SEND_ERR  FORMAT"), "{t}");
+        assert!(lines[head + 2].ends_with(" udp-ts"), "{t}");
+        assert!(lines[head + 1].ends_with(" rtp"), "{t}");
+        let ts = lines.iter().position(|l| l.starts_with("MPEG-TS health")).expect("a TS table");
+        assert!(lines[ts + 1].starts_with("STREAM  TS_PACKETS  SYNC_LOSS  SYNC_BYTE  PAT  CC  PMT  PID"), "{t}");
+        let row: Vec<&str> = lines[ts + 2].split_whitespace().collect();
+        assert_eq!(row[..8], ["tv2", "7000", "0", "0", "3", "12", "0", "0"], "{t}");
+        assert!(!lines[ts + 3..].iter().any(|l| l.starts_with("tv1")), "{t}");
     }
 }

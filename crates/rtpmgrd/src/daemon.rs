@@ -13,8 +13,11 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Config, DataPath, Direction, StreamConfig};
-use rtpmgr_control::{Reply, Request, RingsReport, SessionReport, StatusReport, StreamReport};
+use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
+use rtpmgr_control::{
+    FecReport, LegReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport,
+    StreamReport, TsReport,
+};
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -192,7 +195,10 @@ impl Daemon {
     /// stream the device cannot run starts in user space, with a log line.
     fn start_any(&mut self, cfg: &StreamConfig) -> io::Result<()> {
         self.fallbacks.remove(&cfg.name);
-        if cfg.mode == DataPath::Kernel {
+        if let (DataPath::Kernel, Some(reason)) = (cfg.mode, user_space_only(cfg)) {
+            log::warn!("stream {}: mode = \"kernel\" is not available: {reason}; running it in user space", cfg.name);
+            self.fallbacks.insert(cfg.name.clone(), reason);
+        } else if cfg.mode == DataPath::Kernel {
             let ids = self.free_ids(2)?;
             let buffer = self.config.daemon.socket_buffer_bytes;
             match kernel_path::start(self.backend.as_ref(), cfg, ids[0], ids[1], buffer) {
@@ -229,10 +235,28 @@ impl Daemon {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
         let id = self.free_ids(1)?[0];
         let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
+        let rtcp_socket = match cfg.rtcp_port() {
+            Some(_) => Some(net::open_rtcp_socket(cfg)?),
+            None => None,
+        };
         self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
         // Started on the device before the threads see it, so no slot ever
         // names a stream the device does not know.
-        self.table.insert(Arc::new(Stream::new(id, cfg.clone(), port.index, socket)));
+        let max_packet = self.region.geometry().slot_size.saturating_sub(abi::SLOT_HEADER_SIZE) as usize;
+        let mut stream = Stream::new(id, cfg.clone(), port.index, socket, max_packet);
+        for (leg, c) in [Some(cfg.clone()), cfg.leg2_view()].iter().enumerate() {
+            if let Some(index) = c.as_ref().and_then(joined_index) {
+                stream.joined_ifindex[leg].store(index, Ordering::Relaxed);
+            }
+        }
+        stream.rtcp_socket = rtcp_socket;
+        stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
+        if let Some(leg) = cfg.leg2_view() {
+            let s = net::open_stream_socket(&leg, self.config.daemon.socket_buffer_bytes)
+                .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
+            stream.leg2_socket = Some(s);
+        }
+        self.table.insert(Arc::new(stream));
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -337,6 +361,48 @@ impl Daemon {
             self.stop_stream(&config.name);
             let error = format!("media port {} went away: {gone}", config.media_port);
             self.failed.push(Waiting::new(config, error));
+        }
+    }
+
+    /// Join the groups again whose named interface came back with another
+    /// index (removed and created again: a VLAN, a USB or PPP link, a
+    /// re-plugged NIC): the kernel dropped the old membership with the old
+    /// device. Down and up keeps the index, and the kernel re-sends its
+    /// reports by itself. Called with the port check, once a second.
+    fn check_multicast(&self) {
+        let (_, running) = self.table.snapshot();
+        for s in &running {
+            let legs = [(Some(s.config.clone()), Some(&s.socket)), (s.config.leg2_view(), s.leg2_socket.as_ref())];
+            for (leg, (cfg, sock)) in legs.iter().enumerate() {
+                let (Some(cfg), Some(sock)) = (cfg, sock) else { continue };
+                let (Some(group), Some(name)) = (cfg.group, cfg.interface.as_deref()) else { continue };
+                let old = s.joined_ifindex[leg].load(Ordering::Relaxed);
+                let Ok(new) = nix::net::if_::if_nametoindex(name) else {
+                    if old != 0 {
+                        log::warn!(
+                            "stream {}: interface {name} is gone; {group} is joined again when it returns",
+                            s.config.name
+                        );
+                        s.joined_ifindex[leg].store(u32::MAX, Ordering::Relaxed);
+                    }
+                    continue;
+                };
+                if new == old {
+                    continue;
+                }
+                match net::rejoin(sock, group, cfg.source, old, new) {
+                    Ok(()) => {
+                        s.joined_ifindex[leg].store(new, Ordering::Relaxed);
+                        s.rejoins.fetch_add(1, Ordering::Relaxed);
+                        log::info!(
+                            "stream {}: joined {group} again on {name} (interface index {new}, was {})",
+                            s.config.name,
+                            if old == u32::MAX { "gone".to_string() } else { old.to_string() }
+                        );
+                    }
+                    Err(e) => log::warn!("stream {}: re-join {group} on {name}: {e}", s.config.name),
+                }
+            }
         }
     }
 
@@ -447,6 +513,79 @@ impl Daemon {
             reordered += src.reordered();
         }
         let current = c.rtp.current();
+        let ts = c.ts.as_deref().map(ts_report);
+        let reorder = c.reorder.as_ref().map(|rb| {
+            let st = rb.stats();
+            ReorderReport {
+                delay_ms: s.config.reorder_ms,
+                window: rb.window() as u64,
+                held: rb.held() as u64,
+                released: st.released,
+                reordered: st.reordered,
+                late: st.late,
+                duplicates: st.duplicates,
+                skipped: st.skipped,
+                overflow_skipped: st.overflow_skipped,
+                restarts: st.restarts,
+            }
+        });
+        if s.config.format == StreamFormat::UdpTs {
+            if let Some(t) = &ts {
+                (lost, duplicates, reordered) = (t.cc_lost as i64, t.cc_duplicates, t.cc_reordered);
+            }
+        }
+        let leg2 = c.leg2.as_ref().map(|l| {
+            let (mut lost, mut duplicates, mut reordered) = (0i64, 0u64, 0u64);
+            for src in l.rtp.sources() {
+                lost += src.lost();
+                duplicates += src.duplicates();
+                reordered += src.reordered();
+            }
+            LegReport {
+                bind: s.config.leg2.as_ref().map(|l| l.bind.to_string()).unwrap_or_default(),
+                packets: l.packets,
+                bytes: l.bytes,
+                lost,
+                duplicates,
+                reordered,
+                malformed: l.malformed,
+                socket_drops: s.leg2_socket.as_ref().and_then(net::socket_drops).unwrap_or(0),
+            }
+        });
+        let fec = c.fec.as_ref().map(|f| {
+            let st = f.stats();
+            FecReport {
+                l: st.l.into(),
+                d: st.d.into(),
+                columns: st.columns,
+                rows: st.rows,
+                recovered: st.recovered,
+                unrecoverable: st.unrecoverable,
+                malformed: st.malformed,
+                overflow: st.overflow,
+            }
+        });
+        let rtcp = c.rtcp.as_ref().map(|rt| {
+            let k = rt.counters;
+            RtcpReport {
+                mode: s.config.rtcp.as_str().into(),
+                ssrc: rt.ssrc,
+                peer: rt.upstream(&s.config).map(|a| a.to_string()),
+                rr_sent: k.rr_sent,
+                sr_sent: k.sr_sent,
+                nack_sent: k.nack_sent,
+                nack_requested: k.nack_requested,
+                received: k.received,
+                sr_received: k.sr_received,
+                rr_received: k.rr_received,
+                nack_received: k.nack_received,
+                malformed: k.malformed,
+                rtx_received: k.rtx_received,
+                rist_received: k.rist_received,
+                repaired: k.repaired,
+                send_errors: k.send_errors,
+            }
+        });
         StreamReport {
             id: s.id,
             state: "running".into(),
@@ -472,6 +611,12 @@ impl Daemon {
             device_to_packets: dev.to_dev_packets,
             device_from_packets: dev.from_dev_packets,
             device_ring_full_drops: dev.ring_full_drops,
+            ts,
+            reorder,
+            rtcp,
+            fec,
+            leg2,
+            rejoins: s.rejoins.load(Ordering::Relaxed),
             ..config_report(&s.config)
         }
     }
@@ -483,10 +628,17 @@ impl Daemon {
                 log::warn!("{}: not running: {}", s.name, s.error.unwrap_or_default());
                 continue;
             }
+            let ts = s.ts.as_ref().map_or(String::new(), |t| {
+                format!(
+                    "; TR 101 290: sync loss {}, sync byte {}, PAT {}, CC {}, PMT {}, PID {}",
+                    t.sync_loss, t.sync_byte_error, t.pat_error, t.cc_error, t.pmt_error, t.pid_error
+                )
+            });
             log::info!(
-                "{} ({}): rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}, forward drops {}; tx {} pkts, errors {}",
+                "{} ({}, {}): rx {} pkts {} B, lost {}, dup {}, reord {}, jitter {:.3} ms, malformed {}, socket drops {}, ring-full drops {}, forward drops {}; tx {} pkts, errors {}{ts}",
                 s.name,
                 s.mode,
+                s.format,
                 s.packets,
                 s.bytes,
                 s.lost,
@@ -538,11 +690,59 @@ impl Daemon {
     }
 }
 
+/// Why a `mode = "kernel"` stream needs the user-space path whatever the
+/// device offers: a setting the module's data path does not implement yet.
+fn user_space_only(cfg: &StreamConfig) -> Option<String> {
+    if cfg.format == StreamFormat::UdpTs {
+        return Some("the module's kernel path does not accept format = \"udp-ts\" yet".into());
+    }
+    if cfg.reorder_ms > 0 {
+        return Some("the module's kernel path has no reorder buffer (reorder_ms)".into());
+    }
+    if cfg.rtcp != rtpmgr_config::RtcpMode::Off {
+        return Some("the module's kernel path sends no RTCP (rtcp)".into());
+    }
+    if cfg.fec {
+        return Some("the module's kernel path has no FEC decoder (fec)".into());
+    }
+    if cfg.leg2.is_some() {
+        return Some("the module's kernel path does not merge two legs (leg2)".into());
+    }
+    None
+}
+
+/// The index of the interface a stream's group is joined on by name.
+fn joined_index(cfg: &StreamConfig) -> Option<u32> {
+    cfg.group?;
+    nix::net::if_::if_nametoindex(cfg.interface.as_deref()?).ok()
+}
+
 fn dir_name(d: Direction) -> &'static str {
     match d {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",
         Direction::Relay => "relay",
+    }
+}
+
+fn ts_report(a: &mpegts::tr101290::Analyzer) -> TsReport {
+    let c = a.counters();
+    let cc = a.cc_counters();
+    TsReport {
+        ts_packets: c.ts_packets,
+        sync_loss: c.sync_loss,
+        sync_byte_error: c.sync_byte_error,
+        pat_error: c.pat_error,
+        cc_error: c.cc_error,
+        pmt_error: c.pmt_error,
+        pid_error: c.pid_error,
+        transport_error: c.transport_error,
+        crc_error: c.crc_error,
+        programs: a.programs() as u64,
+        es_pids: a.es_pids() as u64,
+        cc_lost: cc.lost,
+        cc_duplicates: cc.duplicates,
+        cc_reordered: cc.reordered,
     }
 }
 
@@ -555,6 +755,7 @@ fn config_report(cfg: &StreamConfig) -> StreamReport {
             DataPath::Kernel => "kernel",
         }
         .into(),
+        format: cfg.format.as_str().into(),
         media_port: cfg.media_port.clone(),
         bind: cfg.bind.to_string(),
         destination: cfg.destination.map(|d| d.to_string()),
@@ -631,6 +832,7 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
     let mut daemon = Daemon::start(config_path, config, backend)?;
     log::info!("rtpmgrd {} running; control socket {}", env!("CARGO_PKG_VERSION"), control_path.display());
     let mut next_status = Instant::now() + Duration::from_secs(daemon.config.daemon.status_interval_secs.into());
+    let mut next_mc_check = Instant::now() + PORT_CHECK_INTERVAL;
     loop {
         let interval = daemon.config.daemon.status_interval_secs;
         let timeout = if interval == 0 {
@@ -676,6 +878,10 @@ pub fn run(config_path: &Path, config: Config, backend: Arc<dyn Backend>) -> io:
             }
         }
         daemon.check_ports();
+        if Instant::now() >= next_mc_check {
+            daemon.check_multicast();
+            next_mc_check = Instant::now() + PORT_CHECK_INTERVAL;
+        }
         daemon.retry_failed();
         if interval != 0 && Instant::now() >= next_status {
             daemon.log_status();

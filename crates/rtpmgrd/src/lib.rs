@@ -7,13 +7,15 @@
 //! * [`daemon`]: the controller (configuration, streams, control socket,
 //!   signals, status);
 //! * [`kernel_path`]: streams the module runs by itself (`mode = "kernel"`);
-//! * [`net`]: socket set-up, multicast joins.
+//! * [`net`]: socket set-up, multicast joins;
+//! * [`rtcp`]: a stream's RTCP: reports, NACKs, what peers report.
 
 pub mod backend;
 pub mod daemon;
 pub mod kernel_path;
 pub mod net;
 pub mod receiver;
+pub mod rtcp;
 pub mod stream;
 pub mod transmitter;
 

@@ -21,7 +21,7 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<U
         sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
     // Several receivers of one multicast group on a box, and quick restarts.
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
-    set_buffers(&fd, buffer_bytes);
+    set_buffers(&fd, buffer_bytes, &cfg.name);
     if cfg.direction != Direction::Egress {
         // Kernel arrival times for RFC 3550 jitter, independent of how late
         // the receiver thread gets to the packet.
@@ -50,13 +50,59 @@ pub fn open_sender_socket(dest: SocketAddr, buffer_bytes: u32, multicast_ttl: Op
     };
     let fd: OwnedFd =
         sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
-    set_buffers(&fd, buffer_bytes);
+    // Only the send buffer matters on a socket that never receives.
+    let want = buffer_bytes as usize;
+    if sock::setsockopt(&fd, sockopt::SndBufForce, &want).is_err() {
+        let _ = sock::setsockopt(&fd, sockopt::SndBuf, &want);
+    }
     if let Some(ttl) = multicast_ttl {
         set_multicast_ttl(&fd, dest, ttl)?;
     }
     sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(any)).map_err(|e| err(format_args!("bind {any}"), e))?;
     sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(dest)).map_err(|e| err(format_args!("connect {dest}"), e))?;
     Ok(UdpSocket::from(fd))
+}
+
+/// The separate RTCP socket of a stream with `rtcp = "port+1"`: bound at
+/// the port after the RTP port, joined to the same group, non-blocking.
+pub fn open_rtcp_socket(cfg: &StreamConfig) -> io::Result<UdpSocket> {
+    let Some(port) = cfg.rtcp_port() else {
+        return Err(io::Error::other("the stream has no separate RTCP port"));
+    };
+    open_side_socket(cfg, port, "RTCP")
+}
+
+/// The column and row FEC sockets of a stream with `fec = true`, with the
+/// stream's socket buffer size (FEC comes at a fifth of the media rate and
+/// more, in bursts at the end of each matrix).
+pub fn open_fec_sockets(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<Vec<UdpSocket>> {
+    let Some(ports) = cfg.fec_ports() else { return Ok(Vec::new()) };
+    ports
+        .iter()
+        .map(|&p| {
+            let s = open_side_socket(cfg, p, "FEC")?;
+            set_buffers(&s, buffer_bytes, &cfg.name);
+            Ok(s)
+        })
+        .collect()
+}
+
+/// A socket beside the stream's RTP socket: same address, another port,
+/// the same group joined, non-blocking.
+fn open_side_socket(cfg: &StreamConfig, port: u16, what: &str) -> io::Result<UdpSocket> {
+    let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd: OwnedFd =
+        sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
+    sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
+    let mut at = cfg.bind;
+    at.set_port(port);
+    sock::bind(fd.as_raw_fd(), &SockaddrStorage::from(at)).map_err(|e| err(format_args!("bind {what} {at}"), e))?;
+    if let Some(group) = cfg.group {
+        join(&fd, group, cfg.source, cfg.interface.as_deref())?;
+    }
+    let s = UdpSocket::from(fd);
+    s.set_nonblocking(true)?;
+    Ok(s)
 }
 
 /// How many datagrams the socket has dropped since it was opened (receive
@@ -77,11 +123,16 @@ pub fn socket_drops(sock: &UdpSocket) -> Option<u64> {
     (rc == 0 && len as usize >= (drops + 1) * std::mem::size_of::<u32>()).then(|| info[drops].into())
 }
 
+/// `net.core.rmem_max`: what an unprivileged `SO_RCVBUF` is capped at.
+pub fn rmem_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/rmem_max").ok()?.trim().parse().ok()
+}
+
 /// Ask for `bytes` of socket buffer. `SO_RCVBUFFORCE` goes past
 /// `net.core.rmem_max` when we hold CAP_NET_ADMIN; otherwise the plain
-/// option is capped by the sysctl, which is logged so that an operator sees
-/// why bursts are dropped.
-fn set_buffers(fd: &OwnedFd, bytes: u32) {
+/// option is capped by the sysctl, which is logged, naming it, so that an
+/// operator sees why bursts are dropped.
+fn set_buffers(fd: &impl AsFd, bytes: u32, stream: &str) {
     let want = bytes as usize;
     if sock::setsockopt(fd, sockopt::RcvBufForce, &want).is_err() {
         let _ = sock::setsockopt(fd, sockopt::RcvBuf, &want);
@@ -92,10 +143,13 @@ fn set_buffers(fd: &OwnedFd, bytes: u32) {
     if let Ok(got) = sock::getsockopt(fd, sockopt::RcvBuf) {
         // Linux reports double the requested value (bookkeeping overhead).
         if got / 2 < want {
+            let max = rmem_max().map_or_else(|| "?".to_string(), |m| m.to_string());
             log::warn!(
-                "socket receive buffer is {} bytes, {} requested: raise net.core.rmem_max or run with CAP_NET_ADMIN",
-                got / 2,
-                want
+                "stream {stream}: socket receive buffer is {} bytes, {want} requested (socket_buffer_bytes): \
+                 the kernel caps it at net.core.rmem_max = {max} without CAP_NET_ADMIN; \
+                 raise it (sysctl -w net.core.rmem_max={want}) or give rtpmgrd CAP_NET_ADMIN, \
+                 or bursts longer than the buffer are dropped (socket_drops)",
+                got / 2
             );
         }
     }
@@ -138,10 +192,24 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
         Some(name) => nix::net::if_::if_nametoindex(name).map_err(|e| err(format_args!("interface {name}"), e))?,
         None => 0, // the kernel picks the interface by route
     };
+    membership(fd, group, source, ifindex, true)
+}
+
+/// Join `group` again on interface index `new` (the interface was removed
+/// and came back, or was replaced), after leaving it on `old`, which may
+/// fail harmlessly when the old device is gone.
+pub fn rejoin(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, old: u32, new: u32) -> io::Result<()> {
+    let _ = membership(fd, group, source, old, false);
+    membership(fd, group, source, new, true)
+}
+
+/// MCAST_(JOIN|LEAVE)_(SOURCE_)GROUP on interface index `ifindex`.
+fn membership(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, ifindex: u32, join: bool) -> io::Result<()> {
     let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
+    let verb = if join { "join" } else { "leave" };
     let what = match source {
-        Some(s) => format!("join {group} from source {s}"),
-        None => format!("join {group}"),
+        Some(s) => format!("{verb} {group} from source {s}"),
+        None => format!("{verb} {group}"),
     };
     let rc = match source {
         None => {
@@ -151,7 +219,7 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
                 libc::setsockopt(
                     fd.as_fd().as_raw_fd(),
                     level,
-                    libc::MCAST_JOIN_GROUP,
+                    if join { libc::MCAST_JOIN_GROUP } else { libc::MCAST_LEAVE_GROUP },
                     (&req as *const libc::group_req).cast(),
                     std::mem::size_of::<libc::group_req>() as libc::socklen_t,
                 )
@@ -165,7 +233,7 @@ fn join(fd: &impl AsFd, group: IpAddr, source: Option<IpAddr>, interface: Option
                 libc::setsockopt(
                     fd.as_fd().as_raw_fd(),
                     level,
-                    libc::MCAST_JOIN_SOURCE_GROUP,
+                    if join { libc::MCAST_JOIN_SOURCE_GROUP } else { libc::MCAST_LEAVE_SOURCE_GROUP },
                     (&req as *const libc::group_source_req).cast(),
                     std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
                 )

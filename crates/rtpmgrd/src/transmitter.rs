@@ -153,7 +153,23 @@ impl Transmitter {
                 }
             }
         }
+        let last_sent = if stream.config.rtcp != rtpmgr_config::RtcpMode::Off && sent_packets > 0 {
+            // What a sender report extrapolates from.
+            run.last().and_then(|h| {
+                let last = first + run.len() as u32 - 1;
+                rtp::RtpPacket::parse(self.consumer.payload(last, h.len)).ok().map(|p| crate::rtcp::LastSent {
+                    ssrc: p.ssrc(),
+                    rtp_ts: p.timestamp(),
+                    at_ns: crate::monotonic_ns(),
+                })
+            })
+        } else {
+            None
+        };
         let mut c = stream.counters();
+        if let (Some(last), Some(rt)) = (last_sent, c.rtcp.as_mut()) {
+            rt.last_sent = Some(last);
+        }
         c.sent_packets += sent_packets;
         c.sent_bytes += sent_bytes;
         c.send_errors += errors;

@@ -154,8 +154,8 @@ fn control_socket_mode_and_periodic_status_line() {
     let packets: Vec<_> = (0..50).map(|s| rtp_packet(3, s)).collect();
     send_windowed(port, &packets, &sink, 16);
     sink.wait_for(50, Duration::from_secs(10));
-    wait_until("a status line", || daemon.log_text().contains("tv1 (user): rx 50 pkts"));
-    let line = daemon.log_text().lines().find(|l| l.contains("tv1 (user): rx 50 pkts")).unwrap().to_owned();
+    wait_until("a status line", || daemon.log_text().contains("tv1 (user, rtp): rx 50 pkts"));
+    let line = daemon.log_text().lines().find(|l| l.contains("tv1 (user, rtp): rx 50 pkts")).unwrap().to_owned();
     assert!(line.contains("lost 0") && line.contains("tx 50 pkts"), "{line}");
     assert!(daemon.stop().success());
 }
@@ -238,4 +238,29 @@ fn waits_for_a_missing_device_and_stops_cleanly_while_waiting() {
     };
     assert_eq!(st.code(), Some(1), "{}", log());
     assert!(log().contains("is here") && log().contains("GET_INFO"), "{}", log());
+}
+
+/// The IPTV keys' misuses name file, line and key too.
+#[test]
+fn check_config_names_file_line_and_key_for_iptv_keys() {
+    let dir = TempDir::new("check-iptv");
+    let path = dir.path("iptv.toml");
+    let stream =
+        "[[stream]]\nname = \"tv1\"\ndirection = \"relay\"\nbind = \"0.0.0.0:5004\"\ndestination = \"10.0.0.2:5004\"\n";
+    for (extra, line, key) in [
+        ("format = \"udp-ts\"\npayload_type = 33\n", 7, "payload_type"),
+        ("format = \"udp-ts\"\nreorder_ms = 50\n", 7, "reorder_ms"),
+        ("nack = true\n", 6, "nack"),
+        ("reorder_ms = 50\nfec = true\nrtx_payload_type = 97\n", 8, "rtx_payload_type"),
+        ("leg2 = { bind = \"0.0.0.0:5014\" }\n", 6, "leg2"),
+        ("rtcp = \"port+2\"\n", 6, "port+2"),
+        ("pid_timeout_ms = 10\n", 6, "pid_timeout_ms"),
+    ] {
+        write_config(&path, &format!("{stream}{extra}"));
+        let out = Command::new(bin("rtpmgrd")).arg("--check-config").arg("-c").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("{}:{line}:", path.display())), "file and line for {extra:?}: {err}");
+        assert!(err.contains(key), "the key for {extra:?}: {err}");
+    }
 }

@@ -6,7 +6,7 @@
 //! inside the text, and the printed form starts with `path:line:col`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rtpmgr_config::{Config, ConfigError, Direction};
+use rtpmgr_config::{Config, ConfigError, Direction, RtcpMode, StreamFormat};
 use std::path::Path;
 
 const ORIGIN: &str = "/etc/rtpmgr.toml";
@@ -88,6 +88,30 @@ fn check_config(c: &Config) {
             assert!(ttl >= 1 && s.destination.is_some_and(|d| d.ip().is_multicast()), "{s:?}");
         }
         assert!(s.payload_type.is_none_or(|pt| pt <= 127), "{s:?}");
+        if s.format == StreamFormat::UdpTs {
+            assert!(s.payload_type.is_none() && s.clock_rate.is_none(), "{s:?}");
+        }
+        assert!((100..=60_000).contains(&s.pid_timeout_ms), "{s:?}");
+        assert!(s.reorder_ms <= 5_000, "{s:?}");
+        if s.reorder_ms > 0 {
+            assert!(s.format == StreamFormat::Rtp && s.direction != Direction::Egress, "{s:?}");
+        }
+        if s.nack {
+            assert!(s.rtcp != RtcpMode::Off && s.reorder_ms > 0, "{s:?}");
+        }
+        if let Some(pt) = s.rtx_payload_type {
+            assert!(s.nack && pt <= 127 && s.payload_type != Some(pt), "{s:?}");
+        }
+        if s.rtcp_peer.is_some() {
+            assert_ne!(s.rtcp, RtcpMode::Off, "{s:?}");
+        }
+        if s.fec {
+            assert!(s.reorder_ms > 0 && s.bind.port() <= u16::MAX - 4, "{s:?}");
+        }
+        if let Some(leg) = &s.leg2 {
+            assert!(s.reorder_ms > 0 && leg.bind != s.bind && leg.bind.port() != 0, "{s:?}");
+            assert_eq!(leg.bind.is_ipv4(), s.bind.is_ipv4(), "{s:?}");
+        }
         assert!(s.clock_rate.is_none_or(|r| (1..=10_000_000).contains(&r)), "{s:?}");
         assert!((1..=10_000_000).contains(&s.effective_clock_rate()), "{s:?}");
         let port_ok = (1..=31).contains(&s.media_port.len())

@@ -177,7 +177,11 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Sink::on(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// A sink on a socket of the caller's (another namespace's).
+    pub fn on(sock: UdpSocket) -> Sink {
         let _ = setsockopt(&sock, sockopt::RcvBufForce, &(8 << 20));
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let port = sock.local_addr().unwrap().port();
@@ -291,5 +295,224 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A relay stream of raw MPEG-TS over UDP (`format = "udp-ts"`), sim
+/// backend; `extra` is appended to the stream's table.
+pub fn ts_relay_config(dir: &TempDir, port: u16, dest: u16, extra: &str) -> String {
+    format!(
+        "[daemon]\nbackend = \"sim\"\ncontrol_socket = \"{}\"\nstatus_interval_secs = 0\n\n\
+         [[stream]]\nname = \"iptv\"\ndirection = \"relay\"\nbind = \"127.0.0.1:{port}\"\n\
+         destination = \"127.0.0.1:{dest}\"\nformat = \"udp-ts\"\n{extra}",
+        dir.path("control.sock").display()
+    )
+}
+
+/// Program 1 of the crafted transport streams: its PMT PID and the
+/// elementary PIDs it names (video, audio).
+pub const TS_PMT_PID: u16 = 0x1000;
+pub const TS_VIDEO: u16 = 0x100;
+pub const TS_AUDIO: u16 = 0x101;
+
+/// Writes transport packets with a running continuity counter per PID.
+pub struct TsMux {
+    cc: Vec<u8>,
+    /// Packets written per PID, for content that tells packets apart.
+    n: Vec<u32>,
+}
+
+impl Default for TsMux {
+    fn default() -> Self {
+        TsMux { cc: vec![0; 8192], n: vec![0; 8192] }
+    }
+}
+
+impl TsMux {
+    /// One packet of `pid` with `payload` (at most 184 bytes, the rest
+    /// 0xFF stuffing), the PID's next continuity counter.
+    pub fn packet(&mut self, pid: u16, pusi: bool, payload: &[u8]) -> [u8; 188] {
+        let mut b = [0xffu8; 188];
+        let cc = &mut self.cc[usize::from(pid)];
+        b[0] = 0x47;
+        b[1] = (pid >> 8) as u8 | if pusi { 0x40 } else { 0 };
+        b[2] = pid as u8;
+        b[3] = 0x10 | *cc;
+        *cc = (*cc + 1) & 15;
+        b[4..4 + payload.len()].copy_from_slice(payload);
+        b
+    }
+
+    /// A PSI section in one packet (pointer field 0).
+    pub fn section(&mut self, pid: u16, section: &[u8]) -> [u8; 188] {
+        let mut p = vec![0u8];
+        p.extend_from_slice(section);
+        self.packet(pid, true, &p)
+    }
+
+    pub fn pat(&mut self) -> [u8; 188] {
+        self.section(0, &mpegts::psi::build_pat(1, 0, &[(1, TS_PMT_PID)]))
+    }
+
+    pub fn pmt(&mut self) -> [u8; 188] {
+        self.section(TS_PMT_PID, &mpegts::psi::build_pmt(1, 0, TS_VIDEO, &[(0x02, TS_VIDEO), (0x04, TS_AUDIO)]))
+    }
+
+    /// An elementary-stream packet whose body is unique to (pid, count).
+    pub fn es(&mut self, pid: u16) -> [u8; 188] {
+        let k = self.n[usize::from(pid)];
+        self.n[usize::from(pid)] += 1;
+        let mut body = [0u8; 184];
+        for (i, b) in body.iter_mut().enumerate() {
+            *b = (k.wrapping_mul(31).wrapping_add(i as u32 * 7) ^ u32::from(pid)) as u8;
+        }
+        self.packet(pid, false, &body)
+    }
+}
+
+/// Seven packets in one datagram, as `pkt_size=1316` senders do.
+pub fn ts_datagram(packets: &[[u8; 188]]) -> Vec<u8> {
+    packets.iter().flatten().copied().collect()
+}
+
+/// The path of an external program a test drives (ffmpeg, GStreamer).
+/// `ci/test` installs them (`ensure_host_tools` in ci/lib.sh); a test that
+/// needs one fails, rather than skips, where it is missing.
+pub fn tool(name: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+        .unwrap_or_default();
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} not found: this test needs Debian's {package}; ci/test installs it \
+             (ensure_host_tools in ci/lib.sh), or: apt-get install {package}"
+        )
+    })
+}
+
+/// A child process (GStreamer, ffmpeg) killed on drop.
+pub struct Peer {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Peer {
+    /// Start `cmd`, its stdout and stderr into `log`.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Peer {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null()).spawn().unwrap();
+        Peer { child, name, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains(text) {
+            assert!(Instant::now() < deadline, "{} did not print {text:?}:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGINT (GStreamer's -e turns it into end-of-stream) and wait.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGINT)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{} did not stop on SIGINT:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{} did not finish:\n{}", self.name, self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wait until `f` holds (polling), or fail naming `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two network namespaces joined by a veth pair: `a` (10.99.0.1, device
+/// va) and `b` (10.99.0.2, device vb). What crosses between them can be
+/// dropped on the way (`iptables-legacy` in `b`), as a lossy access
+/// network would; removed on drop. Needs root and iproute2; `create`
+/// returns None without them, like [`Netns::create`].
+pub struct NetnsPair {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl NetnsPair {
+    pub const A: &'static str = "10.99.0.1";
+    pub const B: &'static str = "10.99.0.2";
+
+    pub fn create(tag: &str) -> Option<NetnsPair> {
+        let a = Netns::create(&format!("{tag}a"))?;
+        let b = Netns::create(&format!("{tag}b"))?;
+        let out = Command::new("ip")
+            .args(["link", "add", "va", "netns", &a.0, "type", "veth", "peer", "name", "vb", "netns", &b.0])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "veth: {}", String::from_utf8_lossy(&out.stderr));
+        a.ip(&["addr", "add", "10.99.0.1/24", "dev", "va"]);
+        a.ip(&["link", "set", "va", "up"]);
+        b.ip(&["addr", "add", "10.99.0.2/24", "dev", "vb"]);
+        b.ip(&["link", "set", "vb", "up"]);
+        Some(NetnsPair { a, b })
+    }
+}
+
+impl Netns {
+    /// A UDP socket bound to `addr` inside the namespace: a thread enters
+    /// it (setns affects only the calling thread) and binds; the socket
+    /// stays in the namespace whichever thread uses it.
+    pub fn bind_udp(&self, addr: &str) -> UdpSocket {
+        let (path, addr) = (format!("/var/run/netns/{}", self.0), addr.to_string());
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns with a namespace file descriptor we hold open and
+            // CLONE_NEWNET; it changes only this thread's network namespace.
+            let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            UdpSocket::bind(&addr).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// `program ARGS` in the namespace, which must succeed; its stdout.
+    pub fn run(&self, program: &Path, args: &[&str]) -> String {
+        let out = self.cmd(program).args(args).output().unwrap();
+        assert!(out.status.success(), "{} {args:?}: {}", program.display(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
