@@ -119,7 +119,7 @@ boot_guest() {
     local initrd=$1 dtb=$2 log=$3
     timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
         -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic${GUEST_APPEND:+ $GUEST_APPEND}" </dev/null \
-        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^STREAM'
+        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^ts-k|^STREAM'
     if grep -nE "$KERNEL_PROBLEMS" "$log"; then
         die "kernel problem on the console (full log: $log)"
     fi

@@ -8,7 +8,7 @@ use crate::net::NetSocket;
 use crate::port;
 use crate::ring::Region;
 use crate::session::{enotconn, Inner, Session};
-use crate::stream::{Backlog, Endpoint, NetStream, Stream, BACKLOG_BYTES, BOUNCE_BYTES};
+use crate::stream::{Backlog, Endpoint, NetStream, Stream, TsState, BACKLOG_BYTES, BOUNCE_BYTES};
 use kernel::{
     alloc::VVec,
     prelude::*,
@@ -260,6 +260,11 @@ impl Session {
         } else {
             None
         };
+        let ts = if spec.flags & abi::NET_F_TS != 0 {
+            Some(TsState::new()?)
+        } else {
+            None
+        };
         let sock = NetSocket::attach(spec.fd, receives, sends, me)?;
         let ns = NetStream {
             sock,
@@ -269,6 +274,7 @@ impl Session {
             bounce,
             backlog,
             rtp: None,
+            ts,
             clock_rate: spec.clock_rate,
             ssrc_changes: 0,
         };

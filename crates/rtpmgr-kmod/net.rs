@@ -52,9 +52,14 @@ extern "C" {
         head: *mut u8,
         head_cap: u32,
         last: *mut u8,
+        ts: *mut u8,
+        ts_cap: u32,
     ) -> c_long;
     fn rtpmgr_net_send(n: *mut RtpmgrNet, buf: *const u8, len: u32) -> c_int;
 }
+
+// rtpmgr_net.h's RTPMGR_TS_PACKET and RTPMGR_TS_HEAD.
+const _: () = assert!(crate::ts_head::PACKET_LEN == 188 && crate::ts_head::HEAD_LEN == 6);
 
 /// What a socket's callbacks wake: its owner, which queues its worker.
 pub(crate) trait NetWaker: Send + Sync + 'static {
@@ -103,6 +108,10 @@ pub(crate) struct NetSpec {
 /// hostile). The socket itself is checked when it is attached.
 pub(crate) fn check_spec(spec: &abi::NetStreamSpec) -> Result<NetSpec> {
     if spec.flags & !abi::NET_F_MASK != 0 || spec.reserved != 0 {
+        return Err(EINVAL);
+    }
+    // A datagram is RTP or raw MPEG-TS, not both.
+    if spec.flags & abi::NET_F_RTP != 0 && spec.flags & abi::NET_F_TS != 0 {
         return Err(EINVAL);
     }
     if spec.stream_id >= abi::MAX_STREAMS
@@ -259,14 +268,20 @@ impl NetSocket {
         unsafe { rtpmgr_net_rx_pending(self.raw.as_ptr()) }
     }
 
-    /// Dequeue one datagram into `dst`.
-    pub(crate) fn recv(&self, dst: &mut SharedBytes<'_>) -> Recv {
+    /// Dequeue one datagram into `dst`; with `ts`, private copies of the
+    /// heads of its transport packets if it is whole ones (`ts_head`).
+    pub(crate) fn recv(&self, dst: &mut SharedBytes<'_>, ts: Option<&mut [u8]>) -> Recv {
         let mut head = [0u8; abi::RTP_CHECK_BYTES];
         let mut last = 0u8;
         let cap = u32::try_from(dst.len()).unwrap_or(u32::MAX);
+        let (ts, ts_cap) = match ts {
+            Some(t) => (t.as_mut_ptr(), u32::try_from(t.len()).unwrap_or(u32::MAX)),
+            None => (core::ptr::null_mut(), 0),
+        };
         // SAFETY: `raw` is attached; `dst` is valid for writes of `cap`
         // bytes (`SharedBytes` invariant); `head` and `last` are our own
-        // buffers of the sizes given.
+        // buffers of the sizes given; `ts` is null or our own buffer of
+        // `ts_cap` bytes, borrowed mutably for the call.
         let rc = unsafe {
             rtpmgr_net_recv(
                 self.raw.as_ptr(),
@@ -275,6 +290,8 @@ impl NetSocket {
                 head.as_mut_ptr(),
                 head.len() as u32,
                 &mut last,
+                ts,
+                ts_cap,
             )
         };
         match usize::try_from(rc) {

@@ -23,6 +23,16 @@ mod abi;
 #[path = "../rtp/src/seqstats.rs"]
 mod seqstats;
 
+// The `mpegts` crate's dependency-free continuity-counter rules and the
+// datagram rule judged from the packets' heads (`format = "udp-ts"`): the
+// same files user space uses.
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[path = "../mpegts/src/cc.rs"]
+mod ts_cc;
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[path = "../mpegts/src/head.rs"]
+mod ts_head;
+
 mod copy_path;
 mod device;
 mod dma_port;

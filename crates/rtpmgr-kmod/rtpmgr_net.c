@@ -174,7 +174,21 @@ bool rtpmgr_net_rx_pending(struct rtpmgr_net *n)
 	       !skb_queue_empty_lockless(&sk->sk_receive_queue);
 }
 
-long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last)
+/* The heads of a raw MPEG-TS datagram's packets, privately (see the header). */
+static int rtpmgr_net_ts_heads(const struct sk_buff *skb, unsigned int len, u8 *ts, u32 ts_cap)
+{
+	unsigned int off, k = 0;
+
+	if (!ts || len % RTPMGR_TS_PACKET)
+		return 0;
+	for (off = 0; off < len && (k + 1) * RTPMGR_TS_HEAD <= ts_cap; off += RTPMGR_TS_PACKET, k++)
+		if (skb_copy_bits(skb, off, ts + k * RTPMGR_TS_HEAD, RTPMGR_TS_HEAD))
+			return -EFAULT;
+	return 0;
+}
+
+long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last,
+		     u8 *ts, u32 ts_cap)
 {
 	struct sock *sk = n->sock->sk;
 	struct sk_buff *skb;
@@ -209,6 +223,7 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
 	 */
 	if (skb_copy_bits(skb, 0, head, min(len, head_cap)) ||
 	    (len && skb_copy_bits(skb, len - 1, last, 1)) ||
+	    rtpmgr_net_ts_heads(skb, len, ts, ts_cap) ||
 	    skb_copy_bits(skb, 0, dst, min(len, cap))) {
 		/* Dropped; the caller counts it (rx_errors). */
 		udp_drops_inc(sk);

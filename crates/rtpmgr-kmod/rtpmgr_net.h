@@ -27,14 +27,23 @@ void rtpmgr_net_detach(struct rtpmgr_net *n);
 u64 rtpmgr_net_drops(struct rtpmgr_net *n);
 /* Whether a datagram waits. */
 bool rtpmgr_net_rx_pending(struct rtpmgr_net *n);
+/* A raw MPEG-TS datagram is whole packets of this many bytes, and the
+ * first RTPMGR_TS_HEAD bytes of each are what the module judges (the
+ * mpegts crate's head.rs: PACKET_LEN and HEAD_LEN, asserted in net.rs).
+ */
+#define RTPMGR_TS_PACKET 188
+#define RTPMGR_TS_HEAD 6
 /*
  * Dequeue one datagram: copy up to cap bytes to dst, up to head_cap to head
- * and its last byte to *last; return its full length, -EAGAIN when none
- * waits, -EBADMSG for a bad checksum (dropped and counted), -EFAULT when it
- * could not be copied (dropped), or a pending socket error (consumed; more
- * datagrams may wait).
+ * and its last byte to *last; if ts is not NULL and the datagram is a whole
+ * number of TS packets, the first RTPMGR_TS_HEAD bytes of each packet, in
+ * order, to ts (as many as ts_cap holds). Return its full length, -EAGAIN
+ * when none waits, -EBADMSG for a bad checksum (dropped and counted),
+ * -EFAULT when it could not be copied (dropped), or a pending socket error
+ * (consumed; more datagrams may wait).
  */
-long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last);
+long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 head_cap, u8 *last,
+		     u8 *ts, u32 ts_cap);
 /*
  * Send one datagram without blocking, with the credentials of the socket
  * file's opener. -EAGAIN: no send buffer space, the write-space callback

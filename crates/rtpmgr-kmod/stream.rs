@@ -2,19 +2,105 @@
 
 //! The streams of a session: [`Stream`] on an [`Endpoint`] (a registry
 //! port, or a UDP socket with its [`NetStream`] state: counters, RTP
-//! statistics, forwarding target, send backlog).
+//! statistics or TS continuity, forwarding target, send backlog).
 
 use crate::abi::{self, NetCounters, StreamCounters};
 use crate::net::{NetSocket, SendResult};
 use crate::port::{self, PortRef};
 use crate::ring::SharedBytes;
 use crate::seqstats::SourceStats;
+use crate::ts_cc::{CcCounters, CcState};
+use crate::ts_head::{self, RecentHeads, TsHead, HEAD_LEN, PACKET_LEN};
 use kernel::{alloc::VVec, prelude::*};
 
 /// Bytes of a sending `udp` stream's backlog (see [`Backlog`]).
 pub(crate) const BACKLOG_BYTES: usize = 64 << 10;
 /// Bytes of the forwarding buffer: any UDP datagram fits.
 pub(crate) const BOUNCE_BYTES: usize = 65536;
+
+/// PIDs of a transport stream (13 bits).
+const TS_PIDS: usize = 8192;
+/// Bytes of the heads of the most transport packets a UDP datagram holds.
+const TS_HEADS_BYTES: usize = (65_535 / PACKET_LEN) * HEAD_LEN;
+
+/// A `NET_F_TS` stream's view of its MPEG-TS: the continuity of every PID,
+/// judged from private copies of the packets' heads (the socket helper
+/// copies them from the socket buffer, so nothing is read back from the
+/// shared ring), by the `mpegts` crate's rules (`ts_cc`, `ts_head`).
+pub(crate) struct TsState {
+    /// Continuity of each PID: 4 bytes each, 32 KiB, charged to the
+    /// stream's starter.
+    pids: VVec<CcState>,
+    /// Heads of the datagram being judged, filled by `NetSocket::recv`.
+    pub(crate) heads: VVec<u8>,
+    recent: RecentHeads,
+    cc: CcCounters,
+    /// Transport packets in accepted datagrams, and those judged (with
+    /// payload, outside the null PID; copies excluded).
+    packets: u64,
+    judged: u64,
+}
+
+impl TsState {
+    /// Allocated in the caller's context (`START_NET_STREAM`) and charged
+    /// to it.
+    pub(crate) fn new() -> Result<Self> {
+        Ok(TsState {
+            pids: VVec::from_elem(CcState::new(), TS_PIDS, GFP_KERNEL_ACCOUNT)
+                .map_err(|_| ENOMEM)?,
+            heads: VVec::from_elem(0u8, TS_HEADS_BYTES, GFP_KERNEL_ACCOUNT).map_err(|_| ENOMEM)?,
+            recent: RecentHeads::new(),
+            cc: CcCounters::default(),
+            packets: 0,
+            judged: 0,
+        })
+    }
+
+    /// Judge a received datagram of `len` bytes from the heads `recv`
+    /// copied for it: false if it is not raw MPEG-TS (the caller counts it
+    /// malformed and drops it).
+    pub(crate) fn datagram(&mut self, len: usize) -> bool {
+        // Whole packets whose heads were all copied (a datagram the helper
+        // copied no heads for fails here, on its length), each with the
+        // sync byte.
+        let Ok(n) = ts_head::check_heads(len, &self.heads) else {
+            return false;
+        };
+        self.packets += n as u64;
+        if self.recent.is_copy(&self.heads, n) {
+            self.cc.duplicates += n as u64;
+            return true;
+        }
+        for h in self.heads.chunks_exact(HEAD_LEN).take(n) {
+            let Some(h) = TsHead::from_slice(h) else {
+                break;
+            };
+            if !h.judged() {
+                continue;
+            }
+            if let Some(st) = self.pids.get_mut(usize::from(h.pid())) {
+                let v = st.update(h.continuity_counter(), h.has_payload(), h.discontinuity());
+                if h.has_payload() {
+                    self.judged += 1;
+                }
+                self.cc.add(v);
+            }
+        }
+        true
+    }
+
+    /// Fill the TS fields of `c` (see `abi::NET_F_TS`).
+    fn fill(&self, c: &mut NetCounters) {
+        c.rtp_flags = abi::NET_TS_CONTINUITY;
+        c.rtp_received = self.judged;
+        c.rtp_expected = self.judged + self.cc.lost;
+        c.rtp_lost = i64::try_from(self.cc.lost).unwrap_or(i64::MAX);
+        c.rtp_duplicates = self.cc.duplicates;
+        c.rtp_reordered = self.cc.reordered;
+        c.ts_packets = self.packets;
+        c.ts_cc_errors = self.cc.errors;
+    }
+}
 
 /// What a stream's packets go through.
 pub(crate) enum Endpoint {
@@ -180,6 +266,8 @@ pub(crate) struct NetStream {
     pub(crate) backlog: Option<Backlog>,
     /// `NET_F_RTP`: statistics of the current source.
     pub(crate) rtp: Option<SourceStats>,
+    /// `NET_F_TS`: continuity of the transport stream.
+    pub(crate) ts: Option<TsState>,
     pub(crate) clock_rate: u32,
     pub(crate) ssrc_changes: u64,
 }
@@ -284,6 +372,25 @@ impl NetStream {
         blocked
     }
 
+    /// Whether a received datagram of `len` bytes is what the stream
+    /// carries (`NET_F_RTP`: an RTP header; `NET_F_TS`: whole transport
+    /// packets), judged on the private copies `head` (its first bytes),
+    /// `last` (its last byte) and the TS heads, never on the shared slot;
+    /// accounts it in the stream's statistics if so.
+    pub(crate) fn accept(&mut self, len: usize, head: &[u8], last: u8, now: u64) -> bool {
+        if self.flags & abi::NET_F_RTP != 0 {
+            let seen = head.get(..len.min(abi::RTP_CHECK_BYTES)).unwrap_or(head);
+            if abi::rtp_header_check(seen, len, last).is_err() {
+                return false;
+            }
+            self.rtp_update(head, now);
+        }
+        if let Some(ts) = self.ts.as_mut() {
+            return ts.datagram(len);
+        }
+        true
+    }
+
     /// Account one datagram that passed the RTP header check; `head` holds
     /// at least its fixed header.
     pub(crate) fn rtp_update(&mut self, head: &[u8], now: u64) {
@@ -328,6 +435,9 @@ impl NetStream {
             c.rtp_resyncs = st.resyncs();
             c.ext_highest_seq = st.extended_highest_seq();
             c.jitter_units = st.jitter_units();
+        }
+        if let Some(ts) = self.ts.as_ref() {
+            ts.fill(&mut c);
         }
         c
     }

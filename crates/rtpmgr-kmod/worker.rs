@@ -223,6 +223,8 @@ impl Inner {
             let Endpoint::Udp(net) = &mut stream.endpoint else {
                 continue;
             };
+            // One borrow of the box, so its fields borrow apart.
+            let net: &mut NetStream = net;
             while handled < BATCH && net.sock.rx_pending() {
                 match region.fromdev_free(produced + 1) {
                     Ok(free) if free > produced => {}
@@ -238,7 +240,8 @@ impl Inner {
                     }
                 }
                 let mut out = region.fromdev_payload(produced);
-                let (len, head, last) = match net.sock.recv(&mut out) {
+                let heads = net.ts.as_mut().map(|t| &mut t.heads[..]);
+                let (len, head, last) = match net.sock.recv(&mut out, heads) {
                     Recv::Empty => break,
                     Recv::BadChecksum => {
                         handled += 1;
@@ -261,14 +264,9 @@ impl Inner {
                     continue;
                 }
                 // Checked on the private copies, never on the shared slot.
-                if net.flags & abi::NET_F_RTP != 0 {
-                    if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last)
-                        .is_err()
-                    {
-                        net.counters.malformed += 1;
-                        continue;
-                    }
-                    net.rtp_update(&head, now);
+                if !net.accept(len, &head, last, now) {
+                    net.counters.malformed += 1;
+                    continue;
                 }
                 let header = SlotHeader {
                     len: len as u32,
@@ -332,7 +330,8 @@ fn forward(
     let mut handled = 0;
     while handled < budget && net.sock.rx_pending() {
         let mut buf = SharedBytes::from_slice(&mut net.bounce);
-        let (len, head, last) = match net.sock.recv(&mut buf) {
+        let heads = net.ts.as_mut().map(|t| &mut t.heads[..]);
+        let (len, head, last) = match net.sock.recv(&mut buf, heads) {
             Recv::Empty => break,
             Recv::BadChecksum => {
                 handled += 1;
@@ -351,12 +350,9 @@ fn forward(
             net.counters.oversize += 1;
             continue;
         }
-        if net.flags & abi::NET_F_RTP != 0 {
-            if abi::rtp_header_check(&head[..len.min(abi::RTP_CHECK_BYTES)], len, last).is_err() {
-                net.counters.malformed += 1;
-                continue;
-            }
-            net.rtp_update(&head, now);
+        if !net.accept(len, &head, last, now) {
+            net.counters.malformed += 1;
+            continue;
         }
         let pkt = SharedBytes::from_slice(&mut net.bounce[..len]);
         let target = dst

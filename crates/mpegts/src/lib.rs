@@ -7,6 +7,9 @@
 //! * [`cc`]: continuity counters per PID, turned into loss, duplicate and
 //!   reordering counts (dependency-free, so the kernel module can compile
 //!   the same file for its own `udp-ts` path);
+//! * [`head`]: the datagram rule and the header fields judged from the
+//!   first six bytes of each packet (dependency-free, the file the module
+//!   compiles to accept `udp-ts` datagrams);
 //! * [`psi`]: PSI section reassembly, the MPEG-2 CRC, PAT and PMT;
 //! * [`tr101290`]: the ETSI TR 101 290 priority-1 indicators of a stream.
 //!
@@ -30,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod cc;
+pub mod head;
 pub mod packet;
 pub mod psi;
 pub mod tr101290;

@@ -10,14 +10,11 @@
 
 use core::fmt;
 
-/// Every transport packet is 188 bytes.
-pub const PACKET_LEN: usize = 188;
-/// The first byte of every transport packet.
-pub const SYNC_BYTE: u8 = 0x47;
+use crate::head::{whole_packets, HeadError};
+pub use crate::head::{PACKET_LEN, PID_NULL, SYNC_BYTE};
+
 /// The PID of the program association table.
 pub const PID_PAT: u16 = 0x0000;
-/// Null packets: stuffing, with no continuity counter to check.
-pub const PID_NULL: u16 = 0x1fff;
 
 /// A view of one transport packet. It never fails: a packet with a bad
 /// sync byte or an adaptation field longer than the packet is still
@@ -142,11 +139,11 @@ pub fn packets(buf: &[u8]) -> impl Iterator<Item = &[u8; PACKET_LEN]> {
 /// 188-byte packets, each starting with the sync byte. Returns the number
 /// of packets.
 pub fn check_datagram(buf: &[u8]) -> Result<usize, DatagramError> {
-    if buf.is_empty() {
-        return Err(DatagramError::Empty);
-    }
-    if buf.len() % PACKET_LEN != 0 {
-        return Err(DatagramError::NotWholePackets { len: buf.len() });
+    // The rule of `head::check_heads`, which the kernel module applies.
+    match whole_packets(buf.len()) {
+        Ok(_) => {}
+        Err(HeadError::Empty) => return Err(DatagramError::Empty),
+        Err(_) => return Err(DatagramError::NotWholePackets { len: buf.len() }),
     }
     for (index, p) in buf.chunks_exact(PACKET_LEN).enumerate() {
         if p[0] != SYNC_BYTE {

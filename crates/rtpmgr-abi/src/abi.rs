@@ -14,8 +14,10 @@ pub const SHARED_MAGIC: u32 = u32::from_le_bytes(*b"RTPM");
 /// `START_NET_STREAM` takes a UDP socket from user space
 /// ([`NetStreamSpec::fd`]) instead of making one, `GET_NET_STATUS`'s
 /// counters grew, `poll()` works ([`FEATURE_POLL`]). The shared region is
-/// laid out as in version 1.
-pub const ABI_VERSION: u32 = 2;
+/// laid out as in version 1. Version 3: raw MPEG-TS streams
+/// ([`NET_F_TS`]); [`NetCounters`] grew by `ts_packets` and
+/// `ts_cc_errors`, which took the statistics record's reserved bytes.
+pub const ABI_VERSION: u32 = 3;
 
 /// Smallest slot (bytes, including the slot header).
 pub const MIN_SLOT_SIZE: u32 = 256;
@@ -369,8 +371,20 @@ pub const NET_F_RTP: u32 = 1 << 0;
 /// never holds forwarding up: the copy is dropped and counted
 /// ([`NetCounters::tap_drops`]).
 pub const NET_F_TAP: u32 = 1 << 1;
+/// [`NetStreamSpec::flags`]: raw UDP MPEG-TS (`format = "udp-ts"`). Every
+/// received datagram must be a whole, non-zero number of 188-byte
+/// transport packets each starting with the sync byte 0x47; the others are
+/// counted ([`NetCounters::malformed`]) and dropped. The continuity
+/// counters of every PID are judged as the `mpegts` crate's `cc` module
+/// does (the same file, compiled into the module): loss, duplicates and
+/// late packets in the sequence fields of [`NetCounters`] with
+/// [`NET_TS_CONTINUITY`], errors in [`NetCounters::ts_cc_errors`]. A
+/// datagram whose packets' headers repeat one of the last 8 is a copy the
+/// network made: forwarded, but counted as duplicates, not judged again.
+/// Excludes [`NET_F_RTP`] (`EINVAL`).
+pub const NET_F_TS: u32 = 1 << 2;
 /// Flags `START_NET_STREAM` accepts.
-pub const NET_F_MASK: u32 = NET_F_RTP | NET_F_TAP;
+pub const NET_F_MASK: u32 = NET_F_RTP | NET_F_TAP | NET_F_TS;
 /// [`NetStreamSpec::forward_to`]: no forwarding.
 pub const NET_NO_FORWARD: u32 = u32::MAX;
 
@@ -436,7 +450,8 @@ pub struct NetCounters {
     /// Times a send found the socket buffer full (the datagram waits in
     /// the stream's backlog until the socket has room).
     pub tx_blocked: u64,
-    /// Datagrams dropped by [`NET_F_RTP`] as not RTP.
+    /// Datagrams dropped by [`NET_F_RTP`] as not RTP, or by [`NET_F_TS`] as
+    /// not raw MPEG-TS.
     pub malformed: u64,
     /// Datagrams dropped as larger than a slot's payload.
     pub oversize: u64,
@@ -460,6 +475,12 @@ pub struct NetCounters {
     /// the module), over every datagram that passed the header check,
     /// forwarded or not. A new SSRC restarts them (`ssrc_changes`).
     /// [`NET_RTP_SOURCE`] in `rtp_flags`: a source was heard.
+    /// With [`NET_F_TS`] ([`NET_TS_CONTINUITY`] in `rtp_flags`): the
+    /// continuity counters of every PID, summed: `rtp_received` TS packets
+    /// judged (with payload, outside the null PID), `rtp_lost` packets
+    /// missing, `rtp_duplicates` copies (whole copied datagrams included),
+    /// `rtp_reordered` late packets, `rtp_expected` received plus lost;
+    /// `ssrc`, `rtp_resyncs`, `ext_highest_seq` and `jitter_units` stay 0.
     pub ssrc: u32,
     pub rtp_flags: u32,
     pub rtp_received: u64,
@@ -486,6 +507,10 @@ pub struct NetCounters {
     /// the stream's backlog in the kernel were both full (a destination
     /// slower than the stream). Counted instead of holding up the ring.
     pub tx_dropped: u64,
+    /// With [`NET_F_TS`]: transport packets in the accepted datagrams.
+    pub ts_packets: u64,
+    /// With [`NET_F_TS`]: ETSI TR 101 290 1.4 Continuity_count_errors.
+    pub ts_cc_errors: u64,
 }
 
 /// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
@@ -494,6 +519,9 @@ pub const NET_RTP_SOURCE: u32 = 1 << 0;
 /// [`NetCounters::rtp_flags`]: that source is still in probation (RFC 3550
 /// A.1), so nothing is counted yet.
 pub const NET_RTP_PROBATION: u32 = 1 << 1;
+/// [`NetCounters::rtp_flags`]: a [`NET_F_TS`] stream; the sequence fields
+/// count TS continuity, not RTP sequence numbers.
+pub const NET_TS_CONTINUITY: u32 = 1 << 2;
 
 /// `GET_NET_STATUS` argument.
 #[repr(C)]
@@ -616,7 +644,6 @@ pub struct StatsRecord {
     /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
     /// (`socket_drops` as of the update).
     pub counters: NetCounters,
-    pub _reserved: [u64; 2],
 }
 
 /// [`StatsRecord::flags`]: a `udp` stream runs with this id. Cleared when
@@ -803,7 +830,7 @@ impl Geometry {
 // Compile-time guards; the tests below print the same facts readably.
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 32);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 232);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 248);
 const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());

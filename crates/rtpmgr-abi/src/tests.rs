@@ -239,19 +239,25 @@ fn net_stream_abi_is_pinned() {
     assert_eq!(size_of::<NetStreamSpec>(), 32);
     assert_eq!(align_of::<NetStreamSpec>(), 4);
     assert_eq!(offset_of!(NetStreamSpec, fd), 24);
-    assert_eq!(size_of::<NetCounters>(), 216);
+    assert_eq!(size_of::<NetCounters>(), 232);
     assert_eq!(offset_of!(NetCounters, socket_drops), 192);
     assert_eq!(offset_of!(NetCounters, rx_errors), 200);
     assert_eq!(offset_of!(NetCounters, tx_dropped), 208);
-    assert_eq!(size_of::<NetStatus>(), 232);
+    assert_eq!(offset_of!(NetCounters, ts_packets), 216);
+    assert_eq!(offset_of!(NetCounters, ts_cc_errors), 224);
+    assert_eq!(size_of::<NetStatus>(), 248);
     assert_eq!(offset_of!(NetStatus, counters), 16);
     assert_eq!(RTPMGR_IOC_START_NET_STREAM, 0x4020_B709); // _IOW, 32
-    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC0E8_B70A); // _IOWR, 232
+    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC0F8_B70A); // _IOWR, 248
     assert_eq!(FEATURE_NET_STREAMS, 8);
     assert_eq!(FEATURE_POLL, 32);
+    assert_eq!((NET_F_RTP, NET_F_TAP, NET_F_TS, NET_F_MASK), (1, 2, 4, 7));
+    assert_eq!(NET_TS_CONTINUITY, 4);
     // Version 2: START_NET_STREAM takes a socket (a new size, so a new
-    // number: a version-1 caller gets ENOTTY), NetCounters grew.
-    assert_eq!(ABI_VERSION, 2);
+    // number: a version-1 caller gets ENOTTY), NetCounters grew. Version 3:
+    // NET_F_TS, and NetCounters grew into the stats record's reserved bytes
+    // (GET_NET_STATUS has a new number again).
+    assert_eq!(ABI_VERSION, 3);
 }
 
 /// The kernel's check over a private header copy accepts exactly what the

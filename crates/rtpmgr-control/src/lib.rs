@@ -115,7 +115,8 @@ pub struct StreamReport {
     pub wrong_payload_type: u64,
     pub oversize: u64,
     /// Datagrams the stream's socket dropped because its buffer overflowed
-    /// (SO_RXQ_OVFL): with `ring_full = "wait"`, what a full ring costs.
+    /// (the socket's drop count, read with SO_MEMINFO): with
+    /// `ring_full = "wait"`, what a full ring costs.
     pub socket_drops: u64,
     /// Datagrams discarded while the to-device ring was full, under
     /// `ring_full = "drop"`.
@@ -276,6 +277,13 @@ pub struct TsReport {
     pub cc_lost: u64,
     pub cc_duplicates: u64,
     pub cc_reordered: u64,
+    /// A `mode = "kernel"` stream: the module judges continuity only
+    /// (`ts_packets`, `cc_error` and the `cc_*` counts); the other
+    /// indicators need the packets' payload, which user space reads in
+    /// `mode = "user"`, and are 0 here. Datagrams with a bad sync byte are
+    /// counted in the stream's `malformed`.
+    #[serde(default)]
+    pub continuity_only: bool,
 }
 
 /// Generic answer to `ping`/`reload` and failures.

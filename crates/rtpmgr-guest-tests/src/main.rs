@@ -35,6 +35,7 @@ macro_rules! ensure {
 mod defects;
 mod net;
 mod shaper;
+mod ts;
 
 fn errno_of<T>(r: io::Result<T>) -> Option<Errno> {
     r.err().and_then(|e| e.raw_os_error()).map(Errno::from_raw)
@@ -830,6 +831,7 @@ const TESTS: &[Test] = &[
     ("udp_mcast_tx_v4", net::udp_mcast_tx_v4),
     ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
+    ("udp_ts_v4", ts::udp_ts_v4),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
     ("d1_lost_wakeup_after_stop_stream", defects::d1_lost_wakeup_after_stop_stream),
     ("d1_head_of_line_blocking", defects::d1_head_of_line_blocking),

@@ -261,26 +261,22 @@ fn ts_table(r: &StatusReport) -> String {
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
     for s in &r.streams {
         let Some(t) = &s.ts else { continue };
-        rows.push(
-            [
-                t.ts_packets,
-                t.sync_loss,
-                t.sync_byte_error,
-                t.pat_error,
-                t.cc_error,
-                t.pmt_error,
-                t.pid_error,
-                t.transport_error,
-                t.crc_error,
-                t.programs,
-                t.es_pids,
-            ]
-            .iter()
-            .fold(vec![s.name.clone()], |mut row, v| {
-                row.push(v.to_string());
-                row
-            }),
-        );
+        // Continuity is all the module judges: "-" for what it does not.
+        let psi = |v: u64| if t.continuity_only { "-".to_string() } else { v.to_string() };
+        rows.push(vec![
+            s.name.clone(),
+            t.ts_packets.to_string(),
+            psi(t.sync_loss),
+            psi(t.sync_byte_error),
+            psi(t.pat_error),
+            t.cc_error.to_string(),
+            psi(t.pmt_error),
+            psi(t.pid_error),
+            psi(t.transport_error),
+            psi(t.crc_error),
+            psi(t.programs),
+            psi(t.es_pids),
+        ]);
     }
     if rows.len() == 1 {
         return String::new();

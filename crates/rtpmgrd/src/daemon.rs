@@ -693,9 +693,6 @@ impl Daemon {
 /// Why a `mode = "kernel"` stream needs the user-space path whatever the
 /// device offers: a setting the module's data path does not implement yet.
 fn user_space_only(cfg: &StreamConfig) -> Option<String> {
-    if cfg.format == StreamFormat::UdpTs {
-        return Some("the module's kernel path does not accept format = \"udp-ts\" yet".into());
-    }
     if cfg.reorder_ms > 0 {
         return Some("the module's kernel path has no reorder buffer (reorder_ms)".into());
     }
@@ -743,6 +740,7 @@ fn ts_report(a: &mpegts::tr101290::Analyzer) -> TsReport {
         cc_lost: cc.lost,
         cc_duplicates: cc.duplicates,
         cc_reordered: cc.reordered,
+        continuity_only: false,
     }
 }
 

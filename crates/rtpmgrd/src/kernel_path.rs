@@ -19,7 +19,11 @@
 //! The module checks every datagram's RTP header (malformed ones are
 //! counted and dropped) and keeps RFC 3550 statistics with the stream's
 //! clock rate; it does not filter by `payload_type`, which here only
-//! names the clock rate.
+//! names the clock rate. A `format = "udp-ts"` stream is checked as raw
+//! MPEG-TS instead (`NET_F_TS`: whole 188-byte packets with sync bytes)
+//! and its continuity counters judged per PID by the `mpegts` crate's
+//! rules, compiled into the module; the TR 101 290 indicators that need
+//! the payload (PAT, PMT, PID, CRC) are user space's (`mode = "user"`).
 //!
 //! Where the device cannot do it (the simulator, a module without
 //! `FEATURE_NET_STREAMS`, an option the `udp` port does not implement) the
@@ -28,8 +32,8 @@
 use crate::backend::{find_port, Backend};
 use crate::net::{open_sender_socket, open_stream_socket};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Direction, StreamConfig};
-use rtpmgr_control::StreamReport;
+use rtpmgr_config::{Direction, StreamConfig, StreamFormat};
+use rtpmgr_control::{StreamReport, TsReport};
 use rtpmgr_device::net_stream_spec;
 use std::io;
 use std::net::UdpSocket;
@@ -79,7 +83,10 @@ fn net_specs(
     tx: Option<&UdpSocket>,
 ) -> (abi::NetStreamSpec, Option<abi::NetStreamSpec>) {
     let mut r = net_stream_spec(rx_id, abi::DIR_FROM_DEVICE, rx.as_fd());
-    r.flags = abi::NET_F_RTP;
+    r.flags = match cfg.format {
+        StreamFormat::Rtp => abi::NET_F_RTP,
+        StreamFormat::UdpTs => abi::NET_F_TS,
+    };
     r.clock_rate = cfg.effective_clock_rate();
     r.forward_to = target_id;
     let t = tx.map(|tx| net_stream_spec(target_id, abi::DIR_TO_DEVICE, tx.as_fd()));
@@ -195,6 +202,22 @@ impl KernelStream {
             r.reordered = rx.rtp_reordered;
             r.jitter_ms = f64::from(rx.jitter_units) * 1000.0 / f64::from(self.config.effective_clock_rate());
         }
+        if rx.rtp_flags & abi::NET_TS_CONTINUITY != 0 {
+            // As for a user-space `udp-ts` stream: loss from the continuity
+            // counters.
+            r.lost = rx.rtp_lost;
+            r.duplicates = rx.rtp_duplicates;
+            r.reordered = rx.rtp_reordered;
+            r.ts = Some(TsReport {
+                ts_packets: rx.ts_packets,
+                cc_error: rx.ts_cc_errors,
+                cc_lost: u64::try_from(rx.rtp_lost).unwrap_or(0),
+                cc_duplicates: rx.rtp_duplicates,
+                cc_reordered: rx.rtp_reordered,
+                continuity_only: true,
+                ..TsReport::default()
+            });
+        }
         r.ssrc_changes = rx.ssrc_changes;
         if self.port.is_some() {
             let target = backend.status(self.target_id).map(|s| s.stream).unwrap_or_default();
@@ -250,6 +273,15 @@ mod tests {
         // connected where it sends.
         assert_eq!(rx.local_addr().unwrap().ip().to_string(), "127.0.0.1");
         assert_eq!(tx.peer_addr().unwrap(), "127.0.0.1:9".parse().unwrap());
+    }
+
+    #[test]
+    fn a_udp_ts_relay_is_checked_as_mpeg_ts_not_rtp() {
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = stream(&format!("bind = \"127.0.0.1:{port}\"\ndestination = \"127.0.0.1:9\"\nformat = \"udp-ts\"\n"));
+        let rx = open_stream_socket(&c, 1 << 20).unwrap();
+        let (r, _) = net_specs(&c, 2, 3, &rx, None);
+        assert_eq!((r.flags, r.forward_to), (abi::NET_F_TS, 3));
     }
 
     #[test]

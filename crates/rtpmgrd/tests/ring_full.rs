@@ -19,9 +19,8 @@ use common::*;
 use std::time::{Duration, Instant};
 
 const BURST: u64 = 3000;
-/// Sent slowly after the burst: they find room, and carry the socket's
-/// final drop count (SO_RXQ_OVFL is stamped on the datagrams that follow
-/// a drop).
+/// Sent slowly after the burst: they find room, so the stream is seen to
+/// recover after the drops (counted by the socket, read with SO_MEMINFO).
 const TAIL: u64 = 20;
 
 fn run(policy: &str) -> Option<rtpmgr_control::StreamReport> {

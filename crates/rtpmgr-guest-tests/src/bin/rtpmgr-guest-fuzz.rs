@@ -328,7 +328,7 @@ impl Fuzzer {
                 ..Default::default()
             },
         };
-        s.flags = if self.rng.below(3) == 0 { 0 } else { abi::NET_F_RTP };
+        s.flags = self.rng.pick(&[0, abi::NET_F_RTP, abi::NET_F_RTP, abi::NET_F_TS]);
         let receives = dir & abi::DIR_FROM_DEVICE != 0;
         let sends = dir & abi::DIR_TO_DEVICE != 0;
         if receives && !sends && self.rng.below(2) == 0 {
@@ -356,7 +356,7 @@ impl Fuzzer {
     fn net_spec_hostile(&mut self, s: &mut abi::NetStreamSpec) {
         for _ in 0..self.rng.below(3) + 1 {
             match self.rng.below(6) {
-                0 => s.flags = self.rng.u32_edgy(&[abi::NET_F_TAP, 4, 0x80, u32::MAX]),
+                0 => s.flags = self.rng.u32_edgy(&[abi::NET_F_TAP, abi::NET_F_RTP | abi::NET_F_TS, 8, 0x80, u32::MAX]),
                 1 => s.forward_to = self.rng.u32_edgy(IDS),
                 2 => s.fd = self.rng.pick(&[-1, 0, 1, 2, 1023, 999_999, i32::MIN, i32::MAX]),
                 3 => s.reserved = self.rng.next() as u32,
@@ -414,7 +414,7 @@ impl Fuzzer {
             if !v6 && self.rng.below(5) == 0 {
                 to.set_ip(self.rng.pick(&GROUPS[..2]).parse().expect("literal address"));
             }
-            let len = self.rng.pick(&[0usize, 1, 11, 12, 13, 100, 1400, 2016, 2017, 4000, 9000]);
+            let len = self.rng.pick(&[0usize, 1, 11, 12, 13, 100, 188, 1316, 1400, 2016, 2017, 4000, 8836, 9000]);
             for b in self.buf.iter_mut().take(len) {
                 *b = self.rng.next() as u8;
             }
@@ -422,6 +422,12 @@ impl Fuzzer {
                 // Version 2, no padding, extension or CSRCs: passes the
                 // header check, so it reaches the ring or the forwarding.
                 self.buf[0] = 0x80;
+            } else if len % 188 == 0 && self.rng.below(4) != 0 {
+                // Sync bytes (mostly): raw MPEG-TS with random PIDs,
+                // counters and adaptation fields for NET_F_TS streams.
+                for p in self.buf[..len].chunks_exact_mut(188) {
+                    p[0] = if self.rng.below(50) == 0 { 0x48 } else { 0x47 };
+                }
             }
             let Some((s4, s6)) = &self.udp else { return };
             let sock = if v6 { s6 } else { s4 };

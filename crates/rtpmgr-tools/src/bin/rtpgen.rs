@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "\
 usage:
-  rtpgen send --to ADDR [--from ADDR] [--input FILE.ts] [--bitrate BPS] [--count N] [--ssrc N] [--start-seq N]
-  rtpgen recv --listen ADDR --count N [--input FILE.ts] [--start-seq N] [--timeout SECS] [--json]
+  rtpgen send --to ADDR [--from ADDR] [--input FILE.ts] [--bitrate BPS] [--count N] [--ssrc N] [--start-seq N] [--raw-ts]
+  rtpgen recv --listen ADDR --count N [--input FILE.ts] [--start-seq N] [--timeout SECS] [--json] [--raw-ts]
 
 send: RTP/MP2T (payload type 33, 7 TS packets per datagram, 90 kHz clock) to ADDR, paced
       at BPS (default 10M; suffixes k, M, G) or, with --input, at the file's PCR bit rate.
       Without --input a synthetic stream is sent whose content the receiver can check.
       --from binds the sending socket (source address and port; default any).
 recv: count, verify and time a stream; exit 0 only if all N packets arrived once, in
-      order and intact. --timeout is the idle time that ends reception (default 5).";
+      order and intact. --timeout is the idle time that ends reception (default 5).
+--raw-ts: the same TS packets as raw UDP MPEG-TS (format = \"udp-ts\"), no RTP header;
+      the synthetic stream only (recv checks datagram i against the i-th sent).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,6 +56,7 @@ struct Opts {
     start_seq: u16,
     timeout: f64,
     json: bool,
+    raw_ts: bool,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -86,6 +89,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--start-seq" => o.start_seq = val()?.parse().map_err(|e| format!("--start-seq: {e}"))?,
             "--timeout" => o.timeout = val()?.parse().map_err(|e| format!("--timeout: {e}"))?,
             "--json" => o.json = true,
+            "--raw-ts" => o.raw_ts = true,
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
@@ -95,6 +99,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 fn send(args: &[String]) -> Result<bool, String> {
     let o = parse(args)?;
     let to = o.to.ok_or("send needs --to ADDR")?;
+    if o.raw_ts && o.input.is_some() {
+        return Err("--raw-ts sends the synthetic stream; it takes no --input".into());
+    }
     let file = o.input.as_deref().map(TsFile::load).transpose().map_err(|e| e.to_string())?;
     let bitrate = match (&file, o.bitrate) {
         (_, Some(b)) => b,
@@ -120,16 +127,25 @@ fn send(args: &[String]) -> Result<bool, String> {
         let seq = o.start_seq.wrapping_add(i as u16);
         // 90 kHz media clock at the paced rate.
         let ts = (sent_bytes as f64 * 8.0 / bitrate * 90_000.0) as u32;
-        let payload: &[u8] = if payloads.is_empty() {
+        let payload: &[u8] = if o.raw_ts {
+            // No RTP timestamp to carry it: the body derives from seq alone.
+            synthetic_payload(seq, 0, &mut synthetic);
+            &synthetic
+        } else if payloads.is_empty() {
             synthetic_payload(seq, ts, &mut synthetic);
             &synthetic
         } else {
             payloads[(i as usize) % payloads.len()]
         };
-        let n = rtp::RtpBuilder::new(PT_MP2T, seq, ts, o.ssrc)
-            .marker(false)
-            .write(payload, &mut buf)
-            .map_err(|e| format!("building packet {i}: {e:?}"))?;
+        let n = if o.raw_ts {
+            buf[..payload.len()].copy_from_slice(payload);
+            payload.len()
+        } else {
+            rtp::RtpBuilder::new(PT_MP2T, seq, ts, o.ssrc)
+                .marker(false)
+                .write(payload, &mut buf)
+                .map_err(|e| format!("building packet {i}: {e:?}"))?
+        };
         // Absolute schedule: packet i leaves when the bytes before it have
         // taken their time at the bit rate, so sleeps never accumulate drift.
         let due = Duration::from_secs_f64(sent_bytes as f64 * 8.0 / bitrate);
@@ -159,10 +175,44 @@ fn send(args: &[String]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// `recv --raw-ts`: datagram i must be the i-th the sender made, whole.
+fn recv_raw_ts(o: &Opts, listen: SocketAddr, count: u64) -> Result<bool, String> {
+    let sock = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs_f64(o.timeout))).map_err(|e| e.to_string())?;
+    const RCVBUF: usize = 8 << 20;
+    if setsockopt(&sock, sockopt::RcvBufForce, &RCVBUF).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &RCVBUF);
+    }
+    let (mut buf, mut want) = (vec![0u8; 65_536], [0u8; PAYLOAD]);
+    let (mut n, mut bad) = (0u64, 0u64);
+    while n < count {
+        match sock.recv(&mut buf) {
+            Ok(len) => {
+                synthetic_payload(o.start_seq.wrapping_add(n as u16), 0, &mut want);
+                if buf[..len] != want[..] {
+                    bad += 1;
+                }
+                n += 1;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+    }
+    let intact = n == count && bad == 0;
+    println!(
+        "rtpgen recv --raw-ts: {n} of {count} datagrams, {bad} not the one expected in their place -> {}",
+        if intact { "INTACT" } else { "DAMAGED" }
+    );
+    Ok(intact)
+}
+
 fn recv(args: &[String]) -> Result<bool, String> {
     let o = parse(args)?;
     let listen = o.listen.ok_or("recv needs --listen ADDR")?;
     let count = o.count.ok_or("recv needs --count N")?;
+    if o.raw_ts {
+        return recv_raw_ts(&o, listen, count);
+    }
     let file = o.input.as_deref().map(TsFile::load).transpose().map_err(|e| e.to_string())?;
     let expect = match &file {
         Some(f) => Expect::File { payloads: f.payloads().collect(), start_seq: o.start_seq },
