@@ -16,6 +16,7 @@ step() {
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # The repository root, whatever the caller's directory.
+# shellcheck disable=SC2034 # for the scripts that source this
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 ensure_rust() {

@@ -61,6 +61,7 @@ check_module_format() {
     local dir=$ROOT/crates/rtpmgr-kmod f bad=0
     for f in "$dir"/*.rs; do
         if [ "$(basename "$f")" = rtpmgr_main.rs ]; then
+            # shellcheck disable=SC2094 # both only read it
             rustfmt --edition 2021 --config-path "$dir/.rustfmt.toml" --emit stdout <"$f" | cmp -s - "$f" || bad=1
         else
             rustfmt --edition 2021 --check "$f" >/dev/null || bad=1

@@ -187,6 +187,7 @@ build_kernel() {
     KVARIANT=${1:-main}
     case $KVARIANT in main|debug) ;; *) die "unknown kernel variant $KVARIANT (main or debug)" ;; esac
     read -r -a KMAKE_ARGS <<<"$(kernel_make_args "$KVARIANT")"
+    # shellcheck disable=SC2034 # KMOD_OUT and KIMAGE: for the scripts
     [ "$KVARIANT" = main ] && KMOD_OUT=$ROOT/target/kmod || KMOD_OUT=$ROOT/target/kmod-$KVARIANT
     [ "$KVARIANT" = main ] || ensure_kernel_toolchain_llvm
     read -r -a frags <<<"$(kernel_fragments "$KVARIANT")"
@@ -195,6 +196,7 @@ build_kernel() {
     dir=$RTPMGR_CACHE/$prefix$key
     KSRC=$RTPMGR_CACHE/src/linux-source-$KERNEL_SERIES
     KBUILD=$dir/build
+    # shellcheck disable=SC2034
     KIMAGE=$KBUILD/arch/arm64/boot/Image
     if [ -e "$dir/done" ] && [ -d "$KSRC" ]; then
         echo "kernel $KVARIANT $key: cached in $dir"
@@ -226,6 +228,6 @@ build_kernel() {
     # Older builds of the same variant are dead weight; the other
     # variant's build (a different prefix) stays. Keys are 16 hex digits,
     # so kernel-<key> never matches kernel-debug-<key>.
-    find "$RTPMGR_CACHE" -maxdepth 1 -regextype posix-extended -regex ".*/$prefix[0-9a-f]{16}" \
+    find "$RTPMGR_CACHE" -maxdepth 1 -regextype posix-extended -regex ".*/${prefix}[0-9a-f]{16}" \
         ! -name "$prefix$key" -exec rm -rf {} +
 }
