@@ -6,12 +6,14 @@ use crate::{
     line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Leg, LevelFilter,
     RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
+use rtpmgr_abi as abi;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-pub const SLOT_COUNT: (u32, u32) = (8, 32_768);
-pub const SLOT_SIZE: (u32, u32) = (256, 65_536);
+/// The ring geometry the ABI allows (one source: `rtpmgr-abi`).
+pub const SLOT_COUNT: (u32, u32) = (abi::MIN_SLOT_COUNT, abi::MAX_SLOT_COUNT);
+pub const SLOT_SIZE: (u32, u32) = (abi::MIN_SLOT_SIZE, abi::MAX_SLOT_SIZE);
 pub const SOCKET_BUFFER: (u32, u32) = (65_536, 268_435_456);
 pub const MAX_STATUS_INTERVAL: u32 = 86_400;
 pub const MAX_CLOCK_RATE: u32 = 10_000_000;
