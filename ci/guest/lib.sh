@@ -114,16 +114,68 @@ guest_dtb() {
 # fuzz-init prints the kmemleak file), DEBUG_OBJECTS/DEBUG_LIST (WARNING).
 KERNEL_PROBLEMS='Oops|BUG:|WARNING:|KASAN:|Kernel panic|rcu_.*stall|detected stall|Call trace:|UBSAN:|unreferenced object'
 
-# boot_guest INITRD DTB LOG: boot, print the console, fail on a kernel
-# problem or a guest failure. GUEST_APPEND: more kernel parameters.
-boot_guest() {
-    local initrd=$1 dtb=$2 log=$3
-    timeout 1500 "${QEMU_MACHINE[@]}" -dtb "$dtb" \
-        -kernel "$KIMAGE" -initrd "$initrd" -append "console=ttyAMA0 panic=-1 oops=panic${GUEST_APPEND:+ $GUEST_APPEND}" </dev/null \
-        | tee "$log" | grep -E --line-buffered 'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^ts-k|^STREAM'
-    if grep -nE "$KERNEL_PROBLEMS" "$log"; then
-        die "kernel problem on the console (full log: $log)"
+# guest_kernel [VARIANT]: the steps every guest starts with: the kernel
+# toolchain, the kernel (main or debug, cached by inputs) and rtpmgr.ko
+# built against it.
+guest_kernel() {
+    local variant=${1:-main}
+    step "kernel toolchain (apt, bindgen, busybox)" ensure_kernel_toolchain
+    step "kernel $KERNEL_SERIES for arm64, $variant (cached by inputs)" build_kernel "$variant"
+    step "rtpmgr.ko (for the $variant kernel)" build_module
+}
+
+# guest_image NAME INIT [VARIANT]: all a test guest needs: guest_kernel,
+# the static arm64 (and 32-bit) user space, out/NAME-initrd.gz with INIT
+# as /init, and out/NAME.dtb (virt with the media-port overlay).
+guest_image() {
+    local name=$1 init=$2 variant=${3:-main}
+    guest_kernel "$variant"
+    step "arm64 user space" build_guest_binaries
+    step "initramfs ($name)" build_initramfs "out/$name-initrd.gz" "$init"
+    step "device tree: virt + media-port overlay" guest_dtb "out/$name.dtb"
+}
+
+# guest_boot NAME SECONDS LOG SHOW [PARAM...]: boot out/NAME-initrd.gz on
+# out/NAME.dtb with the kernel parameters PARAM added, the console (without
+# carriage returns) in LOG and its lines matching the regex SHOW (none if
+# empty) on stdout as they come. Returns non-zero if qemu failed or did
+# not end within SECONDS; the caller judges the console.
+guest_boot() {
+    local name=$1 secs=$2 log=$3 show=$4; shift 4
+    local rc=0
+    mkdir -p "$(dirname "$log")"
+    timeout "$secs" "${QEMU_MACHINE[@]}" -dtb "out/$name.dtb" -kernel "$KIMAGE" -initrd "out/$name-initrd.gz" \
+        -append "console=ttyAMA0 panic=-1 oops=panic${*:+ $*}" </dev/null 2>&1 |
+        tr -d '\r' | tee "$log" | { if [ -n "$show" ]; then grep -a --line-buffered -E "$show" || true; else cat >/dev/null; fi; } ||
+        rc=$?    # the scripts run with pipefail: qemu's or timeout's status
+    return "$rc"
+}
+
+# console_problems LOG [CONTEXT]: fail if the console shows a kernel
+# problem, printing each hit with CONTEXT lines after it (the stack of a
+# splat, a kmemleak backtrace).
+console_problems() {
+    if grep -naE -A "${2:-0}" "$KERNEL_PROBLEMS" "$1"; then
+        die "kernel problem on the console (full log: $1)"
     fi
+}
+
+# console_json LOG TAG OUT: the JSON the guest printed between TAG-JSON-BEGIN
+# and TAG-JSON-END into OUT; fail if there is none that parses.
+console_json() {
+    sed -n "/^$2-JSON-BEGIN/,/^$2-JSON-END/p" "$1" | sed '1d;$d' >"$3"
+    python3 -m json.tool "$3" >/dev/null || die "no $2 results on the console ($1)"
+}
+
+# boot_guest NAME: the guest tests' boot (ci/guest/init): print their
+# progress, fail on a kernel problem or a failed test. GUEST_APPEND: more
+# kernel parameters.
+boot_guest() {
+    local log=out/$1-console.log
+    guest_boot "$1" 1500 "$log" \
+        'GUEST-|^ok |^FAILED |guest-tests:|^  [0-9]|rtpgen|rtpmgrd|^tv1|^tv-k|^in-k|^ts-k|^STREAM' \
+        ${GUEST_APPEND:+"$GUEST_APPEND"} || true
+    console_problems "$log"
     grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
 }
 
