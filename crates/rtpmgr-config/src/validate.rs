@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream};
+use crate::raw::{
+    RawBackend, RawConfig, RawDirection, RawFormat, RawLayout, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream,
+};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Leg, LevelFilter,
-    RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Layout, Leg,
+    LevelFilter, RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -112,6 +114,18 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
                 );
             }
             daemon.socket_buffer_bytes = *b.get_ref();
+        }
+        if let Some(l) = d.layout {
+            daemon.layout = match l {
+                RawLayout::Threads => Layout::Threads,
+                RawLayout::RunToCompletion => Layout::RunToCompletion,
+            };
+        }
+        if let Some(g) = d.udp_gso {
+            daemon.udp_gso = g;
+        }
+        if let Some(t) = d.receive_timestamps {
+            daemon.receive_timestamps = t;
         }
     }
     let mut buffer = BufferConfig::default();
