@@ -225,7 +225,7 @@ fn slot_header_check() {
     assert_eq!(SlotHeader { stream_id: 64, ..ok }.check_ids(256, MAX_STREAM_IDS), Ok(()));
     assert_eq!(SlotHeader { stream_id: 4095, ..ok }.check_ids(256, MAX_STREAM_IDS), Ok(()));
     assert_eq!(SlotHeader { stream_id: 4096, ..ok }.check_ids(256, MAX_STREAM_IDS), Err(SlotError::StreamId));
-    assert!(MAX_STREAM_IDS >= 4096 && MAX_STREAMS <= MAX_STREAM_IDS);
+    const { assert!(MAX_STREAM_IDS >= 4096 && MAX_STREAMS <= MAX_STREAM_IDS) };
 }
 
 #[test]

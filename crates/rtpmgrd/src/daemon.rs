@@ -9,6 +9,7 @@ use crate::net;
 use crate::receiver::Receiver;
 use crate::stream::{direction_bits, Stream, StreamTable};
 use crate::transmitter::Transmitter;
+use crate::wait::{ThreadStats, Waker};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -16,7 +17,7 @@ use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
 use rtpmgr_control::{
     FecReport, LegReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport,
-    StreamReport, TsReport,
+    StreamReport, ThreadReport, TsReport,
 };
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
@@ -86,6 +87,13 @@ pub struct Daemon {
     transmitter: Option<JoinHandle<()>>,
     unroutable: Arc<AtomicU64>,
     started: Instant,
+    /// Stream ids of the device: `0..max_streams`.
+    max_streams: u32,
+    /// The receiver's and the transmitter's: woken when the stream table
+    /// changes and to stop.
+    wakers: [Arc<Waker>; 2],
+    /// The receiver's and the transmitter's counters.
+    thread_stats: [Arc<ThreadStats>; 2],
 }
 
 fn ctx(what: impl std::fmt::Display, e: io::Error) -> io::Error {
@@ -120,26 +128,45 @@ impl Daemon {
         let rx_stop = Arc::new(AtomicBool::new(false));
         let tx_stop = Arc::new(AtomicBool::new(false));
         let unroutable = Arc::new(AtomicU64::new(0));
+        let rx_waker = Arc::new(Waker::new()?);
+        let tx_waker = Arc::new(Waker::new()?);
+        let rx_stats = Arc::new(ThreadStats::default());
+        let tx_stats = Arc::new(ThreadStats::default());
         // The threads build their ring ends themselves: nix's preallocated
         // message headers hold raw pointers and are not Send.
         let receiver = {
-            let (backend, region, table, stop) =
-                (Arc::clone(&backend), Arc::clone(&region), Arc::clone(&table), Arc::clone(&rx_stop));
-            std::thread::Builder::new()
-                .name("rtpmgr-rx".into())
-                .spawn(move || Receiver::new(backend, &region, table, stop).run())?
+            let (backend, region, table, stop, waker, stats) = (
+                Arc::clone(&backend),
+                Arc::clone(&region),
+                Arc::clone(&table),
+                Arc::clone(&rx_stop),
+                Arc::clone(&rx_waker),
+                Arc::clone(&rx_stats),
+            );
+            std::thread::Builder::new().name("rtpmgr-rx".into()).spawn(move || {
+                match Receiver::new(backend, &region, table, stop, waker, stats) {
+                    Ok(r) => r.run(),
+                    Err(e) => log::error!("receiver: cannot start: {e}"),
+                }
+            })?
         };
         let transmitter = {
-            let (backend, region, table, stop, unroutable) = (
+            let (backend, region, table, stop, unroutable, waker, stats) = (
                 Arc::clone(&backend),
                 Arc::clone(&region),
                 Arc::clone(&table),
                 Arc::clone(&tx_stop),
                 Arc::clone(&unroutable),
+                Arc::clone(&tx_waker),
+                Arc::clone(&tx_stats),
             );
-            std::thread::Builder::new()
-                .name("rtpmgr-tx".into())
-                .spawn(move || Transmitter::new(backend, &region, table, stop, unroutable).run())?
+            let gso = config.daemon.udp_gso;
+            std::thread::Builder::new().name("rtpmgr-tx".into()).spawn(move || {
+                match Transmitter::new(backend, &region, table, stop, unroutable, gso, waker, stats) {
+                    Ok(t) => t.run(),
+                    Err(e) => log::error!("transmitter: cannot start: {e}"),
+                }
+            })?
         };
         let mut daemon = Daemon {
             config_path: config_path.to_owned(),
@@ -158,6 +185,9 @@ impl Daemon {
             transmitter: Some(transmitter),
             unroutable,
             started: Instant::now(),
+            max_streams: info.max_streams.clamp(1, abi::MAX_STREAM_IDS),
+            wakers: [rx_waker, tx_waker],
+            thread_stats: [rx_stats, tx_stats],
         };
         daemon.apply_streams(&config.streams);
         daemon.config = config;
@@ -171,20 +201,29 @@ impl Daemon {
     fn free_ids(&self, n: usize) -> io::Result<Vec<u32>> {
         let (_, running) = self.table.snapshot();
         let start = self.next_id.get();
-        let ids: Vec<u32> = (0..abi::MAX_STREAMS)
-            .map(|i| (start + i) % abi::MAX_STREAMS)
+        let max = self.max_streams;
+        let ids: Vec<u32> = (0..max)
+            .map(|i| (start + i) % max)
             .filter(|id| {
                 running.iter().all(|s| s.id != *id) && self.kernel.iter().all(|k| k.rx_id != *id && k.target_id != *id)
             })
             .take(n)
             .collect();
         if ids.len() < n {
-            return Err(io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)));
+            return Err(io::Error::other(format!("no free stream id (at most {max})")));
         }
         if let Some(last) = ids.last() {
-            self.next_id.set((last + 1) % abi::MAX_STREAMS);
+            self.next_id.set((last + 1) % max);
         }
         Ok(ids)
+    }
+
+    /// The stream table changed, or a stop was asked for: the data threads
+    /// look now, not after their idle timeout.
+    fn wake_threads(&self) {
+        for w in &self.wakers {
+            w.wake();
+        }
     }
 
     fn is_running(&self, name: &str) -> bool {
@@ -234,7 +273,11 @@ impl Daemon {
     fn start_stream(&self, cfg: &StreamConfig) -> io::Result<()> {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
         let id = self.free_ids(1)?[0];
-        let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
+        let socket = net::open_stream_socket(
+            cfg,
+            self.config.daemon.socket_buffer_bytes,
+            self.config.daemon.receive_timestamps,
+        )?;
         let rtcp_socket = match cfg.rtcp_port() {
             Some(_) => Some(net::open_rtcp_socket(cfg)?),
             None => None,
@@ -252,11 +295,16 @@ impl Daemon {
         stream.rtcp_socket = rtcp_socket;
         stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
         if let Some(leg) = cfg.leg2_view() {
-            let s = net::open_stream_socket(&leg, self.config.daemon.socket_buffer_bytes)
-                .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
+            let s = net::open_stream_socket(
+                &leg,
+                self.config.daemon.socket_buffer_bytes,
+                self.config.daemon.receive_timestamps,
+            )
+            .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
             stream.leg2_socket = Some(s);
         }
         self.table.insert(Arc::new(stream));
+        self.wake_threads();
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -269,6 +317,7 @@ impl Daemon {
 
     fn stop_stream(&mut self, name: &str) {
         if let Some(s) = self.table.remove(name) {
+            self.wake_threads();
             if let Err(e) = self.backend.stop_stream(s.id) {
                 log::warn!("stream {name}: STOP_STREAM: {e}");
             }
@@ -500,6 +549,19 @@ impl Daemon {
                 unroutable: self.unroutable.load(Ordering::Relaxed),
             },
             streams: reports,
+            threads: ["rx", "tx"]
+                .iter()
+                .zip(&self.thread_stats)
+                .map(|(name, t)| ThreadReport {
+                    name: (*name).into(),
+                    wakeups: ThreadStats::get(&t.wakeups),
+                    timeouts: ThreadStats::get(&t.timeouts),
+                    batches: ThreadStats::get(&t.batches),
+                    packets: ThreadStats::get(&t.packets),
+                    syscalls: ThreadStats::get(&t.syscalls),
+                    gso_sends: ThreadStats::get(&t.gso_sends),
+                })
+                .collect(),
         }
     }
 
@@ -659,6 +721,7 @@ impl Daemon {
     /// transmitter drain both rings, then stop the streams.
     pub fn shutdown(mut self) {
         self.rx_stop.store(true, Ordering::Release);
+        self.wakers[0].wake();
         if let Some(h) = self.receiver.take() {
             let _ = h.join();
         }
@@ -680,6 +743,7 @@ impl Daemon {
             log::warn!("stopping with packets still in the rings after {DRAIN_TIMEOUT:?}");
         }
         self.tx_stop.store(true, Ordering::Release);
+        self.wakers[1].wake();
         if let Some(h) = self.transmitter.take() {
             let _ = h.join();
         }

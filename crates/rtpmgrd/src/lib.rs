@@ -18,6 +18,7 @@ pub mod receiver;
 pub mod rtcp;
 pub mod stream;
 pub mod transmitter;
+pub mod wait;
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
 pub fn monotonic_ns() -> u64 {

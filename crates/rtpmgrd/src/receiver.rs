@@ -20,8 +20,8 @@
 use crate::backend::Backend;
 use crate::rtcp;
 use crate::stream::{Stream, StreamCounters, StreamTable};
+use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
 use rtp::reorder::{Insert, ReorderBuffer};
@@ -29,7 +29,7 @@ use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
 use rtpmgr_config::{RingFullPolicy, RtcpMode, StreamFormat};
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,9 @@ use std::time::Duration;
 /// Datagrams per `recvmmsg`.
 pub const BATCH: u32 = 64;
 
-/// How long one poll may block, which bounds how quickly the thread notices
-/// a stop request or a changed stream table.
+/// How long a WAIT for ring space may block, and the pause after a failed
+/// wait. Stop requests and stream-table changes come through the
+/// thread's [`Waker`].
 const POLL_MS: u16 = 100;
 
 /// Whether an RTP payload is checked as MPEG-TS: a whole number of
@@ -67,6 +68,52 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
     producer: Producer,
     headers: MultiHeaders<SockaddrStorage>,
+    poller: Poller,
+    waker: Arc<Waker>,
+    stats: Arc<ThreadStats>,
+    /// The sockets the last wake-up found ready, kept between wake-ups.
+    ready: Vec<(usize, Socket)>,
+}
+
+/// The most events one wake-up takes (more wait for the next, level-triggered).
+const READY_MAX: usize = 256;
+
+/// The epoll token of socket `kind` of the `i`-th stream.
+fn token(i: usize, kind: Socket) -> u64 {
+    let k = match kind {
+        Socket::Media => 0,
+        Socket::Leg2 => 1,
+        Socket::Rtcp => 2,
+        Socket::Fec(f) => 3 + f as u64,
+    };
+    (i as u64) << 3 | k
+}
+
+fn untoken(t: u64) -> Option<(usize, Socket)> {
+    let kind = match t & 7 {
+        0 => Socket::Media,
+        1 => Socket::Leg2,
+        2 => Socket::Rtcp,
+        k @ 3..=4 => Socket::Fec((k - 3) as usize),
+        _ => return None,
+    };
+    Some(((t >> 3) as usize, kind))
+}
+
+/// Each socket the receiver reads of `s`, with what it is.
+fn for_each_socket(s: &Stream, mut f: impl FnMut(&std::net::UdpSocket, Socket)) {
+    if s.receives() {
+        f(&s.socket, Socket::Media);
+    }
+    if let Some(r) = &s.rtcp_socket {
+        f(r, Socket::Rtcp);
+    }
+    if let Some(l) = &s.leg2_socket {
+        f(l, Socket::Leg2);
+    }
+    for (k, sock) in s.fec_sockets.iter().enumerate().take(2) {
+        f(sock, Socket::Fec(k));
+    }
 }
 
 /// What `recvmmsg` reported for one datagram.
@@ -177,68 +224,78 @@ impl Receiver {
         region: &Arc<Region>,
         table: Arc<StreamTable>,
         stop: Arc<AtomicBool>,
-    ) -> Self {
+        waker: Arc<Waker>,
+        stats: Arc<ThreadStats>,
+    ) -> std::io::Result<Self> {
         let headers = MultiHeaders::preallocate(BATCH as usize, Some(nix::cmsg_space!(TimeSpec)));
-        Receiver { backend, table, stop, producer: region.producer(RingId::ToDevice), headers }
+        Ok(Receiver {
+            backend,
+            table,
+            stop,
+            producer: region.producer(RingId::ToDevice),
+            headers,
+            poller: Poller::new(READY_MAX)?,
+            waker,
+            stats,
+            ready: Vec::new(),
+        })
     }
 
     pub fn run(mut self) {
         let mut generation = u64::MAX;
         let mut streams: Vec<Arc<Stream>> = Vec::new();
+        // Indices of the streams with timers (reorder gaps, FEC, RTCP):
+        // only these are looked at after a wake-up.
+        let mut timed: Vec<usize> = Vec::new();
+        if let Err(e) = self.poller.add(&*self.waker, WAKER_TOKEN) {
+            log::error!("receiver: epoll: {e}");
+        }
         while !self.stop.load(Ordering::Acquire) {
             if self.table.generation() != generation {
+                for s in &streams {
+                    for_each_socket(s, |fd, _| self.poller.delete(fd));
+                }
                 let (g, all) = self.table.snapshot();
                 generation = g;
                 // Every stream with RTCP is ours: an egress stream's
                 // sender reports are timed here too.
                 streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
-            }
-            if streams.is_empty() {
-                std::thread::sleep(Duration::from_millis(POLL_MS.into()));
-                continue;
-            }
-            let timeout = self.poll_timeout(&streams);
-            // (stream, socket) of each descriptor polled.
-            let mut which: Vec<(usize, Socket)> = Vec::with_capacity(streams.len() * 2);
-            let ready: Vec<(usize, Socket)> = {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() * 2);
+                timed = (0..streams.len()).filter(|&i| streams[i].reorders() || has_rtcp(&streams[i])).collect();
+                let mut sockets = 0;
                 for (i, s) in streams.iter().enumerate() {
-                    if s.receives() {
-                        fds.push(PollFd::new(s.socket.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Media));
-                    }
-                    if let Some(r) = &s.rtcp_socket {
-                        fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Rtcp));
-                    }
-                    if let Some(l) = &s.leg2_socket {
-                        fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Leg2));
-                    }
-                    for (k, f) in s.fec_sockets.iter().enumerate() {
-                        fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Fec(k)));
-                    }
+                    for_each_socket(s, |fd, kind| {
+                        sockets += 1;
+                        if let Err(e) = self.poller.add(fd, token(i, kind)) {
+                            log::error!("stream {}: epoll: {e}", s.config.name);
+                        }
+                    });
                 }
-                match poll(&mut fds, PollTimeout::from(timeout)) {
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(e) => {
-                        log::error!("receiver: poll failed: {e}");
-                        std::thread::sleep(Duration::from_millis(POLL_MS.into()));
-                        continue;
-                    }
+                self.ready.reserve(sockets.min(READY_MAX));
+            }
+            let timeout = self.poll_timeout(&streams, &timed);
+            ThreadStats::add(&self.stats.syscalls, 1);
+            match self.poller.wait(timeout) {
+                Ok(0) => ThreadStats::add(&self.stats.timeouts, 1),
+                Ok(_) => ThreadStats::add(&self.stats.wakeups, 1),
+                Err(e) => {
+                    log::error!("receiver: epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(POLL_MS.into()));
+                    continue;
                 }
-                fds.iter()
-                    .zip(&which)
-                    .filter(|(f, _)| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR)))
-                    .map(|(_, w)| *w)
-                    .collect()
-            };
+            }
+            self.ready.clear();
+            for t in self.poller.tokens() {
+                if t == WAKER_TOKEN {
+                    self.waker.clear();
+                } else if let Some(w) = untoken(t).filter(|(i, _)| *i < streams.len()) {
+                    self.ready.push(w);
+                }
+            }
             // Media first: a FEC packet read before the media packets that
             // came with it would take them for lost.
-            let mut ready = ready;
-            ready.sort_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
-            for (i, socket) in ready {
+            self.ready.sort_unstable_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
+            for k in 0..self.ready.len() {
+                let (i, socket) = self.ready[k];
                 match socket {
                     Socket::Media => self.drain(&streams[i]),
                     Socket::Leg2 => self.drain_reordered(&streams[i], true),
@@ -248,7 +305,8 @@ impl Receiver {
             }
             // Gaps whose wait is over; RTCP that is due.
             let now = crate::monotonic_ns();
-            for s in &streams {
+            for &i in &timed {
+                let s = &streams[i];
                 if s.reorders() {
                     let mut c = s.counters();
                     if let Some(rb) = c.reorder.as_mut() {
@@ -274,13 +332,14 @@ impl Receiver {
         }
     }
 
-    /// How long the next poll may block: [`POLL_MS`], or less when a
-    /// reorder buffer's gap, a NACK retry or an RTCP report is due sooner.
-    fn poll_timeout(&self, streams: &[Arc<Stream>]) -> u16 {
+    /// How long the next wait may block: [`IDLE_MS`], or less when a
+    /// reorder buffer's gap, a NACK retry or an RTCP report is due sooner
+    /// (`timed`: the indices of the streams that have such timers).
+    fn poll_timeout(&self, streams: &[Arc<Stream>], timed: &[usize]) -> u16 {
         let now = crate::monotonic_ns();
-        let mut due = now + u64::from(POLL_MS) * 1_000_000;
-        for s in streams {
-            let c = s.counters();
+        let mut due = now + u64::from(IDLE_MS) * 1_000_000;
+        for &i in timed {
+            let c = streams[i].counters();
             if let Some(rb) = c.reorder.as_ref() {
                 if rb.output_len() > 0 {
                     return 1; // the ring was full: try again soon
@@ -298,7 +357,7 @@ impl Receiver {
                 due = due.min(r.next_report_ns());
             }
         }
-        due.saturating_sub(now).div_ceil(1_000_000).min(u64::from(POLL_MS)) as u16
+        due.saturating_sub(now).div_ceil(1_000_000).min(u64::from(IDLE_MS)) as u16
     }
 
     /// Read `stream`'s socket until it is empty or the ring is full.
@@ -359,7 +418,11 @@ impl Receiver {
     /// (truncated into a small scratch area: only the count matters).
     fn discard(&mut self, stream: &Stream) -> usize {
         let mut scratch = [[0u8; 16]; BATCH as usize];
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = scratch.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH as usize] = std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        for (iov, b) in iovs.iter_mut().zip(scratch.iter_mut()) {
+            *iov = [IoSliceMut::new(b)];
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
         // Non-blocking, and every signal is blocked in this thread: no EINTR.
         recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map(|results| results.count())
@@ -367,9 +430,15 @@ impl Receiver {
     }
 
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-            self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
-        recv_into(&stream.socket, &mut self.headers, &mut iovs, got)
+        // On the stack: no allocation per batch.
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH as usize] = std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        let mut n = 0;
+        for (iov, p) in iovs.iter_mut().zip(self.producer.payloads_mut(free)) {
+            *iov = [IoSliceMut::new(p)];
+            n += 1;
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
+        recv_into(&stream.socket, &mut self.headers, &mut iovs[..n], got)
     }
 
     /// Check the received datagrams in place, compact, publish.
@@ -407,11 +476,14 @@ impl Receiver {
             kept += 1;
         }
         drop(c);
+        ThreadStats::add(&self.stats.batches, 1);
+        ThreadStats::add(&self.stats.packets, u64::from(kept));
         self.publish(kept);
     }
 
     fn publish(&mut self, n: u32) {
         if self.producer.publish(n) {
+            ThreadStats::add(&self.stats.syscalls, 1);
             if let Err(e) = self.backend.kick() {
                 log::error!("receiver: KICK failed: {e}");
             }

@@ -16,12 +16,12 @@
 use super::Backend;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use rtpmgr_abi::{self as abi, Geometry, GeometryError, SessionCounters, SlotHeader, StreamCounters};
 use rtpmgr_ring::{anonymous_region, Consumer, CtrlWord, Producer, Region, RingId};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+//! The daemon's performance behaviour that can be asserted: UDP GSO output
+//! arrives as the original datagrams, and an idle daemon sleeps.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SSRC: u32 = 0x0bad_cafe;
+
+/// An RTP packet of `seq` with a payload of `len` bytes (payload type 33).
+fn sized_packet(seq: u32, len: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len).map(|i| (seq as u8).wrapping_mul(7) ^ i as u8).collect();
+    rtp::RtpBuilder::new(33, seq as u16, seq.wrapping_mul(90), SSRC).to_vec(&payload)
+}
+
+/// Runs of equal sizes with shorter and longer packets between them: what
+/// a GSO send may group and where a group must end.
+fn mixed_packets(n: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let len = match i % 50 {
+                0..=29 => 1316,
+                30 => 400,
+                31..=39 => 160,
+                40 => 1400,
+                _ => 1316,
+            };
+            sized_packet(i, len)
+        })
+        .collect()
+}
+
+fn relay_with(dir: &TempDir, port: u16, dest: u16, gso: bool) -> String {
+    relay_config(dir, &[("gso", port, dest)]).replace("[buffer]", &format!("udp_gso = {gso}\n\n[buffer]"))
+}
+
+fn run_relay(gso: bool) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, rtpmgr_control::StatusReport) {
+    let dir = TempDir::new(if gso { "gso-on" } else { "gso-off" });
+    let sink = Sink::start();
+    let port = free_udp_port();
+    let daemon = Daemon::start(&dir, &relay_with(&dir, port, sink.port, gso));
+    const N: u32 = 20_000;
+    let packets = mixed_packets(N);
+    // Bursts, so that the ring holds runs of one stream for the transmitter.
+    send_windowed(port, &packets, &sink, 512);
+    sink.wait_for(N as u64, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    let status = daemon.status();
+    assert!(daemon.stop().success());
+    (packets, sink.take(), status)
+}
+
+/// With `udp_gso = true` the transmitter sends runs with `UDP_SEGMENT`,
+/// and on loopback every datagram arrives on its own, with its own size
+/// and content, in order; with `udp_gso = false` no GSO send is made.
+#[test]
+fn gso_output_arrives_as_individual_datagrams_of_the_right_sizes() {
+    for gso in [true, false] {
+        let (sent, got, status) = run_relay(gso);
+        assert_eq!(got.len(), sent.len(), "gso {gso}: each datagram exactly once");
+        for (i, (s, r)) in sent.iter().zip(&got).enumerate() {
+            assert_eq!(s.len(), r.len(), "gso {gso}: datagram {i} has another size");
+            assert!(s == r, "gso {gso}: datagram {i} differs or is out of order");
+        }
+        let tx = status.threads.iter().find(|t| t.name == "tx").expect("transmitter counters");
+        assert_eq!(tx.packets, sent.len() as u64);
+        if gso {
+            assert!(tx.gso_sends > 0, "no GSO send: {tx:?}");
+            // Fewer sends than datagrams: runs went out together.
+            assert!(tx.syscalls < tx.packets, "{tx:?}");
+        } else {
+            assert_eq!(tx.gso_sends, 0, "{tx:?}");
+        }
+        assert_eq!(status.streams[0].send_errors, 0);
+    }
+}
+
+/// Context switches of each thread of `pid` (voluntary + involuntary).
+fn switches(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let p = e.path();
+        let name = std::fs::read_to_string(p.join("comm")).unwrap_or_default().trim().to_string();
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let n: u64 = status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        out.push((format!("{name}/{}", e.file_name().to_string_lossy()), n));
+    }
+    out
+}
+
+/// An idle daemon (a running stream, no traffic) wakes each of its threads
+/// at most about once a second: over 3 s, at most 6 context switches per
+/// thread (3 timeouts, the boundary, and slack for a preemption).
+#[test]
+fn an_idle_daemon_wakes_at_most_once_a_second() {
+    let dir = TempDir::new("idle");
+    let sink = Sink::start();
+    let port = free_udp_port();
+    let daemon = Daemon::start(&dir, &relay_config(&dir, &[("idle", port, sink.port)]));
+    // One packet through, so every thread has run, then quiet.
+    send_windowed(port, &[sized_packet(0, 188)], &sink, 1);
+    sink.wait_for(1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = daemon.child.id();
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = switches(pid);
+    assert!(after.len() >= 3, "expected the controller, receiver and transmitter: {after:?}");
+    for (name, n) in &after {
+        let Some((_, b)) = before.iter().find(|(k, _)| k == name) else { continue };
+        let d = n - b;
+        assert!(d <= 6, "thread {name} switched {d} times in 3 s of idleness (all: {before:?} -> {after:?})");
+    }
+    assert!(daemon.stop().success());
+}
