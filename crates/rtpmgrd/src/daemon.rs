@@ -14,7 +14,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
+use rtpmgr_config::{Config, DataPath, Direction, Layout, StreamConfig, StreamFormat};
 use rtpmgr_control::{
     FecReport, LegReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport,
     StreamReport, ThreadReport, TsReport,
@@ -134,39 +134,85 @@ impl Daemon {
         let tx_stats = Arc::new(ThreadStats::default());
         // The threads build their ring ends themselves: nix's preallocated
         // message headers hold raw pointers and are not Send.
-        let receiver = {
-            let (backend, region, table, stop, waker, stats) = (
+        let rtc = config.daemon.layout == Layout::RunToCompletion;
+        if rtc && backend.poll_fd().is_none() {
+            log::warn!("layout = \"run-to-completion\" needs a device that answers poll; using the threads layout");
+        }
+        let rtc = rtc && backend.poll_fd().is_some();
+        let gso = config.daemon.udp_gso;
+        let (receiver, transmitter) = if rtc {
+            let (backend, region, table, rx_stop, tx_stop, unroutable) = (
                 Arc::clone(&backend),
                 Arc::clone(&region),
                 Arc::clone(&table),
                 Arc::clone(&rx_stop),
-                Arc::clone(&rx_waker),
-                Arc::clone(&rx_stats),
-            );
-            std::thread::Builder::new().name("rtpmgr-rx".into()).spawn(move || {
-                match Receiver::new(backend, &region, table, stop, waker, stats) {
-                    Ok(r) => r.run(),
-                    Err(e) => log::error!("receiver: cannot start: {e}"),
-                }
-            })?
-        };
-        let transmitter = {
-            let (backend, region, table, stop, unroutable, waker, stats) = (
-                Arc::clone(&backend),
-                Arc::clone(&region),
-                Arc::clone(&table),
                 Arc::clone(&tx_stop),
                 Arc::clone(&unroutable),
-                Arc::clone(&tx_waker),
-                Arc::clone(&tx_stats),
             );
-            let gso = config.daemon.udp_gso;
-            std::thread::Builder::new().name("rtpmgr-tx".into()).spawn(move || {
-                match Transmitter::new(backend, &region, table, stop, unroutable, gso, waker, stats) {
-                    Ok(t) => t.run(),
-                    Err(e) => log::error!("transmitter: cannot start: {e}"),
+            let (rx_waker, tx_waker, rx_stats, tx_stats) =
+                (Arc::clone(&rx_waker), Arc::clone(&tx_waker), Arc::clone(&rx_stats), Arc::clone(&tx_stats));
+            log::info!("layout: run-to-completion (one thread receives and transmits)");
+            let h = std::thread::Builder::new().name("rtpmgr-rtc".into()).spawn(move || {
+                let rx = Receiver::new(
+                    Arc::clone(&backend),
+                    &region,
+                    Arc::clone(&table),
+                    Arc::clone(&rx_stop),
+                    rx_waker,
+                    rx_stats,
+                );
+                let tx = Transmitter::new(
+                    Arc::clone(&backend),
+                    &region,
+                    table,
+                    Arc::clone(&tx_stop),
+                    unroutable,
+                    gso,
+                    tx_waker,
+                    tx_stats,
+                );
+                match (rx, tx) {
+                    (Ok(rx), Ok(tx)) => crate::rtc::run(rx, tx, backend, rx_stop, tx_stop),
+                    (Err(e), _) | (_, Err(e)) => log::error!("run-to-completion thread: cannot start: {e}"),
                 }
-            })?
+            })?;
+            // Joined after the transmitter's stop, as the transmitter is.
+            (None, h)
+        } else {
+            let receiver = {
+                let (backend, region, table, stop, waker, stats) = (
+                    Arc::clone(&backend),
+                    Arc::clone(&region),
+                    Arc::clone(&table),
+                    Arc::clone(&rx_stop),
+                    Arc::clone(&rx_waker),
+                    Arc::clone(&rx_stats),
+                );
+                std::thread::Builder::new().name("rtpmgr-rx".into()).spawn(move || {
+                    match Receiver::new(backend, &region, table, stop, waker, stats) {
+                        Ok(r) => r.run(),
+                        Err(e) => log::error!("receiver: cannot start: {e}"),
+                    }
+                })?
+            };
+            let transmitter = {
+                let (backend, region, table, stop, unroutable, waker, stats) = (
+                    Arc::clone(&backend),
+                    Arc::clone(&region),
+                    Arc::clone(&table),
+                    Arc::clone(&tx_stop),
+                    Arc::clone(&unroutable),
+                    Arc::clone(&tx_waker),
+                    Arc::clone(&tx_stats),
+                );
+                std::thread::Builder::new().name("rtpmgr-tx".into()).spawn(move || {
+                    match Transmitter::new(backend, &region, table, stop, unroutable, gso, waker, stats) {
+                        Ok(t) => t.run(),
+                        Err(e) => log::error!("transmitter: cannot start: {e}"),
+                    }
+                })?
+            };
+            (Some(receiver), transmitter)
         };
         let mut daemon = Daemon {
             config_path: config_path.to_owned(),
@@ -181,7 +227,7 @@ impl Daemon {
             next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             rx_stop,
             tx_stop,
-            receiver: Some(receiver),
+            receiver,
             transmitter: Some(transmitter),
             unroutable,
             started: Instant::now(),
@@ -721,6 +767,8 @@ impl Daemon {
     /// transmitter drain both rings, then stop the streams.
     pub fn shutdown(mut self) {
         self.rx_stop.store(true, Ordering::Release);
+        // Woken also when one thread does both (run-to-completion): it
+        // stops reading the sockets and goes on transmitting.
         self.wakers[0].wake();
         if let Some(h) = self.receiver.take() {
             let _ = h.join();

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod kernel_path;
 pub mod net;
 pub mod receiver;
+pub mod rtc;
 pub mod rtcp;
 pub mod stream;
 pub mod transmitter;

@@ -73,7 +73,17 @@ pub struct Receiver {
     stats: Arc<ThreadStats>,
     /// The sockets the last wake-up found ready, kept between wake-ups.
     ready: Vec<(usize, Socket)>,
+    /// The stream table's generation `streams` belongs to.
+    generation: u64,
+    streams: Vec<Arc<Stream>>,
+    /// Indices of the streams with timers (reorder gaps, FEC, RTCP): only
+    /// these are looked at after a wake-up.
+    timed: Vec<usize>,
+    waker_added: bool,
 }
+
+/// The token of the device's poll descriptor (run-to-completion).
+const DEVICE_TOKEN: u64 = u64::MAX - 1;
 
 /// The most events one wake-up takes (more wait for the next, level-triggered).
 const READY_MAX: usize = 256;
@@ -238,92 +248,136 @@ impl Receiver {
             waker,
             stats,
             ready: Vec::new(),
+            generation: u64::MAX,
+            streams: Vec::new(),
+            timed: Vec::new(),
+            waker_added: false,
         })
     }
 
     pub fn run(mut self) {
-        let mut generation = u64::MAX;
-        let mut streams: Vec<Arc<Stream>> = Vec::new();
-        // Indices of the streams with timers (reorder gaps, FEC, RTCP):
-        // only these are looked at after a wake-up.
-        let mut timed: Vec<usize> = Vec::new();
-        if let Err(e) = self.poller.add(&*self.waker, WAKER_TOKEN) {
-            log::error!("receiver: epoll: {e}");
-        }
         while !self.stop.load(Ordering::Acquire) {
-            if self.table.generation() != generation {
-                for s in &streams {
-                    for_each_socket(s, |fd, _| self.poller.delete(fd));
-                }
-                let (g, all) = self.table.snapshot();
-                generation = g;
-                // Every stream with RTCP is ours: an egress stream's
-                // sender reports are timed here too.
-                streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
-                timed = (0..streams.len()).filter(|&i| streams[i].reorders() || has_rtcp(&streams[i])).collect();
-                let mut sockets = 0;
-                for (i, s) in streams.iter().enumerate() {
-                    for_each_socket(s, |fd, kind| {
-                        sockets += 1;
-                        if let Err(e) = self.poller.add(fd, token(i, kind)) {
-                            log::error!("stream {}: epoll: {e}", s.config.name);
-                        }
-                    });
-                }
-                self.ready.reserve(sockets.min(READY_MAX));
+            self.refresh();
+            self.turn(None);
+        }
+        self.finish();
+    }
+
+    /// Also watch the device's poll descriptor (run-to-completion):
+    /// [`Receiver::turn`] then reports it ready.
+    pub fn watch_device(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.poller.add_raw(fd, DEVICE_TOKEN)
+    }
+
+    /// Take a changed stream table: the sockets registered again, the
+    /// streams with timers noted.
+    pub fn refresh(&mut self) {
+        if self.table.generation() == self.generation {
+            return;
+        }
+        if !self.waker_added {
+            if let Err(e) = self.poller.add(&*self.waker, WAKER_TOKEN) {
+                log::error!("receiver: epoll: {e}");
             }
-            let timeout = self.poll_timeout(&streams, &timed);
-            ThreadStats::add(&self.stats.syscalls, 1);
-            match self.poller.wait(timeout) {
-                Ok(0) => ThreadStats::add(&self.stats.timeouts, 1),
-                Ok(_) => ThreadStats::add(&self.stats.wakeups, 1),
-                Err(e) => {
-                    log::error!("receiver: epoll_wait failed: {e}");
-                    std::thread::sleep(Duration::from_millis(POLL_MS.into()));
-                    continue;
+            self.waker_added = true;
+        }
+        for s in &self.streams {
+            for_each_socket(s, |fd, _| self.poller.delete(fd));
+        }
+        let (g, all) = self.table.snapshot();
+        self.generation = g;
+        // Every stream with RTCP is ours: an egress stream's sender
+        // reports are timed here too.
+        self.streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
+        let streams = &self.streams;
+        self.timed = (0..streams.len()).filter(|&i| streams[i].reorders() || has_rtcp(&streams[i])).collect();
+        let mut sockets = 0;
+        for (i, s) in self.streams.iter().enumerate() {
+            for_each_socket(s, |fd, kind| {
+                sockets += 1;
+                if let Err(e) = self.poller.add(fd, token(i, kind)) {
+                    log::error!("stream {}: epoll: {e}", s.config.name);
                 }
-            }
-            self.ready.clear();
-            for t in self.poller.tokens() {
-                if t == WAKER_TOKEN {
-                    self.waker.clear();
-                } else if let Some(w) = untoken(t).filter(|(i, _)| *i < streams.len()) {
-                    self.ready.push(w);
-                }
-            }
-            // Media first: a FEC packet read before the media packets that
-            // came with it would take them for lost.
-            self.ready.sort_unstable_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
-            for k in 0..self.ready.len() {
-                let (i, socket) = self.ready[k];
-                match socket {
-                    Socket::Media => self.drain(&streams[i]),
-                    Socket::Leg2 => self.drain_reordered(&streams[i], true),
-                    Socket::Rtcp => read_rtcp(&streams[i]),
-                    Socket::Fec(k) => read_fec(&streams[i], k),
-                }
-            }
-            // Gaps whose wait is over; RTCP that is due.
-            let now = crate::monotonic_ns();
-            for &i in &timed {
-                let s = &streams[i];
-                if s.reorders() {
-                    let mut c = s.counters();
-                    if let Some(rb) = c.reorder.as_mut() {
-                        rb.tick(now);
-                    }
-                    if let Some(f) = c.fec.as_mut() {
-                        f.tick(now);
-                    }
-                    drop(c);
-                    self.emit(s);
-                }
-                if has_rtcp(s) {
-                    rtcp_work(s, now);
-                }
+            });
+        }
+        self.ready.reserve(sockets.min(READY_MAX));
+    }
+
+    /// One wait (at most `max_ms`, if given) and the work it found: the
+    /// ready sockets drained, the timers that are due. True when the
+    /// device's poll descriptor ([`Receiver::watch_device`]) was ready.
+    pub fn turn(&mut self, max_ms: Option<u16>) -> bool {
+        let streams = std::mem::take(&mut self.streams);
+        let timed = std::mem::take(&mut self.timed);
+        let device = self.turn_with(&streams, &timed, max_ms);
+        self.streams = streams;
+        self.timed = timed;
+        device
+    }
+
+    fn turn_with(&mut self, streams: &[Arc<Stream>], timed: &[usize], max_ms: Option<u16>) -> bool {
+        let mut timeout = self.poll_timeout(streams, timed);
+        if let Some(m) = max_ms {
+            timeout = timeout.min(m);
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
+        match self.poller.wait(timeout) {
+            Ok(0) => ThreadStats::add(&self.stats.timeouts, 1),
+            Ok(_) => ThreadStats::add(&self.stats.wakeups, 1),
+            Err(e) => {
+                log::error!("receiver: epoll_wait failed: {e}");
+                std::thread::sleep(Duration::from_millis(POLL_MS.into()));
+                return false;
             }
         }
-        // Stopping: what the reorder buffers hold goes out, gaps given up.
+        self.ready.clear();
+        let mut device = false;
+        for t in self.poller.tokens() {
+            if t == WAKER_TOKEN {
+                self.waker.clear();
+            } else if t == DEVICE_TOKEN {
+                device = true;
+            } else if let Some(w) = untoken(t).filter(|(i, _)| *i < streams.len()) {
+                self.ready.push(w);
+            }
+        }
+        // Media first: a FEC packet read before the media packets that
+        // came with it would take them for lost.
+        self.ready.sort_unstable_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
+        for k in 0..self.ready.len() {
+            let (i, socket) = self.ready[k];
+            match socket {
+                Socket::Media => self.drain(&streams[i]),
+                Socket::Leg2 => self.drain_reordered(&streams[i], true),
+                Socket::Rtcp => read_rtcp(&streams[i]),
+                Socket::Fec(k) => read_fec(&streams[i], k),
+            }
+        }
+        // Gaps whose wait is over; RTCP that is due.
+        let now = crate::monotonic_ns();
+        for &i in timed {
+            let s = &streams[i];
+            if s.reorders() {
+                let mut c = s.counters();
+                if let Some(rb) = c.reorder.as_mut() {
+                    rb.tick(now);
+                }
+                if let Some(f) = c.fec.as_mut() {
+                    f.tick(now);
+                }
+                drop(c);
+                self.emit(s);
+            }
+            if has_rtcp(s) {
+                rtcp_work(s, now);
+            }
+        }
+        device
+    }
+
+    /// Stopping: what the reorder buffers hold goes out, gaps given up.
+    pub fn finish(&mut self) {
+        let streams = std::mem::take(&mut self.streams);
         for s in streams.iter().filter(|s| s.reorders()) {
             if let Some(rb) = s.counters().reorder.as_mut() {
                 rb.tick(u64::MAX);

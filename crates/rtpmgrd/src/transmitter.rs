@@ -80,6 +80,10 @@ pub struct Transmitter {
     poller: Option<Poller>,
     waker: Arc<Waker>,
     stats: Arc<ThreadStats>,
+    /// The stream table's generation `by_id` belongs to.
+    generation: u64,
+    /// The sending streams by id.
+    by_id: Vec<Option<Arc<Stream>>>,
 }
 
 impl Transmitter {
@@ -117,68 +121,83 @@ impl Transmitter {
             poller,
             waker,
             stats,
+            generation: u64::MAX,
+            by_id: Vec::new(),
         })
     }
 
     pub fn run(mut self) {
-        let mut generation = u64::MAX;
-        let mut by_id: Vec<Option<Arc<Stream>>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            if self.table.generation() != generation {
-                let (g, all) = self.table.snapshot();
-                generation = g;
-                let senders: Vec<Arc<Stream>> = all.into_iter().filter(|s| s.sends()).collect();
-                let ids = senders.iter().map(|s| s.id as usize + 1).max().unwrap_or(0);
-                by_id.clear();
-                by_id.resize(ids, None);
-                for s in senders {
-                    let id = s.id as usize;
-                    by_id[id] = Some(s);
-                }
-            }
-            let n = match self.consumer.available() {
-                Ok(n) => n.min(BATCH),
-                Err(bad) => {
-                    // Only a broken device gets here; do not spin on it.
-                    log::error!("transmitter: device published impossible ring indices {bad:?}");
-                    std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
-                    continue;
-                }
-            };
-            if n == 0 {
+            if self.pass() == 0 {
                 self.sleep();
-                continue;
-            }
-            let mut headers = [SlotHeader::default(); BATCH as usize];
-            for (i, h) in headers[..n as usize].iter_mut().enumerate() {
-                *h = self.consumer.header(i as u32);
-            }
-            let mut start = 0usize;
-            while start < n as usize {
-                let sid = headers[start].stream_id;
-                let end = (start..n as usize).find(|&k| headers[k].stream_id != sid).unwrap_or(n as usize);
-                match by_id.get(sid as usize).and_then(Option::as_ref) {
-                    Some(stream) => self.send_run(stream, start as u32, &headers[start..end]),
-                    None => {
-                        self.unroutable.fetch_add((end - start) as u64, Ordering::Relaxed);
-                    }
-                }
-                start = end;
-            }
-            ThreadStats::add(&self.stats.batches, 1);
-            ThreadStats::add(&self.stats.packets, u64::from(n));
-            if self.consumer.release(n) {
-                ThreadStats::add(&self.stats.syscalls, 1);
-                if let Err(e) = self.backend.kick() {
-                    log::error!("transmitter: KICK failed: {e}");
-                }
             }
         }
     }
 
+    /// Whether from-device entries wait.
+    pub fn pending(&mut self) -> bool {
+        self.consumer.available().is_ok_and(|n| n > 0)
+    }
+
+    /// Send one batch of what the device published; the number of slots
+    /// taken (0: nothing there).
+    pub fn pass(&mut self) -> u32 {
+        if self.table.generation() != self.generation {
+            let (g, all) = self.table.snapshot();
+            self.generation = g;
+            let senders: Vec<Arc<Stream>> = all.into_iter().filter(|s| s.sends()).collect();
+            let ids = senders.iter().map(|s| s.id as usize + 1).max().unwrap_or(0);
+            self.by_id.clear();
+            self.by_id.resize(ids, None);
+            for s in senders {
+                let id = s.id as usize;
+                self.by_id[id] = Some(s);
+            }
+        }
+        let n = match self.consumer.available() {
+            Ok(n) => n.min(BATCH),
+            Err(bad) => {
+                // Only a broken device gets here; do not spin on it.
+                log::error!("transmitter: device published impossible ring indices {bad:?}");
+                std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
+                return 0;
+            }
+        };
+        if n == 0 {
+            return 0;
+        }
+        let mut headers = [SlotHeader::default(); BATCH as usize];
+        for (i, h) in headers[..n as usize].iter_mut().enumerate() {
+            *h = self.consumer.header(i as u32);
+        }
+        let by_id = std::mem::take(&mut self.by_id);
+        let mut start = 0usize;
+        while start < n as usize {
+            let sid = headers[start].stream_id;
+            let end = (start..n as usize).find(|&k| headers[k].stream_id != sid).unwrap_or(n as usize);
+            match by_id.get(sid as usize).and_then(Option::as_ref) {
+                Some(stream) => self.send_run(stream, start as u32, &headers[start..end]),
+                None => {
+                    self.unroutable.fetch_add((end - start) as u64, Ordering::Relaxed);
+                }
+            }
+            start = end;
+        }
+        self.by_id = by_id;
+        ThreadStats::add(&self.stats.batches, 1);
+        ThreadStats::add(&self.stats.packets, u64::from(n));
+        if self.consumer.release(n) {
+            ThreadStats::add(&self.stats.syscalls, 1);
+            if let Err(e) = self.backend.kick() {
+                log::error!("transmitter: KICK failed: {e}");
+            }
+        }
+        n
+    }
+
     /// Nothing to send: sleep until the device publishes, the controller
     /// wakes us, or [`IDLE_MS`] passed.
-    fn sleep(&mut self) {
+    pub fn sleep(&mut self) {
         ThreadStats::add(&self.stats.syscalls, 1);
         let Some(poller) = self.poller.as_mut() else {
             // No poll on this device: WAIT (a stop is noticed within IDLE_MS).

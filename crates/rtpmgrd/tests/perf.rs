@@ -118,3 +118,40 @@ fn an_idle_daemon_wakes_at_most_once_a_second() {
     }
     assert!(daemon.stop().success());
 }
+
+/// `layout = "run-to-completion"`: one data thread (`rtpmgr-rtc`) relays
+/// everything intact and in order, and a graceful stop still drains.
+#[test]
+fn run_to_completion_relays_intact_on_one_thread() {
+    let dir = TempDir::new("rtc");
+    let sink = Sink::start();
+    let port = free_udp_port();
+    let config = relay_config(&dir, &[("rtc", port, sink.port)])
+        .replace("[buffer]", "layout = \"run-to-completion\"\n\n[buffer]");
+    let daemon = Daemon::start(&dir, &config);
+    const N: u32 = 20_000;
+    let packets = mixed_packets(N);
+    send_windowed(port, &packets, &sink, 512);
+    sink.wait_for(N as u64, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    let names: Vec<String> = switches(daemon.child.id()).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.starts_with("rtpmgr-rtc/")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("rtpmgr-rx/") || n.starts_with("rtpmgr-tx/")), "{names:?}");
+    let status = daemon.status();
+    assert_eq!(status.streams[0].sent_packets, N as u64);
+    assert!(daemon.log_text().contains("run-to-completion"), "{}", daemon.log_text());
+    // A last burst, then stop at once: what is in flight still goes out.
+    let more: Vec<Vec<u8>> = (N..N + 500).map(|i| sized_packet(i, 1316)).collect();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for p in &more {
+        tx.send_to(p, ("127.0.0.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(daemon.stop().success());
+    std::thread::sleep(Duration::from_millis(100));
+    let got = sink.take();
+    assert_eq!(got.len(), (N + 500) as usize, "every packet exactly once");
+    for (i, (s, r)) in packets.iter().chain(&more).zip(&got).enumerate() {
+        assert!(s == r, "packet {i} differs or is out of order");
+    }
+}
