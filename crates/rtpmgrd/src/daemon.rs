@@ -518,6 +518,9 @@ impl Daemon {
         if new.daemon.control_socket != old.daemon.control_socket {
             log::warn!("reload: control_socket takes effect on restart only");
         }
+        if new.daemon.layout != old.daemon.layout || new.daemon.udp_gso != old.daemon.udp_gso {
+            log::warn!("reload: layout and udp_gso take effect on restart only");
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.daemon.log_level);
         }
@@ -528,6 +531,8 @@ impl Daemon {
             device: old.daemon.device,
             control_socket: old.daemon.control_socket,
             control_socket_mode: old.daemon.control_socket_mode,
+            layout: old.daemon.layout,
+            udp_gso: old.daemon.udp_gso,
             ..new.daemon
         };
         self.config = Config { daemon, buffer: old.buffer, streams: new.streams };

@@ -25,7 +25,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
 use rtp::reorder::{Insert, ReorderBuffer};
-use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
+use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY, WAIT_TO_DEV_SPACE};
 use rtpmgr_config::{RingFullPolicy, RtcpMode, StreamFormat};
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
@@ -80,6 +80,8 @@ pub struct Receiver {
     /// these are looked at after a wake-up.
     timed: Vec<usize>,
     waker_added: bool,
+    /// Run to completion: this thread transmits too.
+    watches_device: bool,
 }
 
 /// The token of the device's poll descriptor (run-to-completion).
@@ -252,6 +254,7 @@ impl Receiver {
             streams: Vec::new(),
             timed: Vec::new(),
             waker_added: false,
+            watches_device: false,
         })
     }
 
@@ -266,7 +269,9 @@ impl Receiver {
     /// Also watch the device's poll descriptor (run-to-completion):
     /// [`Receiver::turn`] then reports it ready.
     pub fn watch_device(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
-        self.poller.add_raw(fd, DEVICE_TOKEN)
+        self.poller.add_raw(fd, DEVICE_TOKEN)?;
+        self.watches_device = true;
+        Ok(())
     }
 
     /// Take a changed stream table: the sockets registered again, the
@@ -455,7 +460,13 @@ impl Receiver {
                 // socket_buffer_bytes) and wait for room. The next poll
                 // comes straight back here while the socket has data, so a
                 // timeout or error needs no handling.
-                let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
+                // Run to completion, this thread is also the transmitter:
+                // the device may be waiting for it to drain the
+                // from-device ring, so wake for that too and go and do it.
+                let flags =
+                    if self.watches_device { WAIT_TO_DEV_SPACE | WAIT_FROM_DEV_READY } else { WAIT_TO_DEV_SPACE };
+                ThreadStats::add(&self.stats.syscalls, 1);
+                let _ = self.backend.wait(flags, POLL_MS.into());
                 false
             }
             RingFullPolicy::Drop => {
