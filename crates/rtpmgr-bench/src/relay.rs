@@ -28,6 +28,8 @@ pub enum RelayKind {
     /// rtpmgrd with the run-to-completion layout
     /// (`layout = "run-to-completion"`).
     RtpmgrdRtc,
+    /// rtpmgrd with interrupt moderation (`rx_coalesce_us = 500`).
+    RtpmgrdCoalesce,
     /// `bare-relay`: `recvmmsg`/`sendmmsg` of 64, one socket per stream
     /// (epoll above one).
     Bare,
@@ -46,6 +48,7 @@ impl RelayKind {
             RelayKind::Rtpmgrd => "rtpmgrd",
             RelayKind::RtpmgrdNoGso => "rtpmgrd_nogso",
             RelayKind::RtpmgrdRtc => "rtpmgrd_rtc",
+            RelayKind::RtpmgrdCoalesce => "rtpmgrd_coalesce",
             RelayKind::Bare => "bare_loop",
             RelayKind::Gstreamer => "gstreamer",
             RelayKind::GstreamerTuned => "gstreamer_tuned",
@@ -58,6 +61,7 @@ impl RelayKind {
             RelayKind::Rtpmgrd => "rtpmgrd (sim)",
             RelayKind::RtpmgrdNoGso => "rtpmgrd (sim, udp_gso = false)",
             RelayKind::RtpmgrdRtc => "rtpmgrd (sim, run-to-completion)",
+            RelayKind::RtpmgrdCoalesce => "rtpmgrd (sim, rx_coalesce_us = 500)",
             RelayKind::Bare => "bare loop",
             RelayKind::Gstreamer => "GStreamer (defaults)",
             RelayKind::GstreamerTuned => "GStreamer (tuned)",
@@ -65,7 +69,10 @@ impl RelayKind {
     }
 
     pub fn is_rtpmgrd(self) -> bool {
-        matches!(self, RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc)
+        matches!(
+            self,
+            RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc | RelayKind::RtpmgrdCoalesce
+        )
     }
 
     pub fn is_gstreamer(self) -> bool {
@@ -77,6 +84,7 @@ impl RelayKind {
         match self {
             RelayKind::RtpmgrdNoGso => "udp_gso = false\n",
             RelayKind::RtpmgrdRtc => "layout = \"run-to-completion\"\n",
+            RelayKind::RtpmgrdCoalesce => "rx_coalesce_us = 500\n",
             _ => "",
         }
     }
@@ -242,7 +250,7 @@ impl Relay {
         }
         let input = format!("127.0.0.1:{}", in_ports[0]);
         let (program, mut args): (PathBuf, Vec<String>) = match kind {
-            RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc => {
+            RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc | RelayKind::RtpmgrdCoalesce => {
                 let conf = dir.join("rtpmgr.toml");
                 std::fs::write(&conf, rtpmgrd_config_with(&control, in_ports, dest, pt, kind.daemon_lines()))?;
                 (tools.rtpmgrd.clone(), vec!["--config".into(), conf.display().to_string()])

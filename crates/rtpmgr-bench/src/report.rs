@@ -37,7 +37,7 @@
 //!       ..._cycles_per_pkt, ..._instructions_per_pkt   hardware counters (skipped
 //!                                               where the machine has none)
 //!       ..._lost                                packets lost per repetition
-//!           RELAY: rtpmgrd, rtpmgrd_nogso, rtpmgrd_rtc, bare_loop, gstreamer,
+//!           RELAY: rtpmgrd, rtpmgrd_nogso, rtpmgrd_rtc, rtpmgrd_coalesce, bare_loop, gstreamer,
 //!           gstreamer_tuned; LOAD: iptv64, iptv150k, iptv256, voip1000, voip4000
 //!       latency_{rtpmgrd,bare_loop}_{p50,p99,p99_9}  us
 //!       callgrind_RELAY_instructions_per_pkt   user-space instructions per packet

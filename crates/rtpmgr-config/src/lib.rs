@@ -69,7 +69,16 @@ pub struct DaemonConfig {
     /// jitter and TR 101 290 timers; off, the time the batch was read is
     /// used (cheaper, slightly noisier jitter).
     pub receive_timestamps: bool,
+    /// Interrupt moderation: after a wake-up that brought less than a
+    /// batch, the receiver waits this long before it sleeps again, so that
+    /// the next wake-up carries more packets (fewer system calls and
+    /// context switches per packet at paced rates, at up to this much
+    /// added latency). 0: off.
+    pub rx_coalesce_us: u32,
 }
+
+/// The most `rx_coalesce_us` allows (10 ms).
+pub const MAX_RX_COALESCE_US: u32 = 10_000;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -84,6 +93,7 @@ impl Default for DaemonConfig {
             layout: Layout::Threads,
             udp_gso: true,
             receive_timestamps: true,
+            rx_coalesce_us: 0,
         }
     }
 }

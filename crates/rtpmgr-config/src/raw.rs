@@ -34,6 +34,7 @@ pub struct RawDaemon {
     pub layout: Option<RawLayout>,
     pub udp_gso: Option<bool>,
     pub receive_timestamps: Option<bool>,
+    pub rx_coalesce_us: Option<toml::Spanned<u32>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]

@@ -137,6 +137,9 @@ fn data_path_settings() {
     assert_eq!((d.layout, d.udp_gso, d.receive_timestamps), (Layout::RunToCompletion, false, false));
     assert_eq!(parse("[daemon]\nlayout = \"threads\"\n").unwrap().daemon.layout, Layout::Threads);
     assert!(err("[daemon]\nlayout = \"fibers\"\n").contains("fibers"), "{}", err("[daemon]\nlayout = \"fibers\"\n"));
+    assert_eq!(d.rx_coalesce_us, 0);
+    assert_eq!(parse("[daemon]\nrx_coalesce_us = 500\n").unwrap().daemon.rx_coalesce_us, 500);
+    assert!(err("[daemon]\nrx_coalesce_us = 10001\n").contains("rx_coalesce_us = 10001 is more than 10000"));
 }
 
 fn stream(extra: &str) -> String {

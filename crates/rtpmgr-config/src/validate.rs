@@ -127,6 +127,16 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
         if let Some(t) = d.receive_timestamps {
             daemon.receive_timestamps = t;
         }
+        if let Some(c) = d.rx_coalesce_us {
+            if *c.get_ref() > crate::MAX_RX_COALESCE_US {
+                return ctx.err(
+                    c.span(),
+                    "rx_coalesce_us",
+                    format!("daemon.rx_coalesce_us = {} is more than {}", c.get_ref(), crate::MAX_RX_COALESCE_US),
+                );
+            }
+            daemon.rx_coalesce_us = *c.get_ref();
+        }
     }
     let mut buffer = BufferConfig::default();
     if let Some(b) = raw.buffer {

@@ -140,6 +140,7 @@ impl Daemon {
         }
         let rtc = rtc && backend.poll_fd().is_some();
         let gso = config.daemon.udp_gso;
+        let coalesce = config.daemon.rx_coalesce_us;
         let (receiver, transmitter) = if rtc {
             let (backend, region, table, rx_stop, tx_stop, unroutable) = (
                 Arc::clone(&backend),
@@ -160,7 +161,8 @@ impl Daemon {
                     Arc::clone(&rx_stop),
                     rx_waker,
                     rx_stats,
-                );
+                )
+                .map(|r| r.with_coalesce(coalesce));
                 let tx = Transmitter::new(
                     Arc::clone(&backend),
                     &region,
@@ -190,7 +192,7 @@ impl Daemon {
                 );
                 std::thread::Builder::new().name("rtpmgr-rx".into()).spawn(move || {
                     match Receiver::new(backend, &region, table, stop, waker, stats) {
-                        Ok(r) => r.run(),
+                        Ok(r) => r.with_coalesce(coalesce).run(),
                         Err(e) => log::error!("receiver: cannot start: {e}"),
                     }
                 })?
@@ -518,8 +520,11 @@ impl Daemon {
         if new.daemon.control_socket != old.daemon.control_socket {
             log::warn!("reload: control_socket takes effect on restart only");
         }
-        if new.daemon.layout != old.daemon.layout || new.daemon.udp_gso != old.daemon.udp_gso {
-            log::warn!("reload: layout and udp_gso take effect on restart only");
+        if new.daemon.layout != old.daemon.layout
+            || new.daemon.udp_gso != old.daemon.udp_gso
+            || new.daemon.rx_coalesce_us != old.daemon.rx_coalesce_us
+        {
+            log::warn!("reload: layout, udp_gso and rx_coalesce_us take effect on restart only");
         }
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.daemon.log_level);
@@ -533,6 +538,7 @@ impl Daemon {
             control_socket_mode: old.daemon.control_socket_mode,
             layout: old.daemon.layout,
             udp_gso: old.daemon.udp_gso,
+            rx_coalesce_us: old.daemon.rx_coalesce_us,
             ..new.daemon
         };
         self.config = Config { daemon, buffer: old.buffer, streams: new.streams };

@@ -82,6 +82,9 @@ pub struct Receiver {
     waker_added: bool,
     /// Run to completion: this thread transmits too.
     watches_device: bool,
+    /// `rx_coalesce_us`: the pause after a wake-up that brought less than
+    /// a batch (0: none).
+    coalesce_us: u32,
 }
 
 /// The token of the device's poll descriptor (run-to-completion).
@@ -255,6 +258,7 @@ impl Receiver {
             timed: Vec::new(),
             waker_added: false,
             watches_device: false,
+            coalesce_us: 0,
         })
     }
 
@@ -264,6 +268,12 @@ impl Receiver {
             self.turn(None);
         }
         self.finish();
+    }
+
+    /// Interrupt moderation (`rx_coalesce_us`).
+    pub fn with_coalesce(mut self, us: u32) -> Self {
+        self.coalesce_us = us;
+        self
     }
 
     /// Also watch the device's poll descriptor (run-to-completion):
@@ -349,6 +359,7 @@ impl Receiver {
         // Media first: a FEC packet read before the media packets that
         // came with it would take them for lost.
         self.ready.sort_unstable_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
+        let before = ThreadStats::get(&self.stats.packets);
         for k in 0..self.ready.len() {
             let (i, socket) = self.ready[k];
             match socket {
@@ -357,6 +368,14 @@ impl Receiver {
                 Socket::Rtcp => read_rtcp(&streams[i]),
                 Socket::Fec(k) => read_fec(&streams[i], k),
             }
+        }
+        // Interrupt moderation: a wake-up that brought less than a batch
+        // is followed by a pause, so that the next one finds more waiting
+        // (and the device and the transmitter get batches too).
+        let got = ThreadStats::get(&self.stats.packets) - before;
+        if self.coalesce_us > 0 && got > 0 && got < u64::from(BATCH) {
+            ThreadStats::add(&self.stats.syscalls, 1);
+            std::thread::sleep(Duration::from_micros(self.coalesce_us.into()));
         }
         // Gaps whose wait is over; RTCP that is due.
         let now = crate::monotonic_ns();

@@ -25,7 +25,7 @@ usage: host-bench [--quick] [--out FILE] [--bin-dir DIR] [--only LIST] [--reps N
   --only LIST      comma-separated subset of saturation,paced,latency,callgrind
   --reps N         repetitions per measurement, interleaved (default 10, quick 1)
   --loads LIST     paced loads: iptv64,iptv150k,iptv256,voip1000,voip4000 (default all)
-  --relays LIST    saturation relays: rtpmgrd,rtpmgrd_nogso,rtpmgrd_rtc,bare_loop,gstreamer,gstreamer_tuned
+  --relays LIST    saturation relays: rtpmgrd,rtpmgrd_nogso,rtpmgrd_rtc,rtpmgrd_coalesce,bare_loop,gstreamer,gstreamer_tuned
   --paced-relays LIST  rtpmgrd variants of the paced loads (the bare loop always runs)
   --window SECS    saturation and paced measuring window (default 2 and 3)
   --generator-gso  the saturating generator sends UDP GSO aggregates (reference only)
@@ -38,10 +38,11 @@ usage: host-bench [--quick] [--out FILE] [--bin-dir DIR] [--only LIST] [--reps N
   --strict         exit 1 when a target is missed or could not be measured";
 
 const SECTIONS: [&str; 4] = ["saturation", "paced", "latency", "callgrind"];
-const KINDS: [RelayKind; 6] = [
+const KINDS: [RelayKind; 7] = [
     RelayKind::Rtpmgrd,
     RelayKind::RtpmgrdNoGso,
     RelayKind::RtpmgrdRtc,
+    RelayKind::RtpmgrdCoalesce,
     RelayKind::Bare,
     RelayKind::Gstreamer,
     RelayKind::GstreamerTuned,
