@@ -28,8 +28,17 @@ pub const MIN_SLOT_COUNT: u32 = 8;
 /// Most slots per ring; keeps index arithmetic far from `u32` wrap ambiguity
 /// (any count up to 2^31 would do) and bounds the work of one pass.
 pub const MAX_SLOT_COUNT: u32 = 32_768;
-/// Streams per session; stream ids are `0..MAX_STREAMS`.
+/// Stream ids of the module's sessions (`0..MAX_STREAMS`), which is what it
+/// announces in [`Info::max_streams`]; the statistics area has a record
+/// for each.
 pub const MAX_STREAMS: u32 = 64;
+/// The most stream ids any device may announce in [`Info::max_streams`]
+/// (ids are `0..info.max_streams`): every structure carries a stream id
+/// as a `u32`, so the interface has room for a VoIP box's thousands of
+/// streams in one session. The simulator announces this many; the module
+/// [`MAX_STREAMS`] (its per-session table) for now. User space takes the
+/// device's figure, never a constant.
+pub const MAX_STREAM_IDS: u32 = 4096;
 /// Longest media-port name, including the terminating NUL.
 pub const PORT_NAME_LEN: usize = 32;
 
@@ -721,13 +730,18 @@ impl SlotHeader {
     /// The caller must have copied the header out of shared memory first and
     /// must use only the copy afterwards (never re-read shared memory).
     pub const fn check(&self, slot_size: u32) -> Result<(), SlotError> {
+        self.check_ids(slot_size, MAX_STREAMS)
+    }
+
+    /// [`SlotHeader::check`] for a device with `max_streams` stream ids.
+    pub const fn check_ids(&self, slot_size: u32, max_streams: u32) -> Result<(), SlotError> {
         if self.len > slot_size.saturating_sub(SLOT_HEADER_SIZE) {
             return Err(SlotError::Length);
         }
         if self.flags & !SLOT_F_TO_DEV_MASK != 0 {
             return Err(SlotError::Flags);
         }
-        if self.stream_id >= MAX_STREAMS {
+        if self.stream_id >= max_streams {
             return Err(SlotError::StreamId);
         }
         Ok(())

@@ -221,6 +221,11 @@ fn slot_header_check() {
     assert_eq!(SlotHeader { flags: SLOT_F_AFTER_DROP, ..ok }.check(256), Err(SlotError::Flags));
     assert_eq!(SlotHeader { stream_id: 64, ..ok }.check(256), Err(SlotError::StreamId));
     assert_eq!(SlotHeader { len: 0, ..ok }.check(256), Ok(()));
+    // A device with more ids (the simulator's MAX_STREAM_IDS).
+    assert_eq!(SlotHeader { stream_id: 64, ..ok }.check_ids(256, MAX_STREAM_IDS), Ok(()));
+    assert_eq!(SlotHeader { stream_id: 4095, ..ok }.check_ids(256, MAX_STREAM_IDS), Ok(()));
+    assert_eq!(SlotHeader { stream_id: 4096, ..ok }.check_ids(256, MAX_STREAM_IDS), Err(SlotError::StreamId));
+    const { assert!(MAX_STREAM_IDS >= 4096 && MAX_STREAMS <= MAX_STREAM_IDS) };
 }
 
 #[test]

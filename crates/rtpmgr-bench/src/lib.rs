@@ -15,6 +15,7 @@ pub mod bench;
 pub mod load;
 pub mod mmsg;
 pub mod packet;
+pub mod perf;
 pub mod procfs;
 pub mod rate;
 pub mod relay;

@@ -3,7 +3,7 @@
 //! receiver that counts what a relay delivered and how late.
 
 use crate::mmsg::Mmsg;
-use crate::packet::{self, Head, HEAD, PACKET, TAG_DATA, TAG_PROBE};
+use crate::packet::{self, Head, Shape, HEAD, IPTV, PACKET, TAG_DATA, TAG_PROBE};
 use nix::sys::socket::{setsockopt, sockopt};
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -45,11 +45,23 @@ pub fn local_v4(s: &UdpSocket) -> io::Result<SocketAddrV4> {
     }
 }
 
-/// `n` distinct free UDP ports on 127.0.0.1 (bound together, so distinct,
-/// then released for a relay to bind).
+/// `n` consecutive free UDP ports on 127.0.0.1 (bound together, so free
+/// at that moment, then released for a relay to bind): a block, because
+/// `bare-relay --ports N` listens on consecutive ports.
 pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<io::Result<_>>()?;
-    socks.iter().map(|s| Ok(local_v4(s)?.port())).collect()
+    let n16 = u16::try_from(n).map_err(|_| io::Error::other("too many ports"))?;
+    // Below the kernel's ephemeral range (32768..), which the generator's
+    // and receiver's own sockets take from; a few tries from a varying base.
+    let seed = std::process::id() as usize + packet::now_ns() as usize;
+    for attempt in 0..64usize {
+        let span = 30_000 - usize::from(n16);
+        let first = 2_000 + ((seed.wrapping_mul(2_654_435_761).wrapping_add(attempt * 7_919)) % span) as u16;
+        let socks: Vec<UdpSocket> = (0..n16).map_while(|i| UdpSocket::bind(("127.0.0.1", first + i)).ok()).collect();
+        if socks.len() == n {
+            return Ok((first..first + n16).collect());
+        }
+    }
+    Err(io::Error::other(format!("no block of {n} free UDP ports below 32000")))
 }
 
 /// What the receiver thread and the rest share while it runs.
@@ -110,13 +122,19 @@ pub struct RxReport {
 /// The receiving end: one socket on 127.0.0.1, every stream's destination.
 pub struct Receiver {
     sock: UdpSocket,
+    shape: Shape,
 }
 
 impl Receiver {
     pub fn bind() -> io::Result<Receiver> {
+        Receiver::bind_shape(IPTV)
+    }
+
+    /// A receiver of datagrams of `shape` (others count as foreign).
+    pub fn bind_shape(shape: Shape) -> io::Result<Receiver> {
         let sock = bind_loopback(0, SOCKET_BUFFER)?;
         sock.set_read_timeout(Some(Duration::from_millis(20)))?;
-        Ok(Receiver { sock })
+        Ok(Receiver { sock, shape })
     }
 
     pub fn addr(&self) -> io::Result<SocketAddrV4> {
@@ -147,7 +165,7 @@ impl Receiver {
             let in_window = now >= sh.window_start.load(Relaxed) && now < sh.window_end.load(Relaxed);
             let (lat_from, lat_to) = (sh.latency_from.load(Relaxed), sh.latency_to.load(Relaxed));
             for i in 0..n {
-                let head = if mm.received_len(i) == PACKET { packet::parse(mm.received(i)) } else { None };
+                let head = if mm.received_len(i) == self.shape.len { packet::parse(mm.received(i)) } else { None };
                 let Some(Head { ssrc, send_ns, probe, .. }) = head else {
                     r.foreign += 1;
                     continue;
@@ -195,10 +213,16 @@ pub struct Generator {
     /// initialised per stream lazily).
     slot_stream: Vec<usize>,
     start_ns: u64,
+    shape: Shape,
 }
 
 impl Generator {
     pub fn new(targets: Vec<SocketAddrV4>) -> io::Result<Generator> {
+        Generator::with_shape(targets, IPTV)
+    }
+
+    /// A generator of datagrams of `shape`.
+    pub fn with_shape(targets: Vec<SocketAddrV4>, shape: Shape) -> io::Result<Generator> {
         let sock = bind_loopback(0, SOCKET_BUFFER)?;
         let n = targets.len();
         Ok(Generator {
@@ -207,22 +231,23 @@ impl Generator {
             seq: vec![0; n],
             sent: vec![0; n],
             send_errors: 0,
-            mm: Mmsg::new(BATCH, PACKET),
+            mm: Mmsg::new(BATCH, shape.len),
             slot_stream: vec![usize::MAX; BATCH],
             start_ns: packet::now_ns(),
+            shape,
         })
     }
 
     /// Put the next packet of stream `s` in slot `k`.
     fn fill(&mut self, k: usize, s: usize, tag: [u8; 4], now: u64) {
         if self.slot_stream[k] != s {
-            packet::init(self.mm.slot_mut(k), SSRC_BASE + s as u32);
+            packet::init_shape(self.mm.slot_mut(k), SSRC_BASE + s as u32, self.shape);
             self.slot_stream[k] = s;
         }
         let seq = self.seq[s];
         self.seq[s] = seq.wrapping_add(1);
         packet::stamp(self.mm.slot_mut(k), seq, packet::rtp_ts(now - self.start_ns), now, tag);
-        self.mm.prepare_send(k, PACKET, Some(self.targets[s]));
+        self.mm.prepare_send(k, self.shape.len, Some(self.targets[s]));
     }
 
     /// Send a probe on every stream that has not come through yet, every
@@ -263,14 +288,19 @@ impl Generator {
     /// Stream 0 as fast as the socket takes it, until `stop`; `sent`
     /// counts as it goes.
     ///
-    /// With UDP GSO (UDP_SEGMENT, Linux 4.18+) each `sendmmsg` carries
-    /// [`BLAST_MSGS`] buffers of [`GSO_SEGMENTS`] datagrams that the kernel
-    /// splits: one pass down the stack per buffer instead of per datagram,
-    /// which is what lets one generator thread offer more than a relay on
-    /// a core of the same speed can carry. The relay still receives single
-    /// datagrams. Without GSO: plain batches of [`BATCH`].
-    pub fn blast(&mut self, stop: &AtomicBool, sent: &AtomicU64) {
-        if setsockopt(&self.sock, sockopt::UdpGsoSegment, &(PACKET as i32)).is_err() {
+    /// `gso` false (the default of the benchmarks): plain `sendmmsg`
+    /// batches of [`BATCH`] single datagrams, so the relay's socket gets
+    /// single skbs, as from a network.
+    ///
+    /// `gso` true: UDP GSO (UDP_SEGMENT, Linux 4.18+); each `sendmmsg`
+    /// carries [`BLAST_MSGS`] buffers of [`GSO_SEGMENTS`] datagrams that
+    /// the kernel splits: one pass down the stack per buffer instead of per
+    /// datagram. On loopback the 32-segment skb reaches the relay's socket
+    /// whole, where a socket without UDP_GRO has it segmented but one with
+    /// UDP_GRO would take it in one read: a relay with GRO would win for
+    /// free, so this is only for reference runs.
+    pub fn blast(&mut self, stop: &AtomicBool, sent: &AtomicU64, gso: bool) {
+        if !gso || setsockopt(&self.sock, sockopt::UdpGsoSegment, &(PACKET as i32)).is_err() {
             return self.blast_plain(stop, sent);
         }
         let dest = self.targets[0];
@@ -322,6 +352,11 @@ impl Generator {
     /// until the next is due. Returns the worst lateness against that
     /// schedule, ns.
     pub fn paced(&mut self, total_pps: f64, duration: Duration) -> u64 {
+        self.paced_counting(total_pps, duration, &AtomicU64::new(0))
+    }
+
+    /// [`Generator::paced`], adding every packet sent to `sent` as it goes.
+    pub fn paced_counting(&mut self, total_pps: f64, duration: Duration, sent: &AtomicU64) -> u64 {
         tight_timers();
         let n = self.targets.len();
         let start = packet::now_ns();
@@ -355,6 +390,7 @@ impl Generator {
             for slot in &self.slot_stream[..k] {
                 self.sent[*slot] += 1;
             }
+            sent.fetch_add(k as u64, Relaxed);
         }
     }
 }

@@ -23,6 +23,27 @@ pub const PACKET: usize = RTP_HEADER + PAYLOAD;
 pub const PT_MP2T: u8 = 33;
 /// Bytes of a datagram the receiver looks at.
 pub const HEAD: usize = RTP_HEADER + 12;
+/// RTP payload type of G.711 µ-law (RFC 3551), the VoIP profile's.
+pub const PT_PCMU: u8 = 0;
+
+/// The datagrams of one traffic profile: their length and payload type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Datagram bytes (RTP header + payload).
+    pub len: usize,
+    pub pt: u8,
+}
+
+/// IPTV: RTP/MP2T, seven 188-byte TS packets (1328-byte datagrams).
+pub const IPTV: Shape = Shape { len: PACKET, pt: PT_MP2T };
+/// VoIP: G.711 at 20 ms, 160 payload bytes (172-byte datagrams).
+pub const VOIP: Shape = Shape { len: RTP_HEADER + 160, pt: PT_PCMU };
+
+impl Shape {
+    pub fn payload(&self) -> usize {
+        self.len - RTP_HEADER
+    }
+}
 
 /// Payload tag of a measured packet.
 pub const TAG_DATA: [u8; 4] = *b"RBd1";
@@ -40,13 +61,20 @@ pub fn now_ns() -> u64 {
 /// Fill `buf` (at least [`PACKET`] bytes) with a packet of `ssrc`; the
 /// varying fields are set by [`stamp`].
 pub fn init(buf: &mut [u8], ssrc: u32) {
-    let buf = &mut buf[..PACKET];
+    init_shape(buf, ssrc, IPTV)
+}
+
+/// [`init`] for datagrams of `shape` (`buf` at least `shape.len` bytes).
+pub fn init_shape(buf: &mut [u8], ssrc: u32, shape: Shape) {
+    let buf = &mut buf[..shape.len];
     buf.fill(0xff);
     buf[0] = 0x80; // V=2, no padding, no extension, no CSRC
-    buf[1] = PT_MP2T; // no marker
+    buf[1] = shape.pt; // no marker
     buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    for ts in buf[RTP_HEADER..].chunks_mut(188) {
-        ts[0] = 0x47;
+    if shape.pt == PT_MP2T {
+        for ts in buf[RTP_HEADER..].chunks_mut(188) {
+            ts[0] = 0x47;
+        }
     }
 }
 
@@ -71,7 +99,7 @@ pub struct Head {
 /// Decode the first bytes of a datagram; `None` for anything that is not
 /// one of ours (wrong version or payload type, unknown tag, too short).
 pub fn parse(head: &[u8]) -> Option<Head> {
-    if head.len() < HEAD || head[0] >> 6 != 2 || head[1] & 0x7f != PT_MP2T {
+    if head.len() < HEAD || head[0] >> 6 != 2 || !matches!(head[1] & 0x7f, PT_MP2T | PT_PCMU) {
         return None;
     }
     let probe = match &head[20..24] {
@@ -128,6 +156,19 @@ mod tests {
         buf[1] = PT_MP2T | 0x80; // marker bit set is still ours
         assert!(parse(&buf).is_some());
         buf[0] = 0x40; // RTP version 1
+        assert_eq!(parse(&buf), None);
+    }
+
+    #[test]
+    fn voip_shape() {
+        let mut buf = vec![0u8; VOIP.len];
+        init_shape(&mut buf, 9, VOIP);
+        stamp(&mut buf, 3, 160, 77, TAG_DATA);
+        let h = parse(&buf[..HEAD]).unwrap();
+        assert_eq!((h.ssrc, h.seq, h.send_ns, h.probe), (9, 3, 77, false));
+        let p = rtp::RtpPacket::parse(&buf).unwrap();
+        assert_eq!((p.payload_type(), p.payload().len()), (PT_PCMU, 160));
+        buf[1] = 8; // PCMA: not ours
         assert_eq!(parse(&buf), None);
     }
 

@@ -21,9 +21,24 @@ pub const BARE_BATCH: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayKind {
+    /// rtpmgrd (sim backend) as configured by default.
     Rtpmgrd,
+    /// rtpmgrd with UDP GSO on transmit turned off (`udp_gso = false`).
+    RtpmgrdNoGso,
+    /// rtpmgrd with the run-to-completion layout
+    /// (`layout = "run-to-completion"`).
+    RtpmgrdRtc,
+    /// rtpmgrd with interrupt moderation (`rx_coalesce_us = 500`).
+    RtpmgrdCoalesce,
+    /// `bare-relay`: `recvmmsg`/`sendmmsg` of 64, one socket per stream
+    /// (epoll above one).
     Bare,
+    /// GStreamer `udpsrc ! udpsink` with the elements' defaults
+    /// (`sync=true`, sender addresses retrieved).
     Gstreamer,
+    /// GStreamer tuned: `retrieve-sender-address=false`, `sync=false`,
+    /// `async=false`.
+    GstreamerTuned,
 }
 
 impl RelayKind {
@@ -31,8 +46,12 @@ impl RelayKind {
     pub fn key(self) -> &'static str {
         match self {
             RelayKind::Rtpmgrd => "rtpmgrd",
+            RelayKind::RtpmgrdNoGso => "rtpmgrd_nogso",
+            RelayKind::RtpmgrdRtc => "rtpmgrd_rtc",
+            RelayKind::RtpmgrdCoalesce => "rtpmgrd_coalesce",
             RelayKind::Bare => "bare_loop",
             RelayKind::Gstreamer => "gstreamer",
+            RelayKind::GstreamerTuned => "gstreamer_tuned",
         }
     }
 
@@ -40,8 +59,33 @@ impl RelayKind {
     pub fn label(self) -> &'static str {
         match self {
             RelayKind::Rtpmgrd => "rtpmgrd (sim)",
+            RelayKind::RtpmgrdNoGso => "rtpmgrd (sim, udp_gso = false)",
+            RelayKind::RtpmgrdRtc => "rtpmgrd (sim, run-to-completion)",
+            RelayKind::RtpmgrdCoalesce => "rtpmgrd (sim, rx_coalesce_us = 500)",
             RelayKind::Bare => "bare loop",
-            RelayKind::Gstreamer => "GStreamer",
+            RelayKind::Gstreamer => "GStreamer (defaults)",
+            RelayKind::GstreamerTuned => "GStreamer (tuned)",
+        }
+    }
+
+    pub fn is_rtpmgrd(self) -> bool {
+        matches!(
+            self,
+            RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc | RelayKind::RtpmgrdCoalesce
+        )
+    }
+
+    pub fn is_gstreamer(self) -> bool {
+        matches!(self, RelayKind::Gstreamer | RelayKind::GstreamerTuned)
+    }
+
+    /// `[daemon]` lines of an rtpmgrd variant.
+    fn daemon_lines(self) -> &'static str {
+        match self {
+            RelayKind::RtpmgrdNoGso => "udp_gso = false\n",
+            RelayKind::RtpmgrdRtc => "layout = \"run-to-completion\"\n",
+            RelayKind::RtpmgrdCoalesce => "rx_coalesce_us = 500\n",
+            _ => "",
         }
     }
 }
@@ -60,6 +104,19 @@ pub struct Tools {
 /// port.
 pub fn rtpmgrd_config(control_socket: &Path, in_ports: &[u16], dest: SocketAddrV4) -> String {
     rtpmgrd_relay_config(RtpmgrdBackend::Sim, control_socket, in_ports, dest, PT_MP2T)
+}
+
+/// [`rtpmgrd_config`] for datagrams of payload type `pt`, with the extra
+/// `[daemon]` lines `daemon_extra`.
+pub fn rtpmgrd_config_with(
+    control_socket: &Path,
+    in_ports: &[u16],
+    dest: SocketAddrV4,
+    pt: u8,
+    daemon_extra: &str,
+) -> String {
+    let t = rtpmgrd_relay_config(RtpmgrdBackend::Sim, control_socket, in_ports, dest, pt);
+    t.replacen("\n\n[buffer]", &format!("\n{daemon_extra}\n[buffer]"), 1)
 }
 
 /// Where rtpmgrd's rings come from.
@@ -166,36 +223,86 @@ impl Relay {
         cpu: Option<usize>,
         nice: Option<i32>,
     ) -> io::Result<Relay> {
+        Relay::start_with(kind, tools, in_ports, dest, cpu, nice, PT_MP2T, &[])
+    }
+
+    /// [`Relay::start`] for datagrams of payload type `pt` (rtpmgrd checks
+    /// it), run under `wrapper` (e.g. valgrind and its options; empty:
+    /// none). The bare loop takes consecutive `in_ports` (`--ports N`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        kind: RelayKind,
+        tools: &Tools,
+        in_ports: &[u16],
+        dest: SocketAddrV4,
+        cpu: Option<usize>,
+        nice: Option<i32>,
+        pt: u8,
+        wrapper: &[String],
+    ) -> io::Result<Relay> {
         let dir = Relay::new_dir()?;
         let control = dir.join("control.sock");
-        if kind != RelayKind::Rtpmgrd && in_ports.len() != 1 {
+        if kind.is_gstreamer() && in_ports.len() != 1 {
             return Err(io::Error::other(format!("{} relays one stream only", kind.label())));
         }
+        if kind == RelayKind::Bare && in_ports.windows(2).any(|w| w[1] != w[0] + 1) {
+            return Err(io::Error::other("the bare loop listens on consecutive ports only"));
+        }
         let input = format!("127.0.0.1:{}", in_ports[0]);
-        let mut cmd = match kind {
-            RelayKind::Rtpmgrd => {
+        let (program, mut args): (PathBuf, Vec<String>) = match kind {
+            RelayKind::Rtpmgrd | RelayKind::RtpmgrdNoGso | RelayKind::RtpmgrdRtc | RelayKind::RtpmgrdCoalesce => {
                 let conf = dir.join("rtpmgr.toml");
-                std::fs::write(&conf, rtpmgrd_config(&control, in_ports, dest))?;
-                let mut c = Command::new(&tools.rtpmgrd);
-                c.arg("--config").arg(&conf).env_remove("RUST_LOG");
-                c
+                std::fs::write(&conf, rtpmgrd_config_with(&control, in_ports, dest, pt, kind.daemon_lines()))?;
+                (tools.rtpmgrd.clone(), vec!["--config".into(), conf.display().to_string()])
             }
-            RelayKind::Bare => {
-                let mut c = Command::new(&tools.bare_relay);
-                c.args(["--listen", &input, "--to", &dest.to_string()]);
-                c.args(["--batch", &BARE_BATCH.to_string(), "--buffer", &RELAY_SOCKET_BUFFER.to_string()]);
-                c
-            }
-            RelayKind::Gstreamer => {
+            RelayKind::Bare => (
+                tools.bare_relay.clone(),
+                vec![
+                    "--listen".into(),
+                    input,
+                    "--ports".into(),
+                    in_ports.len().to_string(),
+                    "--to".into(),
+                    dest.to_string(),
+                    "--batch".into(),
+                    BARE_BATCH.to_string(),
+                    "--buffer".into(),
+                    RELAY_SOCKET_BUFFER.to_string(),
+                ],
+            ),
+            RelayKind::Gstreamer | RelayKind::GstreamerTuned => {
                 let gst = tools.gst_launch.as_ref().ok_or_else(|| io::Error::other("GStreamer is not available"))?;
-                let mut c = Command::new(gst);
-                c.arg("-q");
-                c.args(["udpsrc", "address=127.0.0.1", &format!("port={}", in_ports[0])]);
-                c.arg(format!("buffer-size={RELAY_SOCKET_BUFFER}"));
-                c.args(["!", "udpsink", &format!("host={}", dest.ip()), &format!("port={}", dest.port())]);
-                c
+                let mut a: Vec<String> = vec!["-q".into(), "udpsrc".into(), "address=127.0.0.1".into()];
+                a.push(format!("port={}", in_ports[0]));
+                a.push(format!("buffer-size={RELAY_SOCKET_BUFFER}"));
+                if kind == RelayKind::GstreamerTuned {
+                    a.push("retrieve-sender-address=false".into());
+                }
+                a.extend([
+                    "!".into(),
+                    "udpsink".into(),
+                    format!("host={}", dest.ip()),
+                    format!("port={}", dest.port()),
+                ]);
+                if kind == RelayKind::GstreamerTuned {
+                    a.extend(["sync=false".into(), "async=false".into()]);
+                }
+                (gst.clone(), a)
             }
         };
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        args.shrink_to_fit();
+        cmd.args(&args);
+        if kind.is_rtpmgrd() {
+            cmd.env_remove("RUST_LOG");
+        }
         place_command(&mut cmd, cpu, nice);
         Relay::spawn(kind, cmd, dir, control)
     }
@@ -259,10 +366,16 @@ impl Relay {
     /// Stop the relay: SIGTERM, up to 5 s to exit (rtpmgrd drains), then
     /// SIGKILL.
     pub fn stop(&mut self) {
+        self.stop_within(Duration::from_secs(5));
+    }
+
+    /// [`Relay::stop`] with `grace` before SIGKILL (a relay under
+    /// valgrind needs longer to write its profile).
+    pub fn stop_within(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else { return };
         if let Ok(None) = child.try_wait() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -295,6 +408,24 @@ mod tests {
         assert!(t.contains("name = \"bench1\"\ndirection = \"relay\"\nbind = \"127.0.0.1:5002\""));
         assert_eq!(t.matches("destination = \"127.0.0.1:6000\"").count(), 2);
         assert_eq!(t.matches("payload_type = 33").count(), 2);
+    }
+
+    #[test]
+    fn variant_configs_validate() {
+        for kind in [RelayKind::Rtpmgrd, RelayKind::RtpmgrdNoGso, RelayKind::RtpmgrdRtc] {
+            let t = rtpmgrd_config_with(
+                Path::new("/tmp/x/c.sock"),
+                &[7000, 7001],
+                "127.0.0.1:6000".parse().unwrap(),
+                0,
+                kind.daemon_lines(),
+            );
+            assert!(t.contains(kind.daemon_lines()), "{t}");
+            let c =
+                rtpmgr_config::Config::parse(&t, Path::new("bench.toml")).unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+            assert_eq!(c.streams.len(), 2);
+            assert_eq!(c.streams[1].payload_type, Some(0));
+        }
     }
 
     #[test]

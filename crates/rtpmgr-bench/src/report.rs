@@ -1,63 +1,62 @@
 // SPDX-License-Identifier: MIT
 //! The benchmark's JSON document and its table.
 //!
-//! Schema `rtpmgr-bench/host/1`, in the shape ci/bench merges with the
+//! Schema `rtpmgr-bench/host/2`, in the shape ci/bench merges with the
 //! guest half (`figures` by name, `ratios` as a list). Every key listed is
 //! always present; `null` where a value does not apply.
 //!
 //! ```text
 //! {
-//!   "schema": "rtpmgr-bench/host/1",
+//!   "schema": "rtpmgr-bench/host/2",
 //!   "where": str,                          one line: host, CPUs, pinning
 //!   "mode": "full" | "quick",
 //!   "elapsed_s": f64,
 //!   "host": { "cpus": n, "kernel": str, "gstreamer": str|null (version),
 //!             "pinning": { "generator_cpu": n, "relay_cpu": n } | null,
-//!             "nice": n|null, "loadavg_at_start": "1 5 15 min" },
+//!             "nice": n|null, "loadavg_at_start": "1 5 15 min",
+//!             "loadavg_at_end": "1 5 15 min" },
+//!   "loads": [str],                        the paced loads measured
 //!   "packet": { "rtp_payload_bytes": 1316, "datagram_bytes": 1328,
 //!               "relay_batch": 64, "relay_socket_buffer_bytes": n },
-//!   "methods": { "throughput"|"capacity"|"latency": str },   how measured
+//!   "methods": { "saturation"|"paced"|"latency"|"callgrind": str },
 //!   "figures": { NAME: Figure, ... },      in run order:
-//!       throughput_{rtpmgrd,bare_loop,gstreamer}           packets/s delivered
-//!           + "offered_pps": Summary|null, "input_drops": n (relay input
-//!             socket, /proc/net/udp; > 0 = overloaded as intended),
-//!             "saturated_repetitions": n, "receiver_drops": n (must be 0),
-//!             "foreign_cpu_percent": Summary|null (other work on the relay's
-//!             CPU), "disturbed_repetitions": n (kept although > 10 %),
-//!             "repeated_for_disturbance": n, "errors": [str]
-//!       throughput_{rtpmgrd,bare_loop,gstreamer}_cpu       % of a core
-//!       throughput_{rtpmgrd,bare_loop,gstreamer}_per_cpu   packets per CPU-second
-//!       capacity_streams                                   streams
-//!           + "limited_by": "max_streams"|"search_cap"|"loss"|"failed",
-//!             "confirmed": bool, "search_limit": n, "stream_bitrate_bps",
-//!             "stream_pps", "seconds", "trials": [Trial]
-//!       capacity_cpu_per_stream, capacity_cpu_total        % of a core
-//!       capacity_cpu_per_packet                            us
-//!       latency_{rtpmgrd,bare_loop}_{p50,p99,p99_9}        us
-//!           + (on _p50) "rate_pps", "samples_per_repetition": [n], "lost": n,
-//!             "foreign_cpu_percent", "disturbed_repetitions",
-//!             "repeated_for_disturbance", "errors" (as for throughput, over
-//!             both CPUs)
-//!   "ratios": [Ratio],                     rtpmgrd/bare_loop >= 0.9 and
-//!                                          rtpmgrd/gstreamer >= 2.0 (targets),
-//!                                          others informational
+//!       sat_RELAY_pps, LOAD_RELAY_pps            packets/s delivered in the window
+//!           + "offered_pps": Summary|null, "sent", "received", "lost" (whole
+//!             runs, all repetitions), "lost_streams" (worst repetition),
+//!             "input_drops" (relay input sockets, /proc/net/udp),
+//!             "saturated_repetitions", "receiver_drops" (the receiver's
+//!             socket: must be 0), "generator_send_errors",
+//!             "generator_lag_ms_max", "relay_reported_drops" (rtpmgrd's
+//!             socket + ring-full drops)|null, "foreign_cpu_percent",
+//!             "disturbed_repetitions", "repeated_for_disturbance",
+//!             "counters": "perf stat"|"/proc", "errors": [str]
+//!       ..._cpu_ns_per_pkt                      ns of the relay's CPU per delivered packet
+//!       ..._cpu_pct                             % of a core
+//!       ..._syscalls_per_pkt                    system calls per packet (perf)
+//!       ..._switches_per_pkt                    context switches per packet
+//!       ..._cycles_per_pkt, ..._instructions_per_pkt   hardware counters (skipped
+//!                                               where the machine has none)
+//!       ..._lost                                packets lost per repetition
+//!           RELAY: rtpmgrd, rtpmgrd_nogso, rtpmgrd_rtc, rtpmgrd_coalesce, bare_loop, gstreamer,
+//!           gstreamer_tuned; LOAD: iptv64, iptv150k, iptv256, voip1000, voip4000
+//!       latency_{rtpmgrd,bare_loop}_{p50,p99,p99_9}  us
+//!       callgrind_RELAY_instructions_per_pkt   user-space instructions per packet
+//!   "ratios": [Ratio],                     the issue's targets, and informational ones
 //!   "targets": { "met": n, "missed": n, "skipped": n, "all_met": bool }
 //! }
 //!
 //! Figure  = { "unit": str, "status": "ok"|"skipped"|"failed", "reason": str|null,
-//!             "median": f64|null, "min": f64|null, "max": f64|null,
+//!             "median", "min", "max", "mean": f64|null,
+//!             "ci95": [low, high]|null (95 % CI of the mean, Student's t),
 //!             "n": repetitions, "samples": [f64] in run order, + extras }
-//! Summary = { "median", "min", "max", "n", "samples" }
-//! Ratio   = { "name": str, "value": median(numerator)/median(denominator)|null,
-//!             "min": f64|null, "max": f64|null (over the repetitions' own
-//!             ratios, repetition k of both measured back to back),
-//!             "target": f64|null (a lower bound), "met": bool|null (null:
-//!             no target, or not measured), "status": "ok"|"skipped"|"failed",
-//!             "reason": str|null }
-//! Trial   = { "phase": "search"|"confirm", "streams", "seconds", "passed",
-//!             "sent", "received", "lost_streams", "generator_lag_ms",
-//!             "cpu_percent"|null, "foreign_cpu_percent"|null, "rtpmgrd_lost"|null,
-//!             "rtpmgrd_ring_drops"|null, "error"|null }
+//! Summary = { "median", "min", "max", "mean", "ci95", "n", "samples" }
+//! Ratio   = { "name": str, "value": median(numerator)/median(denominator)
+//!             (or, for a check of one figure, its median)|null,
+//!             "min", "max", "mean", "ci95", "n" (over the repetitions' own
+//!             ratios, repetition k of both sides measured back to back),
+//!             "target": f64|null, "bound": "at_least"|"at_most",
+//!             "met": bool|null (null: no target, or not measured),
+//!             "status": "ok"|"skipped"|"failed", "reason": str|null }
 //! ```
 
 use crate::stats::Summary;
@@ -66,7 +65,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 
-pub const SCHEMA: &str = "rtpmgr-bench/host/1";
+pub const SCHEMA: &str = "rtpmgr-bench/host/2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +84,9 @@ pub struct Stat {
     pub median: Option<f64>,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    pub mean: Option<f64>,
+    /// 95 % confidence interval of the mean (Student's t).
+    pub ci95: Option<[f64; 2]>,
     pub n: usize,
     pub samples: Vec<f64>,
 }
@@ -101,6 +103,8 @@ impl Stat {
                 median: Some(s.median),
                 min: Some(s.min),
                 max: Some(s.max),
+                mean: Some(s.mean),
+                ci95: s.ci95,
                 n: s.n,
                 samples: s.samples,
             },
@@ -116,6 +120,8 @@ impl Stat {
             median: None,
             min: None,
             max: None,
+            mean: None,
+            ci95: None,
             n: 0,
             samples: Vec::new(),
         }
@@ -166,35 +172,93 @@ impl Serialize for Figures {
     }
 }
 
-/// A ratio of two measurements of the same run, against an optional
-/// lower-bound target.
+/// Which side of its target a checked value must be on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// `value >= target` (a speed-up).
+    AtLeast,
+    /// `value <= target` (a cost).
+    AtMost,
+}
+
+/// A ratio of two measurements of the same run (or, from [`Ratio::check`],
+/// one figure) against an optional target.
 #[derive(Clone, Debug, Serialize)]
 pub struct Ratio {
     pub name: String,
     pub value: Option<f64>,
     pub min: Option<f64>,
     pub max: Option<f64>,
+    /// Mean and 95 % confidence interval of the repetitions' own ratios
+    /// (repetition k of both sides, measured back to back).
+    pub mean: Option<f64>,
+    pub ci95: Option<[f64; 2]>,
+    pub n: usize,
     pub target: Option<f64>,
+    pub bound: Bound,
     pub met: Option<bool>,
     pub status: Status,
     pub reason: Option<String>,
 }
 
 impl Ratio {
-    /// `num / den`: the value from the medians, min and max from the
-    /// repetitions paired by index (only pairs where both worked). Skipped
-    /// when either side was skipped, failed when either has no median.
-    pub fn of(name: &str, num: &Stat, den: &Stat, target: Option<f64>) -> Ratio {
-        let mut r = Ratio {
+    fn empty(name: &str, target: Option<f64>, bound: Bound) -> Ratio {
+        Ratio {
             name: name.into(),
             value: None,
             min: None,
             max: None,
+            mean: None,
+            ci95: None,
+            n: 0,
             target,
+            bound,
             met: None,
             status: Status::Ok,
             reason: None,
+        }
+    }
+
+    fn judge(&mut self) {
+        self.met = match (self.target, self.value) {
+            (Some(t), Some(v)) => Some(match self.bound {
+                Bound::AtLeast => v >= t,
+                Bound::AtMost => v <= t,
+            }),
+            _ => None,
         };
+    }
+
+    /// `num / den` against a lower bound: see [`Ratio::bounded`].
+    pub fn of(name: &str, num: &Stat, den: &Stat, target: Option<f64>) -> Ratio {
+        Ratio::bounded(name, num, den, target, Bound::AtLeast)
+    }
+
+    /// One figure against a target (its median is the value).
+    pub fn check(name: &str, fig: &Stat, target: f64, bound: Bound) -> Ratio {
+        let mut r = Ratio::empty(name, Some(target), bound);
+        if fig.status != Status::Ok {
+            r.status = fig.status;
+            r.reason = fig.reason.clone();
+            return r;
+        }
+        r.value = fig.median;
+        r.min = fig.min;
+        r.max = fig.max;
+        r.mean = fig.mean;
+        r.ci95 = fig.ci95;
+        r.n = fig.n;
+        r.judge();
+        r
+    }
+
+    /// `num / den`: the value from the medians; min, max, mean and the
+    /// confidence interval from the repetitions paired by index (only
+    /// pairs where both worked). Skipped when either side was skipped,
+    /// failed when either has no median.
+    pub fn bounded(name: &str, num: &Stat, den: &Stat, target: Option<f64>, bound: Bound) -> Ratio {
+        let mut r = Ratio::empty(name, target, bound);
         for side in [num, den] {
             if side.status != Status::Ok {
                 r.status = side.status;
@@ -214,8 +278,11 @@ impl Ratio {
         if let Some(s) = Summary::of(&pairs) {
             r.min = Some(s.min);
             r.max = Some(s.max);
+            r.mean = Some(s.mean);
+            r.ci95 = s.ci95;
+            r.n = s.n;
         }
-        r.met = target.map(|t| a / b >= t);
+        r.judge();
         r
     }
 }
@@ -241,9 +308,11 @@ pub struct HostInfo {
     pub gstreamer: Option<String>,
     pub pinning: Option<Pinning>,
     pub nice: Option<i32>,
-    /// /proc/loadavg (1, 5, 15 min) when the run began: other work on the
-    /// host makes every figure noisier.
+    /// /proc/loadavg (1, 5, 15 min) when the run began and ended: other
+    /// work on the host makes every figure noisier (the benchmark's own
+    /// load is in the second).
     pub loadavg_at_start: String,
+    pub loadavg_at_end: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -252,25 +321,6 @@ pub struct PacketInfo {
     pub datagram_bytes: usize,
     pub relay_batch: usize,
     pub relay_socket_buffer_bytes: usize,
-}
-
-/// One run of the capacity search or confirmation.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Trial {
-    pub phase: &'static str,
-    pub streams: usize,
-    pub seconds: f64,
-    pub passed: bool,
-    pub sent: u64,
-    pub received: u64,
-    pub lost_streams: usize,
-    pub generator_lag_ms: f64,
-    pub cpu_percent: Option<f64>,
-    /// Other work on the relay's and generator's CPUs, % (the larger).
-    pub foreign_cpu_percent: Option<f64>,
-    pub rtpmgrd_lost: Option<i64>,
-    pub rtpmgrd_ring_drops: Option<u64>,
-    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -289,6 +339,8 @@ pub struct Report {
     pub mode: &'static str,
     pub elapsed_s: f64,
     pub host: HostInfo,
+    /// The paced loads measured.
+    pub loads: Vec<&'static str>,
     pub packet: PacketInfo,
     pub methods: Map<String, Value>,
     pub figures: Figures,
@@ -323,26 +375,49 @@ impl Report {
     pub fn table(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "rtpmgr host benchmark ({} mode, {:.0} s): {}", self.mode, self.elapsed_s, self.where_);
-        let _ = writeln!(o, "{:<36} {:>12} {:>12} {:>12}  unit", "figure", "median", "min", "max");
+        let _ =
+            writeln!(o, "{:<44} {:>12} {:>12} {:>12} {:>25}  unit", "figure", "median", "min", "max", "95% CI of mean");
         for (name, f) in &self.figures.0 {
             let s = &f.stat;
             if s.status == Status::Ok {
-                let _ =
-                    writeln!(o, "{name:<36} {:>12} {:>12} {:>12}  {}", num(s.median), num(s.min), num(s.max), s.unit);
+                let _ = writeln!(
+                    o,
+                    "{name:<44} {:>12} {:>12} {:>12} {:>25}  {}",
+                    num(s.median),
+                    num(s.min),
+                    num(s.max),
+                    ci(s.ci95, num),
+                    s.unit
+                );
             } else {
                 let status = format!("{:?}", s.status).to_uppercase();
-                let _ = writeln!(o, "{name:<36} {status:>12}  {}", s.reason.as_deref().unwrap_or(""));
+                let _ = writeln!(o, "{name:<44} {status:>12}  {}", s.reason.as_deref().unwrap_or(""));
             }
         }
-        let _ = writeln!(o, "\n{:<36} {:>12} {:>12} {:>12}  target", "ratio (same run)", "value", "min", "max");
+        let _ = writeln!(
+            o,
+            "\n{:<44} {:>12} {:>12} {:>12} {:>25}  target",
+            "ratio or check (same run)", "value", "min", "max", "95% CI (paired)"
+        );
         for r in &self.ratios {
+            let op = match r.bound {
+                Bound::AtLeast => ">=",
+                Bound::AtMost => "<=",
+            };
             let verdict = match (r.target, r.met) {
-                (Some(t), Some(m)) => format!(">= {t:.2}: {}", if m { "met" } else { "MISSED" }),
-                (Some(t), None) => format!(">= {t:.2}: {}", format!("{:?}", r.status).to_lowercase()),
+                (Some(t), Some(m)) => format!("{op} {t:.3}: {}", if m { "met" } else { "MISSED" }),
+                (Some(t), None) => format!("{op} {t:.3}: {}", format!("{:?}", r.status).to_lowercase()),
                 (None, _) => "-".into(),
             };
-            let _ =
-                writeln!(o, "{:<36} {:>12} {:>12} {:>12}  {verdict}", r.name, num3(r.value), num3(r.min), num3(r.max));
+            let _ = writeln!(
+                o,
+                "{:<44} {:>12} {:>12} {:>12} {:>25}  {verdict}",
+                r.name,
+                num3(r.value),
+                num3(r.min),
+                num3(r.max),
+                ci(r.ci95, num3)
+            );
         }
         let t = &self.targets;
         let _ = writeln!(o, "\ntargets: {} met, {} missed, {} skipped", t.met, t.missed, t.skipped);
@@ -356,6 +431,13 @@ fn num(v: Option<f64>) -> String {
         Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
         Some(x) if x.abs() >= 10.0 => format!("{x:.1}"),
         Some(x) => format!("{x:.2}"),
+    }
+}
+
+fn ci(c: Option<[f64; 2]>, f: impl Fn(Option<f64>) -> String + Copy) -> String {
+    match c {
+        Some([lo, hi]) => format!("[{}, {}]", f(Some(lo)), f(Some(hi))),
+        None => "-".into(),
     }
 }
 
@@ -384,6 +466,22 @@ mod tests {
         let r = Ratio::of("a/b", &a, &b, None);
         assert_eq!(r.met, None);
         assert_eq!(r.status, Status::Ok);
+    }
+
+    #[test]
+    fn upper_bounds_and_checks() {
+        let cost = stat(&[110.0, 120.0, 100.0]);
+        let base = stat(&[100.0, 100.0, 100.0]);
+        let r = Ratio::bounded("cost", &cost, &base, Some(1.1), Bound::AtMost);
+        assert_eq!((r.value, r.met), (Some(1.1), Some(true)));
+        assert_eq!(r.n, 3);
+        let [lo, hi] = r.ci95.unwrap();
+        assert!(lo < 1.1 && hi > 1.1);
+        let r = Ratio::bounded("cost", &cost, &base, Some(1.05), Bound::AtMost);
+        assert_eq!(r.met, Some(false));
+        let r = Ratio::check("syscalls", &stat(&[0.3, 0.2, 0.26]), 0.25, Bound::AtMost);
+        assert_eq!((r.value, r.met), (Some(0.26), Some(false)));
+        assert!(sample_report().table().contains("95% CI"));
     }
 
     #[test]
@@ -423,7 +521,9 @@ mod tests {
                 pinning: None,
                 nice: None,
                 loadavg_at_start: "0.00 0.00 0.00".into(),
+                loadavg_at_end: "0.00 0.00 0.00".into(),
             },
+            loads: vec![],
             packet: PacketInfo {
                 rtp_payload_bytes: 1316,
                 datagram_bytes: 1328,
@@ -487,16 +587,16 @@ mod tests {
         r.ratios.push(Ratio::of("slow/bare", &slow, &stat(&[100.0]), Some(0.9)));
         r.tally_targets();
         assert_eq!((r.targets.met, r.targets.missed), (1, 1));
-        assert!(r.table().contains(">= 0.90: MISSED"));
+        assert!(r.table().contains(">= 0.900: MISSED"));
     }
 
     #[test]
     fn table_names_every_figure_and_verdict() {
         let t = sample_report().table();
         assert!(t.contains("throughput_rtpmgrd"), "{t}");
-        assert!(t.contains("95.5         94.0         97.0  packets/s"), "{t}");
-        assert!(t.contains(">= 0.90: met"), "{t}");
-        assert!(t.contains(">= 2.00: skipped"), "{t}");
+        assert!(t.contains("95.5         94.0         97.0              [94.1, 96.9]  packets/s"), "{t}");
+        assert!(t.contains(">= 0.900: met"), "{t}");
+        assert!(t.contains(">= 2.000: skipped"), "{t}");
         assert!(t.contains("SKIPPED  gst-launch-1.0 not found"), "{t}");
         assert!(t.contains("targets: 1 met, 0 missed, 1 skipped"), "{t}");
     }

@@ -36,6 +36,18 @@ pub enum BackendKind {
     Sim,
 }
 
+/// How rtpmgrd lays its data path out on threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// A receiver thread (sockets → to-device ring) and a transmitter
+    /// thread (from-device ring → sockets).
+    #[default]
+    Threads,
+    /// One thread does both, waiting for the sockets and the device in one
+    /// epoll: no hand-off between threads on the way through.
+    RunToCompletion,
+}
+
 /// `[daemon]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
@@ -48,7 +60,25 @@ pub struct DaemonConfig {
     pub status_interval_secs: u32,
     /// SO_RCVBUF/SO_SNDBUF requested for each stream socket.
     pub socket_buffer_bytes: u32,
+    /// Threads of the data path.
+    pub layout: Layout,
+    /// Send runs of one stream's equal-sized packets as one UDP GSO
+    /// buffer (`UDP_SEGMENT`), where the kernel supports it.
+    pub udp_gso: bool,
+    /// Take each datagram's kernel arrival time (`SO_TIMESTAMPNS`) for the
+    /// jitter and TR 101 290 timers; off, the time the batch was read is
+    /// used (cheaper, slightly noisier jitter).
+    pub receive_timestamps: bool,
+    /// Interrupt moderation: after a wake-up that brought less than a
+    /// batch, the receiver waits this long before it sleeps again, so that
+    /// the next wake-up carries more packets (fewer system calls and
+    /// context switches per packet at paced rates, at up to this much
+    /// added latency). 0: off.
+    pub rx_coalesce_us: u32,
 }
+
+/// The most `rx_coalesce_us` allows (10 ms).
+pub const MAX_RX_COALESCE_US: u32 = 10_000;
 
 impl Default for DaemonConfig {
     fn default() -> Self {
@@ -60,6 +90,10 @@ impl Default for DaemonConfig {
             log_level: LevelFilter::Info,
             status_interval_secs: 10,
             socket_buffer_bytes: 4 << 20,
+            layout: Layout::Threads,
+            udp_gso: true,
+            receive_timestamps: true,
+            rx_coalesce_us: 0,
         }
     }
 }

@@ -31,6 +31,17 @@ pub struct RawDaemon {
     pub log_level: Option<Spanned<String>>,
     pub status_interval_secs: Option<Spanned<u32>>,
     pub socket_buffer_bytes: Option<Spanned<u32>>,
+    pub layout: Option<RawLayout>,
+    pub udp_gso: Option<bool>,
+    pub receive_timestamps: Option<bool>,
+    pub rx_coalesce_us: Option<toml::Spanned<u32>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawLayout {
+    Threads,
+    RunToCompletion,
 }
 
 #[derive(Deserialize, Default)]

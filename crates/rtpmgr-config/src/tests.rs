@@ -127,6 +127,21 @@ fn daemon_rules() {
     assert_eq!(parse("[daemon]\nlog_level = \"DEBUG\"\n").unwrap().daemon.log_level, LevelFilter::Debug);
 }
 
+#[test]
+fn data_path_settings() {
+    let d = parse("").unwrap().daemon;
+    assert_eq!((d.layout, d.udp_gso, d.receive_timestamps), (Layout::Threads, true, true));
+    let d = parse("[daemon]\nlayout = \"run-to-completion\"\nudp_gso = false\nreceive_timestamps = false\n")
+        .unwrap()
+        .daemon;
+    assert_eq!((d.layout, d.udp_gso, d.receive_timestamps), (Layout::RunToCompletion, false, false));
+    assert_eq!(parse("[daemon]\nlayout = \"threads\"\n").unwrap().daemon.layout, Layout::Threads);
+    assert!(err("[daemon]\nlayout = \"fibers\"\n").contains("fibers"), "{}", err("[daemon]\nlayout = \"fibers\"\n"));
+    assert_eq!(d.rx_coalesce_us, 0);
+    assert_eq!(parse("[daemon]\nrx_coalesce_us = 500\n").unwrap().daemon.rx_coalesce_us, 500);
+    assert!(err("[daemon]\nrx_coalesce_us = 10001\n").contains("rx_coalesce_us = 10001 is more than 10000"));
+}
+
 fn stream(extra: &str) -> String {
     format!("[[stream]]\nname = \"tv1\"\n{extra}")
 }

@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 //! Raw → model, with every semantic rule and its message.
 
-use crate::raw::{RawBackend, RawConfig, RawDirection, RawFormat, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream};
+use crate::raw::{
+    RawBackend, RawConfig, RawDirection, RawFormat, RawLayout, RawLeg, RawMode, RawRingFull, RawRtcp, RawStream,
+};
 use crate::{
-    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Leg, LevelFilter,
-    RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
+    line_col, BackendKind, BufferConfig, Config, ConfigError, DaemonConfig, DataPath, Direction, Layout, Leg,
+    LevelFilter, RingFullPolicy, RtcpMode, StreamConfig, StreamFormat, DEFAULT_PID_TIMEOUT_MS,
 };
 use rtpmgr_abi as abi;
 use std::net::{IpAddr, SocketAddr};
@@ -114,6 +116,28 @@ pub fn validate(raw: RawConfig, text: &str, path: &Path) -> Result<Config, Confi
                 );
             }
             daemon.socket_buffer_bytes = *b.get_ref();
+        }
+        if let Some(l) = d.layout {
+            daemon.layout = match l {
+                RawLayout::Threads => Layout::Threads,
+                RawLayout::RunToCompletion => Layout::RunToCompletion,
+            };
+        }
+        if let Some(g) = d.udp_gso {
+            daemon.udp_gso = g;
+        }
+        if let Some(t) = d.receive_timestamps {
+            daemon.receive_timestamps = t;
+        }
+        if let Some(c) = d.rx_coalesce_us {
+            if *c.get_ref() > crate::MAX_RX_COALESCE_US {
+                return ctx.err(
+                    c.span(),
+                    "rx_coalesce_us",
+                    format!("daemon.rx_coalesce_us = {} is more than {}", c.get_ref(), crate::MAX_RX_COALESCE_US),
+                );
+            }
+            daemon.rx_coalesce_us = *c.get_ref();
         }
     }
     let mut buffer = BufferConfig::default();

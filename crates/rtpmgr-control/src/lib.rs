@@ -54,6 +54,28 @@ pub struct StatusReport {
     /// Kernel (or simulator) session counters.
     pub session: SessionReport,
     pub streams: Vec<StreamReport>,
+    /// The data threads' own counters (receiver `rx`, transmitter `tx`).
+    #[serde(default)]
+    pub threads: Vec<ThreadReport>,
+}
+
+/// What one data thread did since the daemon started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadReport {
+    pub name: String,
+    /// Sleeps (epoll or WAIT) that ended with something to do.
+    pub wakeups: u64,
+    /// Sleeps that ended by timeout (at most one a second when idle).
+    pub timeouts: u64,
+    /// Batches moved.
+    pub batches: u64,
+    /// Packets moved.
+    pub packets: u64,
+    /// `sendmsg` calls with `UDP_SEGMENT`, each several datagrams.
+    #[serde(default)]
+    pub gso_sends: u64,
+    /// Data-path system calls (recvmmsg, sendmmsg/sendmsg, KICK, WAIT, epoll_wait).
+    pub syscalls: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -9,14 +9,15 @@ use crate::net;
 use crate::receiver::Receiver;
 use crate::stream::{direction_bits, Stream, StreamTable};
 use crate::transmitter::Transmitter;
+use crate::wait::{ThreadStats, Waker};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use rtpmgr_abi as abi;
-use rtpmgr_config::{Config, DataPath, Direction, StreamConfig, StreamFormat};
+use rtpmgr_config::{Config, DataPath, Direction, Layout, StreamConfig, StreamFormat};
 use rtpmgr_control::{
     FecReport, LegReport, ReorderReport, Reply, Request, RingsReport, RtcpReport, SessionReport, StatusReport,
-    StreamReport, TsReport,
+    StreamReport, ThreadReport, TsReport,
 };
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
@@ -86,6 +87,13 @@ pub struct Daemon {
     transmitter: Option<JoinHandle<()>>,
     unroutable: Arc<AtomicU64>,
     started: Instant,
+    /// Stream ids of the device: `0..max_streams`.
+    max_streams: u32,
+    /// The receiver's and the transmitter's: woken when the stream table
+    /// changes and to stop.
+    wakers: [Arc<Waker>; 2],
+    /// The receiver's and the transmitter's counters.
+    thread_stats: [Arc<ThreadStats>; 2],
 }
 
 fn ctx(what: impl std::fmt::Display, e: io::Error) -> io::Error {
@@ -120,26 +128,93 @@ impl Daemon {
         let rx_stop = Arc::new(AtomicBool::new(false));
         let tx_stop = Arc::new(AtomicBool::new(false));
         let unroutable = Arc::new(AtomicU64::new(0));
+        let rx_waker = Arc::new(Waker::new()?);
+        let tx_waker = Arc::new(Waker::new()?);
+        let rx_stats = Arc::new(ThreadStats::default());
+        let tx_stats = Arc::new(ThreadStats::default());
         // The threads build their ring ends themselves: nix's preallocated
         // message headers hold raw pointers and are not Send.
-        let receiver = {
-            let (backend, region, table, stop) =
-                (Arc::clone(&backend), Arc::clone(&region), Arc::clone(&table), Arc::clone(&rx_stop));
-            std::thread::Builder::new()
-                .name("rtpmgr-rx".into())
-                .spawn(move || Receiver::new(backend, &region, table, stop).run())?
-        };
-        let transmitter = {
-            let (backend, region, table, stop, unroutable) = (
+        let rtc = config.daemon.layout == Layout::RunToCompletion;
+        if rtc && backend.poll_fd().is_none() {
+            log::warn!("layout = \"run-to-completion\" needs a device that answers poll; using the threads layout");
+        }
+        let rtc = rtc && backend.poll_fd().is_some();
+        let gso = config.daemon.udp_gso;
+        let coalesce = config.daemon.rx_coalesce_us;
+        let (receiver, transmitter) = if rtc {
+            let (backend, region, table, rx_stop, tx_stop, unroutable) = (
                 Arc::clone(&backend),
                 Arc::clone(&region),
                 Arc::clone(&table),
+                Arc::clone(&rx_stop),
                 Arc::clone(&tx_stop),
                 Arc::clone(&unroutable),
             );
-            std::thread::Builder::new()
-                .name("rtpmgr-tx".into())
-                .spawn(move || Transmitter::new(backend, &region, table, stop, unroutable).run())?
+            let (rx_waker, tx_waker, rx_stats, tx_stats) =
+                (Arc::clone(&rx_waker), Arc::clone(&tx_waker), Arc::clone(&rx_stats), Arc::clone(&tx_stats));
+            log::info!("layout: run-to-completion (one thread receives and transmits)");
+            let h = std::thread::Builder::new().name("rtpmgr-rtc".into()).spawn(move || {
+                let rx = Receiver::new(
+                    Arc::clone(&backend),
+                    &region,
+                    Arc::clone(&table),
+                    Arc::clone(&rx_stop),
+                    rx_waker,
+                    rx_stats,
+                )
+                .map(|r| r.with_coalesce(coalesce));
+                let tx = Transmitter::new(
+                    Arc::clone(&backend),
+                    &region,
+                    table,
+                    Arc::clone(&tx_stop),
+                    unroutable,
+                    gso,
+                    tx_waker,
+                    tx_stats,
+                );
+                match (rx, tx) {
+                    (Ok(rx), Ok(tx)) => crate::rtc::run(rx, tx, backend, rx_stop, tx_stop),
+                    (Err(e), _) | (_, Err(e)) => log::error!("run-to-completion thread: cannot start: {e}"),
+                }
+            })?;
+            // Joined after the transmitter's stop, as the transmitter is.
+            (None, h)
+        } else {
+            let receiver = {
+                let (backend, region, table, stop, waker, stats) = (
+                    Arc::clone(&backend),
+                    Arc::clone(&region),
+                    Arc::clone(&table),
+                    Arc::clone(&rx_stop),
+                    Arc::clone(&rx_waker),
+                    Arc::clone(&rx_stats),
+                );
+                std::thread::Builder::new().name("rtpmgr-rx".into()).spawn(move || {
+                    match Receiver::new(backend, &region, table, stop, waker, stats) {
+                        Ok(r) => r.with_coalesce(coalesce).run(),
+                        Err(e) => log::error!("receiver: cannot start: {e}"),
+                    }
+                })?
+            };
+            let transmitter = {
+                let (backend, region, table, stop, unroutable, waker, stats) = (
+                    Arc::clone(&backend),
+                    Arc::clone(&region),
+                    Arc::clone(&table),
+                    Arc::clone(&tx_stop),
+                    Arc::clone(&unroutable),
+                    Arc::clone(&tx_waker),
+                    Arc::clone(&tx_stats),
+                );
+                std::thread::Builder::new().name("rtpmgr-tx".into()).spawn(move || {
+                    match Transmitter::new(backend, &region, table, stop, unroutable, gso, waker, stats) {
+                        Ok(t) => t.run(),
+                        Err(e) => log::error!("transmitter: cannot start: {e}"),
+                    }
+                })?
+            };
+            (Some(receiver), transmitter)
         };
         let mut daemon = Daemon {
             config_path: config_path.to_owned(),
@@ -154,10 +229,13 @@ impl Daemon {
             next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             rx_stop,
             tx_stop,
-            receiver: Some(receiver),
+            receiver,
             transmitter: Some(transmitter),
             unroutable,
             started: Instant::now(),
+            max_streams: info.max_streams.clamp(1, abi::MAX_STREAM_IDS),
+            wakers: [rx_waker, tx_waker],
+            thread_stats: [rx_stats, tx_stats],
         };
         daemon.apply_streams(&config.streams);
         daemon.config = config;
@@ -171,20 +249,29 @@ impl Daemon {
     fn free_ids(&self, n: usize) -> io::Result<Vec<u32>> {
         let (_, running) = self.table.snapshot();
         let start = self.next_id.get();
-        let ids: Vec<u32> = (0..abi::MAX_STREAMS)
-            .map(|i| (start + i) % abi::MAX_STREAMS)
+        let max = self.max_streams;
+        let ids: Vec<u32> = (0..max)
+            .map(|i| (start + i) % max)
             .filter(|id| {
                 running.iter().all(|s| s.id != *id) && self.kernel.iter().all(|k| k.rx_id != *id && k.target_id != *id)
             })
             .take(n)
             .collect();
         if ids.len() < n {
-            return Err(io::Error::other(format!("no free stream id (at most {})", abi::MAX_STREAMS)));
+            return Err(io::Error::other(format!("no free stream id (at most {max})")));
         }
         if let Some(last) = ids.last() {
-            self.next_id.set((last + 1) % abi::MAX_STREAMS);
+            self.next_id.set((last + 1) % max);
         }
         Ok(ids)
+    }
+
+    /// The stream table changed, or a stop was asked for: the data threads
+    /// look now, not after their idle timeout.
+    fn wake_threads(&self) {
+        for w in &self.wakers {
+            w.wake();
+        }
     }
 
     fn is_running(&self, name: &str) -> bool {
@@ -234,7 +321,11 @@ impl Daemon {
     fn start_stream(&self, cfg: &StreamConfig) -> io::Result<()> {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
         let id = self.free_ids(1)?[0];
-        let socket = net::open_stream_socket(cfg, self.config.daemon.socket_buffer_bytes)?;
+        let socket = net::open_stream_socket(
+            cfg,
+            self.config.daemon.socket_buffer_bytes,
+            self.config.daemon.receive_timestamps,
+        )?;
         let rtcp_socket = match cfg.rtcp_port() {
             Some(_) => Some(net::open_rtcp_socket(cfg)?),
             None => None,
@@ -252,11 +343,16 @@ impl Daemon {
         stream.rtcp_socket = rtcp_socket;
         stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
         if let Some(leg) = cfg.leg2_view() {
-            let s = net::open_stream_socket(&leg, self.config.daemon.socket_buffer_bytes)
-                .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
+            let s = net::open_stream_socket(
+                &leg,
+                self.config.daemon.socket_buffer_bytes,
+                self.config.daemon.receive_timestamps,
+            )
+            .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
             stream.leg2_socket = Some(s);
         }
         self.table.insert(Arc::new(stream));
+        self.wake_threads();
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -269,6 +365,7 @@ impl Daemon {
 
     fn stop_stream(&mut self, name: &str) {
         if let Some(s) = self.table.remove(name) {
+            self.wake_threads();
             if let Err(e) = self.backend.stop_stream(s.id) {
                 log::warn!("stream {name}: STOP_STREAM: {e}");
             }
@@ -423,6 +520,12 @@ impl Daemon {
         if new.daemon.control_socket != old.daemon.control_socket {
             log::warn!("reload: control_socket takes effect on restart only");
         }
+        if new.daemon.layout != old.daemon.layout
+            || new.daemon.udp_gso != old.daemon.udp_gso
+            || new.daemon.rx_coalesce_us != old.daemon.rx_coalesce_us
+        {
+            log::warn!("reload: layout, udp_gso and rx_coalesce_us take effect on restart only");
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             log::set_max_level(new.daemon.log_level);
         }
@@ -433,6 +536,9 @@ impl Daemon {
             device: old.daemon.device,
             control_socket: old.daemon.control_socket,
             control_socket_mode: old.daemon.control_socket_mode,
+            layout: old.daemon.layout,
+            udp_gso: old.daemon.udp_gso,
+            rx_coalesce_us: old.daemon.rx_coalesce_us,
             ..new.daemon
         };
         self.config = Config { daemon, buffer: old.buffer, streams: new.streams };
@@ -500,6 +606,19 @@ impl Daemon {
                 unroutable: self.unroutable.load(Ordering::Relaxed),
             },
             streams: reports,
+            threads: ["rx", "tx"]
+                .iter()
+                .zip(&self.thread_stats)
+                .map(|(name, t)| ThreadReport {
+                    name: (*name).into(),
+                    wakeups: ThreadStats::get(&t.wakeups),
+                    timeouts: ThreadStats::get(&t.timeouts),
+                    batches: ThreadStats::get(&t.batches),
+                    packets: ThreadStats::get(&t.packets),
+                    syscalls: ThreadStats::get(&t.syscalls),
+                    gso_sends: ThreadStats::get(&t.gso_sends),
+                })
+                .collect(),
         }
     }
 
@@ -659,6 +778,9 @@ impl Daemon {
     /// transmitter drain both rings, then stop the streams.
     pub fn shutdown(mut self) {
         self.rx_stop.store(true, Ordering::Release);
+        // Woken also when one thread does both (run-to-completion): it
+        // stops reading the sockets and goes on transmitting.
+        self.wakers[0].wake();
         if let Some(h) = self.receiver.take() {
             let _ = h.join();
         }
@@ -680,6 +802,7 @@ impl Daemon {
             log::warn!("stopping with packets still in the rings after {DRAIN_TIMEOUT:?}");
         }
         self.tx_stop.store(true, Ordering::Release);
+        self.wakers[1].wake();
         if let Some(h) = self.transmitter.take() {
             let _ = h.join();
         }

@@ -124,7 +124,7 @@ pub fn start(
     }
     // The sockets first: what fails here (address in use, no such
     // interface) fails the same way in user space, and is retried.
-    let rx_sock = open_stream_socket(cfg, buffer_bytes)?;
+    let rx_sock = open_stream_socket(cfg, buffer_bytes, true)?;
     let tx_sock = match (cfg.direction, cfg.destination) {
         (Direction::Relay, Some(dest)) => Some(open_sender_socket(dest, buffer_bytes, cfg.multicast_ttl)?),
         (Direction::Relay, None) => {
@@ -261,7 +261,7 @@ mod tests {
     fn a_relay_is_a_checked_receiver_forwarding_to_a_sender() {
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let c = stream(&format!("bind = \"127.0.0.1:{port}\"\ndestination = \"127.0.0.1:9\"\npayload_type = 0\n"));
-        let rx = open_stream_socket(&c, 1 << 20).unwrap();
+        let rx = open_stream_socket(&c, 1 << 20, true).unwrap();
         let tx = open_sender_socket(c.destination.unwrap(), 1 << 20, Some(4)).unwrap();
         let (r, t) = net_specs(&c, 6, 9, &rx, Some(&tx));
         let t = t.expect("a relay sends");
@@ -290,7 +290,7 @@ mod tests {
         let text =
             format!("[[stream]]\nname = \"i\"\ndirection = \"ingress\"\nmode = \"kernel\"\nbind = \"[::1]:{port}\"\n");
         let c = rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0);
-        let rx = open_stream_socket(&c, 0).unwrap();
+        let rx = open_stream_socket(&c, 0, true).unwrap();
         let (r, t) = net_specs(&c, 0, 1, &rx, None);
         assert!(t.is_none());
         assert_eq!((r.forward_to, r.fd), (1, rx.as_raw_fd()));

@@ -15,9 +15,11 @@ pub mod daemon;
 pub mod kernel_path;
 pub mod net;
 pub mod receiver;
+pub mod rtc;
 pub mod rtcp;
 pub mod stream;
 pub mod transmitter;
+pub mod wait;
 
 /// `CLOCK_MONOTONIC` in nanoseconds.
 pub fn monotonic_ns() -> u64 {

@@ -14,15 +14,17 @@ fn err(context: impl std::fmt::Display, e: impl Into<io::Error>) -> io::Error {
     io::Error::new(e.kind(), format!("{context}: {e}"))
 }
 
-/// Open, configure and bind the socket of one stream.
-pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32) -> io::Result<UdpSocket> {
+/// Open, configure and bind the socket of one stream; `timestamps`: the
+/// kernel stamps each datagram's arrival (`SO_TIMESTAMPNS`, the daemon's
+/// `receive_timestamps`).
+pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32, timestamps: bool) -> io::Result<UdpSocket> {
     let family = if cfg.bind.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd: OwnedFd =
         sock::socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None).map_err(|e| err("socket", e))?;
     // Several receivers of one multicast group on a box, and quick restarts.
     sock::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| err("SO_REUSEADDR", e))?;
     set_buffers(&fd, buffer_bytes, &cfg.name);
-    if cfg.direction != Direction::Egress {
+    if timestamps && cfg.direction != Direction::Egress {
         // Kernel arrival times for RFC 3550 jitter, independent of how late
         // the receiver thread gets to the packet.
         sock::setsockopt(&fd, sockopt::ReceiveTimestampns, &true).map_err(|e| err("SO_TIMESTAMPNS", e))?;

@@ -20,16 +20,16 @@
 use crate::backend::Backend;
 use crate::rtcp;
 use crate::stream::{Stream, StreamCounters, StreamTable};
+use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmmsg, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage};
 use nix::sys::time::TimeSpec;
 use rtp::reorder::{Insert, ReorderBuffer};
-use rtpmgr_abi::{SlotHeader, WAIT_TO_DEV_SPACE};
+use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY, WAIT_TO_DEV_SPACE};
 use rtpmgr_config::{RingFullPolicy, RtcpMode, StreamFormat};
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,9 @@ use std::time::Duration;
 /// Datagrams per `recvmmsg`.
 pub const BATCH: u32 = 64;
 
-/// How long one poll may block, which bounds how quickly the thread notices
-/// a stop request or a changed stream table.
+/// How long a WAIT for ring space may block, and the pause after a failed
+/// wait. Stop requests and stream-table changes come through the
+/// thread's [`Waker`].
 const POLL_MS: u16 = 100;
 
 /// Whether an RTP payload is checked as MPEG-TS: a whole number of
@@ -67,6 +68,67 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
     producer: Producer,
     headers: MultiHeaders<SockaddrStorage>,
+    poller: Poller,
+    waker: Arc<Waker>,
+    stats: Arc<ThreadStats>,
+    /// The sockets the last wake-up found ready, kept between wake-ups.
+    ready: Vec<(usize, Socket)>,
+    /// The stream table's generation `streams` belongs to.
+    generation: u64,
+    streams: Vec<Arc<Stream>>,
+    /// Indices of the streams with timers (reorder gaps, FEC, RTCP): only
+    /// these are looked at after a wake-up.
+    timed: Vec<usize>,
+    waker_added: bool,
+    /// Run to completion: this thread transmits too.
+    watches_device: bool,
+    /// `rx_coalesce_us`: the pause after a wake-up that brought less than
+    /// a batch (0: none).
+    coalesce_us: u32,
+}
+
+/// The token of the device's poll descriptor (run-to-completion).
+const DEVICE_TOKEN: u64 = u64::MAX - 1;
+
+/// The most events one wake-up takes (more wait for the next, level-triggered).
+const READY_MAX: usize = 256;
+
+/// The epoll token of socket `kind` of the `i`-th stream.
+fn token(i: usize, kind: Socket) -> u64 {
+    let k = match kind {
+        Socket::Media => 0,
+        Socket::Leg2 => 1,
+        Socket::Rtcp => 2,
+        Socket::Fec(f) => 3 + f as u64,
+    };
+    (i as u64) << 3 | k
+}
+
+fn untoken(t: u64) -> Option<(usize, Socket)> {
+    let kind = match t & 7 {
+        0 => Socket::Media,
+        1 => Socket::Leg2,
+        2 => Socket::Rtcp,
+        k @ 3..=4 => Socket::Fec((k - 3) as usize),
+        _ => return None,
+    };
+    Some(((t >> 3) as usize, kind))
+}
+
+/// Each socket the receiver reads of `s`, with what it is.
+fn for_each_socket(s: &Stream, mut f: impl FnMut(&std::net::UdpSocket, Socket)) {
+    if s.receives() {
+        f(&s.socket, Socket::Media);
+    }
+    if let Some(r) = &s.rtcp_socket {
+        f(r, Socket::Rtcp);
+    }
+    if let Some(l) = &s.leg2_socket {
+        f(l, Socket::Leg2);
+    }
+    for (k, sock) in s.fec_sockets.iter().enumerate().take(2) {
+        f(sock, Socket::Fec(k));
+    }
 }
 
 /// What `recvmmsg` reported for one datagram.
@@ -177,95 +239,169 @@ impl Receiver {
         region: &Arc<Region>,
         table: Arc<StreamTable>,
         stop: Arc<AtomicBool>,
-    ) -> Self {
+        waker: Arc<Waker>,
+        stats: Arc<ThreadStats>,
+    ) -> std::io::Result<Self> {
         let headers = MultiHeaders::preallocate(BATCH as usize, Some(nix::cmsg_space!(TimeSpec)));
-        Receiver { backend, table, stop, producer: region.producer(RingId::ToDevice), headers }
+        Ok(Receiver {
+            backend,
+            table,
+            stop,
+            producer: region.producer(RingId::ToDevice),
+            headers,
+            poller: Poller::new(READY_MAX)?,
+            waker,
+            stats,
+            ready: Vec::new(),
+            generation: u64::MAX,
+            streams: Vec::new(),
+            timed: Vec::new(),
+            waker_added: false,
+            watches_device: false,
+            coalesce_us: 0,
+        })
     }
 
     pub fn run(mut self) {
-        let mut generation = u64::MAX;
-        let mut streams: Vec<Arc<Stream>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            if self.table.generation() != generation {
-                let (g, all) = self.table.snapshot();
-                generation = g;
-                // Every stream with RTCP is ours: an egress stream's
-                // sender reports are timed here too.
-                streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
+            self.refresh();
+            self.turn(None);
+        }
+        self.finish();
+    }
+
+    /// Interrupt moderation (`rx_coalesce_us`).
+    pub fn with_coalesce(mut self, us: u32) -> Self {
+        self.coalesce_us = us;
+        self
+    }
+
+    /// Also watch the device's poll descriptor (run-to-completion):
+    /// [`Receiver::turn`] then reports it ready.
+    pub fn watch_device(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.poller.add_raw(fd, DEVICE_TOKEN)?;
+        self.watches_device = true;
+        Ok(())
+    }
+
+    /// Take a changed stream table: the sockets registered again, the
+    /// streams with timers noted.
+    pub fn refresh(&mut self) {
+        if self.table.generation() == self.generation {
+            return;
+        }
+        if !self.waker_added {
+            if let Err(e) = self.poller.add(&*self.waker, WAKER_TOKEN) {
+                log::error!("receiver: epoll: {e}");
             }
-            if streams.is_empty() {
+            self.waker_added = true;
+        }
+        for s in &self.streams {
+            for_each_socket(s, |fd, _| self.poller.delete(fd));
+        }
+        let (g, all) = self.table.snapshot();
+        self.generation = g;
+        // Every stream with RTCP is ours: an egress stream's sender
+        // reports are timed here too.
+        self.streams = all.into_iter().filter(|s| s.receives() || s.rtcp_socket.is_some() || has_rtcp(s)).collect();
+        let streams = &self.streams;
+        self.timed = (0..streams.len()).filter(|&i| streams[i].reorders() || has_rtcp(&streams[i])).collect();
+        let mut sockets = 0;
+        for (i, s) in self.streams.iter().enumerate() {
+            for_each_socket(s, |fd, kind| {
+                sockets += 1;
+                if let Err(e) = self.poller.add(fd, token(i, kind)) {
+                    log::error!("stream {}: epoll: {e}", s.config.name);
+                }
+            });
+        }
+        self.ready.reserve(sockets.min(READY_MAX));
+    }
+
+    /// One wait (at most `max_ms`, if given) and the work it found: the
+    /// ready sockets drained, the timers that are due. True when the
+    /// device's poll descriptor ([`Receiver::watch_device`]) was ready.
+    pub fn turn(&mut self, max_ms: Option<u16>) -> bool {
+        let streams = std::mem::take(&mut self.streams);
+        let timed = std::mem::take(&mut self.timed);
+        let device = self.turn_with(&streams, &timed, max_ms);
+        self.streams = streams;
+        self.timed = timed;
+        device
+    }
+
+    fn turn_with(&mut self, streams: &[Arc<Stream>], timed: &[usize], max_ms: Option<u16>) -> bool {
+        let mut timeout = self.poll_timeout(streams, timed);
+        if let Some(m) = max_ms {
+            timeout = timeout.min(m);
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
+        match self.poller.wait(timeout) {
+            Ok(0) => ThreadStats::add(&self.stats.timeouts, 1),
+            Ok(_) => ThreadStats::add(&self.stats.wakeups, 1),
+            Err(e) => {
+                log::error!("receiver: epoll_wait failed: {e}");
                 std::thread::sleep(Duration::from_millis(POLL_MS.into()));
-                continue;
-            }
-            let timeout = self.poll_timeout(&streams);
-            // (stream, socket) of each descriptor polled.
-            let mut which: Vec<(usize, Socket)> = Vec::with_capacity(streams.len() * 2);
-            let ready: Vec<(usize, Socket)> = {
-                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() * 2);
-                for (i, s) in streams.iter().enumerate() {
-                    if s.receives() {
-                        fds.push(PollFd::new(s.socket.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Media));
-                    }
-                    if let Some(r) = &s.rtcp_socket {
-                        fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Rtcp));
-                    }
-                    if let Some(l) = &s.leg2_socket {
-                        fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Leg2));
-                    }
-                    for (k, f) in s.fec_sockets.iter().enumerate() {
-                        fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                        which.push((i, Socket::Fec(k)));
-                    }
-                }
-                match poll(&mut fds, PollTimeout::from(timeout)) {
-                    Ok(_) | Err(Errno::EINTR) => {}
-                    Err(e) => {
-                        log::error!("receiver: poll failed: {e}");
-                        std::thread::sleep(Duration::from_millis(POLL_MS.into()));
-                        continue;
-                    }
-                }
-                fds.iter()
-                    .zip(&which)
-                    .filter(|(f, _)| f.revents().is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR)))
-                    .map(|(_, w)| *w)
-                    .collect()
-            };
-            // Media first: a FEC packet read before the media packets that
-            // came with it would take them for lost.
-            let mut ready = ready;
-            ready.sort_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
-            for (i, socket) in ready {
-                match socket {
-                    Socket::Media => self.drain(&streams[i]),
-                    Socket::Leg2 => self.drain_reordered(&streams[i], true),
-                    Socket::Rtcp => read_rtcp(&streams[i]),
-                    Socket::Fec(k) => read_fec(&streams[i], k),
-                }
-            }
-            // Gaps whose wait is over; RTCP that is due.
-            let now = crate::monotonic_ns();
-            for s in &streams {
-                if s.reorders() {
-                    let mut c = s.counters();
-                    if let Some(rb) = c.reorder.as_mut() {
-                        rb.tick(now);
-                    }
-                    if let Some(f) = c.fec.as_mut() {
-                        f.tick(now);
-                    }
-                    drop(c);
-                    self.emit(s);
-                }
-                if has_rtcp(s) {
-                    rtcp_work(s, now);
-                }
+                return false;
             }
         }
-        // Stopping: what the reorder buffers hold goes out, gaps given up.
+        self.ready.clear();
+        let mut device = false;
+        for t in self.poller.tokens() {
+            if t == WAKER_TOKEN {
+                self.waker.clear();
+            } else if t == DEVICE_TOKEN {
+                device = true;
+            } else if let Some(w) = untoken(t).filter(|(i, _)| *i < streams.len()) {
+                self.ready.push(w);
+            }
+        }
+        // Media first: a FEC packet read before the media packets that
+        // came with it would take them for lost.
+        self.ready.sort_unstable_by_key(|(_, s)| !matches!(s, Socket::Media | Socket::Leg2));
+        let before = ThreadStats::get(&self.stats.packets);
+        for k in 0..self.ready.len() {
+            let (i, socket) = self.ready[k];
+            match socket {
+                Socket::Media => self.drain(&streams[i]),
+                Socket::Leg2 => self.drain_reordered(&streams[i], true),
+                Socket::Rtcp => read_rtcp(&streams[i]),
+                Socket::Fec(k) => read_fec(&streams[i], k),
+            }
+        }
+        // Interrupt moderation: a wake-up that brought less than a batch
+        // is followed by a pause, so that the next one finds more waiting
+        // (and the device and the transmitter get batches too).
+        let got = ThreadStats::get(&self.stats.packets) - before;
+        if self.coalesce_us > 0 && got > 0 && got < u64::from(BATCH) {
+            ThreadStats::add(&self.stats.syscalls, 1);
+            std::thread::sleep(Duration::from_micros(self.coalesce_us.into()));
+        }
+        // Gaps whose wait is over; RTCP that is due.
+        let now = crate::monotonic_ns();
+        for &i in timed {
+            let s = &streams[i];
+            if s.reorders() {
+                let mut c = s.counters();
+                if let Some(rb) = c.reorder.as_mut() {
+                    rb.tick(now);
+                }
+                if let Some(f) = c.fec.as_mut() {
+                    f.tick(now);
+                }
+                drop(c);
+                self.emit(s);
+            }
+            if has_rtcp(s) {
+                rtcp_work(s, now);
+            }
+        }
+        device
+    }
+
+    /// Stopping: what the reorder buffers hold goes out, gaps given up.
+    pub fn finish(&mut self) {
+        let streams = std::mem::take(&mut self.streams);
         for s in streams.iter().filter(|s| s.reorders()) {
             if let Some(rb) = s.counters().reorder.as_mut() {
                 rb.tick(u64::MAX);
@@ -274,13 +410,14 @@ impl Receiver {
         }
     }
 
-    /// How long the next poll may block: [`POLL_MS`], or less when a
-    /// reorder buffer's gap, a NACK retry or an RTCP report is due sooner.
-    fn poll_timeout(&self, streams: &[Arc<Stream>]) -> u16 {
+    /// How long the next wait may block: [`IDLE_MS`], or less when a
+    /// reorder buffer's gap, a NACK retry or an RTCP report is due sooner
+    /// (`timed`: the indices of the streams that have such timers).
+    fn poll_timeout(&self, streams: &[Arc<Stream>], timed: &[usize]) -> u16 {
         let now = crate::monotonic_ns();
-        let mut due = now + u64::from(POLL_MS) * 1_000_000;
-        for s in streams {
-            let c = s.counters();
+        let mut due = now + u64::from(IDLE_MS) * 1_000_000;
+        for &i in timed {
+            let c = streams[i].counters();
             if let Some(rb) = c.reorder.as_ref() {
                 if rb.output_len() > 0 {
                     return 1; // the ring was full: try again soon
@@ -298,7 +435,7 @@ impl Receiver {
                 due = due.min(r.next_report_ns());
             }
         }
-        due.saturating_sub(now).div_ceil(1_000_000).min(u64::from(POLL_MS)) as u16
+        due.saturating_sub(now).div_ceil(1_000_000).min(u64::from(IDLE_MS)) as u16
     }
 
     /// Read `stream`'s socket until it is empty or the ring is full.
@@ -342,7 +479,13 @@ impl Receiver {
                 // socket_buffer_bytes) and wait for room. The next poll
                 // comes straight back here while the socket has data, so a
                 // timeout or error needs no handling.
-                let _ = self.backend.wait(WAIT_TO_DEV_SPACE, POLL_MS.into());
+                // Run to completion, this thread is also the transmitter:
+                // the device may be waiting for it to drain the
+                // from-device ring, so wake for that too and go and do it.
+                let flags =
+                    if self.watches_device { WAIT_TO_DEV_SPACE | WAIT_FROM_DEV_READY } else { WAIT_TO_DEV_SPACE };
+                ThreadStats::add(&self.stats.syscalls, 1);
+                let _ = self.backend.wait(flags, POLL_MS.into());
                 false
             }
             RingFullPolicy::Drop => {
@@ -359,7 +502,11 @@ impl Receiver {
     /// (truncated into a small scratch area: only the count matters).
     fn discard(&mut self, stream: &Stream) -> usize {
         let mut scratch = [[0u8; 16]; BATCH as usize];
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = scratch.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH as usize] = std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        for (iov, b) in iovs.iter_mut().zip(scratch.iter_mut()) {
+            *iov = [IoSliceMut::new(b)];
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
         // Non-blocking, and every signal is blocked in this thread: no EINTR.
         recvmmsg(stream.socket.as_raw_fd(), &mut self.headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)
             .map(|results| results.count())
@@ -367,9 +514,15 @@ impl Receiver {
     }
 
     fn receive(&mut self, stream: &Stream, free: u32, got: &mut [Received]) -> Result<usize, Errno> {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-            self.producer.payloads_mut(free).map(|p| [IoSliceMut::new(p)]).collect();
-        recv_into(&stream.socket, &mut self.headers, &mut iovs, got)
+        // On the stack: no allocation per batch.
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH as usize] = std::array::from_fn(|_| [IoSliceMut::new(&mut [])]);
+        let mut n = 0;
+        for (iov, p) in iovs.iter_mut().zip(self.producer.payloads_mut(free)) {
+            *iov = [IoSliceMut::new(p)];
+            n += 1;
+        }
+        ThreadStats::add(&self.stats.syscalls, 1);
+        recv_into(&stream.socket, &mut self.headers, &mut iovs[..n], got)
     }
 
     /// Check the received datagrams in place, compact, publish.
@@ -407,11 +560,14 @@ impl Receiver {
             kept += 1;
         }
         drop(c);
+        ThreadStats::add(&self.stats.batches, 1);
+        ThreadStats::add(&self.stats.packets, u64::from(kept));
         self.publish(kept);
     }
 
     fn publish(&mut self, n: u32) {
         if self.producer.publish(n) {
+            ThreadStats::add(&self.stats.syscalls, 1);
             if let Err(e) = self.backend.kick() {
                 log::error!("receiver: KICK failed: {e}");
             }

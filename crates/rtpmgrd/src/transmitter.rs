@@ -3,15 +3,22 @@
 //!
 //! Consecutive slots of one stream go out in one `sendmmsg` straight from
 //! the ring (no copy); the slots are released after the batch is sent.
+//! With `udp_gso`, a run of one stream's packets of one size (the last may
+//! be shorter) goes out as one `sendmsg` with `UDP_SEGMENT`: the kernel
+//! walks the stack once for the run and cuts it into the datagrams at the
+//! end (in the driver or NIC where it can). The thread sleeps in epoll on
+//! the device's `poll` descriptor and its own waker, or in `WAIT` where the
+//! device has no `poll`.
 
 use crate::backend::Backend;
 use crate::stream::{Stream, StreamTable};
+use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
 use nix::errno::Errno;
-use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
-use rtpmgr_abi::{self as abi, SlotHeader, WAIT_FROM_DEV_READY};
+use nix::sys::socket::{sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY};
 use rtpmgr_ring::{Consumer, Region, RingId};
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +26,42 @@ use std::time::Duration;
 /// Slots handled per pass (and datagrams per `sendmmsg`).
 pub const BATCH: u32 = 64;
 
-/// How long one WAIT may block; bounds the reaction to a stop request.
+/// The pause after a failed wait or a broken ring.
 const WAIT_MS: u32 = 100;
+
+/// The most datagrams in one GSO send (the kernel's `UDP_MAX_SEGMENTS`
+/// is 64 on older kernels, 128 on newer ones).
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// The most payload bytes in one GSO send: one IPv6 or IPv4 datagram's
+/// worth, with room for the headers.
+pub const GSO_MAX_BYTES: usize = 65_000;
+
+/// The token of the device's poll descriptor in the transmitter's epoll set.
+const DEVICE_TOKEN: u64 = 0;
+
+/// How many of `lens` (the payload sizes of one stream's consecutive
+/// packets) one GSO send takes: every segment but the last must be the
+/// first one's size, the last may be shorter, within the kernel's limits.
+/// Below 2 a GSO send gains nothing.
+pub fn gso_group(lens: impl IntoIterator<Item = usize>) -> usize {
+    let mut it = lens.into_iter();
+    let Some(size) = it.next() else { return 0 };
+    if size == 0 {
+        return 1;
+    }
+    let (mut n, mut total) = (1usize, size);
+    for len in it {
+        if n == GSO_MAX_SEGMENTS || len == 0 || len > size || total + len > GSO_MAX_BYTES {
+            break;
+        }
+        n += 1;
+        total += len;
+        if len < size {
+            break; // a shorter one ends the group
+        }
+    }
+    n
+}
 
 pub struct Transmitter {
     backend: Arc<dyn Backend>,
@@ -33,75 +74,167 @@ pub struct Transmitter {
     /// From-device slots that named no stream able to send (stopped
     /// meanwhile, or an ingress-only stream): counted, then released.
     unroutable: Arc<AtomicU64>,
+    /// Send runs with `UDP_SEGMENT` (turned off when the kernel refuses).
+    gso: bool,
+    /// `Some` where the device answers `poll`: sleep in epoll.
+    poller: Option<Poller>,
+    waker: Arc<Waker>,
+    stats: Arc<ThreadStats>,
+    /// The stream table's generation `by_id` belongs to.
+    generation: u64,
+    /// The sending streams by id.
+    by_id: Vec<Option<Arc<Stream>>>,
 }
 
 impl Transmitter {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         backend: Arc<dyn Backend>,
         region: &Arc<Region>,
         table: Arc<StreamTable>,
         stop: Arc<AtomicBool>,
         unroutable: Arc<AtomicU64>,
-    ) -> Self {
+        gso: bool,
+        waker: Arc<Waker>,
+        stats: Arc<ThreadStats>,
+    ) -> std::io::Result<Self> {
         let headers = MultiHeaders::preallocate(BATCH as usize, None);
         let addrs = Vec::with_capacity(BATCH as usize);
-        Transmitter { backend, table, stop, consumer: region.consumer(RingId::FromDevice), headers, addrs, unroutable }
+        let poller = match backend.poll_fd() {
+            Some(fd) => {
+                let p = Poller::new(2)?;
+                p.add_raw(fd, DEVICE_TOKEN)?;
+                p.add(&*waker, WAKER_TOKEN)?;
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(Transmitter {
+            backend,
+            table,
+            stop,
+            consumer: region.consumer(RingId::FromDevice),
+            headers,
+            addrs,
+            unroutable,
+            gso,
+            poller,
+            waker,
+            stats,
+            generation: u64::MAX,
+            by_id: Vec::new(),
+        })
     }
 
     pub fn run(mut self) {
-        let mut generation = u64::MAX;
-        let mut by_id: Vec<Option<Arc<Stream>>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            if self.table.generation() != generation {
-                let (g, all) = self.table.snapshot();
-                generation = g;
-                by_id = vec![None; abi::MAX_STREAMS as usize];
-                for s in all.into_iter().filter(|s| s.sends()) {
-                    let id = s.id as usize;
-                    by_id[id] = Some(s);
+            if self.pass() == 0 {
+                self.sleep();
+            }
+        }
+    }
+
+    /// Whether from-device entries wait.
+    pub fn pending(&mut self) -> bool {
+        self.consumer.available().is_ok_and(|n| n > 0)
+    }
+
+    /// Send one batch of what the device published; the number of slots
+    /// taken (0: nothing there).
+    pub fn pass(&mut self) -> u32 {
+        if self.table.generation() != self.generation {
+            let (g, all) = self.table.snapshot();
+            self.generation = g;
+            let senders: Vec<Arc<Stream>> = all.into_iter().filter(|s| s.sends()).collect();
+            let ids = senders.iter().map(|s| s.id as usize + 1).max().unwrap_or(0);
+            self.by_id.clear();
+            self.by_id.resize(ids, None);
+            for s in senders {
+                let id = s.id as usize;
+                self.by_id[id] = Some(s);
+            }
+        }
+        let n = match self.consumer.available() {
+            Ok(n) => n.min(BATCH),
+            Err(bad) => {
+                // Only a broken device gets here; do not spin on it.
+                log::error!("transmitter: device published impossible ring indices {bad:?}");
+                std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
+                return 0;
+            }
+        };
+        if n == 0 {
+            return 0;
+        }
+        let mut headers = [SlotHeader::default(); BATCH as usize];
+        for (i, h) in headers[..n as usize].iter_mut().enumerate() {
+            *h = self.consumer.header(i as u32);
+        }
+        let by_id = std::mem::take(&mut self.by_id);
+        let mut start = 0usize;
+        while start < n as usize {
+            let sid = headers[start].stream_id;
+            let end = (start..n as usize).find(|&k| headers[k].stream_id != sid).unwrap_or(n as usize);
+            match by_id.get(sid as usize).and_then(Option::as_ref) {
+                Some(stream) => self.send_run(stream, start as u32, &headers[start..end]),
+                None => {
+                    self.unroutable.fetch_add((end - start) as u64, Ordering::Relaxed);
                 }
             }
-            let n = match self.consumer.available() {
-                Ok(n) => n.min(BATCH),
-                Err(bad) => {
-                    // Only a broken device gets here; do not spin on it.
-                    log::error!("transmitter: device published impossible ring indices {bad:?}");
+            start = end;
+        }
+        self.by_id = by_id;
+        ThreadStats::add(&self.stats.batches, 1);
+        ThreadStats::add(&self.stats.packets, u64::from(n));
+        if self.consumer.release(n) {
+            ThreadStats::add(&self.stats.syscalls, 1);
+            if let Err(e) = self.backend.kick() {
+                log::error!("transmitter: KICK failed: {e}");
+            }
+        }
+        n
+    }
+
+    /// Nothing to send: sleep until the device publishes, the controller
+    /// wakes us, or [`IDLE_MS`] passed.
+    pub fn sleep(&mut self) {
+        ThreadStats::add(&self.stats.syscalls, 1);
+        let Some(poller) = self.poller.as_mut() else {
+            // No poll on this device: WAIT (a stop is noticed within IDLE_MS).
+            match self.backend.wait(WAIT_FROM_DEV_READY, IDLE_MS.into()) {
+                Ok(_) => ThreadStats::add(&self.stats.wakeups, 1),
+                Err(e) if e.raw_os_error().map(Errno::from_raw) == Some(Errno::ETIMEDOUT) => {
+                    ThreadStats::add(&self.stats.timeouts, 1)
+                }
+                Err(e) if e.raw_os_error().map(Errno::from_raw) == Some(Errno::EINTR) => {}
+                Err(e) => {
+                    log::error!("transmitter: WAIT failed: {e}");
                     std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
-                    continue;
                 }
-            };
-            if n == 0 {
-                match self.backend.wait(WAIT_FROM_DEV_READY, WAIT_MS) {
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::ETIMEDOUT | Errno::EINTR)) => {}
-                    Err(e) => {
-                        log::error!("transmitter: WAIT failed: {e}");
-                        std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
+            }
+            return;
+        };
+        // Arm, then look again: an entry published in between is seen here
+        // or wakes the poll.
+        self.backend.arm_poll();
+        if self.consumer.available().is_ok_and(|n| n > 0) {
+            return;
+        }
+        match poller.wait(IDLE_MS) {
+            Ok(0) => ThreadStats::add(&self.stats.timeouts, 1),
+            Ok(_) => {
+                ThreadStats::add(&self.stats.wakeups, 1);
+                for t in poller.tokens() {
+                    if t == WAKER_TOKEN {
+                        self.waker.clear();
+                    } else {
+                        self.backend.clear_poll();
                     }
                 }
-                continue;
             }
-            let mut headers = [SlotHeader::default(); BATCH as usize];
-            for (i, h) in headers[..n as usize].iter_mut().enumerate() {
-                *h = self.consumer.header(i as u32);
-            }
-            let mut start = 0usize;
-            while start < n as usize {
-                let sid = headers[start].stream_id;
-                let end = (start..n as usize).find(|&k| headers[k].stream_id != sid).unwrap_or(n as usize);
-                match by_id.get(sid as usize).and_then(Option::as_ref) {
-                    Some(stream) => self.send_run(stream, start as u32, &headers[start..end]),
-                    None => {
-                        self.unroutable.fetch_add((end - start) as u64, Ordering::Relaxed);
-                    }
-                }
-                start = end;
-            }
-            if self.consumer.release(n) {
-                if let Err(e) = self.backend.kick() {
-                    log::error!("transmitter: KICK failed: {e}");
-                }
+            Err(e) => {
+                log::error!("transmitter: epoll_wait failed: {e}");
+                std::thread::sleep(Duration::from_millis(WAIT_MS.into()));
             }
         }
     }
@@ -118,15 +251,52 @@ impl Transmitter {
         let mut errors = 0u64;
         let mut k = 0usize;
         while k < run.len() {
-            let iovs: Vec<[IoSlice<'_>; 1]> = run[k..]
-                .iter()
-                .enumerate()
-                .map(|(j, h)| [IoSlice::new(self.consumer.payload(first + (k + j) as u32, h.len))])
-                .collect();
+            // How far the next plain sendmmsg goes: to the end, or with GSO
+            // to the next group worth a GSO send.
+            let mut end = run.len();
+            if self.gso {
+                let g = gso_group(run[k..].iter().map(|h| h.len as usize));
+                if g >= 2 {
+                    match self.send_gso(fd, dest, first + k as u32, &run[k..k + g]) {
+                        Ok(bytes) => {
+                            ThreadStats::add(&self.stats.gso_sends, 1);
+                            sent_packets += g as u64;
+                            sent_bytes += bytes as u64;
+                            k += g;
+                        }
+                        Err(Errno::EINTR) => {}
+                        Err(e @ (Errno::EIO | Errno::EINVAL | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP)) => {
+                            log::warn!(
+                                "stream {}: UDP GSO refused ({e}); sending datagram by datagram",
+                                stream.config.name
+                            );
+                            self.gso = false;
+                        }
+                        Err(e) => {
+                            // As for a failed first datagram of a sendmmsg,
+                            // but the whole group shares the one call.
+                            log::debug!("stream {}: sendmsg (GSO): {e}", stream.config.name);
+                            errors += g as u64;
+                            k += g;
+                        }
+                    }
+                    continue;
+                }
+                end = (k + 1..run.len())
+                    .find(|&j| gso_group(run[j..].iter().map(|h| h.len as usize)) >= 2)
+                    .unwrap_or(run.len());
+            }
+            // On the stack: no allocation per batch.
+            let mut iovs: [[IoSlice<'_>; 1]; BATCH as usize] = [[IoSlice::new(&[])]; BATCH as usize];
+            let count = end - k;
+            for (j, (iov, h)) in iovs.iter_mut().zip(&run[k..end]).enumerate() {
+                *iov = [IoSlice::new(self.consumer.payload(first + (k + j) as u32, h.len))];
+            }
             self.addrs.clear();
-            self.addrs.resize(iovs.len(), Some(dest));
+            self.addrs.resize(count, Some(dest));
             let cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(fd, &mut self.headers, &iovs, &self.addrs, cmsgs, MsgFlags::empty()) {
+            ThreadStats::add(&self.stats.syscalls, 1);
+            match sendmmsg(fd, &mut self.headers, &iovs[..count], &self.addrs, cmsgs, MsgFlags::empty()) {
                 Ok(results) => {
                     let mut n = 0usize;
                     for r in results {
@@ -173,5 +343,41 @@ impl Transmitter {
         c.sent_packets += sent_packets;
         c.sent_bytes += sent_bytes;
         c.send_errors += errors;
+    }
+
+    /// One `sendmsg` of slots `first..first + run.len()` with
+    /// `UDP_SEGMENT` of the first one's size; the bytes sent.
+    fn send_gso(&mut self, fd: RawFd, dest: SockaddrStorage, first: u32, run: &[SlotHeader]) -> Result<usize, Errno> {
+        let mut iovs: [IoSlice<'_>; GSO_MAX_SEGMENTS] = [IoSlice::new(&[]); GSO_MAX_SEGMENTS];
+        for (j, (iov, h)) in iovs.iter_mut().zip(run).enumerate() {
+            *iov = IoSlice::new(self.consumer.payload(first + j as u32, h.len));
+        }
+        let segment = run[0].len as u16;
+        let cmsgs = [ControlMessage::UdpGsoSegments(&segment)];
+        ThreadStats::add(&self.stats.syscalls, 1);
+        sendmsg(fd, &iovs[..run.len()], &cmsgs, MsgFlags::empty(), Some(&dest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_groups_follow_the_kernel_rules() {
+        assert_eq!(gso_group([]), 0);
+        assert_eq!(gso_group([1316]), 1);
+        assert_eq!(gso_group([1316; 10]), 10);
+        // A shorter one ends the group, and belongs to it.
+        assert_eq!(gso_group([1316, 1316, 200, 1316]), 3);
+        // A longer one cannot follow.
+        assert_eq!(gso_group([200, 1316, 1316]), 1);
+        // Empty datagrams are never segments.
+        assert_eq!(gso_group([0, 0]), 1);
+        assert_eq!(gso_group([172, 0, 172]), 1);
+        // At most GSO_MAX_SEGMENTS and GSO_MAX_BYTES.
+        assert_eq!(gso_group([172; 100]), GSO_MAX_SEGMENTS);
+        assert_eq!(gso_group([1316; 64]), GSO_MAX_BYTES / 1316);
+        assert_eq!(gso_group([8000; 64]), GSO_MAX_BYTES / 8000);
     }
 }

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
-//! `host-bench`: the host half of ci/bench. Measures rtpmgrd's relay
-//! throughput against a bare recvmmsg/sendmmsg loop and GStreamer, its
-//! stream capacity and CPU time per stream, and its latency; writes a JSON
-//! document (schema in `rtpmgr_bench::report`) and prints a table.
+//! `host-bench`: the host half of ci/bench. rtpmgrd against a bare
+//! recvmmsg/sendmmsg loop and GStreamer: saturation with one stream,
+//! paced IPTV and VoIP loads, latency, and user-space instructions per
+//! packet under callgrind; writes a JSON document (schema in
+//! `rtpmgr_bench::report`) and prints a table.
 
 use rtpmgr_bench::bench::{self, Plan};
 use rtpmgr_bench::packet::{now_ns, PACKET, PAYLOAD};
-use rtpmgr_bench::rate::{parse_duration, parse_rate};
-use rtpmgr_bench::relay::{pin_self, set_nice, Tools, BARE_BATCH, RELAY_SOCKET_BUFFER};
+use rtpmgr_bench::rate::parse_duration;
+use rtpmgr_bench::relay::{pin_self, set_nice, RelayKind, Tools, BARE_BATCH, RELAY_SOCKET_BUFFER};
 use rtpmgr_bench::report::{HostInfo, PacketInfo, Pinning, Report, SCHEMA};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -15,26 +16,37 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage: host-bench [--quick] [--out FILE] [--bin-dir DIR] [--only LIST] [--reps N]
-                  [--window SECS] [--latency-rate PPS] [--stream-bitrate BPS]
-                  [--capacity-max N] [--capacity-seconds SECS]
-                  [--nice N] [--no-pin] [--no-gstreamer] [--strict]
+                  [--loads LIST] [--relays LIST] [--paced-relays LIST] [--window SECS]
+                  [--generator-gso] [--nice N] [--no-pin] [--no-gstreamer] [--no-perf] [--strict]
 
-  --quick          about 20 s: 3 short repetitions, capacity capped at 4 streams
+  --quick          about 30 s: one short repetition, loads iptv64 and voip1000, no callgrind
   --out FILE       the JSON document (default target/bench/host.json)
   --bin-dir DIR    where rtpmgrd and bare-relay are (default: this program's directory)
-  --only LIST      comma-separated subset of throughput,capacity,latency
-  --reps N         repetitions per measurement (default 5, quick 3)
-  --window SECS    throughput and latency measuring window (default 3, quick 0.5)
-  --latency-rate PPS       paced rate of the latency stream (default 4k)
-  --stream-bitrate BPS     bit rate of each capacity stream (default 10M)
-  --capacity-max N         highest stream count tried (default 64, quick 4)
-  --capacity-seconds SECS  length of each confirming capacity run (default 30, quick 2)
+  --only LIST      comma-separated subset of saturation,paced,latency,callgrind
+  --reps N         repetitions per measurement, interleaved (default 10, quick 1)
+  --loads LIST     paced loads: iptv64,iptv150k,iptv256,voip1000,voip4000 (default all)
+  --relays LIST    saturation relays: rtpmgrd,rtpmgrd_nogso,rtpmgrd_rtc,rtpmgrd_coalesce,bare_loop,gstreamer,gstreamer_tuned
+  --paced-relays LIST  rtpmgrd variants of the paced loads (the bare loop always runs)
+  --window SECS    saturation and paced measuring window (default 2 and 3)
+  --generator-gso  the saturating generator sends UDP GSO aggregates (reference only)
   --nice N         nice level of generator, receiver and relays (default -10, so
                    that other jobs on the host disturb less; 0 to leave it; below 0
                    needs root or CAP_SYS_NICE, else it stays unchanged)
   --no-pin         do not pin the relay and the load generator to separate CPUs
   --no-gstreamer   skip GStreamer even if gst-launch-1.0 is installed
+  --no-perf        count from /proc even if perf is installed
   --strict         exit 1 when a target is missed or could not be measured";
+
+const SECTIONS: [&str; 4] = ["saturation", "paced", "latency", "callgrind"];
+const KINDS: [RelayKind; 7] = [
+    RelayKind::Rtpmgrd,
+    RelayKind::RtpmgrdNoGso,
+    RelayKind::RtpmgrdRtc,
+    RelayKind::RtpmgrdCoalesce,
+    RelayKind::Bare,
+    RelayKind::Gstreamer,
+    RelayKind::GstreamerTuned,
+];
 
 struct Args {
     quick: bool,
@@ -42,15 +54,22 @@ struct Args {
     bin_dir: Option<PathBuf>,
     only: Vec<String>,
     reps: Option<usize>,
+    loads: Option<Vec<String>>,
+    relays: Option<Vec<RelayKind>>,
+    paced_relays: Option<Vec<RelayKind>>,
     nice: i32,
     window: Option<Duration>,
-    latency_rate: Option<f64>,
-    stream_bitrate: Option<f64>,
-    capacity_max: Option<usize>,
-    capacity_seconds: Option<Duration>,
+    generator_gso: bool,
     pin: bool,
     gstreamer: bool,
+    perf: bool,
     strict: bool,
+}
+
+fn kinds(list: &str) -> Result<Vec<RelayKind>, String> {
+    list.split(',')
+        .map(|k| KINDS.iter().copied().find(|x| x.key() == k).ok_or_else(|| format!("unknown relay {k:?}")))
+        .collect()
 }
 
 fn parse() -> Result<Option<Args>, String> {
@@ -58,16 +77,17 @@ fn parse() -> Result<Option<Args>, String> {
         quick: false,
         out: PathBuf::from("target/bench/host.json"),
         bin_dir: None,
-        only: vec!["throughput".into(), "capacity".into(), "latency".into()],
+        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
         reps: None,
+        loads: None,
+        relays: None,
+        paced_relays: None,
         nice: -10,
         window: None,
-        latency_rate: None,
-        stream_bitrate: None,
-        capacity_max: None,
-        capacity_seconds: None,
+        generator_gso: false,
         pin: true,
         gstreamer: true,
+        perf: true,
         strict: false,
     };
     let mut it = std::env::args().skip(1);
@@ -79,8 +99,7 @@ fn parse() -> Result<Option<Args>, String> {
             "--bin-dir" => a.bin_dir = Some(val()?.into()),
             "--only" => {
                 a.only = val()?.split(',').map(str::to_string).collect();
-                if let Some(bad) = a.only.iter().find(|f| !["throughput", "capacity", "latency"].contains(&f.as_str()))
-                {
+                if let Some(bad) = a.only.iter().find(|f| !SECTIONS.contains(&f.as_str())) {
                     return Err(format!("--only: unknown figure {bad:?}"));
                 }
             }
@@ -91,17 +110,11 @@ fn parse() -> Result<Option<Args>, String> {
                 }
                 a.reps = Some(n);
             }
+            "--loads" => a.loads = Some(val()?.split(',').map(str::to_string).collect()),
+            "--relays" => a.relays = Some(kinds(&val()?)?),
+            "--paced-relays" => a.paced_relays = Some(kinds(&val()?)?),
             "--window" => a.window = Some(parse_duration(&val()?)?),
-            "--latency-rate" => a.latency_rate = Some(parse_rate(&val()?)?),
-            "--stream-bitrate" => a.stream_bitrate = Some(parse_rate(&val()?)?),
-            "--capacity-max" => {
-                let n: usize = val()?.parse().map_err(|e| format!("--capacity-max: {e}"))?;
-                if !(1..=bench::MAX_STREAMS).contains(&n) {
-                    return Err(format!("--capacity-max must be 1..={}", bench::MAX_STREAMS));
-                }
-                a.capacity_max = Some(n);
-            }
-            "--capacity-seconds" => a.capacity_seconds = Some(parse_duration(&val()?)?),
+            "--generator-gso" => a.generator_gso = true,
             "--nice" => {
                 a.nice = val()?.parse().map_err(|e| format!("--nice: {e}"))?;
                 if !(-20..=19).contains(&a.nice) {
@@ -110,6 +123,7 @@ fn parse() -> Result<Option<Args>, String> {
             }
             "--no-pin" => a.pin = false,
             "--no-gstreamer" => a.gstreamer = false,
+            "--no-perf" => a.perf = false,
             "--strict" => a.strict = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -208,26 +222,48 @@ fn main() -> ExitCode {
     let mut plan = if args.quick { Plan::quick() } else { Plan::full() };
     if let Some(n) = args.reps {
         plan.repetitions = n;
-        plan.capacity_confirm_reps = n;
     }
     if let Some(w) = args.window {
-        plan.throughput_window = w;
-        plan.latency_window = w;
+        plan.saturation_window = w;
+        plan.paced_window = w;
     }
-    if let Some(r) = args.latency_rate {
-        plan.latency_rate_pps = r;
+    if let Some(names) = &args.loads {
+        let all = bench::full_loads();
+        let mut loads = Vec::new();
+        for n in names {
+            match all.iter().find(|l| l.name == n) {
+                Some(l) => loads.push(l.clone()),
+                None => {
+                    eprintln!("host-bench: --loads: unknown load {n:?}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        plan.loads = loads;
     }
-    if let Some(b) = args.stream_bitrate {
-        plan.stream_bitrate = b;
+    if let Some(r) = &args.relays {
+        plan.saturation_relays = r.clone();
     }
-    if let Some(n) = args.capacity_max {
-        plan.capacity_max = n;
-        plan.capacity_start = plan.capacity_start.min(n);
+    if let Some(r) = &args.paced_relays {
+        plan.paced_relays = r.clone();
     }
-    if let Some(d) = args.capacity_seconds {
-        plan.capacity_confirm = d;
-        plan.capacity_search = plan.capacity_search.min(d);
+    plan.generator_gso = args.generator_gso;
+    if args.perf {
+        plan.perf = rtpmgr_bench::perf::probe();
+        match &plan.perf {
+            Some(p) => log(&format!(
+                "perf: counting {}{}",
+                p.events.join(", "),
+                if p.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; not on this machine: {}", p.missing.join(", "))
+                }
+            )),
+            None => log("perf not usable: counting from /proc (no system calls)"),
+        }
     }
+    plan.valgrind = which("valgrind");
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     if args.pin {
         // Before any thread starts: they all inherit the generator's CPU.
@@ -276,7 +312,9 @@ fn main() -> ExitCode {
             pinning: plan.pin.map(|(g, r)| Pinning { generator_cpu: g, relay_cpu: r }),
             nice: plan.nice,
             loadavg_at_start: loadavg,
+            loadavg_at_end: String::new(),
         },
+        loads: plan.loads.iter().map(|l| l.name).collect(),
         packet: PacketInfo {
             rtp_payload_bytes: PAYLOAD,
             datagram_bytes: PACKET,
@@ -288,15 +326,20 @@ fn main() -> ExitCode {
         ratios: Vec::new(),
         targets: Default::default(),
     };
-    if wants("throughput") {
-        report.add("throughput", bench::throughput(&tools, &plan, &mut log));
+    for sec in SECTIONS {
+        if !wants(sec) {
+            continue;
+        }
+        let section = match sec {
+            "saturation" => bench::saturation(&tools, &plan, &mut log),
+            "paced" => bench::paced(&tools, &plan, &mut log),
+            "latency" => bench::latency(&tools, &plan, &mut log),
+            _ => bench::callgrind(&tools, &plan, &mut log),
+        };
+        report.add(sec, section);
     }
-    if wants("capacity") {
-        report.add("capacity", bench::capacity(&tools, &plan, &mut log));
-    }
-    if wants("latency") {
-        report.add("latency", bench::latency(&tools, &plan, &mut log));
-    }
+    let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    report.host.loadavg_at_end = loadavg_end.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     report.elapsed_s = (now_ns() - t0) as f64 / 1e9;
     report.tally_targets();
     let json = serde_json::to_string_pretty(&report).expect("report serialises");

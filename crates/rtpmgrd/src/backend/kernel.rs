@@ -12,6 +12,8 @@ use std::sync::Arc;
 /// One session of the kernel module.
 pub struct KernelBackend {
     dev: Device,
+    /// The device answers `poll` (`FEATURE_POLL`).
+    pollable: bool,
 }
 
 impl KernelBackend {
@@ -23,7 +25,8 @@ impl KernelBackend {
                 e
             }
         })?;
-        Ok(KernelBackend { dev })
+        let pollable = dev.info().is_ok_and(|i| i.features & abi::FEATURE_POLL != 0);
+        Ok(KernelBackend { dev, pollable })
     }
 }
 
@@ -64,5 +67,9 @@ impl Backend for KernelBackend {
     }
     fn net_status(&self, stream_id: u32) -> io::Result<abi::NetCounters> {
         self.dev.net_status(stream_id)
+    }
+    fn poll_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pollable.then(|| self.dev.file().as_raw_fd())
     }
 }

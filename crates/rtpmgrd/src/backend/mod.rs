@@ -11,6 +11,7 @@ pub mod sim;
 use rtpmgr_abi as abi;
 use rtpmgr_ring::Region;
 use std::io;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 /// What the daemon needs from a device. Every method maps to one ioctl
@@ -47,6 +48,22 @@ pub trait Backend: Send + Sync {
     fn net_status(&self, _stream_id: u32) -> io::Result<abi::NetCounters> {
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
+    /// A descriptor that is readable (`EPOLLIN`) while from-device entries
+    /// wait, for epoll: the device itself where it answers `poll`
+    /// (`FEATURE_POLL`), the simulator's eventfd. `None`: threads wait in
+    /// `WAIT` instead. Valid as long as the backend.
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Before sleeping on [`Backend::poll_fd`]: make the next from-device
+    /// entry wake the sleeper. The caller looks at the ring again after
+    /// this, so an entry published in between is not missed. The module's
+    /// `poll` is level-triggered and needs nothing; the simulator arms its
+    /// eventfd.
+    fn arm_poll(&self) {}
+    /// After [`Backend::poll_fd`] was readable: reset it (the simulator's
+    /// eventfd; the module's needs nothing).
+    fn clear_poll(&self) {}
 }
 
 /// Look a media port up by name (`loopback`, `null`, `media0`, ...).

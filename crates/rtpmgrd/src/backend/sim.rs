@@ -7,13 +7,21 @@
 //! validation of everything user space writes (`SlotHeader::check`,
 //! `ring_fill`), the same errnos, the same counters. Tests that pass here and
 //! in the guest against the real module pin the two to one contract.
+//!
+//! Where it differs, it says so in [`Backend::info`]: it takes
+//! [`abi::MAX_STREAM_IDS`] stream ids (the module its table's
+//! `MAX_STREAMS`), and its `poll` is an eventfd (`Backend::poll_fd`)
+//! armed by the waiter, as the module's wait queue is.
 
 use super::Backend;
 use nix::errno::Errno;
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use rtpmgr_abi::{self as abi, Geometry, GeometryError, SessionCounters, SlotHeader, StreamCounters};
 use rtpmgr_ring::{anonymous_region, Consumer, CtrlWord, Producer, Region, RingId};
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +35,9 @@ const WORKER_BATCH: u32 = 64;
 
 const PORTS: [(&str, u32); 2] = [("loopback", abi::PORT_KIND_LOOPBACK), ("null", abi::PORT_KIND_NULL)];
 
+/// Stream ids of a simulated session.
+pub const SIM_STREAMS: u32 = abi::MAX_STREAM_IDS;
+
 #[derive(Clone, Copy, Default)]
 struct SimStream {
     port: u32,
@@ -36,20 +47,27 @@ struct SimStream {
 
 struct State {
     region: Option<Arc<Region>>,
-    streams: [Option<SimStream>; abi::MAX_STREAMS as usize],
+    streams: Vec<Option<SimStream>>,
+    /// Bumped whenever `streams` changes: the worker copies its routes
+    /// only then.
+    generation: u64,
     session: SessionCounters,
     kicked: bool,
     shutdown: bool,
+    /// Threads sleeping in `WAIT`: the worker wakes them only if any.
+    waiters: usize,
 }
 
 impl Default for State {
     fn default() -> Self {
         State {
             region: None,
-            streams: [None; abi::MAX_STREAMS as usize],
+            streams: vec![None; SIM_STREAMS as usize],
+            generation: 0,
             session: SessionCounters::default(),
             kicked: false,
             shutdown: false,
+            waiters: 0,
         }
     }
 }
@@ -66,6 +84,13 @@ struct Shared {
     kick_cv: Condvar,
     /// `WAIT` callers sleep here; the worker wakes them after each batch.
     wait_cv: Condvar,
+    /// The simulated `poll`: written when from-device entries are
+    /// published while `poll_armed`.
+    poll_fd: EventFd,
+    /// Set by a thread about to sleep on `poll_fd` (`arm_poll`), taken by
+    /// the worker when it publishes: the need-wakeup handshake again, so
+    /// a busy worker makes no system call for a poller that is awake.
+    poll_armed: AtomicBool,
 }
 
 impl Shared {
@@ -91,7 +116,15 @@ impl Default for SimBackend {
 
 impl SimBackend {
     pub fn new(max_session_bytes: u64) -> Self {
-        let shared = Shared { state: Mutex::new(State::default()), kick_cv: Condvar::new(), wait_cv: Condvar::new() };
+        let poll_fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .expect("eventfd for the simulator's poll");
+        let shared = Shared {
+            state: Mutex::new(State::default()),
+            kick_cv: Condvar::new(),
+            wait_cv: Condvar::new(),
+            poll_fd,
+            poll_armed: AtomicBool::new(false),
+        };
         SimBackend { shared: Arc::new(shared), worker: Mutex::new(None), max_session_bytes }
     }
 
@@ -138,8 +171,8 @@ impl Backend for SimBackend {
         Ok(abi::Info {
             size: <abi::Info as abi::IoctlArg>::SIZE,
             abi_version: abi::ABI_VERSION,
-            features: abi::FEATURE_MMAP_RINGS | abi::FEATURE_NEED_WAKEUP,
-            max_streams: abi::MAX_STREAMS,
+            features: abi::FEATURE_MMAP_RINGS | abi::FEATURE_NEED_WAKEUP | abi::FEATURE_POLL,
+            max_streams: SIM_STREAMS,
             min_slot_size: abi::MIN_SLOT_SIZE,
             max_slot_size: abi::MAX_SLOT_SIZE,
             min_slot_count: abi::MIN_SLOT_COUNT,
@@ -184,7 +217,7 @@ impl Backend for SimBackend {
 
     fn start_stream(&self, stream_id: u32, port: u32, direction: u32) -> io::Result<()> {
         let mut st = self.configured()?;
-        if stream_id >= abi::MAX_STREAMS || direction == 0 || direction & !abi::DIR_BOTH != 0 {
+        if stream_id >= SIM_STREAMS || direction == 0 || direction & !abi::DIR_BOTH != 0 {
             return Err(Errno::EINVAL.into());
         }
         if port as usize >= PORTS.len() {
@@ -199,22 +232,25 @@ impl Backend for SimBackend {
             direction,
             counters: StreamCounters { running: 1, port, direction, ..Default::default() },
         });
+        st.generation += 1;
         Ok(())
     }
 
     fn stop_stream(&self, stream_id: u32) -> io::Result<()> {
         let mut st = self.shared.lock();
-        if stream_id >= abi::MAX_STREAMS {
+        if stream_id >= SIM_STREAMS {
             return Err(Errno::EINVAL.into());
         }
-        st.streams[stream_id as usize].take().map(|_| ()).ok_or_else(|| Errno::ENOENT.into())
+        st.streams[stream_id as usize].take().ok_or(Errno::ENOENT)?;
+        st.generation += 1;
+        Ok(())
     }
 
     fn status(&self, stream_id: u32) -> io::Result<abi::Status> {
         let st = self.shared.lock();
         let stream = if stream_id == abi::STATUS_SESSION_ONLY {
             StreamCounters::default()
-        } else if stream_id >= abi::MAX_STREAMS {
+        } else if stream_id >= SIM_STREAMS {
             return Err(Errno::EINVAL.into());
         } else {
             st.streams[stream_id as usize].map(|s| s.counters).unwrap_or_default()
@@ -237,7 +273,8 @@ impl Backend for SimBackend {
     fn reset(&self) -> io::Result<()> {
         self.stop_worker();
         let mut st = self.shared.lock();
-        st.streams = [None; abi::MAX_STREAMS as usize];
+        st.streams.iter_mut().for_each(|s| *s = None);
+        st.generation += 1;
         st.session = SessionCounters::default();
         st.kicked = false;
         let region = st.region.clone();
@@ -280,8 +317,27 @@ impl Backend for SimBackend {
                 st.session.wait_timeouts += 1;
                 return Err(Errno::ETIMEDOUT.into());
             }
+            st.waiters += 1;
             st = self.shared.wait_cv.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st.waiters -= 1;
         }
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        Some(self.shared.poll_fd.as_raw_fd())
+    }
+
+    fn arm_poll(&self) {
+        self.shared.poll_armed.store(true, SeqCst);
+        // Pairs with the worker's fence between publishing and taking
+        // the flag: either it sees the flag, or the caller, looking at
+        // the ring after this, sees its entries.
+        fence(SeqCst);
+    }
+
+    fn clear_poll(&self) {
+        // Non-blocking: EAGAIN when it was not written.
+        let _ = self.shared.poll_fd.read();
     }
 }
 
@@ -305,17 +361,32 @@ fn ready_conditions(region: &Region, flags: u32) -> u32 {
     ready
 }
 
-/// Per-pass counter deltas, folded into the shared state under one lock.
+/// What the worker knows of a stream id: it takes to-device slots, and
+/// whether the loopback port returns them on from-device.
+const ROUTE_TO_DEV: u8 = 1;
+const ROUTE_RETURN: u8 = 2;
+
+/// Per-pass counter deltas of the ids a pass touched, folded into the
+/// shared state under one lock: nothing proportional to the id space.
 struct Pass {
     session: SessionCounters,
-    to_dev: [(u64, u64); abi::MAX_STREAMS as usize],
-    from_dev: [(u64, u64); abi::MAX_STREAMS as usize],
+    /// to-device packets, bytes, from-device packets, bytes per id.
+    deltas: Vec<[u64; 4]>,
+    touched: Vec<u32>,
 }
 
-impl Default for Pass {
-    fn default() -> Self {
-        let zero = [(0, 0); abi::MAX_STREAMS as usize];
-        Pass { session: SessionCounters::default(), to_dev: zero, from_dev: zero }
+impl Pass {
+    fn new() -> Pass {
+        Pass { session: SessionCounters::default(), deltas: vec![[0; 4]; SIM_STREAMS as usize], touched: Vec::new() }
+    }
+
+    fn add(&mut self, id: u32, k: usize, len: u32) {
+        let d = &mut self.deltas[id as usize];
+        if d == &[0; 4] {
+            self.touched.push(id);
+        }
+        d[k] += 1;
+        d[k + 1] += u64::from(len);
     }
 }
 
@@ -326,15 +397,28 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
     let mut rx: Consumer = region.consumer(RingId::ToDevice);
     let mut tx: Producer = region.producer(RingId::FromDevice);
     let slot_size = region.geometry().slot_size;
+    let mut routes = vec![0u8; SIM_STREAMS as usize];
+    let mut generation = u64::MAX;
+    let mut pass = Pass::new();
     loop {
-        let table = {
+        {
             let st = shared.lock();
             if st.shutdown {
                 return;
             }
-            st.streams
-        };
-        let mut pass = Pass::default();
+            if st.generation != generation {
+                generation = st.generation;
+                for (r, s) in routes.iter_mut().zip(&st.streams) {
+                    *r = match s {
+                        Some(s) if s.direction & abi::DIR_TO_DEVICE != 0 => {
+                            let back = s.port == abi::PORT_LOOPBACK && s.direction & abi::DIR_FROM_DEVICE != 0;
+                            ROUTE_TO_DEV | if back { ROUTE_RETURN } else { 0 }
+                        }
+                        _ => 0,
+                    };
+                }
+            }
+        }
         let mut blocked_on_space = false;
         let (mut consumed, mut produced) = (0u32, 0u32);
         let available = match rx.available() {
@@ -350,14 +434,16 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
         for i in 0..available.min(WORKER_BATCH) {
             // One copy of the header; everything below uses only the copy.
             let h: SlotHeader = rx.header(i);
-            let stream = h.check(slot_size).ok().and_then(|()| table[h.stream_id as usize]);
-            let Some(stream) = stream.filter(|s| s.direction & abi::DIR_TO_DEVICE != 0) else {
+            let route = match h.check_ids(slot_size, SIM_STREAMS) {
+                Ok(()) => routes[h.stream_id as usize],
+                Err(_) => 0,
+            };
+            if route & ROUTE_TO_DEV == 0 {
                 pass.session.invalid_slots += 1;
                 consumed += 1;
                 continue;
-            };
-            let sid = h.stream_id as usize;
-            if stream.port == abi::PORT_LOOPBACK && stream.direction & abi::DIR_FROM_DEVICE != 0 {
+            }
+            if route & ROUTE_RETURN != 0 {
                 if tx.free(produced + 1) <= produced {
                     blocked_on_space = true;
                     break;
@@ -368,25 +454,33 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
                     SlotHeader { len: h.len, stream_id: h.stream_id, timestamp_ns: pass_ns, ..Default::default() };
                 tx.set_header(produced, &out);
                 produced += 1;
-                pass.from_dev[sid].0 += 1;
-                pass.from_dev[sid].1 += h.len as u64;
+                pass.add(h.stream_id, 2, h.len);
             }
             // Loopback with no return direction and the null port consume
             // the packet: counted, then gone.
-            pass.to_dev[sid].0 += 1;
-            pass.to_dev[sid].1 += h.len as u64;
+            pass.add(h.stream_id, 0, h.len);
             consumed += 1;
         }
         // Publish before releasing: once user space sees the to-device
         // ring empty, everything the loopback made of it is visible.
         tx.publish(produced);
         rx.release(consumed);
+        if produced > 0 {
+            // The simulated poll: pairs with `arm_poll`'s fence.
+            fence(SeqCst);
+            if shared.poll_armed.swap(false, SeqCst) {
+                let _ = shared.poll_fd.write(1);
+            }
+        }
 
         let mut st = shared.lock();
-        fold(&mut st, &pass, consumed, produced);
+        fold(&mut st, &mut pass);
         if consumed > 0 || produced > 0 {
+            let waiters = st.waiters > 0;
             drop(st);
-            shared.wait_cv.notify_all();
+            if waiters {
+                shared.wait_cv.notify_all();
+            }
             continue;
         }
         drop(st);
@@ -408,21 +502,17 @@ fn worker(shared: &Shared, region: &Arc<Region>) {
     }
 }
 
-fn fold(st: &mut State, pass: &Pass, consumed: u32, produced: u32) {
+fn fold(st: &mut State, pass: &mut Pass) {
     let s = &mut st.session;
-    s.invalid_indices += pass.session.invalid_indices;
-    s.invalid_slots += pass.session.invalid_slots;
-    if consumed == 0 && produced == 0 {
-        return;
-    }
-    for (id, stream) in st.streams.iter_mut().enumerate() {
-        let (tp, tb) = pass.to_dev[id];
-        let (fp, fb) = pass.from_dev[id];
+    s.invalid_indices += std::mem::take(&mut pass.session.invalid_indices);
+    s.invalid_slots += std::mem::take(&mut pass.session.invalid_slots);
+    for id in pass.touched.drain(..) {
+        let [tp, tb, fp, fb] = std::mem::take(&mut pass.deltas[id as usize]);
         st.session.to_dev_packets += tp;
         st.session.to_dev_bytes += tb;
         st.session.from_dev_packets += fp;
         st.session.from_dev_bytes += fb;
-        if let Some(stream) = stream {
+        if let Some(stream) = st.streams[id as usize].as_mut() {
             stream.counters.to_dev_packets += tp;
             stream.counters.to_dev_bytes += tb;
             stream.counters.from_dev_packets += fp;

@@ -21,7 +21,10 @@ fn ioctl_errnos() {
     assert_eq!(errno_of(sim.configure(32_768, 65_536)), Errno::ENOMEM);
     let region = sim.configure(64, 2048).unwrap();
     assert_eq!(sim.status(abi::STATUS_SESSION_ONLY).unwrap().state, abi::STATE_CONFIGURED);
-    assert_eq!(errno_of(sim.start_stream(64, PORT_LOOPBACK, DIR_BOTH)), Errno::EINVAL);
+    assert_eq!(errno_of(sim.start_stream(SIM_STREAMS, PORT_LOOPBACK, DIR_BOTH)), Errno::EINVAL);
+    // The simulator takes every id the ABI has room for, beyond the module's table.
+    sim.start_stream(SIM_STREAMS - 1, PORT_NULL, DIR_TO_DEVICE).unwrap();
+    sim.stop_stream(SIM_STREAMS - 1).unwrap();
     assert_eq!(errno_of(sim.start_stream(0, PORT_LOOPBACK, 0)), Errno::EINVAL);
     assert_eq!(errno_of(sim.start_stream(0, PORT_LOOPBACK, 4)), Errno::EINVAL);
     assert_eq!(errno_of(sim.start_stream(0, 7, DIR_BOTH)), Errno::ENODEV);
@@ -29,10 +32,10 @@ fn ioctl_errnos() {
     assert_eq!(errno_of(sim.start_stream(0, PORT_NULL, DIR_TO_DEVICE)), Errno::EEXIST);
     assert_eq!(sim.status(0).unwrap().state, abi::STATE_STREAMING);
     assert_eq!(sim.status(0).unwrap().stream.running, 1);
-    assert_eq!(errno_of(sim.status(64)), Errno::EINVAL);
+    assert_eq!(errno_of(sim.status(SIM_STREAMS)), Errno::EINVAL);
     assert_eq!(errno_of(sim.configure(64, 2048)), Errno::EBUSY);
     assert_eq!(errno_of(sim.stop_stream(1)), Errno::ENOENT);
-    assert_eq!(errno_of(sim.stop_stream(99)), Errno::EINVAL);
+    assert_eq!(errno_of(sim.stop_stream(SIM_STREAMS + 1)), Errno::EINVAL);
     sim.stop_stream(0).unwrap();
     // Resizing while the old region is still held: the old one stays valid
     // for its holder, the session has the new one.
@@ -225,4 +228,39 @@ fn loopback_backpressure_holds_to_device_until_space() {
     assert_eq!(u.region.snapshot(RingId::ToDevice).1, 8, "second round held in to-device");
     let back = u.round_trip(&[], 16);
     assert_eq!(back.iter().map(|p| p.1[0]).collect::<Vec<_>>(), (0..16).collect::<Vec<u8>>());
+}
+
+/// The simulated `poll`: an armed eventfd becomes readable when the worker
+/// publishes from-device entries, an unarmed one stays quiet.
+#[test]
+fn poll_fd_wakes_an_armed_waiter_only() {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::BorrowedFd;
+    let mut u = User::new(64, 2048);
+    assert!(u.sim.info().unwrap().features & abi::FEATURE_POLL != 0);
+    u.sim.start_stream(3, PORT_LOOPBACK, DIR_BOTH).unwrap();
+    let raw = u.sim.poll_fd().expect("the simulator has a poll descriptor");
+    // SAFETY: the descriptor lives as long as `u.sim`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let readable = |ms: u16| {
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(ms)).unwrap();
+        fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN))
+    };
+    // Unarmed: a round trip writes nothing.
+    let back = u.round_trip(&[(3, vec![1u8; 100])], 1);
+    assert_eq!(back.len(), 1);
+    assert!(!readable(50), "unarmed poll descriptor became readable");
+    // Armed: the next published entry makes it readable.
+    u.sim.arm_poll();
+    assert_eq!(u.rx.available().unwrap(), 0);
+    u.tx.payload_mut(0)[..10].copy_from_slice(&[2u8; 10]);
+    u.tx.set_header(0, &SlotHeader { len: 10, stream_id: 3, ..Default::default() });
+    if u.tx.publish(1) {
+        u.sim.kick().unwrap();
+    }
+    assert!(readable(5000), "armed poll descriptor did not become readable");
+    u.sim.clear_poll();
+    assert!(!readable(0), "clear_poll left it readable");
+    assert_eq!(u.rx.available().unwrap(), 1);
 }
