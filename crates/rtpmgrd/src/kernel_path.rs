@@ -279,7 +279,7 @@ mod tests {
     fn a_udp_ts_relay_is_checked_as_mpeg_ts_not_rtp() {
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let c = stream(&format!("bind = \"127.0.0.1:{port}\"\ndestination = \"127.0.0.1:9\"\nformat = \"udp-ts\"\n"));
-        let rx = open_stream_socket(&c, 1 << 20).unwrap();
+        let rx = open_stream_socket(&c, 1 << 20, true).unwrap();
         let (r, _) = net_specs(&c, 2, 3, &rx, None);
         assert_eq!((r.flags, r.forward_to), (abi::NET_F_TS, 3));
     }
