@@ -400,9 +400,7 @@ mod imp {
         /// running time.
         fn running_time_of(&self, mono_ns: u64, offset: Option<(u64, gst::ClockTime)>) -> Option<gst::ClockTime> {
             let (mono_now, clock_now) = offset?;
-            let base = self.obj().base_time()?;
-            let age = mono_now.saturating_sub(mono_ns);
-            clock_now.nseconds().checked_sub(age)?.checked_sub(base.nseconds()).map(gst::ClockTime::from_nseconds)
+            super::arrival_running_time(mono_ns, mono_now, clock_now, self.obj().base_time()?)
         }
     }
 
@@ -551,5 +549,61 @@ mod imp {
                 r.claim.take();
             }
         }
+    }
+}
+
+/// A packet's arrival as running time: the kernel stamped it at `mono_ns`
+/// (CLOCK_MONOTONIC); `mono_now` and `clock_now` are one instant read on
+/// CLOCK_MONOTONIC and on the pipeline clock. The packet's age is taken off
+/// the pipeline clock's now (a stamp after `mono_now`, read just before, is
+/// age 0), then the base time; `None` for an arrival before the base time
+/// (the pipeline was not running yet), which GStreamer cannot express.
+fn arrival_running_time(
+    mono_ns: u64,
+    mono_now: u64,
+    clock_now: gst::ClockTime,
+    base: gst::ClockTime,
+) -> Option<gst::ClockTime> {
+    let age = mono_now.saturating_sub(mono_ns);
+    clock_now.nseconds().checked_sub(age)?.checked_sub(base.nseconds()).map(gst::ClockTime::from_nseconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arrival_running_time;
+    use gst::ClockTime;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn arrival_is_the_clock_now_less_the_age_less_the_base() {
+        // Arrived 3 ms before now; the pipeline clock reads 10 s, base 4 s.
+        let t = arrival_running_time(100 * MS, 103 * MS, ClockTime::from_seconds(10), ClockTime::from_seconds(4));
+        assert_eq!(t, Some(ClockTime::from_nseconds(6_000 * MS - 3 * MS)));
+        // Another clock offset, the same instants: the same running time.
+        let u = arrival_running_time(100 * MS, 103 * MS, ClockTime::from_seconds(20), ClockTime::from_seconds(14));
+        assert_eq!(t, u);
+    }
+
+    #[test]
+    fn a_stamp_after_the_monotonic_read_is_now() {
+        let t = arrival_running_time(105 * MS, 103 * MS, ClockTime::from_seconds(10), ClockTime::from_seconds(4));
+        assert_eq!(t, Some(ClockTime::from_seconds(6)));
+    }
+
+    #[test]
+    fn arrivals_before_the_base_time_or_the_clock_origin_have_none() {
+        // 2 s old, but the pipeline started 1 s ago.
+        assert_eq!(
+            arrival_running_time(1_000 * MS, 3_000 * MS, ClockTime::from_seconds(5), ClockTime::from_seconds(4)),
+            None
+        );
+        // Older than the pipeline clock itself.
+        assert_eq!(arrival_running_time(0, 3_000 * MS, ClockTime::from_seconds(1), ClockTime::ZERO), None);
+        // Exactly at the base time: running time zero.
+        assert_eq!(
+            arrival_running_time(2_000 * MS, 3_000 * MS, ClockTime::from_seconds(5), ClockTime::from_seconds(4)),
+            Some(ClockTime::ZERO)
+        );
     }
 }
