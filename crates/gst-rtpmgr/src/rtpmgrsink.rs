@@ -335,6 +335,7 @@ mod imp {
                     Some(false) => {}
                     None => {
                         waits += 1;
+                        gst::debug!(CAT, imp = self, "to-device ring full: waiting for room");
                         match session.wait(PollFlags::POLLOUT, &self.waker, Some(Duration::from_millis(500))) {
                             Ok(Wait::Woken) => return Err(gst::FlowError::Flushing),
                             Ok(Wait::Ready | Wait::Timeout) => {}
@@ -350,6 +351,7 @@ mod imp {
                     }
                 }
             }
+            gst::log!(CAT, imp = self, "wrote {packets} packets ({bytes} bytes), {waits} waits for room");
             if let Some(r) = lock(&self.running).as_mut() {
                 r.counters.packets += packets;
                 r.counters.bytes += bytes;
@@ -408,6 +410,7 @@ mod imp {
         fn event(&self, event: gst::Event) -> bool {
             if let gst::EventView::Eos(_) = event.view() {
                 if let Some(r) = lock(&self.running).as_ref() {
+                    gst::debug!(CAT, imp = self, "EOS after {} packets", r.counters.packets);
                     // A source of this session reading the same stream (a
                     // port that returns packets) ends once all are back.
                     r.session.sink_finished(r.stream_id, r.counters.packets);

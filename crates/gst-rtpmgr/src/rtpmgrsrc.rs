@@ -35,6 +35,9 @@ mod imp {
 
     /// Packets per buffer list: at most one ring pass's worth.
     const MAX_BATCH: usize = 64;
+    /// How long to wait, without polling the device, after a wake-up that
+    /// brought no new packet while slots are lent downstream.
+    const STALE_WAIT: Duration = Duration::from_millis(1);
 
     #[derive(Clone, Debug)]
     struct Settings {
@@ -454,6 +457,14 @@ mod imp {
                 (Arc::clone(&r.reader), r.zero_copy, r.idle_timeout)
             };
             let session = Arc::clone(reader.session());
+            // The device polls readable while the from-device ring holds
+            // any entry not handed back, the slots lent to buffers
+            // downstream included. A wake-up that brought nothing new while
+            // slots are lent would make the next poll return at once: wait
+            // on the waker and the clock only (STALE_WAIT) before polling
+            // the device again, so a held buffer costs at most ~1 ms of
+            // latency, never a busy loop.
+            let mut stale = false;
             loop {
                 if self.waker.flushing() {
                     return Err(gst::FlowError::Flushing);
@@ -463,6 +474,7 @@ mod imp {
                     gst::FlowError::Error
                 })?;
                 if !packets.is_empty() {
+                    gst::log!(CAT, imp = self, "{} packets", packets.len());
                     return Ok(CreateSuccess::NewBufferList(self.buffers(packets)));
                 }
                 // Nothing ready. A stream shared with a sink of this
@@ -475,6 +487,11 @@ mod imp {
                 };
                 if let Some(total) = session.sink_finished_count(reader.stream_id()) {
                     let returned = session.stream_counters(reader.stream_id());
+                    gst::log!(
+                        CAT,
+                        imp = self,
+                        "the sink wrote {total}, {delivered} back; device counters {returned:?}"
+                    );
                     let all_back = delivered >= total
                         || returned.is_some_and(|c| c.to_dev_packets >= total && c.from_dev_packets <= delivered);
                     if all_back {
@@ -496,9 +513,16 @@ mod imp {
                     }
                     timeout = Some(timeout.map_or(left, |t: Duration| t.min(left)));
                 }
-                match session.wait(PollFlags::POLLIN, &self.waker, timeout) {
+                let events = if stale {
+                    timeout = Some(timeout.map_or(STALE_WAIT, |t: Duration| t.min(STALE_WAIT)));
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLIN
+                };
+                match session.wait(events, &self.waker, timeout) {
                     Ok(Wait::Woken) => return Err(gst::FlowError::Flushing),
-                    Ok(Wait::Ready | Wait::Timeout) => {}
+                    Ok(Wait::Ready) => stale = reader.held() > 0,
+                    Ok(Wait::Timeout) => stale = false,
                     Err(e) => {
                         gst::element_imp_error!(self, gst::ResourceError::Read, ("Waiting for the device: {e}"));
                         return Err(gst::FlowError::Error);
