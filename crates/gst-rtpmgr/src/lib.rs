@@ -39,7 +39,10 @@
 //! stays downstream holds back every slot after it: the element wraps at
 //! most half the ring at a time and copies the packets beyond that (one
 //! copy, into memory of its own, the slot going back at once), so the
-//! kernel keeps the other half whatever downstream holds. A pipeline that
+//! kernel keeps the other half whatever downstream holds. While slots are
+//! lent the device polls readable (the ring is not empty), so after a
+//! wake-up that brought nothing new the element waits 1 ms before polling
+//! again instead of spinning. A pipeline that
 //! keeps buffers for long (a long jitterbuffer) or keeps one buffer for
 //! good (a paused branch of a tee) should set `zero-copy=false`: every
 //! packet is then copied once. `stats` shows both counts.
@@ -53,7 +56,10 @@
 //! The stream runs on `destination` (`IP:PORT`: a `udp` stream, the module
 //! sends), `media-port`, the media port of the configuration's `stream`,
 //! or `media0`. At stop it waits (2 s at most) for the kernel to take
-//! what is left in the ring.
+//! what is left in the ring. In a pipeline that a live source makes live
+//! (an `rtpmgrsrc` of the same session), a sink fed from a file wants
+//! `sync=false async=false`, as `udpsink` does there: otherwise it waits
+//! in preroll.
 //!
 //! # Sessions
 //!
