@@ -64,13 +64,15 @@ gst_sysroot_pc() {
 }
 
 # build_gst_plugin: libgstrtpmgr.so for aarch64, linked against the sysroot.
-GST_PLUGIN_ARM64=$ROOT/crates/gst-rtpmgr/target/$AARCH64/release/libgstrtpmgr.so
+GST_PLUGIN_ARM64=$ROOT/target/gst/$AARCH64/release/libgstrtpmgr.so
 build_gst_plugin() {
     gst_arm64_sysroot
-    local pc=$ROOT/crates/gst-rtpmgr/target/arm64-pkgconfig
+    local pc=$ROOT/target/gst/arm64-pkgconfig
     gst_sysroot_pc "$pc"
     (
         cd "$ROOT/crates/gst-rtpmgr"
+        # Out of the source tree: the Yocto recipes copy crates/ as it is.
+        export CARGO_TARGET_DIR=$ROOT/target/gst
         export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=$pc PKG_CONFIG_PATH=
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
         # Dynamic (a cdylib GStreamer loads); the sysroot's libraries'
