@@ -8,42 +8,23 @@ DESCRIPTION = "rtpmgrd receives RTP over UDP into the rtpmgr kernel \
 LICENSE = "MIT AND ${RTPMGR_CRATE_LICENSES}"
 LIC_FILES_CHKSUM = "file://LICENSES/MIT.txt;md5=9b4e80bfa188bbdac8ec62395ec53231"
 
-inherit rtpmgr_source cargo_bin useradd systemd update-rc.d
+inherit rtpmgr_cargo useradd systemd update-rc.d
 
-# The Cargo workspace at the repository root (every member must be present
-# for Cargo to load it) and the service files. /etc/rtpmgr.toml is in the
-# machine-specific rtpmgr-config, so this package is the same for every
-# board of an architecture.
-SRC_URI = "file://Cargo.toml \
-           file://Cargo.lock \
-           file://crates \
-           file://LICENSES/MIT.txt \
-           file://rtpmgrd.service \
-           file://rtpmgrd.init \
-           file://60-rtpmgr.rules \
-           file://60-rtpmgr-sysctl.conf \
+# The Cargo workspace at the repository root (rtpmgr_cargo) and the
+# service files. /etc/rtpmgr.toml is in the machine-specific rtpmgr-config,
+# so this package is the same for every board of an architecture.
+SRC_URI += "file://rtpmgrd.service \
+            file://rtpmgrd.init \
+            file://60-rtpmgr.rules \
+            file://60-rtpmgr-sysctl.conf \
 "
-S = "${UNPACKDIR}"
 
 # Every crate Cargo.lock pins, fetched by bitbake (crate://, with sha256),
 # and their licenses. Generated: ci/crates-inc; ci/check-layer checks it.
 require rtpmgrd-crates.inc
 
-# Only the two programs of the image, built from the crates bitbake
-# fetched and unpacked, never from the network: the crate fetcher puts them,
-# with the checksum file a Cargo directory source needs, in
-# CARGO_VENDORING_DIRECTORY; Cargo's crates.io source is replaced by that
-# directory, and --frozen is --locked (exactly what Cargo.lock pins) plus
-# --offline. ci/check-yocto builds with these very flags from what
-# do_unpack left.
-CARGO_VENDORING_DIRECTORY = "${UNPACKDIR}/cargo_home/bitbake"
-CARGO_VENDOR_FLAGS = "--config source.crates-io.replace-with='bitbake' \
-                      --config source.bitbake.directory='${CARGO_VENDORING_DIRECTORY}'"
-EXTRA_CARGO_FLAGS = "--frozen ${CARGO_VENDOR_FLAGS} -p rtpmgrd -p rtpmgrctl"
-# cargo_bin passes no path remapping: without it the binaries (panic
-# locations, debug info) name TMPDIR, which insane's buildpaths check
-# refuses.
-EXTRA_RUSTFLAGS += "--remap-path-prefix=${WORKDIR}=${TARGET_DBGSRC_DIR} --remap-path-prefix=${TMPDIR}=/usr/src/debug/tmp"
+# Only the two programs of the image.
+RTPMGR_CARGO_PACKAGES = "-p rtpmgrd -p rtpmgrctl"
 
 do_install:append() {
     install -Dm 0644 ${UNPACKDIR}/60-rtpmgr.rules ${D}${nonarch_base_libdir}/udev/rules.d/60-rtpmgr.rules

@@ -19,6 +19,14 @@ IMAGE_INSTALL = "packagegroup-core-boot \
                  ${CORE_IMAGE_EXTRA_INSTALL} \
 "
 IMAGE_FEATURES += "ssh-server-dropbear"
+# IMAGE_FEATURES += "gstreamer": the GStreamer elements on the rtpmgr rings
+# and what the README's pipelines use beside them (RTP/MP2T payloading,
+# udpsrc, tsparse, gst-launch-1.0 in gstreamer1.0 itself).
+FEATURE_PACKAGES_gstreamer = "gstreamer1.0-plugin-rtpmgr \
+                              gstreamer1.0-plugins-good-rtp \
+                              gstreamer1.0-plugins-good-udp \
+                              gstreamer1.0-plugins-bad-mpegtsdemux \
+"
 IMAGE_LINGUAS = ""
 
 # Boot partitions (wic) take the overlays from the deploy directory.
