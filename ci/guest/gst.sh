@@ -3,7 +3,9 @@
 # the cross toolchain comes from (bookworm: glibc 2.36, GStreamer 1.22),
 # unpacked into a sysroot, the plugin cross-built against it, and the
 # library closure of what the guest runs copied into its initramfs.
-# Sourced after ci/lib.sh, ci/kernel/lib.sh and ci/guest/lib.sh.
+# Sourced after ci/lib.sh, ci/kernel/lib.sh and ci/guest/lib.sh, which set
+# ROOT and the other variables used here.
+# shellcheck disable=SC2153
 
 # What the guest pipelines use: gst-launch-1.0, coreelements (filesrc,
 # filesink, fakesink), rtp (rtpmp2tpay, rtpmp2tdepay) and udp (udpsink)
@@ -70,7 +72,7 @@ build_gst_plugin() {
     local pc=$ROOT/target/gst/arm64-pkgconfig
     gst_sysroot_pc "$pc"
     (
-        cd "$ROOT/crates/gst-rtpmgr"
+        cd "$ROOT/crates/gst-rtpmgr" || exit
         # Out of the source tree: the Yocto recipes copy crates/ as it is.
         export CARGO_TARGET_DIR=$ROOT/target/gst
         export PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_LIBDIR=$pc PKG_CONFIG_PATH=
