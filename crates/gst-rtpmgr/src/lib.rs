@@ -92,6 +92,7 @@
 use gst::glib;
 
 mod endpoint;
+mod props;
 mod rtpmgrsink;
 mod rtpmgrsrc;
 mod rx;

@@ -15,14 +15,14 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
 
 mod imp {
     use crate::endpoint::{self, TxEndpoint, TxSettings};
-    use crate::session::{self, Geometry, Role, Session, StreamClaim, Target, Wait, Waker};
+    use crate::props;
+    use crate::session::{self, Role, Session, StreamClaim, Target, Wait, Waker};
     use gst::glib;
     use gst::prelude::*;
     use gst::subclass::prelude::*;
     use gst_base::subclass::prelude::*;
     use nix::poll::PollFlags;
     use rtpmgr_abi::SlotHeader;
-    use std::path::PathBuf;
     use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
     use std::time::Duration;
 
@@ -35,21 +35,15 @@ mod imp {
 
     #[derive(Clone, Debug)]
     struct Settings {
-        device: String,
-        session: Option<String>,
-        stream_id: u32,
-        geometry: Geometry,
+        common: props::Common,
         tx: TxSettings,
     }
 
     impl Default for Settings {
         fn default() -> Self {
             Settings {
-                device: "/dev/rtpmgr".into(),
-                session: None,
-                stream_id: 0,
-                geometry: Geometry::default(),
-                tx: TxSettings { config: "/etc/rtpmgr.toml".into(), ..Default::default() },
+                common: props::Common::default(),
+                tx: TxSettings { config: props::DEFAULT_CONFIG.into(), ..Default::default() },
             }
         }
     }
@@ -98,52 +92,8 @@ mod imp {
     impl ObjectImpl for RtpmgrSink {
         fn properties() -> &'static [glib::ParamSpec] {
             static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-                let g = Geometry::default();
-                vec![
-                    glib::ParamSpecString::builder("device")
-                        .nick("Device")
-                        .blurb("The rtpmgr device")
-                        .default_value(Some("/dev/rtpmgr"))
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecString::builder("session")
-                        .nick("Session")
-                        .blurb(
-                            "Share the device session of this name with the other rtpmgr elements of the process \
-                             that name it (a sink and a source on a media port that returns packets); \
-                             unset: a session of the element's own",
-                        )
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("stream-id")
-                        .nick("Stream id")
-                        .blurb("The stream's id in the session (0..63)")
-                        .maximum(rtpmgr_abi::MAX_STREAMS - 1)
-                        .default_value(0)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("slot-count")
-                        .nick("Slot count")
-                        .blurb("Slots per ring when the element opens the session (a power of two)")
-                        .minimum(rtpmgr_abi::MIN_SLOT_COUNT)
-                        .maximum(rtpmgr_abi::MAX_SLOT_COUNT)
-                        .default_value(g.slot_count)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("slot-size")
-                        .nick("Slot size")
-                        .blurb("Bytes per slot, 32 of them the slot header, when the element opens the session (a power of two)")
-                        .minimum(rtpmgr_abi::MIN_SLOT_SIZE)
-                        .maximum(rtpmgr_abi::MAX_SLOT_SIZE)
-                        .default_value(g.slot_size)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecString::builder("config")
-                        .nick("Configuration")
-                        .blurb("The rtpmgr configuration that names the streams")
-                        .default_value(Some("/etc/rtpmgr.toml"))
-                        .mutable_ready()
-                        .build(),
+                let mut specs = props::specs();
+                specs.extend([
                     glib::ParamSpecString::builder("stream")
                         .nick("Stream")
                         .blurb("A stream of the configuration, by name: write to its media port")
@@ -164,21 +114,20 @@ mod imp {
                         .blurb("Packets and bytes written, waits for a full ring, and the module's stream counters")
                         .read_only()
                         .build(),
-                ]
+                ]);
+                specs
             });
             PROPS.as_ref()
         }
 
         fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
             let mut s = lock(&self.settings);
-            let opt = |v: &glib::Value| v.get::<Option<String>>().expect("type checked").filter(|s| !s.is_empty());
+            if s.common.set(pspec.name(), value) {
+                return;
+            }
+            let opt = props::opt_string;
             match pspec.name() {
-                "device" => s.device = opt(value).unwrap_or_else(|| "/dev/rtpmgr".into()),
-                "session" => s.session = opt(value),
-                "stream-id" => s.stream_id = value.get().expect("type checked"),
-                "slot-count" => s.geometry.slot_count = value.get().expect("type checked"),
-                "slot-size" => s.geometry.slot_size = value.get().expect("type checked"),
-                "config" => s.tx.config = opt(value).unwrap_or_else(|| "/etc/rtpmgr.toml".into()),
+                "config" => s.tx.config = opt(value).unwrap_or_else(|| props::DEFAULT_CONFIG.into()),
                 "stream" => s.tx.stream = opt(value),
                 "media-port" => s.tx.media_port = opt(value),
                 "destination" => s.tx.destination = opt(value),
@@ -188,12 +137,10 @@ mod imp {
 
         fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
             let s = lock(&self.settings);
+            if let Some(v) = s.common.get(pspec.name()) {
+                return v;
+            }
             match pspec.name() {
-                "device" => s.device.to_value(),
-                "session" => s.session.to_value(),
-                "stream-id" => s.stream_id.to_value(),
-                "slot-count" => s.geometry.slot_count.to_value(),
-                "slot-size" => s.geometry.slot_size.to_value(),
                 "config" => s.tx.config.to_value(),
                 "stream" => s.tx.stream.to_value(),
                 "media-port" => s.tx.media_port.to_value(),
@@ -261,14 +208,14 @@ mod imp {
                     clock_rate: 0,
                 },
             };
-            let session = Session::open(&PathBuf::from(&s.device), s.session.as_deref(), s.geometry)?;
-            let claim = session.claim(s.stream_id, Role::Sink, target)?;
-            gst::info!(CAT, imp = self, "writing stream {} of {} ({why})", s.stream_id, session.describe());
+            let session = s.common.open_session()?;
+            let claim = session.claim(s.common.stream_id, Role::Sink, target)?;
+            gst::info!(CAT, imp = self, "writing stream {} of {} ({why})", s.common.stream_id, session.describe());
             Ok(Running {
                 payload_cap: session.region().geometry().payload_capacity() as usize,
                 session,
                 claim: Some(claim),
-                stream_id: s.stream_id,
+                stream_id: s.common.stream_id,
                 counters: Counters::default(),
             })
         }

@@ -16,8 +16,9 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
 
 mod imp {
     use crate::endpoint::{self, Format, RxEndpoint, RxPlan, RxSettings};
+    use crate::props;
     use crate::rx::{PacketData, Reader};
-    use crate::session::{self, Geometry, Role, Session, StreamClaim, Target, Wait, Waker};
+    use crate::session::{self, Role, StreamClaim, Target, Wait, Waker};
     use gst::glib;
     use gst::prelude::*;
     use gst::subclass::prelude::*;
@@ -25,7 +26,6 @@ mod imp {
     use gst_base::subclass::base_src::CreateSuccess;
     use gst_base::subclass::prelude::*;
     use nix::poll::PollFlags;
-    use std::path::PathBuf;
     use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
     use std::time::{Duration, Instant};
 
@@ -41,10 +41,7 @@ mod imp {
 
     #[derive(Clone, Debug)]
     struct Settings {
-        device: String,
-        session: Option<String>,
-        stream_id: u32,
-        geometry: Geometry,
+        common: props::Common,
         rx: RxSettings,
         caps: Option<gst::Caps>,
         buffer_size: u32,
@@ -55,11 +52,8 @@ mod imp {
     impl Default for Settings {
         fn default() -> Self {
             Settings {
-                device: "/dev/rtpmgr".into(),
-                session: None,
-                stream_id: 0,
-                geometry: Geometry::default(),
-                rx: RxSettings { config: "/etc/rtpmgr.toml".into(), ..Default::default() },
+                common: props::Common::default(),
+                rx: RxSettings { config: props::DEFAULT_CONFIG.into(), ..Default::default() },
                 caps: None,
                 buffer_size: 0,
                 zero_copy: true,
@@ -113,52 +107,8 @@ mod imp {
     impl ObjectImpl for RtpmgrSrc {
         fn properties() -> &'static [glib::ParamSpec] {
             static PROPS: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-                let g = Geometry::default();
-                vec![
-                    glib::ParamSpecString::builder("device")
-                        .nick("Device")
-                        .blurb("The rtpmgr device")
-                        .default_value(Some("/dev/rtpmgr"))
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecString::builder("session")
-                        .nick("Session")
-                        .blurb(
-                            "Share the device session of this name with the other rtpmgr elements of the process \
-                             that name it (a sink and a source on a media port that returns packets); \
-                             unset: a session of the element's own",
-                        )
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("stream-id")
-                        .nick("Stream id")
-                        .blurb("The stream's id in the session (0..63)")
-                        .maximum(rtpmgr_abi::MAX_STREAMS - 1)
-                        .default_value(0)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("slot-count")
-                        .nick("Slot count")
-                        .blurb("Slots per ring when the element opens the session (a power of two)")
-                        .minimum(rtpmgr_abi::MIN_SLOT_COUNT)
-                        .maximum(rtpmgr_abi::MAX_SLOT_COUNT)
-                        .default_value(g.slot_count)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecUInt::builder("slot-size")
-                        .nick("Slot size")
-                        .blurb("Bytes per slot, 32 of them the slot header, when the element opens the session (a power of two)")
-                        .minimum(rtpmgr_abi::MIN_SLOT_SIZE)
-                        .maximum(rtpmgr_abi::MAX_SLOT_SIZE)
-                        .default_value(g.slot_size)
-                        .mutable_ready()
-                        .build(),
-                    glib::ParamSpecString::builder("config")
-                        .nick("Configuration")
-                        .blurb("The rtpmgr configuration that names the streams")
-                        .default_value(Some("/etc/rtpmgr.toml"))
-                        .mutable_ready()
-                        .build(),
+                let mut specs = props::specs();
+                specs.extend([
                     glib::ParamSpecString::builder("stream")
                         .nick("Stream")
                         .blurb(
@@ -213,21 +163,20 @@ mod imp {
                         .blurb("Packets and bytes delivered, zero-copy and copied, and the module's counters of a UDP stream")
                         .read_only()
                         .build(),
-                ]
+                ]);
+                specs
             });
             PROPS.as_ref()
         }
 
         fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
             let mut s = lock(&self.settings);
-            let opt = |v: &glib::Value| v.get::<Option<String>>().expect("type checked").filter(|s| !s.is_empty());
+            if s.common.set(pspec.name(), value) {
+                return;
+            }
+            let opt = props::opt_string;
             match pspec.name() {
-                "device" => s.device = opt(value).unwrap_or_else(|| "/dev/rtpmgr".into()),
-                "session" => s.session = opt(value),
-                "stream-id" => s.stream_id = value.get().expect("type checked"),
-                "slot-count" => s.geometry.slot_count = value.get().expect("type checked"),
-                "slot-size" => s.geometry.slot_size = value.get().expect("type checked"),
-                "config" => s.rx.config = opt(value).unwrap_or_else(|| "/etc/rtpmgr.toml".into()),
+                "config" => s.rx.config = opt(value).unwrap_or_else(|| props::DEFAULT_CONFIG.into()),
                 "stream" => s.rx.stream = opt(value),
                 "address" => s.rx.address = opt(value),
                 "multicast-iface" => s.rx.multicast_iface = opt(value),
@@ -242,12 +191,10 @@ mod imp {
 
         fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
             let s = lock(&self.settings);
+            if let Some(v) = s.common.get(pspec.name()) {
+                return v;
+            }
             match pspec.name() {
-                "device" => s.device.to_value(),
-                "session" => s.session.to_value(),
-                "stream-id" => s.stream_id.to_value(),
-                "slot-count" => s.geometry.slot_count.to_value(),
-                "slot-size" => s.geometry.slot_size.to_value(),
                 "config" => s.rx.config.to_value(),
                 "stream" => s.rx.stream.to_value(),
                 "address" => s.rx.address.to_value(),
@@ -348,7 +295,7 @@ mod imp {
             // device says.
             let target = self.target(&plan, s)?;
             let udp = matches!(target, Target::Udp { .. });
-            let session = Session::open(&PathBuf::from(&s.device), s.session.as_deref(), s.geometry)?;
+            let session = s.common.open_session()?;
             if !session.take_rx() {
                 return Err(gst::error_msg!(
                     gst::ResourceError::Busy,
@@ -361,8 +308,8 @@ mod imp {
             // The reader owns the ring's consumer from here on (and gives it
             // back when it goes); the stream starts after it, so no packet
             // of it is ever skipped as another stream's.
-            let reader = Reader::new(Arc::clone(&session), s.stream_id);
-            let claim = session.claim(s.stream_id, Role::Source, target)?;
+            let reader = Reader::new(Arc::clone(&session), s.common.stream_id);
+            let claim = session.claim(s.common.stream_id, Role::Source, target)?;
             Ok(Running {
                 reader,
                 claim: Some(claim),
@@ -411,7 +358,7 @@ mod imp {
         fn start(&self) -> Result<(), gst::ErrorMessage> {
             let s = lock(&self.settings).clone();
             let r = self.open(&s)?;
-            gst::info!(CAT, imp = self, "reading stream {} of {}", s.stream_id, r.reader.session().describe());
+            gst::info!(CAT, imp = self, "reading stream {} of {}", s.common.stream_id, r.reader.session().describe());
             *lock(&self.running) = Some(r);
             Ok(())
         }
