@@ -281,26 +281,7 @@ fn ts_table(r: &StatusReport) -> String {
     if rows.len() == 1 {
         return String::new();
     }
-    let widths: Vec<usize> = (0..header.len()).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    let mut out = String::from("\nMPEG-TS health (ETSI TR 101 290: priority 1, and 2.1 TEI, 2.2 CRC):\n");
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(
-                |(c, cell)| {
-                    if c == 0 {
-                        format!("{cell:<w$}", w = widths[c])
-                    } else {
-                        format!("{cell:>w$}", w = widths[c])
-                    }
-                },
-            )
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    format!("\nMPEG-TS health (ETSI TR 101 290: priority 1, and 2.1 TEI, 2.2 CRC):\n{}", columns(&rows))
 }
 
 #[cfg(test)]
