@@ -4,8 +4,9 @@
 #
 # The kernel is Debian's linux-source-7.2 (the series Yocto blacksail ships),
 # configured as tinyconfig + recipes-kernel/linux/files/rtpmgr.cfg (the
-# fragment the Yocto append uses too) + ci/kernel/qemu-guest.cfg, and a
-# debug variant of it for the fuzzer (+ ci/kernel/debug.cfg). Each build
+# fragment the Yocto append uses too) + ci/kernel/qemu-guest.cfg, a debug
+# variant of it for the fuzzer (+ ci/kernel/debug.cfg) and a bench variant
+# without the run-time debug options (+ ci/kernel/bench.cfg). Each build
 # lives outside the clone in $RTPMGR_CACHE, keyed by a hash of everything
 # that goes into it, so a warm machine skips it.
 
@@ -127,13 +128,15 @@ ensure_kernel_source() {
     touch "$KSRC/.unpacked"
 }
 
-# The two variants of the test kernel (build_kernel's argument):
+# The variants of the test kernel (build_kernel's argument):
 #   main   tinyconfig + rtpmgr.cfg + qemu-guest.cfg, gcc: every guest test
 #   debug  main + ci/kernel/debug.cfg (KASAN, kmemleak, UBSAN), clang:
 #          ci/fuzz-kernel. Clang because 7.2's RUST depends on
 #          !KASAN || CC_IS_CLANG.
-# Each has its own cache directory, $RTPMGR_CACHE/kernel-<key> and
-# kernel-debug-<key>, so neither build evicts the other.
+#   bench  main + ci/kernel/bench.cfg (no lockdep), gcc: the full ci/bench.
+# Each has its own cache directory, $RTPMGR_CACHE/kernel-<key>,
+# kernel-debug-<key> and kernel-bench-<key>, so no build evicts another.
+# A later fragment's word on an option wins over an earlier one's.
 kernel_fragments() {
     local f=("$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg")
     [ "$1" = main ] || f+=("$ROOT/ci/kernel/$1.cfg")
@@ -142,7 +145,7 @@ kernel_fragments() {
 # Extra make arguments of a variant (the module must be built with the same).
 kernel_make_args() {
     case $1 in
-        main) ;;
+        main|bench) ;;
         debug) echo LLVM=-19 ;;
     esac
 }
@@ -172,24 +175,24 @@ kernel_key() {
         cat "$ROOT/recipes-kernel/linux/files/rtpmgr.cfg" "$ROOT/ci/kernel/qemu-guest.cfg"
         if [ "$variant" != main ]; then
             echo "variant $variant $(kernel_make_args "$variant")"
-            clang-19 --version | head -1
+            if [ "$variant" = debug ]; then clang-19 --version | head -1; fi
             cat "$ROOT/ci/kernel/$variant.cfg"
         fi
     } | sha256sum | cut -c1-16
 }
 
-# build_kernel [main|debug]: build (or reuse) that variant of the kernel;
+# build_kernel [main|debug|bench]: build (or reuse) that variant of the kernel;
 # sets KVARIANT, KSRC, KBUILD, KIMAGE, KMAKE_ARGS (extra make arguments,
 # for the module too) and KMOD_OUT (where build_module puts rtpmgr.ko: one
 # directory per variant, so the two modules never overwrite each other).
 build_kernel() {
     local key dir prefix frags
     KVARIANT=${1:-main}
-    case $KVARIANT in main|debug) ;; *) die "unknown kernel variant $KVARIANT (main or debug)" ;; esac
+    case $KVARIANT in main|debug|bench) ;; *) die "unknown kernel variant $KVARIANT (main, debug or bench)" ;; esac
     read -r -a KMAKE_ARGS <<<"$(kernel_make_args "$KVARIANT")"
     # shellcheck disable=SC2034 # KMOD_OUT and KIMAGE: for the scripts
     [ "$KVARIANT" = main ] && KMOD_OUT=$ROOT/target/kmod || KMOD_OUT=$ROOT/target/kmod-$KVARIANT
-    [ "$KVARIANT" = main ] || ensure_kernel_toolchain_llvm
+    if [ "$KVARIANT" = debug ]; then ensure_kernel_toolchain_llvm; fi
     read -r -a frags <<<"$(kernel_fragments "$KVARIANT")"
     key=$(kernel_key "$KVARIANT")
     prefix=$(kernel_cache_prefix "$KVARIANT")
@@ -211,7 +214,8 @@ build_kernel() {
         "${frags[@]}" >/dev/null)
     "${mk[@]}" -s olddefconfig
     # Every option we asked for must have survived olddefconfig (RUST, for
-    # one, silently drops out when a dependency is missing).
+    # one, silently drops out when a dependency is missing); what counts is
+    # the last fragment's word on each option.
     local line opt missing=0
     while read -r line; do
         case $line in
@@ -220,14 +224,16 @@ build_kernel() {
                 opt=${line#\# }; opt=${opt%% *}
                 ! grep -q "^$opt=" "$KBUILD/.config" || { echo "still set: $opt"; missing=1; } ;;
         esac
-    done < <(cat "${frags[@]}")
+    done < <(awk '/^CONFIG_[A-Za-z0-9_]+=y$/ { split($0, kv, "="); last[kv[1]] = $0 }
+                  /^# CONFIG_[A-Za-z0-9_]+ is not set$/ { last[$2] = $0 }
+                  END { for (o in last) print last[o] }' "${frags[@]}")
     [ $missing = 0 ] || die "kernel configuration lost options (dependencies missing?)"
     "${mk[@]}" -s rustavailable
     "${mk[@]}" -s -j"$(nproc)" Image modules
     touch "$dir/done"
     # Older builds of the same variant are dead weight; the other
-    # variant's build (a different prefix) stays. Keys are 16 hex digits,
-    # so kernel-<key> never matches kernel-debug-<key>.
+    # variants' builds (other prefixes) stay. Keys are 16 hex digits, so
+    # kernel-<key> never matches kernel-debug-<key>.
     find "$RTPMGR_CACHE" -maxdepth 1 -regextype posix-extended -regex ".*/${prefix}[0-9a-f]{16}" \
         ! -name "$prefix$key" -exec rm -rf {} +
 }
