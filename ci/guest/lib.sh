@@ -71,7 +71,7 @@ check_module_format() {
 }
 
 # build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
-# config and /init (default ci/guest/init, the tests).
+# config and /init (default ci/guest/init, the tests) with its prelude.
 build_initramfs() {
     local out root init=${2:-$ROOT/ci/guest/init}
     out=$(realpath -m "$1")
@@ -86,9 +86,8 @@ build_initramfs() {
     done
     cp "$ROOT/target/$ARMV7/release/rtpmgr-guest-tests" "$root/bin/rtpmgr-guest-tests32"
     install_device_rule "$root"
-    cp "$init" "$root/init"
+    install_init "$root" "$init"
     cp "$ROOT/ci/guest/rtpmgr-test.toml" "$ROOT/ci/guest/rtpmgr-kernel.toml" "$root/etc/"
-    chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out")
     rm -rf "$root"
 }
@@ -179,6 +178,13 @@ boot_guest() {
     grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
 }
 
+# install_init ROOT INIT: INIT as the image's /init, and the prelude every
+# /init sources (ci/guest/prelude as /lib/rtpmgr/prelude).
+install_init() {
+    install -m 0755 "$2" "$1/init"
+    install -D -m 0644 "$ROOT/ci/guest/prelude" "$1/lib/rtpmgr/prelude"
+}
+
 # install_device_rule ROOT: the image's udev rule for /dev/rtpmgr as an
 # mdev rule, and the user and group useradd makes (uid/gid 999).
 install_device_rule() {
@@ -210,7 +216,7 @@ build_demo_rootfs() {
     install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
     install -D -m 0644 "$files/60-rtpmgr-sysctl.conf" "$root/usr/lib/sysctl.d/60-rtpmgr.conf"
     install_device_rule "$root"
-    install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
+    install_init "$root" "$ROOT/ci/guest/demo-init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")
     rm -rf "$root"
 }
