@@ -160,10 +160,11 @@ console_problems() {
 }
 
 # console_json LOG TAG OUT: the JSON the guest printed between TAG-JSON-BEGIN
-# and TAG-JSON-END into OUT; fail if there is none that parses.
+# and TAG-JSON-END into OUT; fail if there is none that parses (ci_report:
+# build_ci_report first).
 console_json() {
     sed -n "/^$2-JSON-BEGIN/,/^$2-JSON-END/p" "$1" | sed '1d;$d' >"$3"
-    python3 -m json.tool "$3" >/dev/null || die "no $2 results on the console ($1)"
+    ci_report get "$3" >/dev/null || die "no $2 results on the console ($1)"
 }
 
 # boot_guest NAME: the guest tests' boot (ci/guest/init): print their
