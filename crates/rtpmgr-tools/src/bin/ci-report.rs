@@ -758,4 +758,33 @@ mod tests {
         assert!(packets("10X", "1").is_err());
         assert!(packets("1M; import os", "1").is_err());
     }
+
+    /// The table ci/bench's Python printed for the same document.
+    #[test]
+    fn bench_table_as_before() {
+        let guest: J = serde_json::from_str(
+            r#"{"where": "qemuarm64 guest (TCG)", "figures": {
+                "ring_pps_64": {"median": 26856.2, "min": 19666.0, "max": 99229.5, "unit": "pkt/s"},
+                "lat": {"p50": 660.44, "max": 32217.0, "samples": 5, "unit": "us"},
+                "x": {"median": 0.000012345, "min": null, "max": 3, "unit": "u"}},
+              "ratios": [{"name": "a", "value": 15.123, "target": ">= 3", "met": true},
+                {"name": "b", "value": 2.047, "target": null, "met": null},
+                {"name": "c", "value": 0.5, "target": 0.015625, "met": false}]}"#,
+        )
+        .unwrap();
+        let parts = J::Obj(vec![("guest".into(), guest)]);
+        let want = "
+== guest: qemuarm64 guest (TCG) ==
+figure                                           median            min            max  unit
+ring_pps_64                                      26,856         19,666         99,230  pkt/s
+lat                                      p50 660.4  max 32,217  us
+x                                             1.234e-05              -              3  u
+
+ratio                                             value  target
+a                                                 15.12  >= 3 met
+b                                                 2.047   
+c                                                   0.5  0.015625 MISSED
+";
+        assert_eq!(bench_table(&parts), want);
+    }
 }
