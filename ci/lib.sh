@@ -29,14 +29,23 @@ ensure_rust() {
     fi
 }
 
+# as_root CMD...: CMD as root (sudo unless this already is root).
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# apt_install PACKAGE...: install Debian packages, quietly, without the
+# recommended ones; if that fails (lists missing or stale), once more after
+# apt-get update.
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 && return 0
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+
 # need CMD PACKAGE: install Debian PACKAGE if CMD is missing.
 need() {
     command -v "$1" >/dev/null && return 0
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
     printf 'installing %s (for %s)\n' "$2" "$1"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    apt_install "$2"
 }
 
 # Tools the host tests and the demo use besides Rust. The IPTV interop
@@ -56,6 +65,12 @@ ensure_host_tools() {
     need_pkg gstreamer1.0-plugins-bad
 }
 
+# ci-report (crates/rtpmgr-tools/src/bin/ci-report.rs): the tables and
+# summaries the scripts print from the JSON their runs write, and the JSON
+# look-ups they make. build_ci_report once, then ci_report ARGS.
+build_ci_report() { cargo build --release -q -p rtpmgr-tools --bin ci-report; }
+ci_report() { "${CARGO_TARGET_DIR:-$ROOT/target}/release/ci-report" "$@"; }
+
 # Host builds go to target/ in the clone; CI starts clean every time.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
@@ -70,7 +85,7 @@ ensure_venv() {
         return 0
     fi
     "$py" -c 'import ensurepip' 2>/dev/null || need_pkg python3-venv
-    mkdir -p "$(dirname "$dir")" 2>/dev/null || { sudo mkdir -p "$(dirname "$dir")" && sudo chown "$(id -u):$(id -g)" "$(dirname "$dir")"; }
+    mkdir -p "$(dirname "$dir")" 2>/dev/null || { as_root mkdir -p "$(dirname "$dir")" && as_root chown "$(id -u):$(id -g)" "$(dirname "$dir")"; }
     rm -rf "$dir"
     "$py" -m venv "$dir"
     "$dir/bin/pip" install -q --disable-pip-version-check "$@"
@@ -79,9 +94,5 @@ ensure_venv() {
 
 # need_pkg PACKAGE: install a Debian package that provides no command.
 need_pkg() {
-    dpkg -s "$1" >/dev/null 2>&1 && return 0
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+    dpkg -s "$1" >/dev/null 2>&1 || apt_install "$1"
 }

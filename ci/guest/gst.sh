@@ -145,7 +145,7 @@ build_gst_initramfs() {
     install_device_rule "$root"
     cp "$ROOT/ci/guest/rtpmgr-test.toml" "$root/etc/"
     gst_test_stream "$root/etc/gst-test.ts"
-    install -m 0755 "$ROOT/ci/guest/gst-init" "$root/init"
+    install_init "$root" "$ROOT/ci/guest/gst-init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")
     rm -rf "$root"
 }

@@ -71,7 +71,7 @@ check_module_format() {
 }
 
 # build_initramfs OUT [INIT]: busybox, the module, the binaries, the test
-# config and /init (default ci/guest/init, the tests).
+# config and /init (default ci/guest/init, the tests) with its prelude.
 build_initramfs() {
     local out root init=${2:-$ROOT/ci/guest/init}
     out=$(realpath -m "$1")
@@ -86,9 +86,8 @@ build_initramfs() {
     done
     cp "$ROOT/target/$ARMV7/release/rtpmgr-guest-tests" "$root/bin/rtpmgr-guest-tests32"
     install_device_rule "$root"
-    cp "$init" "$root/init"
+    install_init "$root" "$init"
     cp "$ROOT/ci/guest/rtpmgr-test.toml" "$ROOT/ci/guest/rtpmgr-kernel.toml" "$root/etc/"
-    chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 >"$out")
     rm -rf "$root"
 }
@@ -161,10 +160,11 @@ console_problems() {
 }
 
 # console_json LOG TAG OUT: the JSON the guest printed between TAG-JSON-BEGIN
-# and TAG-JSON-END into OUT; fail if there is none that parses.
+# and TAG-JSON-END into OUT; fail if there is none that parses (ci_report:
+# build_ci_report first).
 console_json() {
     sed -n "/^$2-JSON-BEGIN/,/^$2-JSON-END/p" "$1" | sed '1d;$d' >"$3"
-    python3 -m json.tool "$3" >/dev/null || die "no $2 results on the console ($1)"
+    ci_report get "$3" >/dev/null || die "no $2 results on the console ($1)"
 }
 
 # boot_guest NAME: the guest tests' boot (ci/guest/init): print their
@@ -177,6 +177,13 @@ boot_guest() {
         ${GUEST_APPEND:+"$GUEST_APPEND"} || true
     console_problems "$log"
     grep -q '^GUEST-RESULT: PASS' "$log" || die "guest tests failed (full log: $log)"
+}
+
+# install_init ROOT INIT: INIT as the image's /init, and the prelude every
+# /init sources (ci/guest/prelude as /lib/rtpmgr/prelude).
+install_init() {
+    install -m 0755 "$2" "$1/init"
+    install -D -m 0644 "$ROOT/ci/guest/prelude" "$1/lib/rtpmgr/prelude"
 }
 
 # install_device_rule ROOT: the image's udev rule for /dev/rtpmgr as an
@@ -210,7 +217,7 @@ build_demo_rootfs() {
     install -m 0755 "$files/rtpmgrd.init" "$root/etc/init.d/rtpmgrd"
     install -D -m 0644 "$files/60-rtpmgr-sysctl.conf" "$root/usr/lib/sysctl.d/60-rtpmgr.conf"
     install_device_rule "$root"
-    install -m 0755 "$ROOT/ci/guest/demo-init" "$root/init"
+    install_init "$root" "$ROOT/ci/guest/demo-init"
     (cd "$root" && find . | cpio -o -H newc --quiet -R 0:0 | gzip -1 >"$out")
     rm -rf "$root"
 }

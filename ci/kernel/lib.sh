@@ -17,8 +17,6 @@ KERNEL_RECIPE=1
 export ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-
 export LIBCLANG_PATH=/usr/lib/llvm-19/lib
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
 # The Debian mirror this machine already uses (never a host name of ours).
 debian_mirror() {
     local uri=""
@@ -68,10 +66,6 @@ PIN
     fi
 }
 
-apt_install() {
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "$@" >/dev/null
-}
-
 ensure_kernel_toolchain() {
     local rustc_ver pkgs=()
     rustc_ver=$(rustc --version | awk '{print $2}')
@@ -93,8 +87,7 @@ ensure_kernel_toolchain() {
     if [ ${#pkgs[@]} -gt 0 ]; then
         add_debian_suites
         echo "installing: ${pkgs[*]}"
-        # Retry once after refreshing the lists, which may be stale.
-        apt_install "${pkgs[@]}" || { as_root apt-get update -qq && apt_install "${pkgs[@]}"; }
+        apt_install "${pkgs[@]}"
     fi
     export RUST_LIB_SRC=/usr/src/rustc-$rustc_ver/library
     if ! command -v bindgen >/dev/null; then
@@ -159,7 +152,7 @@ ensure_kernel_toolchain_llvm() {
     done
     if [ ${#pkgs[@]} -gt 0 ]; then
         echo "installing: ${pkgs[*]}"
-        apt_install "${pkgs[@]}" || { as_root apt-get update -qq && apt_install "${pkgs[@]}"; }
+        apt_install "${pkgs[@]}"
     fi
 }
 

@@ -13,7 +13,7 @@ inherit rtpmgr_source devicetree
 # base DTB to overlay at build time: dump the one qemu makes for runqemu's
 # own machine options and apply the overlay to it (do_deploy below).
 # meta-rtpmgr points QB_DTB at the result, so runqemu boots with the media
-# port described, as ci/demo and ci/guest-test do.
+# port described, as ci/demo and ci/check-guest do.
 DEPENDS:append:qemuarm64 = " qemu-system-native"
 
 # Overlays are not a board's device tree: leave virtual/dtb to the BSP.

@@ -126,7 +126,7 @@ impl Region {
             return Err(RegionError::TooSmall { mapped: len, needed: HEADER_REGION_SIZE as u64 });
         }
         // SAFETY: `mem` guarantees `len >= 4096` readable, page-aligned bytes,
-        // so a `SharedHeader` (56 bytes, align 8) at offset 0 is in bounds and
+        // so a `SharedHeader` (72 bytes, align 8) at offset 0 is in bounds and
         // aligned. A volatile copy reads it once; we only use the copy.
         let h: SharedHeader = unsafe { core::ptr::read_volatile(base.as_ptr().cast::<SharedHeader>()) };
         if h.magic != SHARED_MAGIC {
