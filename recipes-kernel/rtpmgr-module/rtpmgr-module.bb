@@ -9,6 +9,7 @@ LIC_FILES_CHKSUM = "file://rtpmgr_main.rs;beginline=1;endline=1;md5=fcab174c20ea
                     file://rtpmgr_net.c;beginline=1;endline=1;md5=fcab174c20ea2e2bc0be64b493708266 \
                     file://../rtpmgr-abi/src/abi.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4 \
                     file://../rtp/src/seqstats.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4 \
+                    file://../rtp/src/rules.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4 \
                     file://../mpegts/src/cc.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4 \
                     file://../mpegts/src/head.rs;beginline=1;endline=1;md5=6ec41034e04432ee375d0e14fba596f4"
 
@@ -16,12 +17,14 @@ inherit rtpmgr_source module-rust
 
 # The module crate (Rust, plus the C helper rtpmgr_net.c/.h for kernel UDP
 # sockets) and the files it shares with user space, included by relative
-# path: the ABI (crates/rtpmgr-abi/src/abi.rs), the RTP statistics core
+# path: the ABI (crates/rtpmgr-abi/src/abi.rs) with the RTP header rules it
+# includes (crates/rtp/src/rules.rs), the RTP statistics core
 # (crates/rtp/src/seqstats.rs) and the MPEG-TS continuity and datagram
 # rules (crates/mpegts/src/{cc,head}.rs).
 SRC_URI = "file://crates/rtpmgr-kmod \
            file://crates/rtpmgr-abi/src/abi.rs \
            file://crates/rtp/src/seqstats.rs \
+           file://crates/rtp/src/rules.rs \
            file://crates/mpegts/src/cc.rs \
            file://crates/mpegts/src/head.rs \
 "

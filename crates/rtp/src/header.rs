@@ -28,19 +28,11 @@
 
 use core::fmt;
 
-/// The only RTP version in use (RFC 3550). Versions 0 and 1 are historic,
-/// and 3 is unassigned; anything else on the port is not RTP.
-pub const RTP_VERSION: u8 = 2;
-/// Length of the fixed header: flags, PT, sequence, timestamp, SSRC.
-pub const FIXED_HEADER_LEN: usize = 12;
-/// The CSRC count field is 4 bits wide.
-pub const MAX_CSRCS: usize = 15;
-
-const FLAG_PADDING: u8 = 0x20;
-const FLAG_EXTENSION: u8 = 0x10;
-const MASK_CSRC_COUNT: u8 = 0x0f;
-const FLAG_MARKER: u8 = 0x80;
-const MASK_PAYLOAD_TYPE: u8 = 0x7f;
+use crate::rules::{
+    self, HeaderError, EXTENSION_HEADER_LEN, FLAG_EXTENSION, FLAG_MARKER, FLAG_PADDING, MASK_CSRC_COUNT,
+    MASK_PAYLOAD_TYPE,
+};
+pub use crate::rules::{FIXED_HEADER_LEN, MAX_CSRCS, RTP_VERSION};
 
 /// Why bytes are not an RTP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,39 +121,40 @@ impl<'a> RtpPacket<'a> {
     /// Payload type, SSRC and sequence are not judged here: which values are
     /// acceptable is the stream's business (configured PT, A.1 statistics).
     pub fn parse(buf: &'a [u8]) -> Result<Self, ParseError> {
+        // The rules are `rules.rs`'s, which the kernel module applies too;
+        // this only adds the details of the error and splits the buffer.
         let len = buf.len();
-        let (fixed, rest) = buf.split_first_chunk::<FIXED_HEADER_LEN>().ok_or(ParseError::TooShort { len })?;
+        let (fixed, _) = buf.split_first_chunk::<FIXED_HEADER_LEN>().ok_or(ParseError::TooShort { len })?;
         let flags = fixed[0];
-        let version = flags >> 6;
-        if version != RTP_VERSION {
-            return Err(ParseError::BadVersion { version });
-        }
+        let header_len = rules::header_len(buf, len).map_err(|e| match e {
+            HeaderError::TooShort => ParseError::TooShort { len },
+            HeaderError::BadVersion => ParseError::BadVersion { version: flags >> 6 },
+            HeaderError::CsrcOverrun => ParseError::CsrcOverrun { csrc_count: flags & MASK_CSRC_COUNT, len },
+            HeaderError::ExtensionOverrun | HeaderError::BadPadding => ParseError::ExtensionOverrun { len },
+        })?;
 
-        let csrc_count = flags & MASK_CSRC_COUNT;
-        let (csrcs, rest) =
-            rest.split_at_checked(4 * csrc_count as usize).ok_or(ParseError::CsrcOverrun { csrc_count, len })?;
-
-        let (extension, rest) = if flags & FLAG_EXTENSION != 0 {
-            let (ext_header, rest) = rest.split_first_chunk::<4>().ok_or(ParseError::ExtensionOverrun { len })?;
-            let profile = u16::from_be_bytes([ext_header[0], ext_header[1]]);
-            let words = u16::from_be_bytes([ext_header[2], ext_header[3]]) as usize;
-            let (body, rest) = rest.split_at_checked(4 * words).ok_or(ParseError::ExtensionOverrun { len })?;
-            (Some((profile, body)), rest)
-        } else {
-            (None, rest)
-        };
-        let header_len = len - rest.len();
+        // `header_len` checked every range below against `len`.
+        let csrc_end = FIXED_HEADER_LEN + 4 * (flags & MASK_CSRC_COUNT) as usize;
+        let csrcs = buf.get(FIXED_HEADER_LEN..csrc_end).unwrap_or_default();
+        let extension = (flags & FLAG_EXTENSION != 0).then(|| {
+            let profile = match buf.get(csrc_end..csrc_end + 2) {
+                Some(&[a, b]) => u16::from_be_bytes([a, b]),
+                _ => 0,
+            };
+            (profile, buf.get(csrc_end + EXTENSION_HEADER_LEN..header_len).unwrap_or_default())
+        });
+        let rest = buf.get(header_len..).unwrap_or_default();
 
         let (payload, padding_len) = if flags & FLAG_PADDING != 0 {
             // The count is the packet's last octet. With nothing after the
             // headers that octet belongs to the header, and any value is
-            // rejected below because `available` is 0.
+            // rejected because `available` is 0.
             let pad_len = buf.last().copied().unwrap_or(0);
             let available = rest.len();
-            match available.checked_sub(pad_len as usize) {
-                Some(payload_len) if pad_len > 0 => (rest.get(..payload_len).unwrap_or_default(), pad_len),
-                _ => return Err(ParseError::BadPadding { pad_len, available }),
+            if !rules::padding_ok(pad_len, available) {
+                return Err(ParseError::BadPadding { pad_len, available });
             }
+            (rest.get(..available - pad_len as usize).unwrap_or_default(), pad_len)
         } else {
             (rest, 0)
         };

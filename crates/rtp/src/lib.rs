@@ -34,6 +34,7 @@ pub mod payload;
 pub mod reorder;
 pub mod rtcp;
 pub mod rtx;
+pub mod rules;
 pub mod seqstats;
 pub mod stats;
 
@@ -41,4 +42,5 @@ pub mod stats;
 pub mod fuzzing;
 
 pub use header::{BuildError, ParseError, RtpBuilder, RtpPacket, FIXED_HEADER_LEN, MAX_CSRCS, RTP_VERSION};
+pub use rules::PT_MP2T;
 pub use stats::{IntervalReport, PacketClass, SourceStats, StreamStats};

@@ -544,19 +544,19 @@ pub struct NetStatus {
     pub counters: NetCounters,
 }
 
+// The RFC 3550 header rules are the `rtp` crate's `rules.rs`, the file its
+// `RtpPacket::parse` applies, included here (and so in the kernel module,
+// which compiles this file) as `seqstats.rs` is in the module.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../rtp/src/rules.rs"]
+mod rtp_rules;
+
 /// Bytes of a datagram [`rtp_header_check`] needs to see: the fixed header,
 /// 15 CSRCs and the extension header.
-pub const RTP_CHECK_BYTES: usize = 12 + 15 * 4 + 4;
+pub const RTP_CHECK_BYTES: usize = rtp_rules::CHECK_LEN;
 
 /// Why a datagram is not RTP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RtpHeaderError {
-    TooShort,
-    BadVersion,
-    CsrcOverrun,
-    ExtensionOverrun,
-    BadPadding,
-}
+pub use rtp_rules::HeaderError as RtpHeaderError;
 
 /// The RFC 3550 fixed-header rules the `rtp` crate's `RtpPacket::parse`
 /// applies (version 2, CSRCs, extension and padding within the packet),
@@ -564,31 +564,7 @@ pub enum RtpHeaderError {
 /// bytes of a datagram of `len` bytes whose last byte is `last`. Returns
 /// the header length (fixed header, CSRCs, extension).
 pub const fn rtp_header_check(head: &[u8], len: usize, last: u8) -> Result<usize, RtpHeaderError> {
-    if len < 12 || head.len() < 12 {
-        return Err(RtpHeaderError::TooShort);
-    }
-    let flags = head[0];
-    if flags >> 6 != 2 {
-        return Err(RtpHeaderError::BadVersion);
-    }
-    let mut header = 12 + 4 * (flags & 0x0f) as usize;
-    if header > len {
-        return Err(RtpHeaderError::CsrcOverrun);
-    }
-    if flags & 0x10 != 0 {
-        if header + 4 > len || header + 4 > head.len() {
-            return Err(RtpHeaderError::ExtensionOverrun);
-        }
-        let words = u16::from_be_bytes([head[header + 2], head[header + 3]]) as usize;
-        header += 4 + 4 * words;
-        if header > len {
-            return Err(RtpHeaderError::ExtensionOverrun);
-        }
-    }
-    if flags & 0x20 != 0 && (last == 0 || last as usize > len - header) {
-        return Err(RtpHeaderError::BadPadding);
-    }
-    Ok(header)
+    rtp_rules::check(head, len, last)
 }
 
 // ---------------------------------------------------------------------------

@@ -14,11 +14,11 @@
 use crate::load::{free_ports, Generator, Receiver, RxReport, RxShared};
 use crate::packet::{now_ns, Shape, IPTV, PACKET, PAYLOAD, VOIP};
 use crate::perf::{Counts, Meter as CountMeter, PerfEvents};
-use crate::procfs;
 use crate::rate::packets_per_s;
 use crate::relay::{Relay, RelayKind, Tools};
 use crate::report::{Bound, Figure, Ratio, Section, Stat, Status};
 use crate::stats::{percentile, Summary};
+use rtpmgr_test_kit::procfs;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -662,37 +662,15 @@ pub fn saturation(tools: &Tools, plan: &Plan, log: &mut dyn FnMut(&str)) -> Sect
         };
         sec.ratios.push(Ratio::of(name, pps(RelayKind::Rtpmgrd), pps(RelayKind::Bare), Some(target)));
     }
-    if has(RelayKind::RtpmgrdNoGso) && has(RelayKind::Bare) {
-        sec.ratios.push(Ratio::of(
-            "sat rtpmgrd (no GSO)/bare_loop packets/s",
-            pps(RelayKind::RtpmgrdNoGso),
-            pps(RelayKind::Bare),
-            Some(1.0),
-        ));
-    }
-    if has(RelayKind::RtpmgrdRtc) && has(RelayKind::Rtpmgrd) {
-        sec.ratios.push(Ratio::of(
-            "sat rtpmgrd run-to-completion/threads packets/s",
-            pps(RelayKind::RtpmgrdRtc),
-            pps(RelayKind::Rtpmgrd),
-            None,
-        ));
-    }
-    if has(RelayKind::Rtpmgrd) && has(RelayKind::GstreamerTuned) {
-        sec.ratios.push(Ratio::of(
-            "sat rtpmgrd/gstreamer_tuned packets/s",
-            pps(RelayKind::Rtpmgrd),
-            pps(RelayKind::GstreamerTuned),
-            Some(2.0),
-        ));
-    }
-    if has(RelayKind::Rtpmgrd) && has(RelayKind::Gstreamer) {
-        sec.ratios.push(Ratio::of(
-            "sat rtpmgrd/gstreamer (defaults) packets/s",
-            pps(RelayKind::Rtpmgrd),
-            pps(RelayKind::Gstreamer),
-            None,
-        ));
+    for (name, a, b, target) in [
+        ("sat rtpmgrd (no GSO)/bare_loop packets/s", RelayKind::RtpmgrdNoGso, RelayKind::Bare, Some(1.0)),
+        ("sat rtpmgrd run-to-completion/threads packets/s", RelayKind::RtpmgrdRtc, RelayKind::Rtpmgrd, None),
+        ("sat rtpmgrd/gstreamer_tuned packets/s", RelayKind::Rtpmgrd, RelayKind::GstreamerTuned, Some(2.0)),
+        ("sat rtpmgrd/gstreamer (defaults) packets/s", RelayKind::Rtpmgrd, RelayKind::Gstreamer, None),
+    ] {
+        if has(a) && has(b) {
+            sec.ratios.push(Ratio::of(name, pps(a), pps(b), target));
+        }
     }
     if has(RelayKind::Rtpmgrd) && has(RelayKind::Bare) {
         sec.ratios.push(Ratio::bounded(

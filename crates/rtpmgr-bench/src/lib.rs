@@ -16,7 +16,6 @@ pub mod load;
 pub mod mmsg;
 pub mod packet;
 pub mod perf;
-pub mod procfs;
 pub mod rate;
 pub mod relay;
 pub mod report;

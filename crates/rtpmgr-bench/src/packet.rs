@@ -11,20 +11,18 @@
 //!
 //! The receiver reads only the first [`HEAD`] bytes of each datagram.
 
+use rtpmgr_test_kit::packet::write_header;
+pub use rtpmgr_test_kit::packet::{PT_MP2T, PT_PCMU};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-pub const RTP_HEADER: usize = 12;
+pub const RTP_HEADER: usize = rtp::FIXED_HEADER_LEN;
 /// RTP payload bytes: seven MPEG-TS packets.
 pub const PAYLOAD: usize = 1316;
 /// One datagram.
 pub const PACKET: usize = RTP_HEADER + PAYLOAD;
-/// RTP payload type of MPEG-TS (RFC 3551).
-pub const PT_MP2T: u8 = 33;
 /// Bytes of a datagram the receiver looks at.
 pub const HEAD: usize = RTP_HEADER + 12;
-/// RTP payload type of G.711 µ-law (RFC 3551), the VoIP profile's.
-pub const PT_PCMU: u8 = 0;
 
 /// The datagrams of one traffic profile: their length and payload type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +66,7 @@ pub fn init(buf: &mut [u8], ssrc: u32) {
 pub fn init_shape(buf: &mut [u8], ssrc: u32, shape: Shape) {
     let buf = &mut buf[..shape.len];
     buf.fill(0xff);
-    buf[0] = 0x80; // V=2, no padding, no extension, no CSRC
-    buf[1] = shape.pt; // no marker
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    write_header(buf, shape.pt, 0, 0, ssrc);
     if shape.pt == PT_MP2T {
         for ts in buf[RTP_HEADER..].chunks_mut(188) {
             ts[0] = 0x47;
@@ -81,8 +77,11 @@ pub fn init_shape(buf: &mut [u8], ssrc: u32, shape: Shape) {
 /// Set sequence number, RTP timestamp, send time and tag of a packet made
 /// by [`init`].
 pub fn stamp(buf: &mut [u8], seq: u16, rtp_ts: u32, send_ns: u64, tag: [u8; 4]) {
-    buf[2..4].copy_from_slice(&seq.to_be_bytes());
-    buf[4..8].copy_from_slice(&rtp_ts.to_be_bytes());
+    let (pt, ssrc) = match rtp::RtpPacket::parse(&buf[..RTP_HEADER]) {
+        Ok(p) => (p.payload_type(), p.ssrc()),
+        Err(e) => panic!("stamp of a buffer init did not make: {e}"),
+    };
+    write_header(buf, pt, seq, rtp_ts, ssrc);
     buf[12..20].copy_from_slice(&send_ns.to_le_bytes());
     buf[20..24].copy_from_slice(&tag);
 }
@@ -99,7 +98,9 @@ pub struct Head {
 /// Decode the first bytes of a datagram; `None` for anything that is not
 /// one of ours (wrong version or payload type, unknown tag, too short).
 pub fn parse(head: &[u8]) -> Option<Head> {
-    if head.len() < HEAD || head[0] >> 6 != 2 || !matches!(head[1] & 0x7f, PT_MP2T | PT_PCMU) {
+    // The fixed header alone: the packet is cut at HEAD bytes.
+    let rtp = rtp::RtpPacket::parse(head.get(..RTP_HEADER)?).ok()?;
+    if head.len() < HEAD || !matches!(rtp.payload_type(), PT_MP2T | PT_PCMU) {
         return None;
     }
     let probe = match &head[20..24] {
@@ -108,8 +109,8 @@ pub fn parse(head: &[u8]) -> Option<Head> {
         _ => return None,
     };
     Some(Head {
-        ssrc: u32::from_be_bytes(head[8..12].try_into().ok()?),
-        seq: u16::from_be_bytes([head[2], head[3]]),
+        ssrc: rtp.ssrc(),
+        seq: rtp.sequence_number(),
         send_ns: u64::from_le_bytes(head[12..20].try_into().ok()?),
         probe,
     })
@@ -151,9 +152,10 @@ mod tests {
         stamp(&mut buf, 1, 0, 5, *b"XXXX");
         assert_eq!(parse(&buf), None);
         stamp(&mut buf, 1, 0, 5, TAG_DATA);
-        buf[1] = 96;
+        write_header(&mut buf, 96, 1, 0, 7);
         assert_eq!(parse(&buf), None);
-        buf[1] = PT_MP2T | 0x80; // marker bit set is still ours
+        // The marker bit set is still ours.
+        rtp::RtpBuilder::new(PT_MP2T, 1, 0, 7).marker(true).write(&[], &mut buf[..RTP_HEADER]).unwrap();
         assert!(parse(&buf).is_some());
         buf[0] = 0x40; // RTP version 1
         assert_eq!(parse(&buf), None);
@@ -168,7 +170,7 @@ mod tests {
         assert_eq!((h.ssrc, h.seq, h.send_ns, h.probe), (9, 3, 77, false));
         let p = rtp::RtpPacket::parse(&buf).unwrap();
         assert_eq!((p.payload_type(), p.payload().len()), (PT_PCMU, 160));
-        buf[1] = 8; // PCMA: not ours
+        write_header(&mut buf, 8, 3, 160, 9); // PCMA: not ours
         assert_eq!(parse(&buf), None);
     }
 

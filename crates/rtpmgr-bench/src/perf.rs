@@ -244,7 +244,7 @@ pub struct ProcSnapshot {
 
 impl ProcSnapshot {
     pub fn read(pid: u32) -> io::Result<ProcSnapshot> {
-        let cpu_s = crate::procfs::cpu_seconds(pid)?;
+        let cpu_s = rtpmgr_test_kit::procfs::cpu_seconds(pid)?;
         let mut switches = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
             if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {

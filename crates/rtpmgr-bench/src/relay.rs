@@ -4,6 +4,7 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rtpmgr_test_kit::{procfs, PT_MP2T};
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddrV4;
@@ -127,9 +128,6 @@ pub enum RtpmgrdBackend {
     /// `/dev/rtpmgr` (the guest benchmarks, with the real module).
     Kernel,
 }
-
-/// MPEG-TS over RTP (RFC 3551), what the host benchmark sends.
-const PT_MP2T: u8 = 33;
 
 /// The rtpmgrd configuration for relay streams `bench0..` from
 /// `127.0.0.1:in_ports[i]` to `dest` through the `loopback` media port of
@@ -355,7 +353,7 @@ impl Relay {
 
     /// CPU time (user + system, all threads) the relay used so far.
     pub fn cpu_seconds(&self) -> io::Result<f64> {
-        crate::procfs::cpu_seconds(self.pid())
+        procfs::cpu_seconds(self.pid())
     }
 
     /// rtpmgrd's `status` (rtpmgrd only).

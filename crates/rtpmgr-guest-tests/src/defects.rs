@@ -4,12 +4,13 @@
 //! was before the fix; the doc says which failed there.
 
 use super::{expect_errno, fail, open, TestResult, DRIVER_DIR, RTPMGR_GID};
-use crate::net::{addr, free_port, net_status_until, rtp_packet, session, start_net};
+use crate::net::{addr, free_port, net_status_until, session, start_net};
 use crate::shaper;
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, SlotHeader};
 use rtpmgr_device::{net_stream_spec, Device};
 use rtpmgr_ring::{Producer, RingId};
+use rtpmgr_test_kit::packet::numbered;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
@@ -233,47 +234,33 @@ pub(crate) fn d3_configure_while_mapped() -> TestResult {
 /// AF_XDP's umem is) unless it has CAP_IPC_LOCK; the copy queue is bounded
 /// in bytes; the mapping is left out of core dumps (VM_DONTDUMP).
 pub(crate) fn d4_memory_accounting() -> TestResult {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
     // (a) A user in group rtpmgr without CAP_IPC_LOCK and a 256 KiB
     // RLIMIT_MEMLOCK: a 1 MiB region is refused, a 24 KiB one is not.
+    let nobody = 65534;
+    let check = || {
+        let lim = libc::rlimit { rlim_cur: 256 << 10, rlim_max: 256 << 10 };
+        // SAFETY: a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+            return 253;
+        }
+        match open() {
+            Err(_) => 254,
+            Ok(d) => match d.configure(256, 2048) {
+                Ok(_) => 0,
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                    if d.configure(8, 256).is_ok() {
+                        1
+                    } else {
+                        2
+                    }
+                }
+                Err(_) => 3,
+            },
+        }
+    };
     // SAFETY: the child drops its credentials, makes a few ioctls and
     // leaves with _exit; this test binary is single-threaded here.
-    let code = match unsafe { fork() }.map_err(fail("fork"))? {
-        ForkResult::Child => {
-            let nobody = 65534;
-            let lim = libc::rlimit { rlim_cur: 256 << 10, rlim_max: 256 << 10 };
-            let code = if setgroups(&[Gid::from_raw(RTPMGR_GID)]).is_err()
-                || setgid(Gid::from_raw(nobody)).is_err()
-                || setuid(Uid::from_raw(nobody)).is_err()
-                // SAFETY: a valid rlimit.
-                || unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0
-            {
-                255
-            } else {
-                match open() {
-                    Err(_) => 254,
-                    Ok(d) => match d.configure(256, 2048) {
-                        Ok(_) => 0,
-                        Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
-                            if d.configure(8, 256).is_ok() {
-                                1
-                            } else {
-                                2
-                            }
-                        }
-                        Err(_) => 3,
-                    },
-                }
-            };
-            // SAFETY: ends the child at once.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).map_err(fail("waitpid"))? {
-            WaitStatus::Exited(_, c) => c,
-            other => return Err(format!("child: {other:?}")),
-        },
-    };
+    let code = unsafe { rtpmgr_test_kit::user::as_user(nobody, nobody, &[RTPMGR_GID], check) }?;
     match code {
         1 => {}
         0 => return Err("a 1 MiB region was not charged to RLIMIT_MEMLOCK (256 KiB)".into()),
@@ -405,7 +392,7 @@ pub(crate) fn d6_rx_error_reads_as_empty() -> TestResult {
     std::thread::sleep(Duration::from_millis(200));
     // The peer comes back and sends one datagram.
     let peer = UdpSocket::bind(peer_addr).map_err(fail("bind peer again"))?;
-    peer.send_to(&rtp_packet(1), local).map_err(fail("send"))?;
+    peer.send_to(&numbered(1), local).map_err(fail("send"))?;
     let mut rx = region.consumer(RingId::FromDevice);
     let t = Instant::now();
     while rx.available() == Ok(0) && t.elapsed() < Duration::from_secs(2) {
@@ -414,7 +401,7 @@ pub(crate) fn d6_rx_error_reads_as_empty() -> TestResult {
     let n = rx.available().map_err(|e| format!("{e:?}"))?;
     ensure!(n == 1, "the datagram waits behind a socket error: {n} in the ring after {:?}", t.elapsed());
     let h = rx.header(0);
-    ensure!(rx.payload(0, h.len) == &rtp_packet(1)[..], "the datagram differs");
+    ensure!(rx.payload(0, h.len) == &numbered(1)[..], "the datagram differs");
     let c = dev.net_status(S).map_err(fail("GET_NET_STATUS"))?;
     ensure!(c.rx_errors == 1 && c.rx_packets == 1, "the socket error not counted once: {c:?}");
     Ok(())

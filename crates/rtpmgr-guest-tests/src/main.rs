@@ -129,7 +129,7 @@ fn ioctl_errors() -> TestResult {
     ensure!(raw_arg(&d, abi::RTPMGR_IOC_CONFIGURE_BUFFER, &mut bad) == Err(Errno::EINVAL), "flags");
     expect_errno("slot_count 1000", d.configure(1000, 2048), Errno::EINVAL)?;
     expect_errno("slot_size 100", d.configure(1024, 100), Errno::EINVAL)?;
-    expect_errno("over the pin limit", d.configure(32_768, 65_536), Errno::ENOMEM)?;
+    expect_errno("over the pin limit", d.configure(abi::MAX_SLOT_COUNT, abi::MAX_SLOT_SIZE), Errno::ENOMEM)?;
 
     let cfg = d.configure(64, 2048).map_err(fail("CONFIGURE_BUFFER"))?;
     ensure!(cfg.mmap_size == 4096 + 2 * 64 * 2048 + 16_384, "mmap_size {}", cfg.mmap_size);
@@ -637,35 +637,14 @@ const RTPMGR_GID: u32 = 999;
 /// In a child with the given credentials, try to open the device; report
 /// the errno (0 on success) through the exit status.
 fn open_as(uid: u32, gid: u32, groups: &[u32]) -> Result<i32, String> {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, setgid, setgroups, setuid, ForkResult, Gid, Uid};
+    let check = || match std::fs::OpenOptions::new().read(true).write(true).open(DEV) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(254).min(253),
+    };
     // SAFETY: the child only calls async-signal-safe functions (setgroups,
     // setgid, setuid, open, _exit) before it exits; nothing it touches is
     // shared with other threads of this single-threaded test binary.
-    match unsafe { fork() }.map_err(fail("fork"))? {
-        ForkResult::Child => {
-            let gids: Vec<Gid> = groups.iter().map(|&g| Gid::from_raw(g)).collect();
-            let code = if setgroups(&gids).is_err()
-                || setgid(Gid::from_raw(gid)).is_err()
-                || setuid(Uid::from_raw(uid)).is_err()
-            {
-                255
-            } else {
-                match std::fs::OpenOptions::new().read(true).write(true).open(DEV) {
-                    Ok(_) => 0,
-                    Err(e) => e.raw_os_error().unwrap_or(254).min(253),
-                }
-            };
-            // SAFETY: _exit ends the child without running the parent's
-            // atexit handlers or flushing its copied stdio buffers.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => match waitpid(child, None).map_err(fail("waitpid"))? {
-            WaitStatus::Exited(_, 255) => Err("the child could not drop its credentials".into()),
-            WaitStatus::Exited(_, code) => Ok(code),
-            other => Err(format!("child: {other:?}")),
-        },
-    }
+    unsafe { rtpmgr_test_kit::user::as_user(uid, gid, groups, check) }
 }
 
 /// `/dev/rtpmgr` is 0660 root:rtpmgr (the udev rule); a user outside the

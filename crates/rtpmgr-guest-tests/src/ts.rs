@@ -8,6 +8,7 @@ use mpegts::tr101290::{Analyzer, AnalyzerConfig};
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, SlotHeader};
 use rtpmgr_ring::RingId;
+use rtpmgr_test_kit::sender::Window;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -78,11 +79,7 @@ fn junk(i: usize, good: &[u8]) -> Vec<u8> {
             d
         }
         2 => Vec::new(),
-        _ => {
-            let mut d = vec![0x80, 33, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
-            d.extend_from_slice(good);
-            d
-        }
+        _ => rtpmgr_test_kit::packet::packet(rtpmgr_test_kit::PT_MP2T, 1, 0, 1, good),
     }
 }
 
@@ -138,18 +135,19 @@ pub(crate) fn udp_ts_v4() -> TestResult {
     let tx = UdpSocket::bind((V4, 0)).map_err(fail("bind sender"))?;
     tx.connect(addr(V4, port)).map_err(fail("connect"))?;
     let mut rx = region.consumer(RingId::FromDevice);
-    let (mut sent, mut got, mut junk_sent) = (0usize, 0usize, 0u64);
+    let (mut window, mut got, mut junk_sent) = (Window::new(sent_order.len() as u32, 64), 0usize, 0u64);
     let deadline = Instant::now() + Duration::from_secs(60);
     while got < sent_order.len() {
-        ensure!(Instant::now() < deadline, "stalled: sent {sent}, received {got}");
-        while sent < sent_order.len() && sent - got < 64 {
-            if sent % 25 == 3 {
-                tx.send(&junk(junk_sent as usize, &sent_order[sent])).map_err(fail("send junk"))?;
+        ensure!(Instant::now() < deadline, "stalled: sent {}, received {got}", window.sent());
+        let extra = |i| {
+            if i % 25 == 3 {
                 junk_sent += 1;
+                vec![junk(junk_sent as usize - 1, &sent_order[i as usize])]
+            } else {
+                vec![]
             }
-            tx.send(&sent_order[sent]).map_err(fail("send"))?;
-            sent += 1;
-        }
+        };
+        window.fill(&tx, got as u32, extra, |i| sent_order[i as usize].clone())?;
         let n = rx.available().map_err(|e| format!("{e:?}"))?;
         for j in 0..n {
             let h: SlotHeader = rx.header(j);

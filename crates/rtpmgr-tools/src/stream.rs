@@ -8,8 +8,8 @@ pub const TS_PACKET: usize = 188;
 /// TS packets per RTP packet (RFC 2250 practice: 7 fit a 1500-byte MTU).
 pub const TS_PER_RTP: usize = 7;
 pub const PAYLOAD: usize = TS_PACKET * TS_PER_RTP;
-/// RTP payload type of MPEG-TS (RFC 3551).
-pub const PT_MP2T: u8 = 33;
+/// RTP payload type of MPEG-TS (RFC 3551): the `rtp` crate's.
+pub use rtp::PT_MP2T;
 /// The synthetic stream's PID.
 pub const PID: u16 = 0x0100;
 

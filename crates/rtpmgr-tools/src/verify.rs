@@ -175,9 +175,9 @@ mod tests {
         let payloads: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
         let mut v = Verifier::new(Expect::File { payloads, start_seq: 100 });
         for (i, c) in chunks.iter().enumerate() {
-            v.packet(&rtp::RtpBuilder::new(33, 100 + i as u16, 0, 1).to_vec(c));
+            v.packet(&rtp::RtpBuilder::new(PT_MP2T, 100 + i as u16, 0, 1).to_vec(c));
         }
-        v.packet(&rtp::RtpBuilder::new(33, 103, 0, 1).to_vec(&[9; 10]));
+        v.packet(&rtp::RtpBuilder::new(PT_MP2T, 103, 0, 1).to_vec(&[9; 10]));
         let s = v.summary(Some(4), 1.0);
         assert_eq!((s.unique, s.corrupt), (4, 1), "a fourth packet the file does not have");
     }

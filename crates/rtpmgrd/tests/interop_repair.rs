@@ -80,9 +80,24 @@ struct Run {
     drops: (u64, u64),
 }
 
-/// rtpmgrd in B relaying to a socket of the test's in B; `sender` (a
-/// gst-launch pipeline that writes what it sends to `sent.ts`) in A.
-fn run(tag: &str, stream_keys: &str, sender: impl Fn(&Path, &Path) -> Vec<String>) -> Option<Run> {
+/// The sender's gst-launch arguments: `before` (elements outside the
+/// chain, such as an rtpbin), then the TS file `input` through tsparse
+/// into a tee whose one branch is `branch` (payloader to sinks) and whose
+/// other writes what is sent to `sent`.
+fn sender_args(input: &Path, sent: &Path, before: &[&str], branch: &[&str]) -> Vec<String> {
+    let (from, to) = (format!("location={}", input.display()), format!("location={}", sent.display()));
+    let mut a = before.to_vec();
+    a.extend(["filesrc", &from, "!", "tsparse", "set-timestamps=true", "alignment=7", "!", "tee", "name=t", "!"]);
+    a.extend(["queue", "!"]);
+    a.extend(branch);
+    a.extend(["t.", "!", "queue", "!", "filesink", "buffer-mode=unbuffered", &to]);
+    a.into_iter().map(String::from).collect()
+}
+
+/// rtpmgrd in B relaying to a socket of the test's in B; the sender (a
+/// gst-launch pipeline of [`sender_args`] that writes what it sends to
+/// `sent.ts`) in A.
+fn run(tag: &str, stream_keys: &str, before: &[&str], branch: &[&str]) -> Option<Run> {
     let gst = tool("gst-launch-1.0", "gstreamer1.0-tools");
     let pair = NetnsPair::create(tag)?;
     let dir = TempDir::new(tag);
@@ -100,7 +115,7 @@ fn run(tag: &str, stream_keys: &str, sender: impl Fn(&Path, &Path) -> Vec<String
     // What rtpmgrd sends on, caught in B datagram by datagram.
     let sink = Sink::on(pair.b.bind_udp("127.0.0.1:6004"));
     let mut send = pair.a.cmd(&gst);
-    send.arg("-e").args(sender(&input, &sent));
+    send.arg("-e").args(sender_args(&input, &sent, before, branch));
     let mut sender = Peer::spawn("gst-launch-1.0 (sender)", send, dir.path("send.log"));
     // The sender is done when it exits (rtpbin) or, as ristsink does not
     // end on end-of-stream, when it wrote the whole file and rtpmgrd has
@@ -159,60 +174,35 @@ fn gstreamer_rtprtxsend_over_a_lossy_link_gives_a_lossless_output() {
     let Some(r) = run(
         "rtx",
         "reorder_ms = 400\nrtcp = \"port+1\"\nnack = true\nrtcp_peer = \"10.99.0.1:5007\"\nrtx_payload_type = 97\n",
-        |input, sent| {
-            [
-                "rtpbin",
-                "name=rtp",
-                "rtp-profile=avpf",
-                "filesrc",
-                &format!("location={}", input.display()),
-                "!",
-                "tsparse",
-                "set-timestamps=true",
-                "alignment=7",
-                "!",
-                "tee",
-                "name=t",
-                "!",
-                "queue",
-                "!",
-                // An even SSRC: the drop rule takes it for an original.
-                "rtpmp2tpay",
-                "ssrc=287454020",
-                "!",
-                "rtprtxsend",
-                "payload-type-map=application/x-rtp-pt-map,33=(uint)97",
-                "max-size-time=2000",
-                "!",
-                "rtp.send_rtp_sink_0",
-                "rtp.send_rtp_src_0",
-                "!",
-                "udpsink",
-                "host=10.99.0.2",
-                "port=5004",
-                "sync=true",
-                "rtp.send_rtcp_src_0",
-                "!",
-                "udpsink",
-                "host=10.99.0.2",
-                "port=5005",
-                "sync=false",
-                "async=false",
-                "udpsrc",
-                "port=5007",
-                "!",
-                "rtp.recv_rtcp_sink_0",
-                "t.",
-                "!",
-                "queue",
-                "!",
-                "filesink",
-                "buffer-mode=unbuffered",
-                &format!("location={}", sent.display()),
-            ]
-            .map(String::from)
-            .to_vec()
-        },
+        &["rtpbin", "name=rtp", "rtp-profile=avpf"],
+        &[
+            // An even SSRC: the drop rule takes it for an original.
+            "rtpmp2tpay",
+            "ssrc=287454020",
+            "!",
+            "rtprtxsend",
+            "payload-type-map=application/x-rtp-pt-map,33=(uint)97",
+            "max-size-time=2000",
+            "!",
+            "rtp.send_rtp_sink_0",
+            "rtp.send_rtp_src_0",
+            "!",
+            "udpsink",
+            "host=10.99.0.2",
+            "port=5004",
+            "sync=true",
+            "rtp.send_rtcp_src_0",
+            "!",
+            "udpsink",
+            "host=10.99.0.2",
+            "port=5005",
+            "sync=false",
+            "async=false",
+            "udpsrc",
+            "port=5007",
+            "!",
+            "rtp.recv_rtcp_sink_0",
+        ],
     ) else {
         return;
     };
@@ -232,37 +222,12 @@ fn gstreamer_rtprtxsend_over_a_lossy_link_gives_a_lossless_output() {
 
 #[test]
 fn rist_simple_profile_sender_over_a_lossy_link_gives_a_lossless_output() {
-    let Some(r) = run("rist", "reorder_ms = 2000\nrtcp = \"port+1\"\nnack = true\n", |input, sent| {
-        [
-            "filesrc",
-            &format!("location={}", input.display()),
-            "!",
-            "tsparse",
-            "set-timestamps=true",
-            "alignment=7",
-            "!",
-            "tee",
-            "name=t",
-            "!",
-            "queue",
-            "!",
-            "rtpmp2tpay",
-            "!",
-            "ristsink",
-            "address=10.99.0.2",
-            "port=5004",
-            "sender-buffer=2000",
-            "t.",
-            "!",
-            "queue",
-            "!",
-            "filesink",
-            "buffer-mode=unbuffered",
-            &format!("location={}", sent.display()),
-        ]
-        .map(String::from)
-        .to_vec()
-    }) else {
+    let Some(r) = run(
+        "rist",
+        "reorder_ms = 2000\nrtcp = \"port+1\"\nnack = true\n",
+        &[],
+        &["rtpmp2tpay", "!", "ristsink", "address=10.99.0.2", "port=5004", "sender-buffer=2000"],
+    ) else {
         return;
     };
     let (rtcp, reorder) = (r.status.rtcp.unwrap(), r.status.reorder.unwrap());
@@ -278,20 +243,11 @@ fn rist_simple_profile_sender_over_a_lossy_link_gives_a_lossless_output() {
 
 #[test]
 fn gstreamer_smpte_2022_1_fec_over_a_lossy_link_gives_a_lossless_output() {
-    let Some(r) = run("fec", "reorder_ms = 300\nfec = true\n", |input, sent| {
-        [
-            "filesrc",
-            &format!("location={}", input.display()),
-            "!",
-            "tsparse",
-            "set-timestamps=true",
-            "alignment=7",
-            "!",
-            "tee",
-            "name=t",
-            "!",
-            "queue",
-            "!",
+    let Some(r) = run(
+        "fec",
+        "reorder_ms = 300\nfec = true\n",
+        &[],
+        &[
             // GStreamer's 2022-1 encoder takes media with SSRC 0 only.
             "rtpmp2tpay",
             "ssrc=0",
@@ -319,17 +275,8 @@ fn gstreamer_smpte_2022_1_fec_over_a_lossy_link_gives_a_lossless_output() {
             "port=5008",
             "sync=false",
             "async=false",
-            "t.",
-            "!",
-            "queue",
-            "!",
-            "filesink",
-            "buffer-mode=unbuffered",
-            &format!("location={}", sent.display()),
-        ]
-        .map(String::from)
-        .to_vec()
-    }) else {
+        ],
+    ) else {
         return;
     };
     let (fec, reorder) = (r.status.fec.unwrap(), r.status.reorder.unwrap());

@@ -11,7 +11,7 @@ const SSRC: u32 = 0x0bad_cafe;
 /// An RTP packet of `seq` with a payload of `len` bytes (payload type 33).
 fn sized_packet(seq: u32, len: usize) -> Vec<u8> {
     let payload: Vec<u8> = (0..len).map(|i| (seq as u8).wrapping_mul(7) ^ i as u8).collect();
-    rtp::RtpBuilder::new(33, seq as u16, seq.wrapping_mul(90), SSRC).to_vec(&payload)
+    rtp::RtpBuilder::new(rtp::PT_MP2T, seq as u16, seq.wrapping_mul(90), SSRC).to_vec(&payload)
 }
 
 /// Runs of equal sizes with shorter and longer packets between them: what

@@ -117,16 +117,17 @@ fn malformed_packets_are_counted_and_the_stream_goes_on() {
     let port = free_udp_port();
     let daemon = Daemon::start(&dir, &relay_config(&dir, &[("tv1", port, sink.port)]));
     let good = |s: u32| rtp_packet(SSRC, s);
-    let truncated = vec![0x80u8, 33, 0, 1, 0, 0]; // 6 bytes: no full header
+    // 6 bytes: no full header.
+    let truncated = rtp::RtpBuilder::new(rtp::PT_MP2T, 1, 0, 0).to_vec(&[])[..6].to_vec();
     let mut v1 = good(9_999);
     v1[0] = 0x40 | (v1[0] & 0x3f); // version 1
     let mut pad = good(9_998);
     pad[0] |= 0x20; // P bit
     *pad.last_mut().unwrap() = 0; // a padding count of 0 cannot be (it counts itself)
-    let mut pad_tiny = rtp::RtpBuilder::new(33, 9_997, 0, SSRC).to_vec(&[1, 2, 3]);
+    let mut pad_tiny = rtp::RtpBuilder::new(rtp::PT_MP2T, 9_997, 0, SSRC).to_vec(&[1, 2, 3]);
     pad_tiny[0] |= 0x20;
     *pad_tiny.last_mut().unwrap() = 200; // 200 padding bytes in a 15-byte packet
-    let mut csrc = rtp::RtpBuilder::new(33, 9_996, 0, SSRC).to_vec(&[0; 8]);
+    let mut csrc = rtp::RtpBuilder::new(rtp::PT_MP2T, 9_996, 0, SSRC).to_vec(&[0; 8]);
     csrc[0] |= 0x0f; // CC = 15: 60 bytes of CSRC in a 20-byte packet
     let bad = [truncated, v1, pad, pad_tiny, csrc];
     let mut packets = Vec::new();

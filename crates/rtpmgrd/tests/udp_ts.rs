@@ -276,7 +276,7 @@ fn rtp_streams_carrying_ts_are_analysed_too() {
             mux.es(TS_VIDEO); // the encoder lost one: RTP cannot tell
         }
         let payload = ts_datagram(&(0..7).map(|_| mux.es(TS_VIDEO)).collect::<Vec<_>>());
-        packets.push(rtp::RtpBuilder::new(33, seq as u16, seq * 90, 7).to_vec(&payload));
+        packets.push(rtp::RtpBuilder::new(rtp::PT_MP2T, seq as u16, seq * 90, 7).to_vec(&payload));
     }
     send_windowed(port, &packets, &sink, 128);
     sink.wait_for(2_000, Duration::from_secs(20));

@@ -31,9 +31,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-#[path = "../rng.rs"]
-mod rng;
-use rng::Rng;
+use rtpmgr_test_kit::Rng;
 
 /// The fuzzer's draws on top of the shared generator.
 trait Draw {
@@ -85,42 +83,6 @@ struct Fuzzer {
     udp: Option<(UdpSocket, UdpSocket)>,
     /// Sockets passed to START_NET_STREAM and kept, to be passed again.
     held: Vec<OwnedFd>,
-}
-
-/// A source-specific join (MCAST_JOIN_SOURCE_GROUP) of `sock`.
-fn ssm_join(sock: &UdpSocket, group: std::net::IpAddr, source: std::net::IpAddr) -> std::io::Result<()> {
-    fn storage(ip: std::net::IpAddr) -> libc::sockaddr_storage {
-        // SAFETY: sockaddr_storage is plain old data; all zero is valid.
-        let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let sa = nix::sys::socket::SockaddrStorage::from(SocketAddr::new(ip, 0));
-        // SAFETY: `sa` holds a sockaddr of `len()` bytes, no more than a
-        // sockaddr_storage.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                nix::sys::socket::SockaddrLike::as_ptr(&sa).cast::<u8>(),
-                (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
-                nix::sys::socket::SockaddrLike::len(&sa) as usize,
-            )
-        };
-        ss
-    }
-    let level = if group.is_ipv4() { libc::IPPROTO_IP } else { libc::IPPROTO_IPV6 };
-    let req = libc::group_source_req { gsr_interface: 0, gsr_group: storage(group), gsr_source: storage(source) };
-    // SAFETY: a valid group_source_req and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            libc::MCAST_JOIN_SOURCE_GROUP,
-            (&req as *const libc::group_source_req).cast(),
-            std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn errno(e: &std::io::Error) -> i32 {
@@ -276,7 +238,9 @@ impl Fuzzer {
                             sock.join_multicast_v4(&g4, &std::net::Ipv4Addr::UNSPECIFIED)
                         }
                         (std::net::IpAddr::V6(g6), false) => sock.join_multicast_v6(&g6, 0),
-                        (_, true) => ssm_join(sock, g, src.parse().expect("literal address")),
+                        (_, true) => {
+                            rtpmgr_test_kit::mcast::join(sock, g, Some(src.parse().expect("literal address")), 0)
+                        }
                     };
                     self.note("net-join", joined);
                 }
@@ -419,9 +383,14 @@ impl Fuzzer {
                 *b = self.rng.next() as u8;
             }
             if len >= 12 && self.rng.below(2) == 0 {
-                // Version 2, no padding, extension or CSRCs: passes the
-                // header check, so it reaches the ring or the forwarding.
-                self.buf[0] = 0x80;
+                // Version 2, no padding, extension or CSRCs, the other
+                // fields random: passes the header check, so it reaches
+                // the ring or the forwarding.
+                let r = self.rng.next();
+                rtp::RtpBuilder::new((r & 0x7f) as u8, (r >> 8) as u16, (r >> 24) as u32, self.rng.next() as u32)
+                    .marker(r & 0x80 != 0)
+                    .write(&[], &mut self.buf[..12])
+                    .expect("a 12-byte header");
             } else if len % 188 == 0 && self.rng.below(4) != 0 {
                 // Sync bytes (mostly): raw MPEG-TS with random PIDs,
                 // counters and adaptation fields for NET_F_TS streams.

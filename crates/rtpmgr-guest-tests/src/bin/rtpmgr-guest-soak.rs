@@ -67,11 +67,10 @@ type Result<T> = std::result::Result<T, String>;
 /// Stream N receives on SEND_BASE + N and sends to DEST_BASE + N.
 const SEND_BASE: u16 = 5100;
 const DEST_BASE: u16 = 6100;
-/// MP2T (RFC 3551), 90 kHz clock; seven TS packets per datagram.
-const PT_MP2T: u8 = 33;
+/// Seven TS packets per RTP/MP2T datagram (`PT_MP2T`, 90 kHz clock).
 const TS_PACKET: usize = 188;
 const PAYLOAD: usize = 7 * TS_PACKET;
-const RTP_HEADER: usize = 12;
+const RTP_HEADER: usize = rtp::FIXED_HEADER_LEN;
 const DATAGRAM: usize = RTP_HEADER + PAYLOAD;
 /// Packets at the start of every stream that are never touched: RFC 3550
 /// A.1's probation needs 2 sequential numbers, the rest is margin.
@@ -94,9 +93,9 @@ usage: rtpmgr-guest-soak config [--streams N]
        rtpmgr-guest-soak run --pid PID [--seed N] [--minutes M] [--streams N] [--rate PPS]
                              [--loss-pct P] [--reorder-pct P] [--rss-bound-kib K] [--slab-bound-kib K]";
 
-#[path = "../rng.rs"]
-mod rng;
-use rng::Rng;
+use rtpmgr_test_kit::packet::write_header;
+use rtpmgr_test_kit::procfs::all_cpus_ticks;
+use rtpmgr_test_kit::{Rng, PT_MP2T};
 
 struct Opts {
     seed: u64,
@@ -142,8 +141,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
         }
     }
-    if !(1..=64).contains(&o.streams) {
-        return Err("--streams: 1 to 64 (rtpmgrd's limit)".into());
+    // rtpmgrd's limit: the module's stream ids.
+    if !(1..=rtpmgr_abi::MAX_STREAMS as usize).contains(&o.streams) {
+        return Err(format!("--streams: 1 to {} (rtpmgrd's limit)", rtpmgr_abi::MAX_STREAMS));
     }
     if !((1.0..=10_000.0).contains(&o.rate) && o.minutes > 0.0 && o.minutes <= 24.0 * 60.0) {
         return Err("--rate 1..=10000 and --minutes above 0 please".into());
@@ -256,11 +256,8 @@ impl Plan {
 /// seven TS packets whose bytes are a function of stream and index, so the
 /// verifier can rebuild and compare it whole.
 fn build(buf: &mut [u8; DATAGRAM], stream: usize, ssrc: u32, seq0: u16, ts0: u32, ts_step: u32, index: u64) {
-    buf[0] = 0x80;
-    buf[1] = PT_MP2T;
-    buf[2..4].copy_from_slice(&seq0.wrapping_add(index as u16).to_be_bytes());
-    buf[4..8].copy_from_slice(&ts0.wrapping_add(ts_step.wrapping_mul(index as u32)).to_be_bytes());
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    let (seq, ts) = (seq0.wrapping_add(index as u16), ts0.wrapping_add(ts_step.wrapping_mul(index as u32)));
+    write_header(buf, PT_MP2T, seq, ts, ssrc);
     let fill = index.wrapping_mul(131).wrapping_add(stream as u64 * 7) as u8;
     for (k, ts) in buf[RTP_HEADER..].chunks_exact_mut(TS_PACKET).enumerate() {
         ts[0] = 0x47;
@@ -451,17 +448,6 @@ struct Sample {
     loaded: bool,
 }
 
-/// Busy and total jiffies of all CPUs, from the first line of /proc/stat.
-fn cpu_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let total: u64 = f.iter().take(8).sum();
-    // idle and iowait are not busy.
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
 fn kib_field(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
@@ -496,7 +482,7 @@ fn drain(o: &Opts, total: u64, delivered: &AtomicU64) -> Result<()> {
 }
 
 fn sample(o: &Opts, t: f64, loaded: bool, cpu: &mut (u64, u64)) -> Result<Sample> {
-    let now = cpu_jiffies();
+    let now = all_cpus_ticks();
     let (busy, total) = (now.0.saturating_sub(cpu.0), now.1.saturating_sub(cpu.1));
     *cpu = now;
     let st = std::fs::read_to_string(format!("/proc/{}/status", o.pid))
@@ -587,7 +573,7 @@ fn run(o: &Opts) -> Result<bool> {
     // its schedule) are not taken for growth.
     let mut samples = Vec::new();
     let mut k = 0u32;
-    let mut cpu = cpu_jiffies();
+    let mut cpu = all_cpus_ticks();
     let mut max_quiesce = 0f64;
     loop {
         let due = start + Duration::from_secs_f64(interval * k as f64);

@@ -163,7 +163,7 @@ pub fn ts_payload(seq: u32) -> Vec<u8> {
 /// RTP/MP2T packet with sequence `seq` (mod 2^16) and a 90 kHz timestamp
 /// advancing 1 ms per packet.
 pub fn rtp_packet(ssrc: u32, seq: u32) -> Vec<u8> {
-    rtp::RtpBuilder::new(33, seq as u16, seq.wrapping_mul(90), ssrc).to_vec(&ts_payload(seq))
+    rtp::RtpBuilder::new(rtp::PT_MP2T, seq as u16, seq.wrapping_mul(90), ssrc).to_vec(&ts_payload(seq))
 }
 
 /// Collects everything that arrives on a UDP port, in arrival order.

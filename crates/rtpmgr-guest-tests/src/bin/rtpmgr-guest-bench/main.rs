@@ -51,25 +51,10 @@ fn slot_size_for(payload: usize) -> u32 {
     ((payload as u32) + abi::SLOT_HEADER_SIZE).next_power_of_two().max(abi::MIN_SLOT_SIZE)
 }
 
-/// Busy and total jiffies of all CPUs, from the first line of /proc/stat.
-fn cpu_jiffies() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-    let total: u64 = fields.iter().take(8).sum();
-    // idle and iowait are not busy.
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
+use rtpmgr_test_kit::procfs::{all_cpus_ticks as cpu_jiffies, clock_ticks_per_s};
 
 fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
+    clock_ticks_per_s() as f64
 }
 
 /// One measured run.

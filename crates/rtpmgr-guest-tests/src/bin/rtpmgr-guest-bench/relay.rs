@@ -35,9 +35,10 @@
 
 use rtpmgr_abi as abi;
 use rtpmgr_bench::mmsg::Mmsg;
-use rtpmgr_bench::procfs;
 use rtpmgr_bench::relay::{rtpmgrd_relay_config, Relay, RelayKind, RtpmgrdBackend};
 use rtpmgr_device::{net_stream_spec, udp_socket, Device};
+use rtpmgr_test_kit::packet::write_header;
+use rtpmgr_test_kit::procfs;
 use serde_json::{json, Map, Value};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsFd;
@@ -128,11 +129,7 @@ pub struct Timing {
 pub fn make_packet(p: &Profile, g: u64, buf: &mut [u8]) {
     let streams = p.streams as u64;
     let (k, n) = (g % streams, g / streams);
-    buf[0] = 0x80;
-    buf[1] = p.payload_type;
-    buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
-    buf[4..8].copy_from_slice(&(n as u32).wrapping_mul(p.ts_step).to_be_bytes());
-    buf[8..12].copy_from_slice(&(SSRC_BASE + k as u32).to_be_bytes());
+    write_header(buf, p.payload_type, n as u16, (n as u32).wrapping_mul(p.ts_step), SSRC_BASE + k as u32);
     buf[12..20].copy_from_slice(&g.to_le_bytes());
     let last = buf.len() - 1;
     buf[last] = check_byte(g);
@@ -156,15 +153,17 @@ pub fn check_packet(p: &Profile, d: &[u8]) -> std::result::Result<(usize, u64), 
     if d.len() != p.datagram() {
         return Err(Bad::Length);
     }
-    if d[0] != 0x80 || d[1] & 0x7f != p.payload_type {
-        return Err(Bad::Header);
-    }
-    let k = u32::from_be_bytes([d[8], d[9], d[10], d[11]]).wrapping_sub(SSRC_BASE) as usize;
+    // Only the fixed header: version 2, no padding, extension or CSRC.
+    let r = match rtp::RtpPacket::parse(d) {
+        Ok(r) if !r.padding() && !r.extension() && r.csrc_count() == 0 && r.payload_type() == p.payload_type => r,
+        _ => return Err(Bad::Header),
+    };
+    let k = r.ssrc().wrapping_sub(SSRC_BASE) as usize;
     if k >= p.streams {
         return Err(Bad::Ssrc);
     }
     let g = u64::from_le_bytes(d[12..20].try_into().expect("8 bytes"));
-    let seq = u16::from_be_bytes([d[2], d[3]]);
+    let seq = r.sequence_number();
     if g % p.streams as u64 != k as u64 || (g / p.streams as u64) as u16 != seq || d[d.len() - 1] != check_byte(g) {
         return Err(Bad::Index);
     }

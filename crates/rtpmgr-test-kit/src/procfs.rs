@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-//! What the benchmark reads from /proc: CPU time of a process and the drop
-//! counters of UDP sockets.
+//! What the benchmarks, soak and tests read from /proc: CPU time of a
+//! process and of the CPUs, and the drop counters of UDP sockets.
 
 use std::io;
 
@@ -105,6 +105,22 @@ pub fn cpu_busy_seconds(cpu: usize) -> io::Result<f64> {
     Ok(ticks as f64 / clock_ticks_per_s() as f64)
 }
 
+/// Busy and total clock ticks of all CPUs together, from the first line of
+/// the text of `/proc/stat` (idle and iowait are not busy).
+pub fn parse_all_cpus_ticks(stat: &str) -> (u64, u64) {
+    let f: Vec<u64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// [`parse_all_cpus_ticks`] of this host now; (0, 0) if /proc/stat cannot
+/// be read.
+pub fn all_cpus_ticks() -> (u64, u64) {
+    parse_all_cpus_ticks(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +181,14 @@ mod tests {
         assert_eq!(parse_cpu_busy_ticks(stat, 2), None);
         assert_eq!(parse_cpu_busy_ticks("cpu0 1 2 3\n", 0), None);
         assert!(cpu_busy_seconds(0).unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn all_cpus_busy_and_total() {
+        let stat = "cpu  10 1 5 100 7 2 3 4 9 0\ncpu0 10 1 5 100 7 2 3 4 9 0\n";
+        // user nice system idle iowait irq softirq steal (guest is inside user).
+        assert_eq!(parse_all_cpus_ticks(stat), (10 + 1 + 5 + 2 + 3 + 4, 132));
+        assert_eq!(parse_all_cpus_ticks(""), (0, 0));
     }
 
     #[test]
