@@ -45,7 +45,7 @@ pub enum Format {
 
 impl Default for Format {
     fn default() -> Self {
-        Format::Rtp { payload_type: Some(33), clock_rate: 90_000 }
+        Format::Rtp { payload_type: Some(rtp::PT_MP2T), clock_rate: 90_000 }
     }
 }
 
@@ -58,12 +58,12 @@ impl Format {
             Format::UdpTs => {
                 gst::Caps::builder("video/mpegts").field("systemstream", true).field("packetsize", 188i32).build()
             }
-            Format::Rtp { payload_type: None | Some(33), clock_rate: 90_000 } => {
+            Format::Rtp { payload_type: None | Some(rtp::PT_MP2T), clock_rate: 90_000 } => {
                 gst::Caps::builder("application/x-rtp")
                     .field("media", "video")
                     .field("clock-rate", 90_000i32)
                     .field("encoding-name", "MP2T")
-                    .field("payload", 33i32)
+                    .field("payload", i32::from(rtp::PT_MP2T))
                     .build()
             }
             Format::Rtp { payload_type, clock_rate } => {
