@@ -2,10 +2,10 @@
 //! `rtpmgrd [--config PATH] [--check-config]`
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
 use rtpmgr_config::{BackendKind, Config};
 use rtpmgrd::backend::{kernel::KernelBackend, sim::SimBackend, Backend};
+use rtpmgrd::daemon::signals;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -67,12 +67,7 @@ const DEVICE_RETRY_MAX: Duration = Duration::from_secs(10);
 fn open_device_waiting(path: &Path) -> std::io::Result<Option<KernelBackend>> {
     // The signals rtpmgrd handles are blocked from here on (daemon::run
     // reads them from its own signalfd); while waiting, read them here.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block()?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let signals = signals::block_and_open()?;
     let mut delay = DEVICE_RETRY_MIN;
     let mut last = String::new();
     loop {
