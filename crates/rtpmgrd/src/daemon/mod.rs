@@ -14,6 +14,7 @@
 mod control;
 mod report;
 pub mod signals;
+mod streams;
 mod supervisor;
 mod threads;
 

@@ -5,6 +5,7 @@
 //! apart from the code that starts and stops streams; its JSON shape is
 //! `rtpmgr_control::StatusReport`'s, which tests and rtpmgrctl pin.
 
+use super::streams::StreamState;
 use super::supervisor::Daemon;
 use crate::net;
 use crate::stream::Stream;
@@ -27,19 +28,24 @@ impl Daemon {
             let (p, c, _) = self.region.snapshot(ring);
             abi::ring_fill(p, c, g.slot_count).unwrap_or(u32::MAX)
         };
-        let (_, streams) = self.table.snapshot();
-        let mut reports: Vec<StreamReport> = streams.iter().map(|s| self.stream_report(s)).collect();
-        for k in &self.kernel {
-            reports.push(k.report(self.backend.as_ref(), config_report(&k.config)));
-        }
-        for w in &self.failed {
-            let retry = w.next_try.saturating_duration_since(Instant::now());
-            reports.push(StreamReport {
-                state: "failed".into(),
-                error: Some(format!("{} (attempt {}, next in {:.0?})", w.error, w.attempts, retry)),
-                ..config_report(&w.config)
-            });
-        }
+        let reports: Vec<StreamReport> = self
+            .streams
+            .in_report_order()
+            .into_iter()
+            .map(|state| match state {
+                StreamState::Running(s) => self.stream_report(s, None),
+                StreamState::Fallback { stream, reason } => self.stream_report(stream, Some(reason)),
+                StreamState::Kernel(k) => k.report(self.backend.as_ref(), config_report(&k.config)),
+                StreamState::Failed(w) => {
+                    let retry = w.next_try.saturating_duration_since(Instant::now());
+                    StreamReport {
+                        state: "failed".into(),
+                        error: Some(format!("{} (attempt {}, next in {:.0?})", w.error, w.attempts, retry)),
+                        ..config_report(&w.config)
+                    }
+                }
+            })
+            .collect();
         StatusReport {
             ok: true,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -79,7 +85,9 @@ impl Daemon {
         }
     }
 
-    fn stream_report(&self, s: &Stream) -> StreamReport {
+    /// A user-space stream's report; `fallback`: why its `mode = "kernel"`
+    /// runs in user space.
+    fn stream_report(&self, s: &Stream, fallback: Option<&String>) -> StreamReport {
         let dev = self.backend.status(s.id).map(|st| st.stream).unwrap_or_default();
         let c = s.counters();
         let (mut lost, mut duplicates, mut reordered) = (0i64, 0u64, 0u64);
@@ -166,7 +174,7 @@ impl Daemon {
             id: s.id,
             state: "running".into(),
             mode: "user".into(),
-            fallback: self.fallbacks.get(&s.config.name).cloned(),
+            fallback: fallback.cloned(),
             packets: c.packets,
             bytes: c.bytes,
             lost,

@@ -9,17 +9,17 @@
 //! thread; the data threads see only the published [`StreamTable`].
 
 use super::report::dir_name;
+use super::streams::{StreamState, Streams};
 use super::threads::DataThreads;
 use super::{ctx, PORT_CHECK_INTERVAL};
 use crate::backend::{find_port, Backend};
-use crate::kernel_path::{self, KernelStream};
+use crate::kernel_path;
 use crate::net;
 use crate::stream::{direction_bits, Stream, StreamTable};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Config, DataPath, Direction, StreamConfig};
 use rtpmgr_ring::{Region, RingId};
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -45,7 +45,7 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    fn new(config: StreamConfig, error: String) -> Waiting {
+    pub(super) fn new(config: StreamConfig, error: String) -> Waiting {
         Waiting { config, error, attempts: 1, next_try: Instant::now() + RETRY_MIN }
     }
 
@@ -60,16 +60,10 @@ pub struct Daemon {
     pub(super) config: Config,
     pub(super) backend: Arc<dyn Backend>,
     pub(super) region: Arc<Region>,
-    pub(super) table: Arc<StreamTable>,
-    /// `mode = "kernel"` streams the module runs.
-    pub(super) kernel: Vec<KernelStream>,
-    /// `mode = "kernel"` streams running in user space instead, and why.
-    pub(super) fallbacks: HashMap<String, String>,
+    /// Every configured stream and what it is doing.
+    pub(super) streams: Streams,
     /// Where [`Daemon::free_ids`] looks first.
     next_id: Cell<u32>,
-    /// Streams of the configuration that are not running, with the reason;
-    /// retried with backoff.
-    pub(super) failed: Vec<Waiting>,
     next_port_check: Instant,
     pub(super) threads: DataThreads,
     pub(super) started: Instant,
@@ -108,11 +102,8 @@ impl Daemon {
             config: Config { streams: Vec::new(), ..config.clone() },
             backend,
             region,
-            table,
-            kernel: Vec::new(),
-            fallbacks: HashMap::new(),
+            streams: Streams::new(table),
             next_id: Cell::new(0),
-            failed: Vec::new(),
             next_port_check: Instant::now() + PORT_CHECK_INTERVAL,
             threads,
             started: Instant::now(),
@@ -128,16 +119,10 @@ impl Daemon {
     /// to-device ring, and its id must not name a new stream (perhaps a
     /// kernel sender to another destination) before the device took them.
     fn free_ids(&self, n: usize) -> io::Result<Vec<u32>> {
-        let (_, running) = self.table.snapshot();
         let start = self.next_id.get();
         let max = self.max_streams;
-        let ids: Vec<u32> = (0..max)
-            .map(|i| (start + i) % max)
-            .filter(|id| {
-                running.iter().all(|s| s.id != *id) && self.kernel.iter().all(|k| k.rx_id != *id && k.target_id != *id)
-            })
-            .take(n)
-            .collect();
+        let ids: Vec<u32> =
+            (0..max).map(|i| (start + i) % max).filter(|&id| !self.streams.uses_id(id)).take(n).collect();
         if ids.len() < n {
             return Err(io::Error::other(format!("no free stream id (at most {max})")));
         }
@@ -152,17 +137,14 @@ impl Daemon {
         self.config.daemon.status_interval_secs
     }
 
-    fn is_running(&self, name: &str) -> bool {
-        self.table.get(name).is_some() || self.kernel.iter().any(|k| k.config.name == name)
-    }
-
     /// Start a stream on the path its `mode` asks for; a `mode = "kernel"`
     /// stream the device cannot run starts in user space, with a log line.
-    fn start_any(&mut self, cfg: &StreamConfig) -> io::Result<()> {
-        self.fallbacks.remove(&cfg.name);
+    /// The state it runs in is the caller's to record.
+    fn start_any(&self, cfg: &StreamConfig) -> io::Result<StreamState> {
+        let mut fallback = None;
         if let (DataPath::Kernel, Some(reason)) = (cfg.mode, user_space_only(cfg)) {
             log::warn!("stream {}: mode = \"kernel\" is not available: {reason}; running it in user space", cfg.name);
-            self.fallbacks.insert(cfg.name.clone(), reason);
+            fallback = Some(reason);
         } else if cfg.mode == DataPath::Kernel {
             let ids = self.free_ids(2)?;
             let buffer = self.config.daemon.socket_buffer_bytes;
@@ -180,8 +162,7 @@ impl Daemon {
                         k.rx_id,
                         k.target_id
                     );
-                    self.kernel.push(k);
-                    return Ok(());
+                    return Ok(StreamState::Kernel(k));
                 }
                 Err(kernel_path::StartError::Failed(e)) => return Err(e),
                 Err(kernel_path::StartError::Unsupported(reason)) => {
@@ -189,14 +170,20 @@ impl Daemon {
                         "stream {}: mode = \"kernel\" is not available: {reason}; running it in user space",
                         cfg.name
                     );
-                    self.fallbacks.insert(cfg.name.clone(), reason);
+                    fallback = Some(reason);
                 }
             }
         }
-        self.start_stream(cfg)
+        let stream = self.start_stream(cfg)?;
+        Ok(match fallback {
+            Some(reason) => StreamState::Fallback { stream, reason },
+            None => StreamState::Running(stream),
+        })
     }
 
-    fn start_stream(&self, cfg: &StreamConfig) -> io::Result<()> {
+    /// Open a user-space stream's sockets and start it on the device; the
+    /// caller publishes it to the data threads.
+    fn start_stream(&self, cfg: &StreamConfig) -> io::Result<Arc<Stream>> {
         let port = find_port(self.backend.as_ref(), &cfg.media_port)?;
         let id = self.free_ids(1)?[0];
         let socket = net::open_stream_socket(
@@ -208,6 +195,20 @@ impl Daemon {
             Some(_) => Some(net::open_rtcp_socket(cfg)?),
             None => None,
         };
+        let fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
+        let leg2_socket = match cfg.leg2_view() {
+            Some(leg) => Some(
+                net::open_stream_socket(
+                    &leg,
+                    self.config.daemon.socket_buffer_bytes,
+                    self.config.daemon.receive_timestamps,
+                )
+                .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?,
+            ),
+            None => None,
+        };
+        // Every socket is open before START_STREAM: what fails after it
+        // would leave the id started on the device.
         self.backend.start_stream(id, port.index, direction_bits(cfg.direction)).map_err(|e| ctx("START_STREAM", e))?;
         // Started on the device before the threads see it, so no slot ever
         // names a stream the device does not know.
@@ -219,18 +220,8 @@ impl Daemon {
             }
         }
         stream.rtcp_socket = rtcp_socket;
-        stream.fec_sockets = net::open_fec_sockets(cfg, self.config.daemon.socket_buffer_bytes)?;
-        if let Some(leg) = cfg.leg2_view() {
-            let s = net::open_stream_socket(
-                &leg,
-                self.config.daemon.socket_buffer_bytes,
-                self.config.daemon.receive_timestamps,
-            )
-            .map_err(|e| ctx(format_args!("leg2 {}", leg.bind), e))?;
-            stream.leg2_socket = Some(s);
-        }
-        self.table.insert(Arc::new(stream));
-        self.threads.wake();
+        stream.fec_sockets = fec_sockets;
+        stream.leg2_socket = leg2_socket;
         log::info!(
             "stream {} started: {} {} via port {} (id {id})",
             cfg.name,
@@ -238,41 +229,66 @@ impl Daemon {
             cfg.bind,
             cfg.media_port
         );
-        Ok(())
+        Ok(Arc::new(stream))
     }
 
-    fn stop_stream(&mut self, name: &str) {
-        if let Some(s) = self.table.remove(name) {
+    /// Record the state a stream now runs in (publishing a user-space one
+    /// to the data threads) or its failure.
+    fn record(&mut self, state: StreamState) {
+        let user = state.user_stream().is_some();
+        self.streams.put(state);
+        if user {
             self.threads.wake();
-            if let Err(e) = self.backend.stop_stream(s.id) {
-                log::warn!("stream {name}: STOP_STREAM: {e}");
+        }
+    }
+
+    /// Stop a running stream and forget it; a failed one is only forgotten.
+    fn stop_stream(&mut self, name: &str) {
+        match self.streams.take(name) {
+            Some(StreamState::Running(s) | StreamState::Fallback { stream: s, .. }) => {
+                // Out of the threads' table (take) and the threads told,
+                // before the device forgets the id.
+                self.threads.wake();
+                if let Err(e) = self.backend.stop_stream(s.id) {
+                    log::warn!("stream {name}: STOP_STREAM: {e}");
+                }
+                log::info!("stream {name} stopped");
             }
-            log::info!("stream {name} stopped");
+            Some(StreamState::Kernel(k)) => {
+                k.stop(self.backend.as_ref());
+                log::info!("stream {name} stopped (kernel)");
+            }
+            Some(StreamState::Failed(_)) | None => {}
         }
-        if let Some(i) = self.kernel.iter().position(|k| k.config.name == name) {
-            self.kernel.remove(i).stop(self.backend.as_ref());
-            log::info!("stream {name} stopped (kernel)");
-        }
-        self.fallbacks.remove(name);
     }
 
     /// Make the running streams match `wanted`: stop what is gone or
     /// changed, start what is new or changed, leave the rest untouched.
     fn apply_streams(&mut self, wanted: &[StreamConfig]) {
-        let (_, running) = self.table.snapshot();
-        let running = running.iter().map(|s| &s.config).chain(self.kernel.iter().map(|k| &k.config));
-        let stale: Vec<String> = running.filter(|c| !wanted.iter().any(|w| w == *c)).map(|c| c.name.clone()).collect();
+        let stale: Vec<String> = self
+            .streams
+            .in_report_order()
+            .into_iter()
+            .filter(|s| s.is_running() && !wanted.iter().any(|w| w == s.config()))
+            .map(|s| s.config().name.clone())
+            .collect();
         for name in stale {
             self.stop_stream(&name);
         }
-        self.failed.clear();
+        // Failed streams start afresh: the wanted ones are tried now.
+        for name in self.streams.failed_names() {
+            self.streams.take(&name);
+        }
         for w in wanted {
-            if self.is_running(&w.name) {
+            if self.streams.is_running(&w.name) {
                 continue; // unchanged and running
             }
-            if let Err(e) = self.start_any(w) {
-                log::error!("stream {}: cannot start: {e}; retrying in {RETRY_MIN:?}", w.name);
-                self.failed.push(Waiting::new(w.clone(), e.to_string()));
+            match self.start_any(w) {
+                Ok(state) => self.record(state),
+                Err(e) => {
+                    log::error!("stream {}: cannot start: {e}; retrying in {RETRY_MIN:?}", w.name);
+                    self.record(StreamState::Failed(Waiting::new(w.clone(), e.to_string())));
+                }
             }
         }
     }
@@ -281,15 +297,21 @@ impl Daemon {
     /// loop, at least once a second.
     pub(super) fn retry_failed(&mut self) {
         let now = Instant::now();
-        let mut still = Vec::with_capacity(self.failed.len());
-        for mut w in std::mem::take(&mut self.failed) {
+        for name in self.streams.failed_names() {
+            let Some(w) = self.streams.waiting_mut(&name) else { continue };
             if w.next_try > now {
-                still.push(w);
                 continue;
             }
-            match self.start_any(&w.config) {
-                Ok(()) => log::info!("stream {}: running again after {} failed attempts", w.config.name, w.attempts),
+            let config = w.config.clone();
+            match self.start_any(&config) {
+                Ok(state) => {
+                    if let Some(StreamState::Failed(w)) = self.streams.take(&name) {
+                        log::info!("stream {name}: running again after {} failed attempts", w.attempts);
+                    }
+                    self.record(state);
+                }
                 Err(e) => {
+                    let Some(w) = self.streams.waiting_mut(&name) else { continue };
                     let delay = Waiting::backoff(w.attempts);
                     let error = e.to_string();
                     if error != w.error {
@@ -300,11 +322,9 @@ impl Daemon {
                     w.attempts += 1;
                     w.error = error;
                     w.next_try = now + delay;
-                    still.push(w);
                 }
             }
         }
-        self.failed = still;
     }
 
     /// Stop the streams whose media port went away (unbound or unplugged
@@ -316,11 +336,15 @@ impl Daemon {
             return;
         }
         self.next_port_check = now + PORT_CHECK_INTERVAL;
-        let (_, running) = self.table.snapshot();
-        let on_ports: Vec<(u32, StreamConfig)> = running
-            .iter()
-            .map(|s| (s.port, s.config.clone()))
-            .chain(self.kernel.iter().filter_map(|k| Some((k.port?, k.config.clone()))))
+        let on_ports: Vec<(u32, StreamConfig)> = self
+            .streams
+            .in_report_order()
+            .into_iter()
+            .filter_map(|state| match state {
+                StreamState::Running(s) | StreamState::Fallback { stream: s, .. } => Some((s.port, s.config.clone())),
+                StreamState::Kernel(k) => Some((k.port?, k.config.clone())),
+                StreamState::Failed(_) => None,
+            })
             .collect();
         for (port, config) in on_ports {
             let gone = match self.backend.port(port) {
@@ -335,7 +359,7 @@ impl Daemon {
             );
             self.stop_stream(&config.name);
             let error = format!("media port {} went away: {gone}", config.media_port);
-            self.failed.push(Waiting::new(config, error));
+            self.record(StreamState::Failed(Waiting::new(config, error)));
         }
     }
 
@@ -345,8 +369,7 @@ impl Daemon {
     /// device. Down and up keeps the index, and the kernel re-sends its
     /// reports by itself. Called with the port check, once a second.
     pub(super) fn check_multicast(&self) {
-        let (_, running) = self.table.snapshot();
-        for s in &running {
+        for s in self.streams.in_report_order().into_iter().filter_map(StreamState::user_stream) {
             let legs = [(Some(s.config.clone()), Some(&s.socket)), (s.config.leg2_view(), s.leg2_socket.as_ref())];
             for (leg, (cfg, sock)) in legs.iter().enumerate() {
                 let (Some(cfg), Some(sock)) = (cfg, sock) else { continue };
@@ -430,15 +453,14 @@ impl Daemon {
             self.config_path.display(),
             after.len(),
             started,
-            self.failed.len()
+            self.streams.failed_names().len()
         );
         log::info!("{msg}");
         Ok(msg)
     }
 
     fn running_names(&self) -> Vec<String> {
-        let (_, running) = self.table.snapshot();
-        running.iter().map(|s| &s.config).chain(self.kernel.iter().map(|k| &k.config)).map(|c| c.name.clone()).collect()
+        self.streams.running_names()
     }
 
     /// Graceful stop: stop reading the network, let the device and the
