@@ -10,12 +10,12 @@
 //! the device's `poll` descriptor and its own waker, or in `WAIT` where the
 //! device has no `poll`.
 
-use crate::backend::Backend;
 use crate::stream::{Stream, StreamTable};
 use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
 use nix::errno::Errno;
 use nix::sys::socket::{sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY};
+use rtpmgr_device::Backend;
 use rtpmgr_ring::{Consumer, Region, RingId};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};

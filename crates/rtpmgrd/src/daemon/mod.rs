@@ -20,9 +20,9 @@ mod threads;
 
 pub use supervisor::Daemon;
 
-use crate::backend::Backend;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rtpmgr_config::Config;
+use rtpmgr_device::Backend;
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;

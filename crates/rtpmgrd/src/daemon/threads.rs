@@ -6,12 +6,12 @@
 //! about streams: it is the handles, stop flags, wakers and counters the
 //! threads share with the controller.
 
-use crate::backend::Backend;
 use crate::receiver::Receiver;
 use crate::stream::StreamTable;
 use crate::transmitter::Transmitter;
 use crate::wait::{ThreadStats, Waker};
 use rtpmgr_config::{Config, Layout};
+use rtpmgr_device::Backend;
 use rtpmgr_ring::Region;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
