@@ -392,14 +392,12 @@ mod tests {
     use std::path::Path;
     use std::time::Instant;
 
-    /// An egress stream on the simulator's loopback port (started in both
-    /// directions there, so what is written to-device comes back
-    /// from-device, as a peripheral's output would): its packets reach the
-    /// destination through the connected socket, all counted as sent.
-    fn egress_through_connected_socket(gso: bool, lens: &[usize]) {
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let dest = peer.local_addr().unwrap();
+    /// Run packets of `lens` bytes (the `i`th filled with `i`) through an
+    /// egress stream to `dest` on the simulator's loopback port (started in
+    /// both directions there, so what is written to-device comes back
+    /// from-device, as a peripheral's output would); the stream once the
+    /// transmitter has taken them all.
+    fn egress(gso: bool, lens: &[usize], dest: std::net::SocketAddr) -> Arc<Stream> {
         let text = format!(
             "[[stream]]\nname = \"e\"\ndirection = \"egress\"\nbind = \"127.0.0.1:0\"\ndestination = \"{dest}\"\nmedia_port = \"loopback\"\n"
         );
@@ -442,6 +440,15 @@ mod tests {
             }
             taken += n as usize;
         }
+        stream
+    }
+
+    /// An egress stream's packets reach the destination through the
+    /// connected socket, all counted as sent.
+    fn egress_through_connected_socket(gso: bool, lens: &[usize]) {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let stream = egress(gso, lens, peer.local_addr().unwrap());
         let mut buf = [0u8; 2048];
         for (i, &len) in lens.iter().enumerate() {
             let (n, from) = peer.recv_from(&mut buf).unwrap();
@@ -462,6 +469,27 @@ mod tests {
     fn an_egress_stream_sends_on_its_connected_socket_with_gso() {
         // A GSO group of three, then datagrams one by one.
         egress_through_connected_socket(true, &[1316, 1316, 200, 1316, 7]);
+    }
+
+    /// Nobody listens at the destination: each datagram draws an ICMP port
+    /// unreachable, which a connected socket (unlike an unconnected one)
+    /// reports on its next send. Every datagram still goes out and none
+    /// counts as an error, as before the socket was connected.
+    #[test]
+    fn a_connected_socket_sends_past_icmp_errors_of_earlier_datagrams() {
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // With GSO, each send is a group of three (one call) or a lone
+        // datagram (a sendmmsg of one), so the error of the previous call's
+        // datagrams is pending when the next call begins: both the GSO and
+        // the sendmmsg path meet it. Without GSO, one sendmmsg meets them
+        // between its datagrams, where the kernel ends the call early.
+        let lens: Vec<usize> = [100, 100, 50, 7].repeat(5);
+        for gso in [false, true] {
+            let stream = egress(gso, &lens, closed);
+            assert!(stream.connected);
+            let c = stream.counters();
+            assert_eq!((c.sent_packets, c.send_errors), (20, 0), "gso {gso}");
+        }
     }
 
     #[test]
