@@ -5,6 +5,13 @@
 //!
 //! Errors are the kernel's errnos as `io::Error` (`raw_os_error()` holds the
 //! errno), so callers can tell `ETIMEDOUT` from `EINTR` from `EINVAL`.
+//!
+//! [`Backend`] is the device's contract as a trait, implemented here by
+//! [`Device`] and in rtpmgrd by its simulator (see [`backend`]).
+
+pub mod backend;
+
+pub use backend::{find_port, Backend};
 
 use nix::errno::Errno;
 use rtpmgr_abi::{self as abi, IoctlArg};

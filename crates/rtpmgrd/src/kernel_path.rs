@@ -29,12 +29,12 @@
 //! `FEATURE_NET_STREAMS`, an option the `udp` port does not implement) the
 //! caller falls back to the user-space path and logs the reason.
 
-use crate::backend::{find_port, Backend};
 use crate::net::{open_sender_socket, open_stream_socket};
 use rtpmgr_abi as abi;
 use rtpmgr_config::{Direction, StreamConfig, StreamFormat};
 use rtpmgr_control::{StreamReport, TsReport};
 use rtpmgr_device::net_stream_spec;
+use rtpmgr_device::{find_port, Backend};
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 //! rtpmgrd: moves RTP between UDP sockets and the rtpmgr packet rings.
 //!
-//! * [`backend`]: the device, behind one trait shaped after the ioctl set;
+//! * [`sim`]: the simulator backend, the module played in-process; the
+//!   real device and the trait both implement (`rtpmgr_device::Backend`)
+//!   live in `rtpmgr-device`;
 //! * [`receiver`]: UDP/RTP → to-device ring (`recvmmsg` into ring slots);
 //! * [`transmitter`]: from-device ring → UDP (`sendmmsg` from ring slots);
 //! * [`daemon`]: the controller (configuration, streams, control socket,
@@ -10,13 +12,13 @@
 //! * [`net`]: socket set-up, multicast joins;
 //! * [`rtcp`]: a stream's RTCP: reports, NACKs, what peers report.
 
-pub mod backend;
 pub mod daemon;
 pub mod kernel_path;
 pub mod net;
 pub mod receiver;
 pub mod rtc;
 pub mod rtcp;
+pub mod sim;
 pub mod stream;
 pub mod transmitter;
 pub mod wait;

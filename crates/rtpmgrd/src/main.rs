@@ -2,10 +2,11 @@
 //! `rtpmgrd [--config PATH] [--check-config]`
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
 use rtpmgr_config::{BackendKind, Config};
-use rtpmgrd::backend::{kernel::KernelBackend, sim::SimBackend, Backend};
+use rtpmgr_device::{Backend, Device};
+use rtpmgrd::daemon::signals;
+use rtpmgrd::sim::SimBackend;
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,18 @@ fn parse_args() -> Result<Option<Args>, String> {
     Ok(Some(args))
 }
 
+/// Open one session of the module, saying what a missing node most likely
+/// means.
+fn open_device(path: &Path) -> std::io::Result<Device> {
+    Device::open(path).map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            std::io::Error::new(e.kind(), format!("{e} (is the rtpmgr module loaded?)"))
+        } else {
+            e
+        }
+    })
+}
+
 /// First and longest pause between attempts to open a missing device.
 const DEVICE_RETRY_MIN: Duration = Duration::from_millis(250);
 const DEVICE_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -64,19 +77,14 @@ const DEVICE_RETRY_MAX: Duration = Duration::from_secs(10);
 /// back. Retries with backoff while the device is missing (ENOENT, ENODEV,
 /// ENXIO) or not yet ours (EACCES, EPERM); any other error is fatal.
 /// SIGTERM or SIGINT ends the wait: `Ok(None)`.
-fn open_device_waiting(path: &Path) -> std::io::Result<Option<KernelBackend>> {
+fn open_device_waiting(path: &Path) -> std::io::Result<Option<Device>> {
     // The signals rtpmgrd handles are blocked from here on (daemon::run
     // reads them from its own signalfd); while waiting, read them here.
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block()?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let signals = signals::block_and_open()?;
     let mut delay = DEVICE_RETRY_MIN;
     let mut last = String::new();
     loop {
-        match KernelBackend::open(path) {
+        match open_device(path) {
             Ok(k) => {
                 if !last.is_empty() {
                     log::info!("{} is here", path.display());

@@ -4,7 +4,7 @@
 //! multicast TTL.
 
 use nix::sys::socket::{self as sock, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
-use rtpmgr_config::{Direction, StreamConfig};
+use rtpmgr_config::{Direction, RtcpMode, StreamConfig};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -37,7 +37,32 @@ pub fn open_stream_socket(cfg: &StreamConfig, buffer_bytes: u32, timestamps: boo
     if let (Some(ttl), Some(dest)) = (cfg.multicast_ttl, cfg.destination) {
         set_multicast_ttl(&fd, dest, ttl)?;
     }
+    if let (Direction::Egress, RtcpMode::Off | RtcpMode::PortPlus1, Some(dest)) =
+        (cfg.direction, cfg.rtcp, cfg.destination)
+    {
+        // After the TTL, as for the kernel relay's sender.
+        connect_sender(&fd, dest, &cfg.name);
+    }
     Ok(UdpSocket::from(fd))
+}
+
+/// Connect an egress stream's socket to its one destination, so that the
+/// transmitter's sends name no address and the kernel looks the route up
+/// once, here, instead of for every datagram (issue 18).
+///
+/// Only a socket that receives nothing: a connected UDP socket gets
+/// datagrams from its peer only, which would cut a relay off from its
+/// senders, and an egress stream's `rtcp = "mux"` socket off from the
+/// reports of receivers, which send from their own addresses (a group's
+/// receivers all do). The bound address and port stay as they are; with a wildcard
+/// bind the source address is chosen now by the route, as each `sendto`
+/// chose it. A connect that fails (no route yet) leaves the socket
+/// unconnected, and the transmitter names the address per datagram as it
+/// always did, so the stream starts and its sends fail and count the same.
+fn connect_sender(fd: &OwnedFd, dest: SocketAddr, stream: &str) {
+    if let Err(e) = sock::connect(fd.as_raw_fd(), &SockaddrStorage::from(dest)) {
+        log::debug!("stream {stream}: connect {dest}: {e}; sending with an address per datagram");
+    }
 }
 
 /// The sending socket of a `mode = "kernel"` relay, which the module sends
@@ -270,5 +295,85 @@ fn set_multicast_ttl(fd: &OwnedFd, dest: SocketAddr, ttl: u8) -> io::Result<()> 
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn stream(direction: &str, bind: &str, destination: SocketAddr) -> StreamConfig {
+        let text = format!(
+            "[[stream]]\nname = \"s\"\ndirection = \"{direction}\"\nbind = \"{bind}\"\ndestination = \"{destination}\"\n"
+        );
+        rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0)
+    }
+
+    #[test]
+    fn an_egress_socket_is_connected_to_its_destination_ipv4_and_ipv6() {
+        for (bind, peer) in [("127.0.0.1:0", "127.0.0.1:0"), ("[::1]:0", "[::1]:0")] {
+            let peer = UdpSocket::bind(peer).unwrap();
+            let dest = peer.local_addr().unwrap();
+            let s = open_stream_socket(&stream("egress", bind, dest), 1 << 16, true).unwrap();
+            assert_eq!(s.peer_addr().unwrap(), dest, "bound at {bind}");
+            // Still bound where configured: the address, an ephemeral port.
+            assert_eq!(s.local_addr().unwrap().ip(), bind.parse::<SocketAddr>().unwrap().ip());
+            // send() without an address reaches the destination.
+            s.send(b"x").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 4];
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((n, from), (1, s.local_addr().unwrap()));
+        }
+    }
+
+    #[test]
+    fn an_egress_socket_to_a_group_keeps_its_ttl_when_connected() {
+        let dest: SocketAddr = "239.1.2.3:5004".parse().unwrap();
+        let text = format!(
+            "[[stream]]\nname = \"m\"\ndirection = \"egress\"\nbind = \"0.0.0.0:0\"\ndestination = \"{dest}\"\nmulticast_ttl = 7\n"
+        );
+        let cfg = rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0);
+        let s = open_stream_socket(&cfg, 1 << 16, false).unwrap();
+        assert_eq!(s.multicast_ttl_v4().unwrap(), 7);
+        // Connected where a route to the group exists (not in every
+        // network namespace); either way the socket is usable.
+        if let Ok(peer) = s.peer_addr() {
+            assert_eq!(peer, dest);
+        }
+    }
+
+    #[test]
+    fn an_egress_socket_with_muxed_rtcp_stays_unconnected() {
+        // Receivers report from their own addresses, not the destination's.
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let egress = |rtcp: &str| {
+            let text = format!(
+                "[[stream]]\nname = \"m\"\ndirection = \"egress\"\nbind = \"127.0.0.1:{port}\"\n\
+                 destination = \"127.0.0.1:9\"\nrtcp = \"{rtcp}\"\n"
+            );
+            let cfg = rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0);
+            open_stream_socket(&cfg, 1 << 16, false).unwrap()
+        };
+        assert!(egress("mux").peer_addr().is_err());
+        // Its own RTCP socket (port + 1) leaves the RTP socket to send only.
+        assert!(egress("port+1").peer_addr().is_ok());
+    }
+
+    #[test]
+    fn a_relay_socket_stays_unconnected_and_hears_any_sender() {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let s = open_stream_socket(&stream("relay", &format!("127.0.0.1:{port}"), dest), 1 << 16, false).unwrap();
+        assert!(s.peer_addr().is_err());
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.send_to(b"rtp", s.local_addr().unwrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(s.recv_from(&mut buf).unwrap(), (3, sender.local_addr().unwrap()));
     }
 }

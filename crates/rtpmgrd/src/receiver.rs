@@ -17,7 +17,6 @@
 //! only for such streams); a gap is waited for up to `reorder_ms`, a
 //! deadline the thread's poll timeout honours.
 
-use crate::backend::Backend;
 use crate::rtcp;
 use crate::stream::{Stream, StreamCounters, StreamTable};
 use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
@@ -27,6 +26,7 @@ use nix::sys::time::TimeSpec;
 use rtp::reorder::{Insert, ReorderBuffer};
 use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY, WAIT_TO_DEV_SPACE};
 use rtpmgr_config::{RingFullPolicy, RtcpMode, StreamFormat};
+use rtpmgr_device::Backend;
 use rtpmgr_ring::{Producer, Region, RingId};
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;

@@ -5,9 +5,9 @@
 //! thread of rtpmgrd's on its way (the device's own worker aside): no
 //! hand-off wake-up between a receiver and a transmitter.
 
-use crate::backend::Backend;
 use crate::receiver::Receiver;
 use crate::transmitter::Transmitter;
+use rtpmgr_device::Backend;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 

@@ -81,6 +81,9 @@ pub struct Stream {
     /// Times a group was joined again.
     pub rejoins: AtomicU64,
     pub destination: Option<SockaddrStorage>,
+    /// `socket` is connected to `destination` (an egress stream, see
+    /// `net::open_stream_socket`): sends go without an address.
+    pub connected: bool,
     counters: Mutex<StreamCounters>,
 }
 
@@ -89,6 +92,7 @@ impl Stream {
     /// reorder buffer's entries).
     pub fn new(id: u32, config: StreamConfig, port: u32, socket: UdpSocket, max_packet: usize) -> Stream {
         let destination = config.destination.map(SockaddrStorage::from);
+        let connected = destination.is_some() && socket.peer_addr().is_ok();
         let counters = StreamCounters {
             rtp: rtp::StreamStats::new(config.effective_clock_rate(), MAX_SOURCES),
             ts: analyses_ts(&config).then(|| {
@@ -126,6 +130,7 @@ impl Stream {
             joined_ifindex: [AtomicU32::new(0), AtomicU32::new(0)],
             rejoins: AtomicU64::new(0),
             destination,
+            connected,
             counters: Mutex::new(counters),
         }
     }

@@ -9,13 +9,21 @@
 //! end (in the driver or NIC where it can). The thread sleeps in epoll on
 //! the device's `poll` descriptor and its own waker, or in `WAIT` where the
 //! device has no `poll`.
+//!
+//! An egress stream's socket is connected to its destination
+//! (`net::open_stream_socket`): its sends carry no address, and the kernel
+//! reuses the route it found at `connect` instead of looking it up for
+//! every datagram. A connected socket also reports the ICMP errors of
+//! earlier datagrams (port unreachable, ...) on a later send, which an
+//! unconnected one ignores; a failed send on it is therefore tried once
+//! more before it counts, so a stream sends and counts as it did unconnected.
 
-use crate::backend::Backend;
 use crate::stream::{Stream, StreamTable};
 use crate::wait::{Poller, ThreadStats, Waker, IDLE_MS, WAKER_TOKEN};
 use nix::errno::Errno;
 use nix::sys::socket::{sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use rtpmgr_abi::{SlotHeader, WAIT_FROM_DEV_READY};
+use rtpmgr_device::Backend;
 use rtpmgr_ring::{Consumer, Region, RingId};
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, RawFd};
@@ -69,7 +77,8 @@ pub struct Transmitter {
     stop: Arc<AtomicBool>,
     consumer: Consumer,
     headers: MultiHeaders<SockaddrStorage>,
-    /// The destination of each datagram of a `sendmmsg`, kept between calls.
+    /// The destination of each datagram of a `sendmmsg` (`None` on a
+    /// connected socket), kept between calls.
     addrs: Vec<Option<SockaddrStorage>>,
     /// From-device slots that named no stream able to send (stopped
     /// meanwhile, or an ingress-only stream): counted, then released.
@@ -245,7 +254,11 @@ impl Transmitter {
             self.unroutable.fetch_add(run.len() as u64, Ordering::Relaxed);
             return;
         };
+        // A connected socket sends to its peer: no address per datagram.
+        let to = (!stream.connected).then_some(dest);
         let fd = stream.socket.as_raw_fd();
+        // The slot whose send failed once already on a connected socket.
+        let mut retried = usize::MAX;
         let mut sent_packets = 0u64;
         let mut sent_bytes = 0u64;
         let mut errors = 0u64;
@@ -257,7 +270,7 @@ impl Transmitter {
             if self.gso {
                 let g = gso_group(run[k..].iter().map(|h| h.len as usize));
                 if g >= 2 {
-                    match self.send_gso(fd, dest, first + k as u32, &run[k..k + g]) {
+                    match self.send_gso(fd, to.as_ref(), first + k as u32, &run[k..k + g]) {
                         Ok(bytes) => {
                             ThreadStats::add(&self.stats.gso_sends, 1);
                             sent_packets += g as u64;
@@ -272,6 +285,7 @@ impl Transmitter {
                             );
                             self.gso = false;
                         }
+                        Err(_) if stream.connected && retried != k => retried = k,
                         Err(e) => {
                             // As for a failed first datagram of a sendmmsg,
                             // but the whole group shares the one call.
@@ -293,7 +307,7 @@ impl Transmitter {
                 *iov = [IoSlice::new(self.consumer.payload(first + (k + j) as u32, h.len))];
             }
             self.addrs.clear();
-            self.addrs.resize(count, Some(dest));
+            self.addrs.resize(count, to);
             let cmsgs: [ControlMessage<'_>; 0] = [];
             ThreadStats::add(&self.stats.syscalls, 1);
             match sendmmsg(fd, &mut self.headers, &iovs[..count], &self.addrs, cmsgs, MsgFlags::empty()) {
@@ -314,6 +328,9 @@ impl Transmitter {
                     }
                 }
                 Err(Errno::EINTR) => {}
+                // Perhaps an earlier datagram's ICMP error, which a
+                // connected socket reports (and forgets) here: once more.
+                Err(_) if stream.connected && retried != k => retried = k,
                 Err(e) => {
                     // The first datagram failed (unreachable network, no
                     // route, ...): count it and go on with the rest.
@@ -347,7 +364,14 @@ impl Transmitter {
 
     /// One `sendmsg` of slots `first..first + run.len()` with
     /// `UDP_SEGMENT` of the first one's size; the bytes sent.
-    fn send_gso(&mut self, fd: RawFd, dest: SockaddrStorage, first: u32, run: &[SlotHeader]) -> Result<usize, Errno> {
+    /// `to`: `None` on a connected socket.
+    fn send_gso(
+        &mut self,
+        fd: RawFd,
+        to: Option<&SockaddrStorage>,
+        first: u32,
+        run: &[SlotHeader],
+    ) -> Result<usize, Errno> {
         let mut iovs: [IoSlice<'_>; GSO_MAX_SEGMENTS] = [IoSlice::new(&[]); GSO_MAX_SEGMENTS];
         for (j, (iov, h)) in iovs.iter_mut().zip(run).enumerate() {
             *iov = IoSlice::new(self.consumer.payload(first + j as u32, h.len));
@@ -355,13 +379,118 @@ impl Transmitter {
         let segment = run[0].len as u16;
         let cmsgs = [ControlMessage::UdpGsoSegments(&segment)];
         ThreadStats::add(&self.stats.syscalls, 1);
-        sendmsg(fd, &iovs[..run.len()], &cmsgs, MsgFlags::empty(), Some(&dest))
+        sendmsg(fd, &iovs[..run.len()], &cmsgs, MsgFlags::empty(), to)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::SimBackend;
+    use rtpmgr_abi::{DIR_BOTH, PORT_LOOPBACK};
+    use std::net::UdpSocket;
+    use std::path::Path;
+    use std::time::Instant;
+
+    /// Run packets of `lens` bytes (the `i`th filled with `i`) through an
+    /// egress stream to `dest` on the simulator's loopback port (started in
+    /// both directions there, so what is written to-device comes back
+    /// from-device, as a peripheral's output would); the stream once the
+    /// transmitter has taken them all.
+    fn egress(gso: bool, lens: &[usize], dest: std::net::SocketAddr) -> Arc<Stream> {
+        let text = format!(
+            "[[stream]]\nname = \"e\"\ndirection = \"egress\"\nbind = \"127.0.0.1:0\"\ndestination = \"{dest}\"\nmedia_port = \"loopback\"\n"
+        );
+        let cfg = rtpmgr_config::Config::parse(&text, Path::new("t.toml")).unwrap().streams.remove(0);
+        let socket = crate::net::open_stream_socket(&cfg, 1 << 20, false).unwrap();
+        let sim: Arc<dyn Backend> = Arc::new(SimBackend::default());
+        let region = sim.configure(64, 2048).unwrap();
+        sim.start_stream(0, PORT_LOOPBACK, DIR_BOTH).unwrap();
+        let stream = Arc::new(Stream::new(0, cfg, PORT_LOOPBACK, socket, 2016));
+        assert!(stream.connected, "an egress socket is connected to its destination");
+        assert_eq!(stream.socket.peer_addr().unwrap(), dest);
+        let table = Arc::new(StreamTable::default());
+        table.insert(Arc::clone(&stream));
+        let mut tx = Transmitter::new(
+            Arc::clone(&sim),
+            &region,
+            table,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+            gso,
+            Arc::new(Waker::new().unwrap()),
+            Arc::new(ThreadStats::default()),
+        )
+        .unwrap();
+        let mut to_dev = region.producer(RingId::ToDevice);
+        for (i, &len) in lens.iter().enumerate() {
+            to_dev.payload_mut(i as u32)[..len].fill(i as u8);
+            to_dev.set_header(i as u32, &SlotHeader { len: len as u32, stream_id: 0, ..Default::default() });
+        }
+        if to_dev.publish(lens.len() as u32) {
+            sim.kick().unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut taken = 0;
+        while taken < lens.len() {
+            assert!(Instant::now() < deadline, "the transmitter took {taken} of {}", lens.len());
+            let n = tx.pass();
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            taken += n as usize;
+        }
+        stream
+    }
+
+    /// An egress stream's packets reach the destination through the
+    /// connected socket, all counted as sent.
+    fn egress_through_connected_socket(gso: bool, lens: &[usize]) {
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let stream = egress(gso, lens, peer.local_addr().unwrap());
+        let mut buf = [0u8; 2048];
+        for (i, &len) in lens.iter().enumerate() {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((n, from), (len, stream.socket.local_addr().unwrap()), "datagram {i}");
+            assert!(buf[..n].iter().all(|&b| b == i as u8), "datagram {i}'s bytes");
+        }
+        let c = stream.counters();
+        assert_eq!((c.sent_packets, c.send_errors), (lens.len() as u64, 0));
+        assert_eq!(c.sent_bytes, lens.iter().sum::<usize>() as u64);
+    }
+
+    #[test]
+    fn an_egress_stream_sends_on_its_connected_socket_with_sendmmsg() {
+        egress_through_connected_socket(false, &[1316, 1316, 200, 7, 1316]);
+    }
+
+    #[test]
+    fn an_egress_stream_sends_on_its_connected_socket_with_gso() {
+        // A GSO group of three, then datagrams one by one.
+        egress_through_connected_socket(true, &[1316, 1316, 200, 1316, 7]);
+    }
+
+    /// Nobody listens at the destination: each datagram draws an ICMP port
+    /// unreachable, which a connected socket (unlike an unconnected one)
+    /// reports on its next send. Every datagram still goes out and none
+    /// counts as an error, as before the socket was connected.
+    #[test]
+    fn a_connected_socket_sends_past_icmp_errors_of_earlier_datagrams() {
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // With GSO, each send is a group of three (one call) or a lone
+        // datagram (a sendmmsg of one), so the error of the previous call's
+        // datagrams is pending when the next call begins: both the GSO and
+        // the sendmmsg path meet it. Without GSO, one sendmmsg meets them
+        // between its datagrams, where the kernel ends the call early.
+        let lens: Vec<usize> = [100, 100, 50, 7].repeat(5);
+        for gso in [false, true] {
+            let stream = egress(gso, &lens, closed);
+            assert!(stream.connected);
+            let c = stream.counters();
+            assert_eq!((c.sent_packets, c.send_errors), (20, 0), "gso {gso}");
+        }
+    }
 
     #[test]
     fn gso_groups_follow_the_kernel_rules() {

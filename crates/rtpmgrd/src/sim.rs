@@ -12,11 +12,17 @@
 //! [`abi::MAX_STREAM_IDS`] stream ids (the module its table's
 //! `MAX_STREAMS`), and its `poll` is an eventfd (`Backend::poll_fd`)
 //! armed by the waiter, as the module's wait queue is.
+//!
+//! The trait is `rtpmgr-device`'s, beside the real device that implements
+//! it; the simulator stays in the daemon because only the daemon runs it
+//! (`backend = "sim"`, its tests, the host benchmarks): the crates that
+//! link `rtpmgr-device` for the real device (the GStreamer plugin, the
+//! guest tests) would only carry its worker thread along.
 
-use super::Backend;
 use nix::errno::Errno;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use rtpmgr_abi::{self as abi, Geometry, GeometryError, SessionCounters, SlotHeader, StreamCounters};
+use rtpmgr_device::Backend;
 use rtpmgr_ring::{anonymous_region, Consumer, CtrlWord, Producer, Region, RingId};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

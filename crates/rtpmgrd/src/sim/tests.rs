@@ -47,8 +47,8 @@ fn ioctl_errnos() {
     assert_eq!(errno_of(sim.wait(WAIT_FROM_DEV_READY, 20)), Errno::ETIMEDOUT);
     assert_eq!(sim.wait(WAIT_TO_DEV_SPACE | WAIT_FROM_DEV_READY, 0).unwrap(), WAIT_TO_DEV_SPACE);
     assert_eq!(errno_of(sim.port(2)), Errno::ENODEV);
-    assert_eq!(super::super::find_port(&sim, "null").unwrap().index, PORT_NULL);
-    let e = super::super::find_port(&sim, "media0").unwrap_err().to_string();
+    assert_eq!(rtpmgr_device::find_port(&sim, "null").unwrap().index, PORT_NULL);
+    let e = rtpmgr_device::find_port(&sim, "media0").unwrap_err().to_string();
     assert!(e.contains("media port \"media0\" does not exist on the sim backend (ports: loopback, null)"), "{e}");
 }
 
