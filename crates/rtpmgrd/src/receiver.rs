@@ -48,7 +48,7 @@ const POLL_MS: u16 = 100;
 fn looks_like_ts(payload: &[u8], expected_pt: Option<u8>) -> bool {
     !payload.is_empty()
         && payload.len() % mpegts::PACKET_LEN == 0
-        && (expected_pt == Some(33) || payload[0] == mpegts::SYNC_BYTE)
+        && (expected_pt == Some(rtp::PT_MP2T) || payload[0] == mpegts::SYNC_BYTE)
 }
 
 /// Which of a stream's sockets a descriptor is.

@@ -167,7 +167,7 @@ pub fn analyses_ts(config: &StreamConfig) -> bool {
     config.direction != Direction::Egress
         && match config.format {
             StreamFormat::UdpTs => true,
-            StreamFormat::Rtp => config.payload_type.is_none_or(|pt| pt == 33),
+            StreamFormat::Rtp => config.payload_type.is_none_or(|pt| pt == rtp::PT_MP2T),
         }
 }
 
