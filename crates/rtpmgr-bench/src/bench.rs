@@ -511,17 +511,50 @@ fn measure(
     })
 }
 
+/// One repetition's result, as [`interleaved`] needs it.
+trait Repetition {
+    /// CPU time other work took on the machine while it ran, in percent.
+    fn foreign_percent(&self) -> f64;
+    /// Its figures for the progress log, after "WHAT KIND rep N: ".
+    fn describe(&self) -> String;
+}
+
+impl Repetition for Sample {
+    fn foreign_percent(&self) -> f64 {
+        self.foreign_percent
+    }
+    fn describe(&self) -> String {
+        format!(
+            "delivered {:.0}/s of {:.0}/s offered, lost {} of {}, CPU {:.0} %, {:.0} ns/pkt, {:.3} syscalls/pkt, \
+             {:.3} switches/pkt, drops in {} rx {}, other work {}",
+            self.delivered_pps,
+            self.offered_pps,
+            self.lost,
+            self.sent,
+            self.cpu_percent,
+            self.cpu_ns_per_pkt,
+            self.syscalls_per_pkt,
+            self.switches_per_pkt,
+            self.input_drops,
+            self.receiver_drops,
+            pct(self.foreign_percent),
+        )
+    }
+}
+
+/// Samples, errors and repetitions made again for disturbance, per relay key.
+type Runs<S> = (BTreeMap<&'static str, Vec<S>>, BTreeMap<&'static str, Vec<String>>, BTreeMap<&'static str, usize>);
+
 /// Run `kinds` interleaved, `plan.repetitions` times, repeating disturbed
 /// repetitions within the budget; samples and errors per relay key.
-#[allow(clippy::type_complexity)]
-fn interleaved(
+fn interleaved<S: Repetition>(
     what: &str,
     kinds: &[RelayKind],
     plan: &Plan,
     log: &mut dyn FnMut(&str),
-    mut once: impl FnMut(RelayKind) -> Result<Sample, String>,
-) -> (BTreeMap<&'static str, Vec<Sample>>, BTreeMap<&'static str, Vec<String>>, BTreeMap<&'static str, usize>) {
-    let mut samples: BTreeMap<&'static str, Vec<Sample>> = BTreeMap::new();
+    mut once: impl FnMut(RelayKind) -> Result<S, String>,
+) -> Runs<S> {
+    let mut samples: BTreeMap<&'static str, Vec<S>> = BTreeMap::new();
     let mut errors: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut retries: BTreeMap<&'static str, usize> = BTreeMap::new();
     for rep in 0..plan.repetitions {
@@ -529,25 +562,9 @@ fn interleaved(
             for attempt in 1.. {
                 match once(kind) {
                     Ok(s) => {
-                        let again = s.foreign_percent > DISTURBED_PERCENT && plan.repeat(attempt);
-                        log(&format!(
-                            "{what} {} rep {}: delivered {:.0}/s of {:.0}/s offered, lost {} of {}, CPU {:.0} %, \
-                             {:.0} ns/pkt, {:.3} syscalls/pkt, {:.3} switches/pkt, drops in {} rx {}, other work {}{}",
-                            kind.key(),
-                            rep + 1,
-                            s.delivered_pps,
-                            s.offered_pps,
-                            s.lost,
-                            s.sent,
-                            s.cpu_percent,
-                            s.cpu_ns_per_pkt,
-                            s.syscalls_per_pkt,
-                            s.switches_per_pkt,
-                            s.input_drops,
-                            s.receiver_drops,
-                            pct(s.foreign_percent),
-                            if again { ": disturbed, repeating" } else { "" }
-                        ));
+                        let again = s.foreign_percent() > DISTURBED_PERCENT && plan.repeat(attempt);
+                        let note = if again { ": disturbed, repeating" } else { "" };
+                        log(&format!("{what} {} rep {}: {}{note}", kind.key(), rep + 1, s.describe()));
                         if again {
                             *retries.entry(kind.key()).or_default() += 1;
                             continue;
@@ -821,6 +838,23 @@ struct LatSample {
     lost: u64,
 }
 
+impl Repetition for LatSample {
+    fn foreign_percent(&self) -> f64 {
+        self.foreign_percent
+    }
+    fn describe(&self) -> String {
+        format!(
+            "p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us ({} samples, {} lost, other work {})",
+            self.p50,
+            self.p99,
+            self.p99_9,
+            self.samples,
+            self.lost,
+            pct(self.foreign_percent),
+        )
+    }
+}
+
 fn latency_once(kind: RelayKind, tools: &Tools, plan: &Plan) -> Result<LatSample, String> {
     let mut rig = Rig::start(kind, tools, plan, 1, true)?;
     let from = now_ns() + plan.latency_warmup.as_nanos() as u64;
@@ -853,43 +887,8 @@ fn latency_once(kind: RelayKind, tools: &Tools, plan: &Plan) -> Result<LatSample
 pub fn latency(tools: &Tools, plan: &Plan, log: &mut dyn FnMut(&str)) -> Section {
     plan.budget(plan.repeat_budget);
     let kinds = [RelayKind::Rtpmgrd, RelayKind::Bare];
-    let mut samples: BTreeMap<&'static str, Vec<LatSample>> = BTreeMap::new();
-    let mut errors: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut retries: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for rep in 0..plan.repetitions {
-        for kind in kinds {
-            for attempt in 1.. {
-                match latency_once(kind, tools, plan) {
-                    Ok(s) => {
-                        let again = s.foreign_percent > DISTURBED_PERCENT && plan.repeat(attempt);
-                        log(&format!(
-                            "latency {} rep {}: p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us ({} samples, {} lost, \
-                             other work {}){}",
-                            kind.key(),
-                            rep + 1,
-                            s.p50,
-                            s.p99,
-                            s.p99_9,
-                            s.samples,
-                            s.lost,
-                            pct(s.foreign_percent),
-                            if again { ": disturbed, repeating" } else { "" }
-                        ));
-                        if again {
-                            *retries.entry(kind.key()).or_default() += 1;
-                            continue;
-                        }
-                        samples.entry(kind.key()).or_default().push(s);
-                    }
-                    Err(e) => {
-                        log(&format!("latency {} rep {}: FAILED: {e}", kind.key(), rep + 1));
-                        errors.entry(kind.key()).or_default().push(e);
-                    }
-                }
-                break;
-            }
-        }
-    }
+    let (mut samples, mut errors, retries) =
+        interleaved("latency", &kinds, plan, log, |kind| latency_once(kind, tools, plan));
     let mut sec = Section::default();
     let mut p = BTreeMap::new();
     for kind in kinds {
