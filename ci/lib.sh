@@ -65,7 +65,7 @@ ensure_host_tools() {
     need_pkg gstreamer1.0-plugins-bad
 }
 
-# ci-report (crates/rtpmgr-tools/src/bin/ci-report.rs): the tables and
+# ci-report (crates/dev/rtpmgr-tools/src/bin/ci-report.rs): the tables and
 # summaries the scripts print from the JSON their runs write, and the JSON
 # look-ups they make. build_ci_report once, then ci_report ARGS.
 build_ci_report() { cargo build --release -q -p rtpmgr-tools --bin ci-report; }

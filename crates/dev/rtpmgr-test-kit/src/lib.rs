@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 //! What rtpmgr's test, soak, benchmark and tool programs share, written
 //! once (issue 19): the guest tests, soak, fuzzer and guest benchmark
-//! (`crates/rtpmgr-guest-tests`), the host benchmarks (`crates/rtpmgr-bench`),
-//! `rtpgen` (`crates/rtpmgr-tools`) and the daemon's end-to-end tests
+//! (`crates/dev/rtpmgr-guest-tests`), the host benchmarks (`crates/dev/rtpmgr-bench`),
+//! `rtpgen` (`crates/dev/rtpmgr-tools`) and the daemon's end-to-end tests
 //! (`crates/rtpmgrd/tests`).
 //!
 //! * [`packet`]: RTP packets, made with the `rtp` crate's builder only
