@@ -56,7 +56,8 @@ impl Session {
                     s.counters.from_dev_packets
                 );
                 if let Some(n) = s.net() {
-                    let c = &n.counters;
+                    // With what the socket helper counted (the fast path).
+                    let c = &n.counters();
                     seq_print!(
                         m,
                         "rtpmgr-net:\t{} rx {} pkts {} B, tx {} pkts {} B, tx_errors {}, tx_blocked {}, tx_dropped {}, malformed {}, oversize {}, csum_errors {}, rx_errors {}, ring_full {}\n",
@@ -77,14 +78,17 @@ impl Session {
                     if let Some(k) = n.forward_to {
                         seq_print!(
                             m,
-                            "rtpmgr-fwd:\t{} -> {} fwd {} pkts {} B, forward_drops {}, tap {}, tap_drops {}\n",
+                            "rtpmgr-fwd:\t{} -> {} fwd {} pkts {} B, forward_drops {}, tap {}, tap_drops {}, fast {}, copies {}, worker_wakeups {}\n",
                             id,
                             k,
                             c.fwd_packets,
                             c.fwd_bytes,
                             c.forward_drops,
                             c.tap_packets,
-                            c.tap_drops
+                            c.tap_drops,
+                            c.fwd_fast_packets,
+                            c.fwd_copies,
+                            c.worker_wakeups
                         );
                     }
                 }

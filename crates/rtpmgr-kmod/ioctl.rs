@@ -8,7 +8,9 @@ use crate::net::NetSocket;
 use crate::port;
 use crate::ring::Region;
 use crate::session::{enotconn, Inner, Session};
-use crate::stream::{Backlog, Endpoint, NetStream, Stream, TsState, BACKLOG_BYTES, BOUNCE_BYTES};
+use crate::stream::{
+    Backlog, Endpoint, NetStream, RtpJudge, Stream, TsState, BACKLOG_BYTES, BOUNCE_BYTES,
+};
 use kernel::{
     alloc::VVec,
     prelude::*,
@@ -265,7 +267,15 @@ impl Session {
         } else {
             None
         };
-        let sock = NetSocket::attach(spec.fd, receives, sends, me)?;
+        // The fast path: udp -> udp forwarding without the tap (which needs
+        // the ring) and without NET_F_TS (whose judge is the worker's),
+        // unless the module parameter `fast_path` is 0. A target that is
+        // not a `udp` stream leaves the hook idle.
+        let fast = crate::fast_path()
+            && spec.forward_to.is_some()
+            && spec.flags & (abi::NET_F_TAP | abi::NET_F_TS) == 0;
+        let judge = RtpJudge::new(spec.flags, spec.clock_rate);
+        let sock = NetSocket::attach(spec.fd, receives, sends, fast, me, judge)?;
         let ns = NetStream {
             sock,
             flags: spec.flags,
@@ -273,10 +283,10 @@ impl Session {
             forward_to: spec.forward_to,
             bounce,
             backlog,
-            rtp: None,
             ts,
-            clock_rate: spec.clock_rate,
-            ssrc_changes: 0,
+            fast,
+            fast_linked: false,
+            fast_published: (0, 0, 0),
         };
         // On failure the socket is given back here, without `inner` held.
         let ns = KBox::new(ns, GFP_KERNEL_ACCOUNT)?;
@@ -302,6 +312,12 @@ impl Session {
         };
         inner.streams[spec.stream_id] =
             Some(Stream::new(Endpoint::Udp(ns), spec.direction, counters));
+        // The fast path: this stream's to its target, others' to this one
+        // (a relay's target that stopped and runs again).
+        if let Some(k) = spec.forward_to {
+            inner.link_fast_to(k);
+        }
+        inner.link_fast_to(spec.stream_id);
         // Its record is valid (zero counters, running) from the start.
         inner.publish_stats(spec.stream_id, true);
         Ok(0)
@@ -313,7 +329,8 @@ impl Session {
         if st.stream_id >= abi::MAX_STREAMS || st._pad != [0; 2] {
             return Err(EINVAL);
         }
-        st.counters = self.inner.lock().streams[st.stream_id as usize]
+        let mut inner = self.inner.lock();
+        st.counters = inner.streams[st.stream_id as usize]
             .as_ref()
             .and_then(Stream::net)
             .map(|n| abi::NetCounters {
@@ -321,6 +338,9 @@ impl Session {
                 ..n.counters()
             })
             .ok_or(ENOENT)?;
+        // The record says the same (the fast path does not write it).
+        inner.publish_stats(st.stream_id as usize, true);
+        drop(inner);
         write_arg(user, &st)?;
         Ok(0)
     }

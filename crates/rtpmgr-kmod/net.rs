@@ -15,9 +15,16 @@
 //! methods take and return only Rust types. The socket's callbacks only
 //! wake the socket's owner ([`NetWaker`]), which queues its worker. This
 //! file knows nothing of sessions.
+//!
+//! The fast path (issue 18): a receiving stream that forwards to another
+//! `udp` stream without the tap has the helper's UDP encapsulation hook
+//! installed, which forwards in softirq, in the same socket buffer
+//! ([`NetSocket::fast_link`]). Every datagram of a socket, fast or not, is
+//! judged by the socket's [`RtpJudge`] under the helper's lock.
 
 use crate::abi;
 use crate::ring::SharedBytes;
+use crate::stream::RtpJudge;
 use core::ptr::NonNull;
 use kernel::{
     ffi::{c_int, c_long, c_void},
@@ -39,9 +46,27 @@ extern "C" {
         file: *mut c_void,
         receives: bool,
         sends: bool,
+        fast: bool,
         ready: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
+        judge: JudgeFn,
+        jctx: *mut c_void,
     ) -> c_int;
+    fn rtpmgr_net_fast_link(n: *mut RtpmgrNet, dst: *mut RtpmgrNet);
+    fn rtpmgr_net_judge(
+        n: *mut RtpmgrNet,
+        head: *const u8,
+        head_len: u32,
+        len: u32,
+        last: u8,
+        now: u64,
+    ) -> bool;
+    fn rtpmgr_net_with_judge(
+        n: *mut RtpmgrNet,
+        f: unsafe extern "C" fn(*mut c_void, *mut c_void),
+        arg: *mut c_void,
+    );
+    fn rtpmgr_net_fast_counters(n: *mut RtpmgrNet, out: *mut FastCounters);
     fn rtpmgr_net_detach(n: *mut RtpmgrNet);
     fn rtpmgr_net_rx_pending(n: *mut RtpmgrNet) -> bool;
     fn rtpmgr_net_drops(n: *mut RtpmgrNet) -> u64;
@@ -60,6 +85,66 @@ extern "C" {
 
 // rtpmgr_net.h's RTPMGR_TS_PACKET and RTPMGR_TS_HEAD.
 const _: () = assert!(crate::ts_head::PACKET_LEN == 188 && crate::ts_head::HEAD_LEN == 6);
+// rtpmgr_net.h's RTPMGR_JUDGE_HEAD.
+const _: () = assert!(abi::RTP_CHECK_BYTES == 76);
+
+/// rtpmgr_net.h's `rtpmgr_judge_fn`.
+type JudgeFn = unsafe extern "C" fn(*mut c_void, *const u8, u32, u32, u8, u64) -> bool;
+
+/// rtpmgr_net.h's `struct rtpmgr_fast_counters`: what the helper counts
+/// with atomics (the fast path's datagrams, and the data-ready wake-ups).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FastCounters {
+    pub(crate) wakeups: u64,
+    pub(crate) fwd_packets: u64,
+    pub(crate) fwd_bytes: u64,
+    pub(crate) copies: u64,
+    pub(crate) malformed: u64,
+    pub(crate) fwd_drops: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) tx_errors: u64,
+}
+
+/// The judge the helper calls, in softirq (the fast path) or with BH
+/// disabled (`rtpmgr_net_judge`), always under its lock.
+///
+/// # Safety
+///
+/// `jctx` must be the `KBox::<RtpJudge>::into_raw` pointer of a live
+/// [`NetSocket`] (freed only after the detach), and the caller must hold
+/// the helper's lock, which makes this the only access to it; `head` must
+/// be valid for reads of `head_len` bytes.
+unsafe extern "C" fn judge_cb(
+    jctx: *mut c_void,
+    head: *const u8,
+    head_len: u32,
+    len: u32,
+    last: u8,
+    now: u64,
+) -> bool {
+    // SAFETY: by the function's contract `jctx` is a live `RtpJudge` that
+    // nobody else accesses while the helper's lock is held.
+    let j = unsafe { &mut *jctx.cast::<RtpJudge>() };
+    // SAFETY: by the function's contract.
+    let head = unsafe { core::slice::from_raw_parts(head, head_len as usize) };
+    j.accept(len as usize, head, last, now)
+}
+
+/// Fills the RTP fields of the `NetCounters` at `arg` from the judge.
+///
+/// # Safety
+///
+/// As [`judge_cb`] for `jctx`; `arg` must point to a `NetCounters` the
+/// caller borrows mutably for the call.
+unsafe extern "C" fn fill_cb(jctx: *mut c_void, arg: *mut c_void) {
+    // SAFETY: by the function's contract (the lock is held).
+    let j = unsafe { &*jctx.cast::<RtpJudge>() };
+    // SAFETY: by the function's contract.
+    let c = unsafe { &mut *arg.cast::<abi::NetCounters>() };
+    j.fill(c);
+}
 
 /// What a socket's callbacks wake: its owner, which queues its worker.
 pub(crate) trait NetWaker: Send + Sync + 'static {
@@ -184,11 +269,14 @@ pub(crate) enum SendResult {
 /// socket and is detached exactly once, in `drop`, before `file` is
 /// released; `ctx` is `Arc::<W>::into_raw` of a reference this socket owns
 /// (the callbacks' context) and `release` is `release::<W>` for that same
-/// `W`, called once, in `drop`, after the detach.
+/// `W`, called once, in `drop`, after the detach. `judge` is
+/// `KBox::into_raw` of the socket's judge, reached only through the helper
+/// (under its lock) and freed in `drop` after the detach.
 pub(crate) struct NetSocket {
     raw: NonNull<RtpmgrNet>,
     ctx: *const c_void,
     release: unsafe fn(*const c_void),
+    judge: *mut RtpJudge,
     file: ARef<File>,
 }
 
@@ -196,7 +284,8 @@ pub(crate) struct NetSocket {
 // that touches it takes `&self` only for calls the helper allows
 // concurrently with the softirq callbacks, and the owner's lock serialises
 // the worker's calls. `ctx` is an `Arc<W>` with `W: Send + Sync`
-// (`NetWaker`); `ARef<File>` is `Send + Sync`.
+// (`NetWaker`); `ARef<File>` is `Send + Sync`; `judge` is only reached
+// through the helper, under its lock.
 unsafe impl Sync for NetSocket {}
 // SAFETY: as above; nothing in it is tied to the creating thread.
 unsafe impl core::marker::Send for NetSocket {}
@@ -205,15 +294,31 @@ impl NetSocket {
     /// Take the UDP socket behind descriptor `fd` of the calling process
     /// for a stream that receives and/or sends, with callbacks that wake
     /// `waker`; the socket holds a reference to its file and to `waker`
-    /// until it is dropped. Must be called from the ioctl (the descriptor
-    /// is the caller's).
+    /// until it is dropped. With `fast` (a receiving stream), the fast
+    /// path's hook is installed too, idle until [`Self::fast_link`]. Must
+    /// be called from the ioctl (the descriptor is the caller's).
     pub(crate) fn attach<W: NetWaker>(
         fd: u32,
         receives: bool,
         sends: bool,
+        fast: bool,
         waker: Arc<W>,
+        judge: RtpJudge,
     ) -> Result<Self> {
-        let file = LocalFile::fget(fd).map_err(|_| EBADF)?;
+        let judge = KBox::into_raw(KBox::new(judge, GFP_KERNEL_ACCOUNT)?);
+        // Given back unless the attach succeeds.
+        let free_judge = || {
+            // SAFETY: `judge` came from `KBox::into_raw` above and the
+            // helper kept no pointer to it (the attach did not succeed).
+            drop(unsafe { KBox::from_raw(judge) });
+        };
+        let file = match LocalFile::fget(fd) {
+            Ok(f) => f,
+            Err(_) => {
+                free_judge();
+                return Err(EBADF);
+            }
+        };
         // SAFETY: the ioctl does not use the file position of this
         // descriptor (nor of any other), so no fdget_pos region is active
         // on this thread for it.
@@ -224,15 +329,19 @@ impl NetSocket {
         // reference to for the socket's whole life (it is kept in the
         // `NetSocket`, released after the detach); `ready::<W>` with `ctx`
         // meets `ready`'s contract: the reference stays with the socket
-        // until after the detach.
+        // until after the detach; so do `judge_cb` and `judge`, which is
+        // freed only after the detach.
         let rc = unsafe {
             rtpmgr_net_attach(
                 &mut raw,
                 file.as_ptr().cast::<c_void>(),
                 receives,
                 sends,
+                fast,
                 ready::<W>,
                 ctx.cast_mut().cast::<c_void>(),
+                judge_cb,
+                judge.cast::<c_void>(),
             )
         };
         match NonNull::new(raw).filter(|_| rc >= 0) {
@@ -240,9 +349,11 @@ impl NetSocket {
                 raw,
                 ctx: ctx.cast::<c_void>(),
                 release: release::<W>,
+                judge,
                 file,
             }),
             None => {
+                free_judge();
                 // SAFETY: `ctx` came from `Arc::into_raw` above and nothing
                 // kept it (the attach failed, nothing was installed).
                 drop(unsafe { Arc::from_raw(ctx) });
@@ -260,6 +371,57 @@ impl NetSocket {
         // SAFETY: `raw` is attached (type invariant); the helper only reads
         // an atomic counter of the socket.
         unsafe { rtpmgr_net_drops(self.raw.as_ptr()) }
+    }
+
+    /// Point this (receiving, `fast`) socket's fast path at `dst`'s socket,
+    /// or stop it with `None`. The caller must unlink before `dst` is
+    /// dropped (its detach then waits for the hook): see
+    /// `Inner::take_stream`.
+    pub(crate) fn fast_link(&self, dst: Option<&NetSocket>) {
+        let d = dst.map_or(core::ptr::null_mut(), |d| d.raw.as_ptr());
+        // SAFETY: both are attached (type invariant); the helper only
+        // stores the pointer under RCU, and the caller's rule above keeps
+        // `d` alive for as long as the hook may use it.
+        unsafe { rtpmgr_net_fast_link(self.raw.as_ptr(), d) };
+    }
+
+    /// Judge a datagram the worker received (see [`RtpJudge::accept`]).
+    pub(crate) fn judge(&self, len: usize, head: &[u8], last: u8, now: u64) -> bool {
+        let head = &head[..head.len().min(abi::RTP_CHECK_BYTES)];
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        // SAFETY: `raw` is attached (type invariant); `head` is valid for
+        // reads of its length, which fits u32.
+        unsafe {
+            rtpmgr_net_judge(
+                self.raw.as_ptr(),
+                head.as_ptr(),
+                head.len() as u32,
+                len,
+                last,
+                now,
+            )
+        }
+    }
+
+    /// Fill the RTP fields of `c` from the judge.
+    pub(crate) fn fill_judged(&self, c: &mut abi::NetCounters) {
+        // SAFETY: `raw` is attached; `fill_cb` gets the socket's judge
+        // under the helper's lock and `c`, borrowed mutably for the call.
+        unsafe {
+            rtpmgr_net_with_judge(
+                self.raw.as_ptr(),
+                fill_cb,
+                core::ptr::from_mut(c).cast::<c_void>(),
+            )
+        };
+    }
+
+    /// What the helper counted.
+    pub(crate) fn fast_counters(&self) -> FastCounters {
+        let mut f = FastCounters::default();
+        // SAFETY: `raw` is attached; `f` is ours, of the C layout.
+        unsafe { rtpmgr_net_fast_counters(self.raw.as_ptr(), &mut f) };
+        f
     }
 
     /// Whether a datagram waits.
@@ -327,6 +489,9 @@ impl Drop for NetSocket {
         // (type invariant); the detach removed the callbacks and waited for
         // running ones, so nothing uses it any more.
         unsafe { (self.release)(self.ctx) };
+        // SAFETY: `judge` came from `KBox::into_raw` and is freed only here
+        // (type invariant); after the detach the helper calls nothing with it.
+        drop(unsafe { KBox::from_raw(self.judge) });
         // `file` is released after this (fput): the socket closes then if
         // user space closed its descriptor.
         let _ = &self.file;

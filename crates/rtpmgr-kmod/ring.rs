@@ -506,7 +506,7 @@ impl Region {
             self.geometry.stats_offset() as usize + id as usize * abi::STATS_RECORD_SIZE as usize;
         // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
         // area, which lies inside `mem` (`Geometry::region_bytes`); the area
-        // is page aligned and records are 256 bytes, so the pointer is
+        // is page aligned and records are 512 bytes, so the pointer is
         // aligned for `StatsRecord` (align 8) and its first `u32`.
         let rec = unsafe { self.base.as_ptr().add(off) };
         // SAFETY: as above; the word is only written by the kernel

@@ -57,7 +57,16 @@ module! {
             default: 64,
             description: "Most memory (MiB) one session may pin for its rings",
         },
+        fast_path: u32 {
+            default: 1,
+            description: "udp -> udp forwarding in softirq (0: in the session worker, as before)",
+        },
     },
+}
+
+/// Whether streams started now forward udp -> udp on the fast path.
+pub(crate) fn fast_path() -> bool {
+    *module_parameters::fast_path.value() != 0
 }
 
 /// Bytes one session may pin, from the module parameter.

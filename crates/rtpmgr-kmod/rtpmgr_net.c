@@ -15,25 +15,56 @@
  * decides everything else. Drivers/android/binder mixes Rust and C the same
  * way.
  *
+ * The fast path (issue 18) is C for the same reason and more: a udp -> udp
+ * forward is done in the receiving socket's UDP encapsulation hook
+ * (udp_sk(sk)->encap_rcv, as l2tp and wireguard receive), in softirq on the
+ * receiving CPU, and the packet leaves through the target stream's socket
+ * in the same sk_buff: UDP and IP headers rewritten in place, routed, and
+ * handed to ip_local_out/ip6_local_out. Route lookups, header layouts, the
+ * checksum helpers and the skb accounting are all header inlines or
+ * unbound. What is judged stays in Rust: the hook calls the owner's judge
+ * (the RTP check and the rtp crate's statistics, net.rs/stream.rs) under
+ * this file's spinlock, the same lock the worker takes (with BH disabled)
+ * for the datagrams that take the slow path, so one statistics state sees
+ * every datagram once.
+ *
  * Contexts: rtpmgr_net_attach and rtpmgr_net_detach sleep and run in the
  * ioctl or in process context on close; rtpmgr_net_recv/send/rx_pending run
  * in the session worker (a kworker; sends run with the credentials of the
  * socket's opener). The two socket callbacks run in softirq (or with BH
  * disabled) and only call the owner's ready(ctx), which queues the worker.
+ * The encapsulation hook runs in softirq; what it cannot do there (no
+ * route, too big for the path MTU, target socket full, datagrams already
+ * queued for the worker) it gives back to UDP (returns 1): queued on the
+ * socket, it takes the worker path as before, in order.
  */
 
+#include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/cred.h>
 #include <linux/file.h>
 #include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/jiffies.h>
 #include <linux/net.h>
+#include <linux/netdevice.h>
 #include <linux/skbuff.h>
 #include <linux/slab.h>
 #include <linux/socket.h>
+#include <linux/spinlock.h>
+#include <linux/timekeeping.h>
+#include <linux/timer.h>
 #include <linux/uio.h>
 #include <net/inet_sock.h>
+#include <net/ip.h>
+#include <net/ip6_checksum.h>
+#include <net/ip6_route.h>
+#include <net/ipv6.h>
+#include <net/route.h>
 #include <net/sock.h>
 #include <net/udp.h>
+#include <net/udp_tunnel.h>
 
 #include "rtpmgr_net.h"
 
@@ -50,6 +81,22 @@ struct rtpmgr_net {
 	unsigned long flags;
 	void (*saved_data_ready)(struct sock *sk);
 	void (*saved_write_space)(struct sock *sk);
+	/* The owner's judge and its state, only ever called under lock. */
+	rtpmgr_judge_fn judge;
+	void *jctx;
+	spinlock_t lock;
+	/* The encapsulation hook is installed (a receiving fast stream). */
+	bool encap;
+	/* The target of the fast path, or NULL: give everything to UDP. */
+	struct rtpmgr_net __rcu *fast_dst;
+	/* Armed by the hook: asks the worker for a statistics refresh at
+	 * most 4 times a second, and once after the last datagram.
+	 */
+	struct timer_list stats_timer;
+	struct {
+		atomic64_t wakeups, fwd_packets, fwd_bytes, copies, malformed, fwd_drops;
+		atomic64_t tx_packets, tx_bytes, tx_errors;
+	} c;
 };
 
 /* Softirq: a datagram was queued on the socket. */
@@ -59,8 +106,10 @@ static void rtpmgr_net_data_ready(struct sock *sk)
 
 	rcu_read_lock();
 	n = rcu_dereference_sk_user_data(sk);
-	if (n)
+	if (n) {
+		atomic64_inc(&n->c.wakeups);
 		n->ready(n->ctx);
+	}
 	rcu_read_unlock();
 }
 
@@ -82,8 +131,319 @@ static void rtpmgr_net_write_space(struct sock *sk)
 	rcu_read_unlock();
 }
 
+/* A UDP encapsulation type of our own choosing; only non-zero matters. */
+#define RTPMGR_ENCAP_TYPE 1
+
+/* Whether a datagram waits on the socket for the worker. */
+static bool rtpmgr_net_queued(struct sock *sk)
+{
+	return !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue) ||
+	       !skb_queue_empty_lockless(&sk->sk_receive_queue);
+}
+
+/* Where a fast-path datagram goes: a route and the header fields. */
+struct rtpmgr_route {
+	struct dst_entry *dst;
+	int hlimit;
+	union {
+		struct flowi4 fl4;
+		struct flowi6 fl6;
+	};
+};
+
+/*
+ * Route a datagram of len payload bytes out of dsk (an AF_INET socket,
+ * connected) as udp_sendmsg would: its bound device or multicast interface,
+ * its mark, its source. Returns false (nothing held) when the worker must
+ * send it instead: no route, broadcast, too big for the path MTU (the
+ * worker's send fragments or refuses it as the socket says).
+ */
+static bool rtpmgr_route4(struct sock *dsk, u32 len, struct rtpmgr_route *r)
+{
+	struct inet_sock *inet = inet_sk(dsk);
+	__be32 daddr = inet->inet_daddr, saddr = inet->inet_saddr;
+	int oif = READ_ONCE(dsk->sk_bound_dev_if);
+	bool mc = ipv4_is_multicast(daddr);
+	struct rtable *rt;
+	int ttl;
+
+	if (mc) {
+		if (!oif)
+			oif = READ_ONCE(inet->mc_index);
+		if (!saddr)
+			saddr = READ_ONCE(inet->mc_addr);
+	}
+	rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr, inet->inet_dport,
+				   inet->inet_sport, IPPROTO_UDP, ip_sock_rt_tos(dsk), oif);
+	if (IS_ERR(rt))
+		return false;
+	if ((rt->rt_flags & RTCF_BROADCAST) ||
+	    len + sizeof(struct udphdr) + sizeof(struct iphdr) > dst_mtu(&rt->dst)) {
+		ip_rt_put(rt);
+		return false;
+	}
+	if (mc) {
+		ttl = READ_ONCE(inet->mc_ttl);
+	} else {
+		ttl = READ_ONCE(inet->uc_ttl);
+		if (ttl < 0)
+			ttl = ip4_dst_hoplimit(&rt->dst);
+	}
+	r->dst = &rt->dst;
+	r->hlimit = ttl;
+	return true;
+}
+
+/* The same for an AF_INET6 socket with a native IPv6 peer. */
+static bool rtpmgr_route6(struct sock *dsk, u32 len, struct rtpmgr_route *r)
+{
+	struct ipv6_pinfo *np = inet6_sk(dsk);
+	struct inet_sock *inet = inet_sk(dsk);
+	struct flowi6 *fl6 = &r->fl6;
+	struct dst_entry *dst;
+
+	memset(fl6, 0, sizeof(*fl6));
+	fl6->flowi6_proto = IPPROTO_UDP;
+	fl6->daddr = dsk->sk_v6_daddr;
+	fl6->saddr = np->saddr;
+	fl6->fl6_dport = inet->inet_dport;
+	fl6->fl6_sport = inet->inet_sport;
+	fl6->flowi6_mark = READ_ONCE(dsk->sk_mark);
+	fl6->flowi6_uid = sock_net_uid(sock_net(dsk), dsk);
+	fl6->flowi6_oif = READ_ONCE(dsk->sk_bound_dev_if);
+	if (!fl6->flowi6_oif)
+		fl6->flowi6_oif = ipv6_addr_is_multicast(&fl6->daddr) ? READ_ONCE(np->mcast_oif) :
+									READ_ONCE(np->ucast_oif);
+	security_sk_classify_flow(dsk, flowi6_to_flowi_common(fl6));
+	dst = ip6_dst_lookup_flow(sock_net(dsk), dsk, fl6, NULL);
+	if (IS_ERR(dst))
+		return false;
+	if (len + sizeof(struct udphdr) + sizeof(struct ipv6hdr) > dst_mtu(dst)) {
+		dst_release(dst);
+		return false;
+	}
+	r->dst = dst;
+	r->hlimit = ip6_sk_dst_hoplimit(np, fl6, dst);
+	return true;
+}
+
+/*
+ * Send skb (data at its UDP header, len payload bytes after it; judged) out
+ * of d's socket along r (whose reference this takes over). The UDP header
+ * is rewritten in place and the IP header pushed before it; only when the
+ * headroom is short or the header is shared with a clone is the header
+ * copied first (counted in copies).
+ */
+static void rtpmgr_fast_xmit(struct rtpmgr_net *n, struct rtpmgr_net *d, struct sock *sk,
+			     struct sk_buff *skb, u32 len, struct rtpmgr_route *r)
+{
+	struct sock *dsk = d->sock->sk;
+	struct inet_sock *inet = inet_sk(dsk);
+	bool v6 = r->dst->ops->family == AF_INET6;
+	unsigned int ip_len = v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	unsigned int room = LL_RESERVED_SPACE(r->dst->dev) + r->dst->header_len + ip_len;
+	struct net *net = sock_net(dsk);
+	struct udphdr *uh;
+	int err;
+
+	if (skb_headroom(skb) < room || skb_header_cloned(skb))
+		atomic64_inc(&n->c.copies);
+	if (skb_cow_head(skb, room)) {
+		dst_release(r->dst);
+		goto drop;
+	}
+	/* What the receive path left: its route, conntrack, marks, timestamp. */
+	skb_orphan(skb);
+	skb_scrub_packet(skb, !net_eq(sock_net(sk), net));
+	skb_clear_tstamp(skb);
+	skb->mark = READ_ONCE(dsk->sk_mark);
+	skb->priority = READ_ONCE(dsk->sk_priority);
+	skb->dev = r->dst->dev;
+	skb_dst_set(skb, r->dst);
+	/* Charged to the sending socket as its own sends are. */
+	skb_set_owner_w(skb, dsk);
+
+	skb_reset_transport_header(skb);
+	uh = udp_hdr(skb);
+	uh->source = inet->inet_sport;
+	uh->dest = inet->inet_dport;
+	uh->len = htons(len + sizeof(*uh));
+	uh->check = 0;
+	skb->ip_summed = CHECKSUM_NONE;
+	if (v6) {
+		struct ipv6hdr *ip6h;
+
+		udp6_set_csum(udp_get_no_check6_tx(dsk), skb, &r->fl6.saddr, &r->fl6.daddr,
+			      skb->len);
+		skb_push(skb, sizeof(*ip6h));
+		skb_reset_network_header(skb);
+		ip6h = ipv6_hdr(skb);
+		ip6_flow_hdr(ip6h, READ_ONCE(inet6_sk(dsk)->tclass), 0);
+		ip6h->payload_len = htons(len + sizeof(*uh));
+		ip6h->nexthdr = IPPROTO_UDP;
+		ip6h->hop_limit = r->hlimit;
+		ip6h->saddr = r->fl6.saddr;
+		ip6h->daddr = r->fl6.daddr;
+		skb->protocol = htons(ETH_P_IPV6);
+		memset(IP6CB(skb), 0, sizeof(*IP6CB(skb)));
+		err = ip6_local_out(net, dsk, skb);
+	} else {
+		struct iphdr *iph;
+
+		udp_set_csum(dsk->sk_no_check_tx, skb, r->fl4.saddr, r->fl4.daddr, skb->len);
+		skb_push(skb, sizeof(*iph));
+		skb_reset_network_header(skb);
+		iph = ip_hdr(skb);
+		iph->version = 4;
+		iph->ihl = sizeof(*iph) >> 2;
+		iph->tos = READ_ONCE(inet->tos);
+		iph->frag_off = ip_dont_fragment(dsk, r->dst) ? htons(IP_DF) : 0;
+		iph->ttl = r->hlimit;
+		iph->protocol = IPPROTO_UDP;
+		iph->saddr = r->fl4.saddr;
+		iph->daddr = r->fl4.daddr;
+		__ip_select_ident(net, iph, 1);
+		skb->protocol = htons(ETH_P_IP);
+		memset(IPCB(skb), 0, sizeof(*IPCB(skb)));
+		err = ip_local_out(net, dsk, skb);
+	}
+	if (unlikely(net_xmit_eval(err))) {
+		atomic64_inc(&d->c.tx_errors);
+		atomic64_inc(&n->c.fwd_drops);
+		return;
+	}
+	atomic64_inc(&n->c.fwd_packets);
+	atomic64_add(len, &n->c.fwd_bytes);
+	atomic64_inc(&d->c.tx_packets);
+	atomic64_add(len, &d->c.tx_bytes);
+	return;
+
+drop:
+	atomic64_inc(&d->c.tx_errors);
+	atomic64_inc(&n->c.fwd_drops);
+	kfree_skb(skb);
+}
+
+/*
+ * Softirq, the receiving socket's UDP encapsulation hook: skb is a whole
+ * datagram with a verified checksum, data at its UDP header. 0: consumed
+ * (forwarded, or dropped and counted); 1: UDP queues it for the worker.
+ */
+static int rtpmgr_net_encap_rcv_rcu(struct sock *sk, struct sk_buff *skb)
+{
+	u8 head[RTPMGR_JUDGE_HEAD], last = 0;
+	struct rtpmgr_route r;
+	struct rtpmgr_net *n, *d;
+	struct sock *dsk;
+	u32 len;
+	bool ok;
+
+	n = rcu_dereference_sk_user_data(sk);
+	if (!n)
+		return 1;
+	d = rcu_dereference(n->fast_dst);
+	/* Datagrams queued for the worker go first: keep the order. */
+	if (!d || skb_is_gso(skb) || rtpmgr_net_queued(sk))
+		return 1;
+	dsk = d->sock->sk;
+	len = skb->len - sizeof(struct udphdr);
+	/* A full target costs the datagram, counted by the worker's send. */
+	if (!sock_writeable(dsk))
+		return 1;
+	if (dsk->sk_family == AF_INET) {
+		if (!rtpmgr_route4(dsk, len, &r))
+			return 1;
+	} else if (dsk->sk_family == AF_INET6 && !ipv6_addr_v4mapped(&dsk->sk_v6_daddr)) {
+		if (!rtpmgr_route6(dsk, len, &r))
+			return 1;
+	} else {
+		return 1;
+	}
+	/* Private copies of the bytes the judge reads, as the worker makes. */
+	if (skb_copy_bits(skb, sizeof(struct udphdr), head, min_t(u32, len, sizeof(head))) ||
+	    (len && skb_copy_bits(skb, skb->len - 1, &last, 1))) {
+		dst_release(r.dst);
+		return 1;
+	}
+	spin_lock(&n->lock);
+	ok = n->judge(n->jctx, head, min_t(u32, len, sizeof(head)), len, last, ktime_get_ns());
+	spin_unlock(&n->lock);
+	if (ok) {
+		rtpmgr_fast_xmit(n, d, sk, skb, len, &r);
+	} else {
+		dst_release(r.dst);
+		atomic64_inc(&n->c.malformed);
+		kfree_skb(skb);
+	}
+	/* The statistics record is the worker's to write: ask for a refresh
+	 * a quarter of a second after the first datagram since the last one,
+	 * not per datagram.
+	 */
+	if (!timer_pending(&n->stats_timer))
+		mod_timer(&n->stats_timer, jiffies + HZ / 4);
+	return 0;
+}
+
+/* Timer (softirq): queue the worker to publish what the hook counted. */
+static void rtpmgr_net_stats_timer(struct timer_list *t)
+{
+	struct rtpmgr_net *n = timer_container_of(n, t, stats_timer);
+
+	n->ready(n->ctx);
+}
+
+static int rtpmgr_net_encap_rcv(struct sock *sk, struct sk_buff *skb)
+{
+	int ret;
+
+	/* n, d and their sockets stay valid until the grace period a detach
+	 * waits for (synchronize_net) after unlinking or unhooking them.
+	 */
+	rcu_read_lock();
+	ret = rtpmgr_net_encap_rcv_rcu(sk, skb);
+	rcu_read_unlock();
+	return ret;
+}
+
+void rtpmgr_net_fast_link(struct rtpmgr_net *n, struct rtpmgr_net *dst)
+{
+	rcu_assign_pointer(n->fast_dst, dst);
+}
+
+bool rtpmgr_net_judge(struct rtpmgr_net *n, const u8 *head, u32 head_len, u32 len, u8 last,
+		      u64 now)
+{
+	bool ok;
+
+	spin_lock_bh(&n->lock);
+	ok = n->judge(n->jctx, head, head_len, len, last, now);
+	spin_unlock_bh(&n->lock);
+	return ok;
+}
+
+void rtpmgr_net_with_judge(struct rtpmgr_net *n, void (*f)(void *jctx, void *arg), void *arg)
+{
+	spin_lock_bh(&n->lock);
+	f(n->jctx, arg);
+	spin_unlock_bh(&n->lock);
+}
+
+void rtpmgr_net_fast_counters(struct rtpmgr_net *n, struct rtpmgr_fast_counters *out)
+{
+	out->wakeups = atomic64_read(&n->c.wakeups);
+	out->fwd_packets = atomic64_read(&n->c.fwd_packets);
+	out->fwd_bytes = atomic64_read(&n->c.fwd_bytes);
+	out->copies = atomic64_read(&n->c.copies);
+	out->malformed = atomic64_read(&n->c.malformed);
+	out->fwd_drops = atomic64_read(&n->c.fwd_drops);
+	out->tx_packets = atomic64_read(&n->c.tx_packets);
+	out->tx_bytes = atomic64_read(&n->c.tx_bytes);
+	out->tx_errors = atomic64_read(&n->c.tx_errors);
+}
+
 int rtpmgr_net_attach(struct rtpmgr_net **out, struct file *file, bool receives, bool sends,
-		      void (*ready)(void *ctx), void *ctx)
+		      bool fast, void (*ready)(void *ctx), void *ctx, rtpmgr_judge_fn judge,
+		      void *jctx)
 {
 	struct rtpmgr_net *n;
 	struct socket *sock;
@@ -106,6 +466,10 @@ int rtpmgr_net_attach(struct rtpmgr_net **out, struct file *file, bool receives,
 	n->file = file;
 	n->ready = ready;
 	n->ctx = ctx;
+	n->judge = judge;
+	n->jctx = jctx;
+	spin_lock_init(&n->lock);
+	timer_setup(&n->stats_timer, rtpmgr_net_stats_timer, 0);
 	lock_sock(sk);
 	err = -EINVAL;
 	/* A receiving stream hears its bound port; a sending one sends with
@@ -137,6 +501,20 @@ int rtpmgr_net_attach(struct rtpmgr_net **out, struct file *file, bool receives,
 	WRITE_ONCE(sk->sk_data_ready, rtpmgr_net_data_ready);
 	WRITE_ONCE(sk->sk_write_space, rtpmgr_net_write_space);
 	write_unlock_bh(&sk->sk_callback_lock);
+	/*
+	 * The fast path's hook, installed as setup_udp_tunnel_sock does (under
+	 * the socket lock, which setsockopt(UDP_ENCAP) takes too): the type
+	 * and hook with WRITE_ONCE (the receive path reads them with
+	 * READ_ONCE), then the static keys, once per socket (ENCAP_ENABLED;
+	 * the socket's destruction drops them again). It does nothing until
+	 * rtpmgr_net_fast_link gives it a target.
+	 */
+	if (receives && fast) {
+		n->encap = true;
+		WRITE_ONCE(udp_sk(sk)->encap_rcv, rtpmgr_net_encap_rcv);
+		WRITE_ONCE(udp_sk(sk)->encap_type, RTPMGR_ENCAP_TYPE);
+		udp_tunnel_encap_enable(sk);
+	}
 	release_sock(sk);
 	*out = n;
 	return 0;
@@ -151,13 +529,25 @@ void rtpmgr_net_detach(struct rtpmgr_net *n)
 {
 	struct sock *sk = n->sock->sk;
 
+	if (n->encap) {
+		/* The hook goes first; the static keys stay with the socket. */
+		lock_sock(sk);
+		WRITE_ONCE(udp_sk(sk)->encap_type, 0);
+		WRITE_ONCE(udp_sk(sk)->encap_rcv, NULL);
+		release_sock(sk);
+	}
 	write_lock_bh(&sk->sk_callback_lock);
 	rcu_assign_sk_user_data(sk, NULL);
 	WRITE_ONCE(sk->sk_data_ready, n->saved_data_ready);
 	WRITE_ONCE(sk->sk_write_space, n->saved_write_space);
 	write_unlock_bh(&sk->sk_callback_lock);
-	/* No callback still runs with our ctx (or in our text) after this. */
+	/* No callback (nor the hook, nor another stream's hook that sent
+	 * through this socket: its link was cleared before) still runs with
+	 * our ctx (or in our text) after this.
+	 */
 	synchronize_net();
+	/* No hook arms the timer any more: stop it for good. */
+	timer_shutdown_sync(&n->stats_timer);
 	kfree(n);
 }
 
@@ -168,10 +558,7 @@ u64 rtpmgr_net_drops(struct rtpmgr_net *n)
 
 bool rtpmgr_net_rx_pending(struct rtpmgr_net *n)
 {
-	struct sock *sk = n->sock->sk;
-
-	return !skb_queue_empty_lockless(&udp_sk(sk)->reader_queue) ||
-	       !skb_queue_empty_lockless(&sk->sk_receive_queue);
+	return rtpmgr_net_queued(n->sock->sk);
 }
 
 /* The heads of a raw MPEG-TS datagram's packets, privately (see the header). */

@@ -12,17 +12,62 @@ struct file;
 struct rtpmgr_net;
 
 /*
+ * The owner's judge of a received datagram of len bytes: head holds its
+ * first head_len bytes (at most RTPMGR_JUDGE_HEAD), last its last byte,
+ * now the arrival time (CLOCK_MONOTONIC ns). True: it is what the stream
+ * carries (and was accounted). Called with the helper's lock held, in
+ * softirq (the fast path) or with BH disabled (rtpmgr_net_judge); must not
+ * sleep. jctx is the owner's, given to rtpmgr_net_attach.
+ */
+typedef bool (*rtpmgr_judge_fn)(void *jctx, const u8 *head, u32 head_len, u32 len, u8 last,
+				u64 now);
+/* abi::RTP_CHECK_BYTES: what the RTP header check reads (asserted in net.rs). */
+#define RTPMGR_JUDGE_HEAD 76
+
+/* Counters the helper keeps with atomics (net.rs: FastCounters). */
+struct rtpmgr_fast_counters {
+	/* Times the data-ready callback queued the worker. */
+	u64 wakeups;
+	/* Receiving side: forwarded in softirq, of them with a header copy,
+	 * judged malformed there, dropped after the judge (send failed).
+	 */
+	u64 fwd_packets, fwd_bytes, copies, malformed, fwd_drops;
+	/* Sending side: sent by another socket's fast path, or failed. */
+	u64 tx_packets, tx_bytes, tx_errors;
+};
+
+/*
  * Take the UDP socket of file for a stream (the caller holds a reference on
  * file until after rtpmgr_net_detach): check that it is an AF_INET or
  * AF_INET6 UDP socket (-ENOTSOCK, -EAFNOSUPPORT, -EPROTONOSUPPORT), bound
  * if it receives (-EINVAL), connected if it sends (-EDESTADDRREQ), nobody
  * else's (-EBUSY), and install the callbacks, which call ready(ctx) (any
- * context, must not sleep). Sleeps.
+ * context, must not sleep). With fast (a receiving stream), also the UDP
+ * encapsulation hook of the fast path (idle until rtpmgr_net_fast_link).
+ * judge(jctx) judges datagrams (see rtpmgr_judge_fn). Sleeps.
  */
 int rtpmgr_net_attach(struct rtpmgr_net **out, struct file *file, bool receives, bool sends,
-		      void (*ready)(void *ctx), void *ctx);
-/* Restore the socket's callbacks and wait for running ones. Sleeps. */
+		      bool fast, void (*ready)(void *ctx), void *ctx, rtpmgr_judge_fn judge,
+		      void *jctx);
+/*
+ * Restore the socket's callbacks and hook and wait for running ones. No
+ * other stream's fast path may still link to n. Sleeps.
+ */
 void rtpmgr_net_detach(struct rtpmgr_net *n);
+/*
+ * Point n's fast path at dst (a sending stream's socket) or, with NULL,
+ * stop it (datagrams take the worker path). Any context but softirq. A
+ * dst unlinked here must not be detached before a grace period
+ * (rtpmgr_net_detach waits for one).
+ */
+void rtpmgr_net_fast_link(struct rtpmgr_net *n, struct rtpmgr_net *dst);
+/* Judge a datagram the worker received, under the lock the hook takes. */
+bool rtpmgr_net_judge(struct rtpmgr_net *n, const u8 *head, u32 head_len, u32 len, u8 last,
+		      u64 now);
+/* Call f(jctx, arg) under that lock (to read the judge's state). */
+void rtpmgr_net_with_judge(struct rtpmgr_net *n, void (*f)(void *jctx, void *arg), void *arg);
+/* The helper's counters. Any context. */
+void rtpmgr_net_fast_counters(struct rtpmgr_net *n, struct rtpmgr_fast_counters *out);
 /* Datagrams the socket dropped (sk_drops). Any context. */
 u64 rtpmgr_net_drops(struct rtpmgr_net *n);
 /* Whether a datagram waits. */

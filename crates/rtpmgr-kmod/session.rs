@@ -89,7 +89,7 @@ impl Inner {
     }
 
     /// After a worker pass that moved something: every `udp` stream's
-    /// record (at most 64 records of 256 bytes).
+    /// record (at most 64 records of 512 bytes).
     pub(crate) fn publish_all_stats(&mut self) {
         for id in 0..self.streams.len() {
             self.publish_stats(id, true);
@@ -100,7 +100,77 @@ impl Inner {
     /// stream's record gets its last counters and loses `STATS_RUNNING`.
     pub(crate) fn take_stream(&mut self, id: usize) -> Option<Stream> {
         self.publish_stats(id, false);
+        // A fast path sending through this stream's socket stops first
+        // (its datagrams take the worker path, which finds no target): the
+        // socket's detach, after unlocking, waits for a hook still using it.
+        // The stream itself stops sending through its target too, so
+        // whichever of the two is dropped first, no hook still uses it.
+        for (k, net) in self.streams.iter_mut().enumerate() {
+            let Some(net) = net.as_mut().and_then(Stream::net_mut) else {
+                continue;
+            };
+            if net.fast_linked && (net.forward_to == Some(id) || k == id) {
+                net.sock.fast_link(None);
+                net.fast_linked = false;
+            }
+        }
         self.streams.get_mut(id)?.take()
+    }
+
+    /// Link the fast paths that forward to stream `id`, a `udp` stream
+    /// that just started (a relay's target that stopped and runs again).
+    pub(crate) fn link_fast_to(&mut self, id: usize) {
+        if id >= self.streams.len() {
+            return;
+        }
+        // Two entries of the table at once: split it around `id`.
+        let (before, rest) = self.streams.split_at_mut(id);
+        let Some((target, after)) = rest.split_first_mut() else {
+            return;
+        };
+        let Some(target) = target
+            .as_ref()
+            .filter(|t| t.direction & abi::DIR_TO_DEVICE != 0)
+            .and_then(Stream::net)
+        else {
+            return;
+        };
+        for net in Iterator::chain(before.iter_mut(), after.iter_mut()) {
+            let Some(net) = net.as_mut().and_then(Stream::net_mut) else {
+                continue;
+            };
+            if net.fast && !net.fast_linked && net.forward_to == Some(id) {
+                // Unlinked in `take_stream` before the target goes.
+                net.sock.fast_link(Some(&target.sock));
+                net.fast_linked = true;
+            }
+        }
+    }
+
+    /// Publish the records of the streams whose fast path forwarded or
+    /// dropped something since the last time (the fast path runs in
+    /// softirq and never writes a record; it queues the worker for this a
+    /// few times a second). Returns whether any was written.
+    pub(crate) fn publish_fast_stats(&mut self) -> bool {
+        let mut any = false;
+        for id in 0..self.streams.len() {
+            let Some(net) = self.streams[id].as_mut().and_then(Stream::net_mut) else {
+                continue;
+            };
+            let f = net.sock.fast_counters();
+            let now = (
+                f.fwd_packets + f.fwd_drops,
+                f.malformed,
+                f.tx_packets + f.tx_errors,
+            );
+            if now == net.fast_published {
+                continue;
+            }
+            net.fast_published = now;
+            self.publish_stats(id, true);
+            any = true;
+        }
+        any
     }
 }
 

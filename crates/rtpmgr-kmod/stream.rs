@@ -264,12 +264,101 @@ pub(crate) struct NetStream {
     pub(crate) bounce: VVec<u8>,
     /// Sending streams: what the socket could not take yet.
     pub(crate) backlog: Option<Backlog>,
-    /// `NET_F_RTP`: statistics of the current source.
-    pub(crate) rtp: Option<SourceStats>,
     /// `NET_F_TS`: continuity of the transport stream.
     pub(crate) ts: Option<TsState>,
-    pub(crate) clock_rate: u32,
-    pub(crate) ssrc_changes: u64,
+    /// Whether the socket has the fast path's hook (udp -> udp forwarding
+    /// without the tap or `NET_F_TS`), and whether it is linked to
+    /// `forward_to`'s socket now.
+    pub(crate) fast: bool,
+    pub(crate) fast_linked: bool,
+    /// What the fast path had counted when the worker last published the
+    /// statistics record (see `Inner::publish_fast_stats`).
+    pub(crate) fast_published: (u64, u64, u64),
+}
+
+/// The RTP judge of a `udp` stream: the `NET_F_RTP` header check and the
+/// statistics of the current source (the `rtp` crate's `SourceStats`).
+/// Owned by the stream's socket and only reached through the socket helper,
+/// under its lock, from the worker and from the fast path in softirq alike,
+/// so every datagram is judged once by one state. Never allocates.
+pub(crate) struct RtpJudge {
+    rtp_check: bool,
+    clock_rate: u32,
+    rtp: Option<SourceStats>,
+    ssrc_changes: u64,
+}
+
+impl RtpJudge {
+    pub(crate) fn new(flags: u32, clock_rate: u32) -> RtpJudge {
+        RtpJudge {
+            rtp_check: flags & abi::NET_F_RTP != 0,
+            clock_rate,
+            rtp: None,
+            ssrc_changes: 0,
+        }
+    }
+
+    /// Whether a datagram of `len` bytes whose first bytes are `head` (a
+    /// private copy, at least `min(len, RTP_CHECK_BYTES)` of them) and
+    /// last byte `last` passes (`NET_F_RTP`: an RTP header); accounts it
+    /// if so. Without `NET_F_RTP` everything passes.
+    pub(crate) fn accept(&mut self, len: usize, head: &[u8], last: u8, now: u64) -> bool {
+        if !self.rtp_check {
+            return true;
+        }
+        let seen = head.get(..len.min(abi::RTP_CHECK_BYTES)).unwrap_or(head);
+        if abi::rtp_header_check(seen, len, last).is_err() {
+            return false;
+        }
+        self.rtp_update(head, now);
+        true
+    }
+
+    /// Account one datagram that passed the RTP header check; `head` holds
+    /// at least its fixed header.
+    fn rtp_update(&mut self, head: &[u8], now: u64) {
+        let (Some(s), Some(t), Some(c)) = (head.get(2..4), head.get(4..8), head.get(8..12)) else {
+            return;
+        };
+        let seq = u16::from_be_bytes([s[0], s[1]]);
+        let ts = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
+        let ssrc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+        match self.rtp.as_mut() {
+            Some(st) if st.ssrc() == ssrc => {
+                st.update(seq, ts, now);
+            }
+            other => {
+                if other.is_some() {
+                    self.ssrc_changes += 1;
+                }
+                let mut st = SourceStats::new(ssrc, seq, self.clock_rate);
+                st.update(seq, ts, now);
+                self.rtp = Some(st);
+            }
+        }
+    }
+
+    /// Fill the RTP fields of `c`.
+    pub(crate) fn fill(&self, c: &mut NetCounters) {
+        c.ssrc_changes = self.ssrc_changes;
+        if let Some(st) = self.rtp.as_ref() {
+            c.ssrc = st.ssrc();
+            c.rtp_flags = abi::NET_RTP_SOURCE
+                | if st.in_probation() {
+                    abi::NET_RTP_PROBATION
+                } else {
+                    0
+                };
+            c.rtp_received = st.received();
+            c.rtp_expected = st.expected();
+            c.rtp_lost = st.lost();
+            c.rtp_duplicates = st.duplicates();
+            c.rtp_reordered = st.reordered();
+            c.rtp_resyncs = st.resyncs();
+            c.ext_highest_seq = st.extended_highest_seq();
+            c.jitter_units = st.jitter_units();
+        }
+    }
 }
 
 /// Whether a send left its datagram waiting, and if so whether the socket's
@@ -376,14 +465,11 @@ impl NetStream {
     /// carries (`NET_F_RTP`: an RTP header; `NET_F_TS`: whole transport
     /// packets), judged on the private copies `head` (its first bytes),
     /// `last` (its last byte) and the TS heads, never on the shared slot;
-    /// accounts it in the stream's statistics if so.
+    /// accounts it in the stream's statistics if so. The RTP judge is the
+    /// socket's, which the fast path shares (see `RtpJudge`).
     pub(crate) fn accept(&mut self, len: usize, head: &[u8], last: u8, now: u64) -> bool {
-        if self.flags & abi::NET_F_RTP != 0 {
-            let seen = head.get(..len.min(abi::RTP_CHECK_BYTES)).unwrap_or(head);
-            if abi::rtp_header_check(seen, len, last).is_err() {
-                return false;
-            }
-            self.rtp_update(head, now);
+        if self.flags & abi::NET_F_RTP != 0 && !self.sock.judge(len, head, last, now) {
+            return false;
         }
         if let Some(ts) = self.ts.as_mut() {
             return ts.datagram(len);
@@ -391,51 +477,22 @@ impl NetStream {
         true
     }
 
-    /// Account one datagram that passed the RTP header check; `head` holds
-    /// at least its fixed header.
-    pub(crate) fn rtp_update(&mut self, head: &[u8], now: u64) {
-        let (Some(s), Some(t), Some(c)) = (head.get(2..4), head.get(4..8), head.get(8..12)) else {
-            return;
-        };
-        let seq = u16::from_be_bytes([s[0], s[1]]);
-        let ts = u32::from_be_bytes([t[0], t[1], t[2], t[3]]);
-        let ssrc = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-        match self.rtp.as_mut() {
-            Some(st) if st.ssrc() == ssrc => {
-                st.update(seq, ts, now);
-            }
-            other => {
-                if other.is_some() {
-                    self.ssrc_changes += 1;
-                }
-                let mut st = SourceStats::new(ssrc, seq, self.clock_rate);
-                st.update(seq, ts, now);
-                self.rtp = Some(st);
-            }
-        }
-    }
-
-    /// The counters, with the RTP statistics filled in.
+    /// The counters, with the RTP statistics and what the socket helper
+    /// counted (the fast path, the wake-ups) filled in.
     pub(crate) fn counters(&self) -> NetCounters {
         let mut c = self.counters;
-        c.ssrc_changes = self.ssrc_changes;
-        if let Some(st) = self.rtp.as_ref() {
-            c.ssrc = st.ssrc();
-            c.rtp_flags = abi::NET_RTP_SOURCE
-                | if st.in_probation() {
-                    abi::NET_RTP_PROBATION
-                } else {
-                    0
-                };
-            c.rtp_received = st.received();
-            c.rtp_expected = st.expected();
-            c.rtp_lost = st.lost();
-            c.rtp_duplicates = st.duplicates();
-            c.rtp_reordered = st.reordered();
-            c.rtp_resyncs = st.resyncs();
-            c.ext_highest_seq = st.extended_highest_seq();
-            c.jitter_units = st.jitter_units();
-        }
+        self.sock.fill_judged(&mut c);
+        let f = self.sock.fast_counters();
+        c.fwd_packets += f.fwd_packets;
+        c.fwd_bytes += f.fwd_bytes;
+        c.fwd_fast_packets = f.fwd_packets;
+        c.fwd_copies = f.copies;
+        c.malformed += f.malformed;
+        c.forward_drops += f.fwd_drops;
+        c.tx_packets += f.tx_packets;
+        c.tx_bytes += f.tx_bytes;
+        c.tx_errors += f.tx_errors;
+        c.worker_wakeups = f.wakeups;
         if let Some(ts) = self.ts.as_ref() {
             ts.fill(&mut c);
         }

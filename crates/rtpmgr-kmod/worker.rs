@@ -71,6 +71,8 @@ impl WorkItem for Session {
                 this.waiters.notify_all();
                 continue;
             }
+            // What the fast path counted since (it queues us for this).
+            inner.publish_fast_stats();
             // Nothing moved: sleep. To-device need-wakeup goes up whatever
             // we wait for, so a slot published for any stream kicks us,
             // also while a socket holds a backlog (its write-space

@@ -17,7 +17,11 @@ pub const SHARED_MAGIC: u32 = u32::from_le_bytes(*b"RTPM");
 /// laid out as in version 1. Version 3: raw MPEG-TS streams
 /// ([`NET_F_TS`]); [`NetCounters`] grew by `ts_packets` and
 /// `ts_cc_errors`, which took the statistics record's reserved bytes.
-pub const ABI_VERSION: u32 = 3;
+/// Version 4: the kernel forwards udp -> udp in softirq; [`NetCounters`]
+/// grew by `fwd_fast_packets`, `fwd_copies` and `worker_wakeups`, so
+/// [`NetStatus`] is 272 bytes and a [`StatsRecord`] 512 (the statistics
+/// area 32 KiB).
+pub const ABI_VERSION: u32 = 4;
 
 /// Smallest slot (bytes, including the slot header).
 pub const MIN_SLOT_SIZE: u32 = 256;
@@ -520,6 +524,16 @@ pub struct NetCounters {
     pub ts_packets: u64,
     /// With [`NET_F_TS`]: ETSI TR 101 290 1.4 Continuity_count_errors.
     pub ts_cc_errors: u64,
+    /// Of `fwd_packets`: datagrams forwarded in softirq on the receiving
+    /// CPU (the fast path of a udp -> udp `forward_to` without the tap),
+    /// the socket buffer reused, never copied or queued to the worker.
+    pub fwd_fast_packets: u64,
+    /// Of `fwd_fast_packets`: datagrams whose headers had to be copied
+    /// first (too little headroom, or a header shared with a clone).
+    pub fwd_copies: u64,
+    /// Times a datagram arriving on the socket queued the session worker
+    /// (the socket's data-ready callback): what the fast path avoids.
+    pub worker_wakeups: u64,
 }
 
 /// [`NetCounters::rtp_flags`]: a source was heard and the RTP fields hold
@@ -629,13 +643,15 @@ pub struct StatsRecord {
     /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
     /// (`socket_drops` as of the update).
     pub counters: NetCounters,
+    /// Zero; room for counters to come.
+    pub _reserved: [u64; 29],
 }
 
 /// [`StatsRecord::flags`]: a `udp` stream runs with this id. Cleared when
 /// it stops (the counters keep their last values).
 pub const STATS_RUNNING: u32 = 1 << 0;
 /// Bytes of a [`StatsRecord`] and of the statistics area.
-pub const STATS_RECORD_SIZE: u32 = 256;
+pub const STATS_RECORD_SIZE: u32 = 512;
 pub const STATS_AREA_SIZE: u32 = STATS_RECORD_SIZE * MAX_STREAMS;
 
 /// Control block of one ring. The three words are written by different
@@ -820,7 +836,7 @@ impl Geometry {
 // Compile-time guards; the tests below print the same facts readably.
 const _: () = assert!(core::mem::size_of::<SlotHeader>() == SLOT_HEADER_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<NetStreamSpec>() == 32);
-const _: () = assert!(core::mem::size_of::<NetStatus>() == 248);
+const _: () = assert!(core::mem::size_of::<NetStatus>() == 272);
 const _: () = assert!(core::mem::size_of::<StatsRecord>() == STATS_RECORD_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<RingCtrl>() == 3 * CACHE_LINE as usize);
 const _: () = assert!(TO_DEV_CTRL_OFFSET as usize >= core::mem::size_of::<SharedHeader>());

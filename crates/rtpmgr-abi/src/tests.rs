@@ -65,10 +65,10 @@ fn shared_region_layout_is_pinned() {
     assert_eq!(size_of::<SharedHeader>(), 72);
     assert_eq!(offset_of!(SharedHeader, stats_offset), 56);
     assert_eq!(offset_of!(SharedHeader, stats_records), 68);
-    assert_eq!(size_of::<StatsRecord>(), 256);
+    assert_eq!(size_of::<StatsRecord>(), 512);
     assert_eq!(offset_of!(StatsRecord, updated_ns), 16);
     assert_eq!(offset_of!(StatsRecord, counters), 24);
-    assert_eq!(STATS_AREA_SIZE, 16_384);
+    assert_eq!(STATS_AREA_SIZE, 32_768);
     assert_eq!(offset_of!(SharedHeader, slot_count), 16);
     assert_eq!(offset_of!(SharedHeader, to_dev_slots_offset), 32);
     assert_eq!(offset_of!(SharedHeader, mmap_size), 48);
@@ -175,12 +175,12 @@ fn geometry_validation() {
     assert_eq!(Geometry::new(1024, 3000, big), Err(GeometryError::SlotSize));
     assert_eq!(Geometry::new(1024, 128, big), Err(GeometryError::SlotSize));
     assert_eq!(Geometry::new(1024, 131_072, big), Err(GeometryError::SlotSize));
-    // 4096 + 2 × 1024 × 2048 + 16384 (statistics) = 4_214_784 bytes.
-    assert_eq!(Geometry::new(1024, 2048, 4_214_784).map(|g| g.region_bytes()), Ok(4_214_784));
-    assert_eq!(Geometry::new(1024, 2048, 4_214_783), Err(GeometryError::TooLarge));
-    // The largest geometry: 4096 + 2 × 2^31 + 16384 bytes, no overflow.
+    // 4096 + 2 × 1024 × 2048 + 32768 (statistics) = 4_231_168 bytes.
+    assert_eq!(Geometry::new(1024, 2048, 4_231_168).map(|g| g.region_bytes()), Ok(4_231_168));
+    assert_eq!(Geometry::new(1024, 2048, 4_231_167), Err(GeometryError::TooLarge));
+    // The largest geometry: 4096 + 2 × 2^31 + 32768 bytes, no overflow.
     let g = Geometry::new(MAX_SLOT_COUNT, MAX_SLOT_SIZE, big).unwrap();
-    assert_eq!(g.region_bytes(), 4096 + (1u64 << 32) + 16_384);
+    assert_eq!(g.region_bytes(), 4096 + (1u64 << 32) + 32_768);
 }
 
 #[test]
@@ -189,16 +189,16 @@ fn geometry_layout() {
     assert_eq!(g.to_dev_slots_offset(), 4096);
     assert_eq!(g.from_dev_slots_offset(), 4096 + 2048);
     assert_eq!(g.stats_offset(), 8192);
-    assert_eq!(g.region_bytes(), 8192 + 16_384);
-    assert_eq!(g.mmap_size(4096), 24_576);
-    assert_eq!(g.mmap_size(16_384), 32_768);
+    assert_eq!(g.region_bytes(), 8192 + 32_768);
+    assert_eq!(g.mmap_size(4096), 40_960);
+    assert_eq!(g.mmap_size(16_384), 49_152);
     assert_eq!(g.mmap_size(65_536), 65_536);
     assert_eq!(g.payload_capacity(), 224);
     let h = g.shared_header(4096);
     assert_eq!(h.magic, SHARED_MAGIC);
-    assert_eq!(h.mmap_size, 24_576);
+    assert_eq!(h.mmap_size, 40_960);
     assert_eq!(h.from_dev_slots_offset, 6144);
-    assert_eq!((h.stats_offset, h.stats_record_size, h.stats_records), (8192, 256, 64));
+    assert_eq!((h.stats_offset, h.stats_record_size, h.stats_records), (8192, 512, 64));
 }
 
 #[test]
@@ -244,16 +244,19 @@ fn net_stream_abi_is_pinned() {
     assert_eq!(size_of::<NetStreamSpec>(), 32);
     assert_eq!(align_of::<NetStreamSpec>(), 4);
     assert_eq!(offset_of!(NetStreamSpec, fd), 24);
-    assert_eq!(size_of::<NetCounters>(), 232);
+    assert_eq!(size_of::<NetCounters>(), 256);
+    assert_eq!(offset_of!(NetCounters, fwd_fast_packets), 232);
+    assert_eq!(offset_of!(NetCounters, fwd_copies), 240);
+    assert_eq!(offset_of!(NetCounters, worker_wakeups), 248);
     assert_eq!(offset_of!(NetCounters, socket_drops), 192);
     assert_eq!(offset_of!(NetCounters, rx_errors), 200);
     assert_eq!(offset_of!(NetCounters, tx_dropped), 208);
     assert_eq!(offset_of!(NetCounters, ts_packets), 216);
     assert_eq!(offset_of!(NetCounters, ts_cc_errors), 224);
-    assert_eq!(size_of::<NetStatus>(), 248);
+    assert_eq!(size_of::<NetStatus>(), 272);
     assert_eq!(offset_of!(NetStatus, counters), 16);
     assert_eq!(RTPMGR_IOC_START_NET_STREAM, 0x4020_B709); // _IOW, 32
-    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC0F8_B70A); // _IOWR, 248
+    assert_eq!(RTPMGR_IOC_GET_NET_STATUS, 0xC110_B70A); // _IOWR, 272
     assert_eq!(FEATURE_NET_STREAMS, 8);
     assert_eq!(FEATURE_POLL, 32);
     assert_eq!((NET_F_RTP, NET_F_TAP, NET_F_TS, NET_F_MASK), (1, 2, 4, 7));
@@ -262,7 +265,7 @@ fn net_stream_abi_is_pinned() {
     // number: a version-1 caller gets ENOTTY), NetCounters grew. Version 3:
     // NET_F_TS, and NetCounters grew into the stats record's reserved bytes
     // (GET_NET_STATUS has a new number again).
-    assert_eq!(ABI_VERSION, 3);
+    assert_eq!(ABI_VERSION, 4);
 }
 
 /// The kernel's check over a private header copy accepts exactly what the

@@ -147,6 +147,15 @@ pub struct StreamReport {
     /// socket) could not take, dropped in the kernel.
     #[serde(default)]
     pub forward_drops: u64,
+    /// `mode = "kernel"`: of `packets`, those the module forwarded in
+    /// softirq on the fast path, those of them whose headers it copied,
+    /// and the times a datagram queued the module's worker (ABI 4).
+    #[serde(default)]
+    pub fast_packets: u64,
+    #[serde(default)]
+    pub fast_copies: u64,
+    #[serde(default)]
+    pub worker_wakeups: u64,
     pub sent_packets: u64,
     pub sent_bytes: u64,
     pub send_errors: u64,

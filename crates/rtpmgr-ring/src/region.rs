@@ -193,7 +193,7 @@ impl Region {
         let off = self.geometry.stats_offset() as usize + id as usize * STATS_RECORD_SIZE as usize;
         // SAFETY: id < MAX_STREAMS, so the record lies inside the statistics
         // area, inside the mapping (checked against `region_bytes()` in
-        // `new`); page-aligned area, 256-byte records: aligned for
+        // `new`); page-aligned area, 512-byte records: aligned for
         // `StatsRecord` and its leading `u32`.
         let rec = unsafe { self.base.as_ptr().add(off) };
         // SAFETY: as above; the word is accessed atomically by this process.
@@ -495,8 +495,8 @@ mod tests {
     #[test]
     fn fresh_region_is_empty_and_sized() {
         let r = region(8, 256);
-        // Header page, two rings of 2 KiB, 16 KiB of statistics records.
-        assert_eq!(r.len(), 8192 + 16_384);
+        // Header page, two rings of 2 KiB, 32 KiB of statistics records.
+        assert_eq!(r.len(), 8192 + 32_768);
         let mut p = r.producer(RingId::ToDevice);
         assert_eq!(p.free(1), 8);
         let mut c = r.consumer(RingId::FromDevice);
@@ -507,9 +507,9 @@ mod tests {
     fn rejects_foreign_or_mismatched_headers() {
         let g = Geometry::new(8, 256, u64::MAX).unwrap();
         let make = |h: SharedHeader| {
-            let map = memmap2::MmapOptions::new().len(24_576).map_anon().unwrap();
+            let map = memmap2::MmapOptions::new().len(40_960).map_anon().unwrap();
             let raw = memmap2::MmapRaw::from(map);
-            // SAFETY: fresh private mapping of 24,576 bytes, page aligned.
+            // SAFETY: fresh private mapping of 40,960 bytes, page aligned.
             unsafe { core::ptr::write(raw.as_mut_ptr().cast::<SharedHeader>(), h) };
             Region::new(Box::new(raw)).err()
         };
@@ -525,7 +525,7 @@ mod tests {
         // A header promising more slots than the mapping holds.
         assert_eq!(
             make(SharedHeader { slot_count: 16, from_dev_slots_offset: 4096 + 4096, ..good }),
-            Some(RegionError::TooSmall { mapped: 24_576, needed: 4096 + 8192 + 16_384 })
+            Some(RegionError::TooSmall { mapped: 40_960, needed: 4096 + 8192 + 32_768 })
         );
     }
 

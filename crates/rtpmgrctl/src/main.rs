@@ -108,6 +108,12 @@ fn table(r: &StatusReport) -> String {
         "FWD_DROPS",
         "SENT",
         "SEND_ERR",
+        // mode = "kernel": forwarded on the module's fast path, of them
+        // with a header copy, and the module worker's wake-ups. After the
+        // columns that scripts read by number (ci/guest/init).
+        "FAST",
+        "FAST_COPIES",
+        "WAKEUPS",
         // Last, so that scripts reading the columns before it by number
         // (ci/guest/init) keep working.
         "FORMAT",
@@ -132,6 +138,9 @@ fn table(r: &StatusReport) -> String {
             s.forward_drops.to_string(),
             s.sent_packets.to_string(),
             s.send_errors.to_string(),
+            s.fast_packets.to_string(),
+            s.fast_copies.to_string(),
+            s.worker_wakeups.to_string(),
             s.format.clone(),
         ]);
     }
@@ -344,7 +353,7 @@ mod tests {
         assert_eq!(&lines[head + 1][end - 2..end], " 7");
         assert!(t.contains("tv2: mode = \"kernel\" unavailable, running in user space: the device has no"), "{t}");
         // FORMAT is the last column; the TS table lists only streams with TS.
-        assert!(lines[head].ends_with("SEND_ERR  FORMAT"), "{t}");
+        assert!(lines[head].ends_with("SEND_ERR  FAST  FAST_COPIES  WAKEUPS  FORMAT"), "{t}");
         assert!(lines[head + 2].ends_with(" udp-ts"), "{t}");
         assert!(lines[head + 1].ends_with(" rtp"), "{t}");
         let ts = lines.iter().position(|l| l.starts_with("MPEG-TS health")).expect("a TS table");

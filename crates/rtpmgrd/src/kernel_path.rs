@@ -192,6 +192,9 @@ impl KernelStream {
             malformed: rx.malformed,
             oversize: rx.oversize,
             forward_drops: rx.forward_drops,
+            fast_packets: rx.fwd_fast_packets,
+            fast_copies: rx.fwd_copies,
+            worker_wakeups: rx.worker_wakeups,
             socket_drops: rx.socket_drops,
             ..base
         };

@@ -33,6 +33,7 @@ macro_rules! ensure {
 }
 
 mod defects;
+mod fast;
 mod net;
 mod shaper;
 mod ts;
@@ -132,7 +133,7 @@ fn ioctl_errors() -> TestResult {
     expect_errno("over the pin limit", d.configure(abi::MAX_SLOT_COUNT, abi::MAX_SLOT_SIZE), Errno::ENOMEM)?;
 
     let cfg = d.configure(64, 2048).map_err(fail("CONFIGURE_BUFFER"))?;
-    ensure!(cfg.mmap_size == 4096 + 2 * 64 * 2048 + 16_384, "mmap_size {}", cfg.mmap_size);
+    ensure!(cfg.mmap_size == 4096 + 2 * 64 * 2048 + 32_768, "mmap_size {}", cfg.mmap_size);
     ensure!(cfg.to_dev_slots_offset == 4096 && cfg.from_dev_slots_offset == 4096 + 64 * 2048, "{cfg:?}");
     ensure!(d.status(abi::STATUS_SESSION_ONLY).map_err(fail("status"))?.state == abi::STATE_CONFIGURED, "configured");
 
@@ -811,6 +812,8 @@ const TESTS: &[Test] = &[
     ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
     ("udp_ts_v4", ts::udp_ts_v4),
+    ("udp_fast_v4", fast::udp_fast_v4),
+    ("udp_fast_v6", fast::udp_fast_v6),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
     ("d1_lost_wakeup_after_stop_stream", defects::d1_lost_wakeup_after_stop_stream),
     ("d1_head_of_line_blocking", defects::d1_head_of_line_blocking),

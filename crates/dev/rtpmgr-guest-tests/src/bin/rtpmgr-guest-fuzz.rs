@@ -196,6 +196,10 @@ impl Fuzzer {
                     if c.rx_packets + c.fwd_packets + c.malformed + c.oversize > 0 {
                         self.note("net-status-traffic", Ok(()));
                     }
+                    // And that some took the softirq fast path.
+                    if c.fwd_fast_packets > 0 {
+                        self.note("net-status-fast", Ok(()));
+                    }
                 }
                 self.note("net-status", r);
             }

@@ -116,13 +116,13 @@ pub(crate) fn udp_hostile_args() -> TestResult {
 }
 
 /// Floods `to` from a thread until dropped.
-struct Flood {
+pub(crate) struct Flood {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<u64>>,
 }
 
 impl Flood {
-    fn new(to: SocketAddr) -> Result<Flood, String> {
+    pub(crate) fn new(to: SocketAddr) -> Result<Flood, String> {
         let s = UdpSocket::bind((to.ip(), 0)).map_err(fail("bind flood"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

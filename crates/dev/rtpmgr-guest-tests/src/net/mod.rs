@@ -25,7 +25,7 @@ pub(crate) use forward::{
     udp_forward_to_loopback, udp_forward_to_media0, udp_relay_tap_v4, udp_relay_tap_v6, udp_relay_v4,
 };
 pub(crate) use hold::hold;
-pub(crate) use hostile::{udp_hostile_args, udp_stop_close_under_traffic};
+pub(crate) use hostile::{udp_hostile_args, udp_stop_close_under_traffic, Flood};
 pub(crate) use multicast::{
     udp_mcast_ssm_v4, udp_mcast_ssm_v6, udp_mcast_tx_v4, udp_mcast_tx_v6, udp_mcast_v4, udp_mcast_v6,
 };

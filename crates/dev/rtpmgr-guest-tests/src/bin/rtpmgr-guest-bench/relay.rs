@@ -434,6 +434,10 @@ pub struct Run {
     /// The relay's own view: the kernel's `forward_drops`, rtpmgrd's
     /// ring-full and socket drops.
     pub relay_reported_drops: u64,
+    /// The in-kernel relay's own counters over the whole run (ABI 4):
+    /// datagrams forwarded, of them on the softirq fast path, of those
+    /// with a header copy, and the worker wake-ups by arriving datagrams.
+    pub kernel_fwd: [u64; 4],
     pub setup_s: f64,
 }
 
@@ -521,6 +525,7 @@ pub fn run_once(kind: Kind, p: &Profile, t: Timing) -> Result<Run> {
     stop_sink.store(true, Ordering::Relaxed);
     let c = sink_thread.join().map_err(|_| "sink panicked".to_string())?;
     let sink_socket_drops = c.socket_drops;
+    let mut kernel_fwd = [0u64; 4];
     let relay_reported_drops = match &running {
         Running::Kernel(sessions) => {
             let mut d = 0;
@@ -528,6 +533,10 @@ pub fn run_once(kind: Kind, p: &Profile, t: Timing) -> Result<Run> {
                 for j in 0..*count {
                     let a = dev.net_status(2 * j as u32).map_err(|e| format!("GET_NET_STATUS: {e}"))?;
                     d += a.forward_drops + a.malformed + a.oversize;
+                    for (k, v) in [a.fwd_packets, a.fwd_fast_packets, a.fwd_copies, a.worker_wakeups].iter().enumerate()
+                    {
+                        kernel_fwd[k] += v;
+                    }
                 }
             }
             d
@@ -570,6 +579,7 @@ pub fn run_once(kind: Kind, p: &Profile, t: Timing) -> Result<Run> {
         sink_socket_drops,
         input_backlog,
         relay_reported_drops,
+        kernel_fwd,
         setup_s,
     })
 }
@@ -608,7 +618,7 @@ pub fn bench(
                 eprintln!(
                     "relay {} {} rep {rep}: offered {:.0} delivered {:.0} pkt/s, lost {} of {} (backlog {}, \
                      drops in {} sink {} relay {}), generator+sink {:.0} %, relay cpu {:.1} us/pkt ({:.0} %, idle {:.0} %, marginal {:.1} us/pkt), \
-                     setup {:.1} s",
+                     kernel fwd/fast/copies/wakeups {:?}, setup {:.1} s",
                     p.name,
                     kind.key(),
                     r.offered_pps,
@@ -624,6 +634,7 @@ pub fn bench(
                     r.relay_cpu_percent,
                     r.relay_idle_cpu_percent,
                     r.relay_marginal_us_per_pkt,
+                    r.kernel_fwd,
                     r.setup_s
                 );
                 if r.duplicates > 0 || r.malformed > 0 {
@@ -659,6 +670,10 @@ pub fn bench(
                     "sink_socket_drops": sum(|r| r.sink_socket_drops),
                     "input_backlog_at_end": rs.iter().map(|r| r.input_backlog).sum::<usize>(),
                     "relay_reported_drops": sum(|r| r.relay_reported_drops),
+                    "kernel_fwd_packets": sum(|r| r.kernel_fwd[0]),
+                    "kernel_fwd_fast_packets": sum(|r| r.kernel_fwd[1]),
+                    "kernel_fwd_copies": sum(|r| r.kernel_fwd[2]),
+                    "kernel_worker_wakeups": sum(|r| r.kernel_fwd[3]),
                     "offered_pps_median": rtpmgr_bench::stats::Summary::of(&col(|r| r.offered_pps)).map(|s| s.median),
                 }),
             );
