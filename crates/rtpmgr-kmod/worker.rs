@@ -6,11 +6,11 @@
 //! or forwards them, publishes the statistics records, and sleeps with
 //! need-wakeup raised when there is nothing to do.
 
-use crate::abi::{self, SessionCounters, SlotHeader};
-use crate::net::Recv;
+use crate::abi::{self, NetCounters, SessionCounters, SlotHeader};
+use crate::net::{NetSocket, Recv};
 use crate::ring::{Region, SharedBytes};
 use crate::session::{monotonic_ns, Inner, Session};
-use crate::stream::{tx_block, Endpoint, NetStream, Stream, TxBlock};
+use crate::stream::{tx_block, Endpoint, NetStream, Stream, TsState, TxBlock};
 use kernel::{
     sync::Arc,
     workqueue::{self, WorkItem},
@@ -242,24 +242,15 @@ impl Inner {
                     }
                 }
                 let mut out = region.fromdev_payload(produced);
-                let heads = net.ts.as_mut().map(|t| &mut t.heads[..]);
-                let (len, head, last) = match net.sock.recv(&mut out, heads) {
-                    Recv::Empty => break,
-                    Recv::BadChecksum => {
-                        handled += 1;
-                        net.counters.csum_errors += 1;
-                        continue;
-                    }
-                    // A pending socket error (consumed: what is queued
-                    // behind it is read on) or a datagram the helper could
-                    // not copy (dropped). Never "empty".
-                    Recv::Error => {
-                        handled += 1;
-                        net.counters.rx_errors += 1;
-                        continue;
-                    }
-                    Recv::Datagram { len, head, last } => (len, head, last),
-                };
+                let (len, head, last) =
+                    match receive(&net.sock, net.ts.as_mut(), &mut net.counters, &mut out) {
+                        Received::Empty => break,
+                        Received::Counted => {
+                            handled += 1;
+                            continue;
+                        }
+                        Received::Datagram { len, head, last } => (len, head, last),
+                    };
                 handled += 1;
                 if len > cap {
                     net.counters.oversize += 1;
@@ -294,6 +285,46 @@ impl Inner {
         } else {
             RxPass::Idle
         }
+    }
+}
+
+/// What [`receive`] brought.
+enum Received {
+    /// Nothing waits.
+    Empty,
+    /// Something the helper dropped, counted: a bad checksum, a pending
+    /// socket error (consumed: what is queued behind it is read on) or a
+    /// datagram it could not copy. Never "empty".
+    Counted,
+    /// A datagram of `len` bytes; `min(len, capacity of dst)` were written.
+    Datagram {
+        len: usize,
+        head: [u8; abi::RTP_CHECK_BYTES],
+        last: u8,
+    },
+}
+
+/// One datagram of a `udp` stream's socket into `dst` (with `NET_F_TS`, its
+/// transport packets' heads into `ts`); the helper's drops counted in
+/// `counters`. Both receive loops (into the ring, into the forwarding
+/// bounce buffer) take their datagrams here.
+fn receive(
+    sock: &NetSocket,
+    ts: Option<&mut TsState>,
+    counters: &mut NetCounters,
+    dst: &mut SharedBytes<'_>,
+) -> Received {
+    match sock.recv(dst, ts.map(|t| &mut t.heads[..])) {
+        Recv::Empty => Received::Empty,
+        Recv::BadChecksum => {
+            counters.csum_errors += 1;
+            Received::Counted
+        }
+        Recv::Error => {
+            counters.rx_errors += 1;
+            Received::Counted
+        }
+        Recv::Datagram { len, head, last } => Received::Datagram { len, head, last },
     }
 }
 
@@ -332,21 +363,15 @@ fn forward(
     let mut handled = 0;
     while handled < budget && net.sock.rx_pending() {
         let mut buf = SharedBytes::from_slice(&mut net.bounce);
-        let heads = net.ts.as_mut().map(|t| &mut t.heads[..]);
-        let (len, head, last) = match net.sock.recv(&mut buf, heads) {
-            Recv::Empty => break,
-            Recv::BadChecksum => {
-                handled += 1;
-                net.counters.csum_errors += 1;
-                continue;
-            }
-            Recv::Error => {
-                handled += 1;
-                net.counters.rx_errors += 1;
-                continue;
-            }
-            Recv::Datagram { len, head, last } => (len, head, last),
-        };
+        let (len, head, last) =
+            match receive(&net.sock, net.ts.as_mut(), &mut net.counters, &mut buf) {
+                Received::Empty => break,
+                Received::Counted => {
+                    handled += 1;
+                    continue;
+                }
+                Received::Datagram { len, head, last } => (len, head, last),
+            };
         handled += 1;
         if len > net.bounce.len() {
             net.counters.oversize += 1;
