@@ -179,56 +179,14 @@ unsafe fn release<W: NetWaker>(ctx: *const c_void) {
     drop(unsafe { Arc::from_raw(ctx.cast::<W>()) });
 }
 
-/// A validated `START_NET_STREAM` argument.
-pub(crate) struct NetSpec {
-    pub(crate) stream_id: usize,
-    pub(crate) direction: u32,
-    pub(crate) flags: u32,
-    pub(crate) forward_to: Option<usize>,
-    pub(crate) clock_rate: u32,
-    pub(crate) fd: u32,
-}
-
 /// Validate a `START_NET_STREAM` argument (copied from user space, so
-/// hostile). The socket itself is checked when it is attached.
-pub(crate) fn check_spec(spec: &abi::NetStreamSpec) -> Result<NetSpec> {
-    if spec.flags & !abi::NET_F_MASK != 0 || spec.reserved != 0 {
-        return Err(EINVAL);
-    }
-    // A datagram is RTP or raw MPEG-TS, not both.
-    if spec.flags & abi::NET_F_RTP != 0 && spec.flags & abi::NET_F_TS != 0 {
-        return Err(EINVAL);
-    }
-    if spec.stream_id >= abi::MAX_STREAMS
-        || spec.direction == 0
-        || spec.direction & !abi::DIR_BOTH != 0
-    {
-        return Err(EINVAL);
-    }
-    // Forwarding is for receiving streams, never to itself; the target's
-    // state is checked by the session under its lock. The tap needs a
-    // forward target (without one everything goes to the ring anyway).
-    let forward_to = if spec.forward_to != abi::NET_NO_FORWARD {
-        if spec.direction != abi::DIR_FROM_DEVICE
-            || spec.forward_to >= abi::MAX_STREAMS
-            || spec.forward_to == spec.stream_id
-        {
-            return Err(EINVAL);
-        }
-        Some(spec.forward_to as usize)
-    } else if spec.flags & abi::NET_F_TAP != 0 {
-        return Err(EINVAL);
-    } else {
-        None
-    };
-    let fd = u32::try_from(spec.fd).map_err(|_| EBADF)?;
-    Ok(NetSpec {
-        stream_id: spec.stream_id as usize,
-        direction: spec.direction,
-        flags: spec.flags,
-        forward_to,
-        clock_rate: spec.clock_rate,
-        fd,
+/// hostile) by the ABI's rules, which rtpmgrd applies too
+/// (`NetStreamSpec::check`). The socket itself is checked when it is
+/// attached, the target's state by the session under its lock.
+pub(crate) fn check_spec(spec: &abi::NetStreamSpec) -> Result<abi::NetSpec> {
+    spec.check().map_err(|e| match e {
+        abi::NetSpecError::Fd => EBADF,
+        _ => EINVAL,
     })
 }
 

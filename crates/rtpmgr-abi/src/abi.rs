@@ -448,6 +448,97 @@ pub struct NetStreamSpec {
     pub reserved: u32,
 }
 
+/// Why a [`NetStreamSpec`] is refused before its socket is looked at:
+/// the rules of [`NetStreamSpec::check`]. The module answers `EBADF` for
+/// [`NetSpecError::Fd`] and `EINVAL` for the others; user space names the
+/// rule (rtpmgrd's log, its status report's fallback reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetSpecError {
+    /// A flag outside [`NET_F_MASK`], or non-zero `reserved`.
+    UnknownFlags,
+    /// [`NET_F_RTP`] and [`NET_F_TS`] together: a datagram is one or the other.
+    RtpAndTs,
+    /// `stream_id` not below [`MAX_STREAMS`].
+    StreamId,
+    /// `direction` none, or bits outside [`DIR_BOTH`].
+    Direction,
+    /// `forward_to` on a stream that does not only receive, out of range,
+    /// or the stream itself.
+    ForwardTo,
+    /// [`NET_F_TAP`] without `forward_to` (without a target everything goes
+    /// to the ring anyway).
+    TapWithoutForward,
+    /// A negative descriptor.
+    Fd,
+}
+
+impl core::fmt::Display for NetSpecError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            NetSpecError::UnknownFlags => "unknown flags or reserved bytes set",
+            NetSpecError::RtpAndTs => "NET_F_RTP and NET_F_TS together",
+            NetSpecError::StreamId => "stream id out of range",
+            NetSpecError::Direction => "no direction, or an unknown one",
+            NetSpecError::ForwardTo => "forward_to needs a receive-only stream and another stream id in range",
+            NetSpecError::TapWithoutForward => "NET_F_TAP without forward_to",
+            NetSpecError::Fd => "negative socket descriptor",
+        })
+    }
+}
+
+/// A [`NetStreamSpec`] that passed [`NetStreamSpec::check`], in the types
+/// its user takes. The socket itself (family, protocol, bound, connected,
+/// not taken) and the target's state are checked by the module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetSpec {
+    pub stream_id: usize,
+    pub direction: u32,
+    pub flags: u32,
+    pub forward_to: Option<usize>,
+    pub clock_rate: u32,
+    pub fd: u32,
+}
+
+impl NetStreamSpec {
+    /// The `START_NET_STREAM` argument's own rules (it is hostile in the
+    /// module: copied from user space). One definition: the module refuses
+    /// what this refuses, rtpmgrd checks its specs with it before asking.
+    pub fn check(&self) -> Result<NetSpec, NetSpecError> {
+        if self.flags & !NET_F_MASK != 0 || self.reserved != 0 {
+            return Err(NetSpecError::UnknownFlags);
+        }
+        if self.flags & NET_F_RTP != 0 && self.flags & NET_F_TS != 0 {
+            return Err(NetSpecError::RtpAndTs);
+        }
+        if self.stream_id >= MAX_STREAMS {
+            return Err(NetSpecError::StreamId);
+        }
+        if self.direction == 0 || self.direction & !DIR_BOTH != 0 {
+            return Err(NetSpecError::Direction);
+        }
+        let forward_to = if self.forward_to != NET_NO_FORWARD {
+            if self.direction != DIR_FROM_DEVICE || self.forward_to >= MAX_STREAMS || self.forward_to == self.stream_id
+            {
+                return Err(NetSpecError::ForwardTo);
+            }
+            Some(self.forward_to as usize)
+        } else if self.flags & NET_F_TAP != 0 {
+            return Err(NetSpecError::TapWithoutForward);
+        } else {
+            None
+        };
+        let fd = u32::try_from(self.fd).map_err(|_| NetSpecError::Fd)?;
+        Ok(NetSpec {
+            stream_id: self.stream_id as usize,
+            direction: self.direction,
+            flags: self.flags,
+            forward_to,
+            clock_rate: self.clock_rate,
+            fd,
+        })
+    }
+}
+
 /// Counters of one `udp` stream.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

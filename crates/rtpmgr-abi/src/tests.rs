@@ -305,3 +305,48 @@ fn rtp_header_check_agrees_with_the_rtp_crate() {
         }
     }
 }
+
+#[test]
+fn net_stream_spec_rules() {
+    let ok = NetStreamSpec {
+        size: NetStreamSpec::SIZE,
+        stream_id: 3,
+        direction: DIR_FROM_DEVICE,
+        flags: NET_F_RTP | NET_F_TAP,
+        forward_to: 4,
+        clock_rate: 90_000,
+        fd: 7,
+        reserved: 0,
+    };
+    let checked = ok.check().expect("a valid spec");
+    assert_eq!(
+        checked,
+        NetSpec {
+            stream_id: 3,
+            direction: DIR_FROM_DEVICE,
+            flags: NET_F_RTP | NET_F_TAP,
+            forward_to: Some(4),
+            clock_rate: 90_000,
+            fd: 7
+        }
+    );
+    let sender = NetStreamSpec { direction: DIR_TO_DEVICE, flags: 0, forward_to: NET_NO_FORWARD, ..ok };
+    assert_eq!(sender.check().unwrap().forward_to, None);
+    let refused = |spec: NetStreamSpec| spec.check().unwrap_err();
+    assert_eq!(refused(NetStreamSpec { flags: 1 << 31, ..ok }), NetSpecError::UnknownFlags);
+    assert_eq!(refused(NetStreamSpec { reserved: 1, ..ok }), NetSpecError::UnknownFlags);
+    assert_eq!(refused(NetStreamSpec { flags: NET_F_RTP | NET_F_TS, ..ok }), NetSpecError::RtpAndTs);
+    assert_eq!(refused(NetStreamSpec { stream_id: MAX_STREAMS, ..ok }), NetSpecError::StreamId);
+    assert_eq!(refused(NetStreamSpec { direction: 0, ..ok }), NetSpecError::Direction);
+    assert_eq!(refused(NetStreamSpec { direction: DIR_BOTH << 1, ..ok }), NetSpecError::Direction);
+    // Forwarding: receive-only, in range, not to itself.
+    assert_eq!(refused(NetStreamSpec { direction: DIR_BOTH, ..ok }), NetSpecError::ForwardTo);
+    assert_eq!(refused(NetStreamSpec { forward_to: MAX_STREAMS, ..ok }), NetSpecError::ForwardTo);
+    assert_eq!(refused(NetStreamSpec { forward_to: 3, ..ok }), NetSpecError::ForwardTo);
+    assert_eq!(refused(NetStreamSpec { forward_to: NET_NO_FORWARD, ..ok }), NetSpecError::TapWithoutForward);
+    assert_eq!(refused(NetStreamSpec { fd: -1, ..ok }), NetSpecError::Fd);
+    // A refusal has a message of its own.
+    extern crate std;
+    use std::string::ToString;
+    assert!(refused(NetStreamSpec { fd: -1, ..ok }).to_string().contains("descriptor"));
+}

@@ -133,6 +133,13 @@ pub fn start(
         _ => None,
     };
     let (rx, tx) = net_specs(cfg, rx_id, target_id, &rx_sock, tx_sock.as_ref());
+    // The ABI's own rules, the very ones the module applies: a spec they
+    // refuse is a bug of ours, named here rather than as a bare EINVAL.
+    for spec in [Some(&rx), tx.as_ref()].into_iter().flatten() {
+        if let Err(e) = spec.check() {
+            return Err(StartError::Unsupported(format!("START_NET_STREAM would be refused: {e}")));
+        }
+    }
     let port = match cfg.direction {
         Direction::Relay => {
             let (Some(tx), Some(dest)) = (tx, cfg.destination) else {
