@@ -332,14 +332,20 @@ impl NetSocket {
     }
 
     /// Point this (receiving, `fast`) socket's fast path at `dst`'s socket,
-    /// or stop it with `None`. The caller must unlink before `dst` is
-    /// dropped (its detach then waits for the hook): see
-    /// `Inner::take_stream`.
-    pub(crate) fn fast_link(&self, dst: Option<&NetSocket>) {
+    /// or stop it with `None`.
+    ///
+    /// # Safety
+    ///
+    /// A `dst` given here must stay attached until this socket is linked
+    /// elsewhere or unlinked (`fast_link(None)`) and only then be dropped:
+    /// its detach waits (`synchronize_net`) for a hook that still sends
+    /// through it, but the hook finds it through this link, so a link to a
+    /// dropped socket is a use after free in softirq.
+    pub(crate) unsafe fn fast_link(&self, dst: Option<&NetSocket>) {
         let d = dst.map_or(core::ptr::null_mut(), |d| d.raw.as_ptr());
         // SAFETY: both are attached (type invariant); the helper only
-        // stores the pointer under RCU, and the caller's rule above keeps
-        // `d` alive for as long as the hook may use it.
+        // stores the pointer under RCU, and the caller's contract keeps `d`
+        // attached for as long as the link stands.
         unsafe { rtpmgr_net_fast_link(self.raw.as_ptr(), d) };
     }
 

@@ -42,6 +42,7 @@
 #include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/cred.h>
+#include <linux/filter.h>
 #include <linux/file.h>
 #include <linux/in.h>
 #include <linux/ip.h>
@@ -167,11 +168,18 @@ static bool rtpmgr_route4(struct sock *dsk, u32 len, struct rtpmgr_route *r)
 	struct rtable *rt;
 	int ttl;
 
+	/* IP options and SO_DONTROUTE shape what the socket's own send does
+	 * in ways this path does not copy: the worker sends those.
+	 */
+	if (rcu_access_pointer(inet->inet_opt) || sock_flag(dsk, SOCK_LOCALROUTE))
+		return false;
 	if (mc) {
 		if (!oif)
 			oif = READ_ONCE(inet->mc_index);
 		if (!saddr)
 			saddr = READ_ONCE(inet->mc_addr);
+	} else if (!oif) {
+		oif = READ_ONCE(inet->uc_index);
 	}
 	rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr, inet->inet_dport,
 				   inet->inet_sport, IPPROTO_UDP, ip_sock_rt_tos(dsk), oif);
@@ -202,6 +210,9 @@ static bool rtpmgr_route6(struct sock *dsk, u32 len, struct rtpmgr_route *r)
 	struct flowi6 *fl6 = &r->fl6;
 	struct dst_entry *dst;
 
+	/* Extension headers and SO_DONTROUTE: the worker sends those. */
+	if (rcu_access_pointer(np->opt) || sock_flag(dsk, SOCK_LOCALROUTE))
+		return false;
 	memset(fl6, 0, sizeof(*fl6));
 	fl6->flowi6_proto = IPPROTO_UDP;
 	fl6->daddr = dsk->sk_v6_daddr;
@@ -270,6 +281,10 @@ static void rtpmgr_fast_xmit(struct rtpmgr_net *n, struct rtpmgr_net *d, struct 
 	uh->len = htons(len + sizeof(*uh));
 	uh->check = 0;
 	skb->ip_summed = CHECKSUM_NONE;
+	/* Some NICs mark received tunnel packets; this one is plain UDP now,
+	 * and a stale mark would have TX offload use inner offsets.
+	 */
+	skb->encapsulation = 0;
 	if (v6) {
 		struct ipv6hdr *ip6h;
 
@@ -339,16 +354,31 @@ static int rtpmgr_net_encap_rcv_rcu(struct sock *sk, struct sk_buff *skb)
 	bool ok;
 
 	n = rcu_dereference_sk_user_data(sk);
-	if (!n)
+	/* Ours, not whatever owns the socket after a detach that raced. */
+	if (!n || n->sock->sk != sk)
 		return 1;
 	d = rcu_dereference(n->fast_dst);
 	/* Datagrams queued for the worker go first: keep the order. */
 	if (!d || skb_is_gso(skb) || rtpmgr_net_queued(sk))
 		return 1;
+	/*
+	 * What the socket's own receive would apply, which UDP runs only
+	 * after this hook (udp_queue_rcv_one_skb): its socket filter, cgroup
+	 * ingress BPF and the LSM's sock_rcv_skb, and the pfmemalloc rule. A
+	 * datagram they refuse goes back to UDP, which applies them again,
+	 * drops it and counts it.
+	 */
+	if (skb_pfmemalloc(skb) || sk_filter_trim_cap(sk, skb, sizeof(struct udphdr)))
+		return 1;
 	dsk = d->sock->sk;
 	len = skb->len - sizeof(struct udphdr);
-	/* A full target costs the datagram, counted by the worker's send. */
-	if (!sock_writeable(dsk))
+	/*
+	 * A target that is no longer connected (connect(AF_UNSPEC) meanwhile)
+	 * has no peer to send to: the worker's send refuses and counts it. A
+	 * full target costs the datagram, counted by the worker's send too.
+	 */
+	if (READ_ONCE(dsk->sk_state) != TCP_ESTABLISHED || !READ_ONCE(inet_sk(dsk)->inet_dport) ||
+	    !sock_writeable(dsk))
 		return 1;
 	if (dsk->sk_family == AF_INET) {
 		if (!rtpmgr_route4(dsk, len, &r))

@@ -110,7 +110,8 @@ impl Inner {
                 continue;
             };
             if net.fast_linked && (net.forward_to == Some(id) || k == id) {
-                net.sock.fast_link(None);
+                // SAFETY: unlinking gives no new pointer to keep alive.
+                unsafe { net.sock.fast_link(None) };
                 net.fast_linked = false;
             }
         }
@@ -140,8 +141,11 @@ impl Inner {
                 continue;
             };
             if net.fast && !net.fast_linked && net.forward_to == Some(id) {
-                // Unlinked in `take_stream` before the target goes.
-                net.sock.fast_link(Some(&target.sock));
+                // SAFETY: the target is a stream of this table, and
+                // `take_stream`, the only way a stream leaves it (and so the
+                // only way its socket is dropped), unlinks every socket
+                // linked to it first.
+                unsafe { net.sock.fast_link(Some(&target.sock)) };
                 net.fast_linked = true;
             }
         }
