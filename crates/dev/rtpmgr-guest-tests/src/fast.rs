@@ -8,6 +8,7 @@ use super::{fail, TestResult};
 use rtpmgr_abi as abi;
 use rtpmgr_test_kit::packet::numbered as rtp_packet;
 use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const A: u32 = 3;
@@ -118,6 +119,106 @@ fn fast(ip: &str) -> TestResult {
     std::thread::sleep(Duration::from_millis(100));
     drop(flood);
     Ok(())
+}
+
+/// Set (`Some`) or take away (`None`) a classic BPF filter on `sock`.
+fn socket_filter(sock: &UdpSocket, prog: Option<&[libc::sock_filter]>) -> TestResult {
+    let rc = match prog {
+        Some(code) => {
+            let fprog = libc::sock_fprog { len: code.len() as u16, filter: code.as_ptr().cast_mut() };
+            // SAFETY: `fprog` points at `code`, alive for the call, which
+            // copies the program; the size is the struct's.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ATTACH_FILTER,
+                    (&raw const fprog).cast(),
+                    size_of::<libc::sock_fprog>() as libc::socklen_t,
+                )
+            }
+        }
+        // SAFETY: SO_DETACH_FILTER reads no argument.
+        None => unsafe {
+            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DETACH_FILTER, core::ptr::null(), 0)
+        },
+    };
+    ensure!(rc == 0, "SO_ATTACH/DETACH_FILTER: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+/// What the fast path must not skip: the receiving socket's own rules and
+/// the target's connection. A socket filter on A that drops everything
+/// (what a cgroup BPF program or an LSM refusing the peer would do too)
+/// keeps every datagram from B: UDP drops and counts them, none is
+/// forwarded. Without the filter they go the fast path. A target whose
+/// socket user space disconnects (connect AF_UNSPEC) meanwhile has no peer:
+/// nothing is sent anywhere, the datagrams leave the fast path.
+fn fast_guarded(ip: &str) -> TestResult {
+    const N: u64 = 20;
+    let (dev, _region) = session(64)?;
+    let sink = UdpSocket::bind((ip, 0)).map_err(fail("bind sink"))?;
+    sink.set_read_timeout(Some(Duration::from_millis(300))).map_err(fail("timeout"))?;
+    let to = sink.local_addr().map_err(fail("local_addr"))?;
+    let (b_spec, b_sock) = net_spec(B, abi::DIR_TO_DEVICE, None, Some(to))?;
+    dev.start_net_stream(&b_spec).map_err(fail("start B"))?;
+    let port = free_port(ip)?;
+    let (mut spec, a_sock) = net_spec(A, abi::DIR_FROM_DEVICE, Some(addr(ip, port)), None)?;
+    spec.flags = abi::NET_F_RTP;
+    spec.forward_to = B;
+    dev.start_net_stream(&spec).map_err(fail("start A"))?;
+    let tx = UdpSocket::bind((ip, 0)).map_err(fail("bind sender"))?;
+    tx.connect(addr(ip, port)).map_err(fail("connect"))?;
+    let mut buf = vec![0u8; 2048];
+    let status = |id| dev.net_status(id).map_err(fail("GET_NET_STATUS"));
+
+    // "ret #0": drop every datagram.
+    let drop_all = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    socket_filter(&a_sock, Some(&drop_all))?;
+    for seq in 0..N as u32 {
+        tx.send(&rtp_packet(seq)).map_err(fail("send"))?;
+    }
+    ensure!(sink.recv(&mut buf).is_err(), "a datagram the socket filter drops was forwarded");
+    let a = status(A)?;
+    ensure!(a.fwd_packets == 0 && a.fwd_fast_packets == 0, "forwarded past the filter: {a:?}");
+    ensure!(a.socket_drops >= N, "the filter's drops are not counted: {a:?}");
+
+    socket_filter(&a_sock, None)?;
+    for seq in N as u32..2 * N as u32 {
+        tx.send(&rtp_packet(seq)).map_err(fail("send"))?;
+        let n = sink.recv(&mut buf).map_err(|e| format!("packet {seq} without the filter: {e}"))?;
+        ensure!(buf[..n] == rtp_packet(seq)[..], "packet {seq} differs");
+    }
+    let a = status(A)?;
+    ensure!(a.fwd_fast_packets == N && a.fwd_copies == 0, "not on the fast path without the filter: {a:?}");
+
+    // The target loses its peer: nothing may leave for 127.0.0.1 or a port 0.
+    let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: a valid sockaddr of the size given, read during the call.
+    let rc = unsafe { libc::connect(b_sock.as_raw_fd(), &unspec, size_of::<libc::sockaddr>() as libc::socklen_t) };
+    ensure!(rc == 0, "connect(AF_UNSPEC): {}", std::io::Error::last_os_error());
+    let b0 = status(B)?;
+    for seq in 2 * N as u32..3 * N as u32 {
+        tx.send(&rtp_packet(seq)).map_err(fail("send"))?;
+    }
+    ensure!(sink.recv(&mut buf).is_err(), "sent through a disconnected target");
+    std::thread::sleep(Duration::from_millis(100));
+    let (a2, b2) = (status(A)?, status(B)?);
+    ensure!(a2.fwd_fast_packets == N, "the fast path sent through a disconnected target: {a2:?}");
+    ensure!(b2.tx_packets == b0.tx_packets, "B sent without a peer: {b2:?}");
+    ensure!(
+        b2.tx_errors + a2.forward_drops >= b0.tx_errors + a.forward_drops + N,
+        "the refused sends are not counted: A {a2:?}, B {b2:?}"
+    );
+    Ok(())
+}
+
+pub(crate) fn udp_fast_guarded_v4() -> TestResult {
+    fast_guarded("127.0.0.1")
+}
+
+pub(crate) fn udp_fast_guarded_v6() -> TestResult {
+    fast_guarded("::1")
 }
 
 pub(crate) fn udp_fast_v4() -> TestResult {

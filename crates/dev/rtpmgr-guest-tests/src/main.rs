@@ -814,6 +814,8 @@ const TESTS: &[Test] = &[
     ("udp_ts_v4", ts::udp_ts_v4),
     ("udp_fast_v4", fast::udp_fast_v4),
     ("udp_fast_v6", fast::udp_fast_v6),
+    ("udp_fast_guarded_v4", fast::udp_fast_guarded_v4),
+    ("udp_fast_guarded_v6", fast::udp_fast_guarded_v6),
     ("udp_stop_close_under_traffic", net::udp_stop_close_under_traffic),
     ("d1_lost_wakeup_after_stop_stream", defects::d1_lost_wakeup_after_stop_stream),
     ("d1_head_of_line_blocking", defects::d1_head_of_line_blocking),
