@@ -138,12 +138,28 @@ fn socket_filter(sock: &UdpSocket, prog: Option<&[libc::sock_filter]>) -> TestRe
                 )
             }
         }
-        // SAFETY: SO_DETACH_FILTER reads no argument.
-        None => unsafe {
-            libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DETACH_FILTER, core::ptr::null(), 0)
-        },
+        // SO_DETACH_FILTER ignores its argument, but setsockopt wants at
+        // least an int's worth of one (EINVAL otherwise).
+        None => {
+            let unused: libc::c_int = 0;
+            // SAFETY: `unused` is an int alive for the call, of the size given.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_DETACH_FILTER,
+                    (&raw const unused).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        }
     };
-    ensure!(rc == 0, "SO_ATTACH/DETACH_FILTER: {}", std::io::Error::last_os_error());
+    ensure!(
+        rc == 0,
+        "{}: {}",
+        if prog.is_some() { "SO_ATTACH_FILTER" } else { "SO_DETACH_FILTER" },
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
