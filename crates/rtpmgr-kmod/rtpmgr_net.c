@@ -660,9 +660,24 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 {
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL };
 	struct kvec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct sock *sk = n->sock->sk;
 	const struct cred *old;
 	int ret;
 
+	/*
+	 * The worker sends with its session's mutex held, and the device's
+	 * mmap takes that mutex under mmap_lock, which setsockopt takes under
+	 * the socket lock: udp_sendmsg must not take the socket lock here. It
+	 * does for an unbound socket (autobind), a corked one and one with a
+	 * pending corked datagram, states user space can put the socket in
+	 * after START_NET_STREAM (connect(AF_UNSPEC) unbinds it, UDP_CORK on
+	 * its own descriptor): refuse those sends instead (counted as send
+	 * errors). A change racing with this check can still reach the socket
+	 * lock; sending without the session mutex closes that (issue 18).
+	 */
+	if (READ_ONCE(sk->sk_state) != TCP_ESTABLISHED || !READ_ONCE(inet_sk(sk)->inet_num) ||
+	    udp_test_bit(CORK, sk) || READ_ONCE(udp_sk(sk)->pending))
+		return -EDESTADDRREQ;
 	/*
 	 * The worker is a kworker: send with the credentials of the task that
 	 * created the socket's file, so the LSM and netfilter owner checks of
