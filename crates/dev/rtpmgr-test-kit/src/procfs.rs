@@ -193,8 +193,24 @@ mod tests {
 
     #[test]
     fn udp_drops_sees_own_socket() {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::{AsRawFd, FromRawFd};
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = s.local_addr().unwrap().port();
-        assert_eq!(udp_drops(port).unwrap(), Some(0));
+        // The socket's inode (fstat of its fd) is the table's inode column.
+        // SAFETY: the fd is open for the life of `s`; ManuallyDrop keeps the
+        // borrowed File from closing it.
+        let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(s.as_raw_fd()) });
+        let inode = file.metadata().unwrap().ino().to_string();
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+        let listed = table.lines().skip(1).any(|l| l.split_whitespace().nth(9) == Some(inode.as_str()));
+        if !listed {
+            // Seen on one CI machine: a /proc/net/udp that does not list
+            // this process's sockets. Nothing to read there; the parsers are
+            // tested on fixed tables above.
+            eprintln!("skipped: /proc/net/udp does not list this process's socket (inode {inode})");
+            return;
+        }
+        assert_eq!(parse_udp_drops(&table, port), Some(0), "port {port} in:\n{table}");
     }
 }
