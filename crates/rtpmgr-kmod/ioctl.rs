@@ -169,21 +169,23 @@ impl Session {
         cfg.mmap_size = region.mmap_size() as u64;
         cfg.to_dev_slots_offset = geometry.to_dev_slots_offset();
         cfg.from_dev_slots_offset = geometry.from_dev_slots_offset();
+        let mem = region.mem();
         let old = {
             let mut inner = self.inner.lock();
-            // `mmap` counts a new mapping under this lock, so no mapping of
-            // the old region can appear between the check and the swap.
+            // `mmap` counts a new mapping under `mappable`, so no mapping
+            // of the old region can appear between the check and the swap.
+            let mut mappable = self.mappable.lock();
             if busy(&inner) {
                 return Err(EBUSY);
             }
             inner.counters = SessionCounters::default();
             inner.copy_queue.clear();
             inner.copy_bytes = 0;
-            inner.region.replace(region)
+            (inner.region.replace(region), mappable.replace(mem))
         };
         // Unmapped (checked above): freeing it and giving back its charge
         // (which takes the configuring process's mmap lock) happen here,
-        // without the session lock.
+        // without the session's locks.
         drop(old);
         write_arg(user, &cfg)?;
         Ok(0)
@@ -286,7 +288,7 @@ impl Session {
             ts,
             fast,
             fast_linked: false,
-            fast_published: (0, 0, 0),
+            published: None,
         };
         // On failure the socket is given back here, without `inner` held.
         let ns = KBox::new(ns, GFP_KERNEL_ACCOUNT)?;

@@ -32,6 +32,7 @@ use kernel::{
     sync::{
         atomic::{Acquire, Atomic, Relaxed, Release},
         barrier::{smp_mb, smp_wmb},
+        Arc,
     },
 };
 
@@ -240,17 +241,64 @@ impl Drop for PinCharge {
     }
 }
 
+/// The region's memory and its charge, shared (`Arc`) by the [`Region`],
+/// which reads and writes the rings under the session mutex, and the
+/// session's map slot, from which `mmap` inserts the pages under a lock of
+/// its own (`Session::mappable`): `mmap` runs with `mmap_lock` held, so it
+/// must not take the session mutex, under which the worker sends on
+/// sockets (socket lock, then `mmap_lock` in setsockopt). Freed, and
+/// uncharged, with the last reference, which is never dropped under an
+/// mmap lock (`mmap` borrows the slot's, it never takes one).
+///
+/// Invariants: `mem` is page aligned (vmalloc) and never borrowed after
+/// construction; `base` is its buffer.
+pub(crate) struct RegionMem {
+    mem: VVec<u8>,
+    base: NonNull<u8>,
+    /// The pages charged to the configuring process (bookkeeping only:
+    /// uncharged when the memory is freed).
+    _charge: Option<PinCharge>,
+}
+
+// SAFETY: `base` points into `mem`, which this owns and frees once (with the
+// last `Arc`). Through a shared reference it only hands out the base and
+// page pointers of the allocation; the bytes behind them are shared with
+// user space and read and written by `Region` under the session mutex.
+unsafe impl Send for RegionMem {}
+// SAFETY: as for `Send`: `&RegionMem` gives no access to the bytes, only
+// their addresses (`page`, `len`), which never change.
+unsafe impl Sync for RegionMem {}
+
+impl RegionMem {
+    /// Bytes user space must map.
+    pub(crate) fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// The `index`-th page of the region, for `vm_insert_page`.
+    pub(crate) fn page(&self, index: usize) -> Option<kernel::page::BorrowedPage<'_>> {
+        let offset = index.checked_mul(PAGE_SIZE)?;
+        if offset >= self.mem.len() {
+            return None;
+        }
+        // SAFETY: `offset` is inside the allocation, so the pointer is valid.
+        let ptr = unsafe { self.base.add(offset) };
+        // SAFETY: `ptr` points into a live `Vmalloc` allocation that outlives
+        // the returned borrow (it is tied to `&self`).
+        Some(unsafe { Vmalloc::to_page(ptr) })
+    }
+}
+
 /// A configured region: the shared memory and the kernel's private ring
 /// state.
 ///
-/// Invariants: `mem` is `geometry.mmap_size(PAGE_SIZE)` bytes, page aligned
-/// (vmalloc), laid out as `abi` says; `to_dev_tail` and `from_dev_head` are
-/// the only authoritative kernel indices.
+/// Invariants: `mem` is `geometry.mmap_size(PAGE_SIZE)` bytes, laid out as
+/// `abi` says, and `base` is its buffer; `to_dev_tail` and `from_dev_head`
+/// are the only authoritative kernel indices.
 pub(crate) struct Region {
-    /// Owns the memory; never borrowed after construction (all access goes
-    /// through `base`, as the memory is shared with user space).
-    mem: VVec<u8>,
-    /// `mem`'s buffer, taken once from a mutable borrow.
+    /// Owns the memory (with the session's map slot).
+    mem: Arc<RegionMem>,
+    /// `mem.base`, kept here for the ring accessors.
     base: core::ptr::NonNull<u8>,
     geometry: Geometry,
     /// The kernel's end of each ring: the to-device consumer, the
@@ -260,14 +308,11 @@ pub(crate) struct Region {
     /// The statistics records' seqcounts, as the kernel last wrote them:
     /// kept here, never read back from the shared memory.
     stats_seq: [u32; abi::MAX_STREAMS as usize],
-    /// The pages charged to the configuring process (bookkeeping only:
-    /// uncharged when the region is dropped).
-    _charge: Option<PinCharge>,
 }
 
-// SAFETY: `base` points into `mem`, which the region owns; moving the region
-// to another thread moves that ownership with it. Access is serialised by
-// the session lock that holds the region.
+// SAFETY: `base` points into `mem`, which the region co-owns; moving the
+// region to another thread moves that with it. Access to the bytes is
+// serialised by the session lock that holds the region.
 unsafe impl Send for Region {}
 
 impl Region {
@@ -286,6 +331,14 @@ impl Region {
         // nobody else can see the memory yet.
         unsafe { core::ptr::write(mem.as_mut_ptr().cast::<SharedHeader>(), header) };
         let base = NonNull::new(mem.as_mut_ptr()).ok_or(ENOMEM)?;
+        let mem = Arc::new(
+            RegionMem {
+                mem,
+                base,
+                _charge: charge,
+            },
+            GFP_KERNEL_ACCOUNT,
+        )?;
         // The words are zero (the memory is): both rings empty.
         let (todev, fromdev) = Self::ends(base, geometry);
         let region = Region {
@@ -295,10 +348,14 @@ impl Region {
             todev,
             fromdev,
             stats_seq: [0; abi::MAX_STREAMS as usize],
-            _charge: charge,
         };
         region.start_asleep();
         Ok(region)
+    }
+
+    /// The memory, for the session's map slot.
+    pub(crate) fn mem(&self) -> Arc<RegionMem> {
+        self.mem.clone()
     }
 
     /// The kernel's ends of both rings, attached to words that hold a
@@ -338,19 +395,6 @@ impl Region {
     /// Bytes user space must map.
     pub(crate) fn mmap_size(&self) -> usize {
         self.mem.len()
-    }
-
-    /// The `index`-th page of the region, for `vm_insert_page`.
-    pub(crate) fn page(&self, index: usize) -> Option<kernel::page::BorrowedPage<'_>> {
-        let offset = index.checked_mul(PAGE_SIZE)?;
-        if offset >= self.mem.len() {
-            return None;
-        }
-        // SAFETY: `offset` is inside the allocation, so the pointer is valid.
-        let ptr = unsafe { self.base.add(offset) };
-        // SAFETY: `ptr` points into a live `Vmalloc` allocation that outlives
-        // the returned borrow (it is tied to `&self`).
-        Some(unsafe { Vmalloc::to_page(ptr) })
     }
 
     fn base(&self) -> *mut u8 {

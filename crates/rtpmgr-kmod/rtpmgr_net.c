@@ -665,18 +665,15 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	int ret;
 
 	/*
-	 * The worker sends with its session's mutex held, and the device's
-	 * mmap takes that mutex under mmap_lock, which setsockopt takes under
-	 * the socket lock: udp_sendmsg must not take the socket lock here. It
-	 * does for an unbound socket (autobind), a corked one and one with a
-	 * pending corked datagram, states user space can put the socket in
-	 * after START_NET_STREAM (connect(AF_UNSPEC) unbinds it, UDP_CORK on
-	 * its own descriptor): refuse those sends instead (counted as send
-	 * errors). A change racing with this check can still reach the socket
-	 * lock; sending without the session mutex closes that (issue 18).
+	 * A corked socket (UDP_CORK on user space's own descriptor) or one
+	 * with a corked datagram pending would append our datagram to user
+	 * space's: refuse the send instead (counted as a send error). An
+	 * unconnected one (connect(AF_UNSPEC) after START_NET_STREAM) gets
+	 * udp_sendmsg's own -EDESTADDRREQ, after autobind has taken the socket
+	 * lock: the worker holds its session's mutex here, which is why no
+	 * path takes that mutex under mmap_lock (kernel-module.md, Locking).
 	 */
-	if (READ_ONCE(sk->sk_state) != TCP_ESTABLISHED || !READ_ONCE(inet_sk(sk)->inet_num) ||
-	    udp_test_bit(CORK, sk) || READ_ONCE(udp_sk(sk)->pending))
+	if (udp_test_bit(CORK, sk) || READ_ONCE(udp_sk(sk)->pending))
 		return -EDESTADDRREQ;
 	/*
 	 * The worker is a kworker: send with the credentials of the task that

@@ -6,15 +6,20 @@
 //! `worker.rs`, the copying `read()`/`write()` path in `copy_path.rs`,
 //! `fdinfo` in `fdinfo.rs`.
 //!
-//! Locking: `inner` (a mutex) guards everything mutable. It is never held
-//! while copying from or to user memory (a fault there takes `mmap_lock`,
-//! which `mmap` takes before `inner`), so ioctl arguments are copied in
-//! before locking and results copied out after unlocking.
+//! Locking: `inner` (a mutex) guards everything mutable but the map slot.
+//! It is never held while copying from or to user memory (a fault there
+//! takes `mmap_lock`), so ioctl arguments are copied in before locking and
+//! results copied out after unlocking. The worker takes socket locks under
+//! it (`udp_sendmsg`), and setsockopt takes `mmap_lock` under a socket
+//! lock, so nothing may take `inner` under `mmap_lock`: `mmap` takes only
+//! `mappable`, the map slot's own lock, which is taken last (after `inner`
+//! in CONFIGURE_BUFFER, after `mmap_lock` in `mmap`) and under which
+//! nothing else is taken.
 
 use crate::abi::{self, SessionCounters};
 use crate::mapping::MapCount;
 use crate::net::NetWaker;
-use crate::ring::Region;
+use crate::ring::{Region, RegionMem};
 use crate::stream::Stream;
 use kernel::{
     bindings,
@@ -70,30 +75,43 @@ impl Inner {
 
 impl Inner {
     /// Write stream `id`'s counters into its statistics record, if it is a
-    /// `udp` stream (`running`: still started).
-    pub(crate) fn publish_stats(&mut self, id: usize, running: bool) {
+    /// `udp` stream and they changed since the record was last written
+    /// (`running`: still started; the last write, not running, is always
+    /// made). A record that does not change is not written: user space
+    /// reads the records' cache lines, and 64 idle streams would otherwise
+    /// cost 32 KiB of writes per worker pass. Returns whether it wrote.
+    pub(crate) fn publish_stats(&mut self, id: usize, running: bool) -> bool {
         let (Some(region), Some(net)) = (
             self.region.as_mut(),
             self.streams
-                .get(id)
-                .and_then(|s| s.as_ref())
-                .and_then(Stream::net),
+                .get_mut(id)
+                .and_then(|s| s.as_mut())
+                .and_then(Stream::net_mut),
         ) else {
-            return;
+            return false;
         };
         let c = abi::NetCounters {
             socket_drops: net.sock.drops(),
             ..net.counters()
         };
+        if running && net.published == Some(c) {
+            return false;
+        }
+        net.published = Some(c);
         region.publish_stats(id as u32, running, &c, monotonic_ns());
+        true
     }
 
-    /// After a worker pass that moved something: every `udp` stream's
-    /// record (at most 64 records of 512 bytes).
-    pub(crate) fn publish_all_stats(&mut self) {
+    /// Every `udp` stream's record that changed: after a worker pass that
+    /// moved something, and when the fast path (which runs in softirq and
+    /// never writes a record) queues the worker for it, a few times a
+    /// second. Returns whether any was written.
+    pub(crate) fn publish_all_stats(&mut self) -> bool {
+        let mut any = false;
         for id in 0..self.streams.len() {
-            self.publish_stats(id, true);
+            any |= self.publish_stats(id, true);
         }
+        any
     }
 
     /// Take stream `id` out (to be dropped after unlocking); a `udp`
@@ -150,32 +168,6 @@ impl Inner {
             }
         }
     }
-
-    /// Publish the records of the streams whose fast path forwarded or
-    /// dropped something since the last time (the fast path runs in
-    /// softirq and never writes a record; it queues the worker for this a
-    /// few times a second). Returns whether any was written.
-    pub(crate) fn publish_fast_stats(&mut self) -> bool {
-        let mut any = false;
-        for id in 0..self.streams.len() {
-            let Some(net) = self.streams[id].as_mut().and_then(Stream::net_mut) else {
-                continue;
-            };
-            let f = net.sock.fast_counters();
-            let now = (
-                f.fwd_packets + f.fwd_drops,
-                f.malformed,
-                f.tx_packets + f.tx_errors,
-            );
-            if now == net.fast_published {
-                continue;
-            }
-            net.fast_published = now;
-            self.publish_stats(id, true);
-            any = true;
-        }
-        any
-    }
 }
 
 /// A session: the private data of an open `/dev/rtpmgr`.
@@ -191,6 +183,11 @@ pub(crate) struct Session {
     work: Work<Session>,
     /// The VMAs mapping the region (see `MapCount`).
     pub(crate) maps: Arc<MapCount>,
+    /// The configured region's memory, what `mmap` maps: set with the
+    /// region by CONFIGURE_BUFFER. Its own lock, never `inner` (see the
+    /// module's locking notes); a new VMA is counted in `maps` under it.
+    #[pin]
+    pub(crate) mappable: Mutex<Option<Arc<RegionMem>>>,
 }
 
 impl_has_work! {
@@ -222,6 +219,7 @@ impl Session {
                 waiters <- new_poll_condvar!("rtpmgr::Session::waiters"),
                 work <- new_work!("rtpmgr::Session::work"),
                 maps,
+                mappable <- new_mutex!(None, "rtpmgr::Session::mappable"),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -325,15 +323,16 @@ impl Session {
         vma.set_dontcopy();
         vma.set_dontexpand();
         vma.set_dontdump();
-        let inner = self.inner.lock();
-        let region = inner.region.as_ref().ok_or(EINVAL)?;
+        // Not `inner`: we hold `mmap_lock` (the module's locking notes).
+        let mappable = self.mappable.lock();
+        let mem = mappable.as_ref().ok_or(EINVAL)?;
         let len = vma.end() - vma.start();
-        if len != region.mmap_size() {
+        if len != mem.len() {
             return Err(EINVAL);
         }
         let mixed = vma.set_mixedmap();
         for i in 0..len / PAGE_SIZE {
-            let page = region.page(i).ok_or(EINVAL)?;
+            let page = mem.page(i).ok_or(EINVAL)?;
             mixed.vm_insert_page(vma.start() + i * PAGE_SIZE, &page)?;
         }
         // Counted under the lock CONFIGURE_BUFFER checks it under.

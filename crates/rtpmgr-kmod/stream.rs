@@ -271,9 +271,10 @@ pub(crate) struct NetStream {
     /// `forward_to`'s socket now.
     pub(crate) fast: bool,
     pub(crate) fast_linked: bool,
-    /// What the fast path had counted when the worker last published the
-    /// statistics record (see `Inner::publish_fast_stats`).
-    pub(crate) fast_published: (u64, u64, u64),
+    /// The counters the statistics record holds (`None`: not written
+    /// yet). A record is written only when they change (see
+    /// `Inner::publish_stats`).
+    pub(crate) published: Option<NetCounters>,
 }
 
 /// The RTP judge of a `udp` stream: the `NET_F_RTP` header check and the

@@ -72,7 +72,7 @@ impl WorkItem for Session {
                 continue;
             }
             // What the fast path counted since (it queues us for this).
-            inner.publish_fast_stats();
+            inner.publish_all_stats();
             // Nothing moved: sleep. To-device need-wakeup goes up whatever
             // we wait for, so a slot published for any stream kicks us,
             // also while a socket holds a backlog (its write-space

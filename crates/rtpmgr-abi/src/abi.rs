@@ -729,7 +729,8 @@ pub struct StatsRecord {
     /// `STATS_*`.
     pub flags: u32,
     pub _pad: u32,
-    /// `CLOCK_MONOTONIC` of the last update.
+    /// `CLOCK_MONOTONIC` of the last write: the kernel writes a record
+    /// when its counters change (and once more when the stream stops).
     pub updated_ns: u64,
     /// A `udp` stream's counters, as `GET_NET_STATUS` returns them
     /// (`socket_drops` as of the update).
@@ -1124,8 +1125,13 @@ pub mod proto {
             fence::<I>();
         }
 
+        /// Lower the flag, writing the shared word only if it is up: the
+        /// worker clears on every pass, and a store of an unchanged value
+        /// still takes the cache line from the peer that reads it.
         pub fn clear_need_wakeup(&self) {
-            self.idx.flags().store(0, Order::Relaxed);
+            if self.idx.flags().load(Order::Relaxed) != 0 {
+                self.idx.flags().store(0, Order::Relaxed);
+            }
         }
 
         /// Entries published and not yet released by the consumer (as last seen).
@@ -1217,8 +1223,13 @@ pub mod proto {
             false
         }
 
+        /// Lower the flag, writing the shared word only if it is up: the
+        /// worker clears on every pass, and a store of an unchanged value
+        /// still takes the cache line from the peer that reads it.
         pub fn clear_need_wakeup(&self) {
-            self.idx.flags().store(0, Order::Relaxed);
+            if self.idx.flags().load(Order::Relaxed) != 0 {
+                self.idx.flags().store(0, Order::Relaxed);
+            }
         }
 
         pub fn indices(&self) -> &I {

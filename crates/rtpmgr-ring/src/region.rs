@@ -183,8 +183,9 @@ impl Region {
     /// counters of a `udp` stream; `abi::StatsRecord`), without a system
     /// call; a record never written is all zero (no `STATS_RUNNING`).
     /// `None` for an id out of range, or when the record kept changing
-    /// under the reader (the kernel writes it after every worker pass; a
-    /// few tries always suffice unless something scribbles on it).
+    /// under the reader (the kernel writes it when its counters change, at
+    /// most once per worker pass; a few tries always suffice unless
+    /// something scribbles on it).
     pub fn stream_stats(&self, id: u32) -> Option<StatsRecord> {
         use crate::sync::{fence, Ordering};
         if id >= MAX_STREAMS {

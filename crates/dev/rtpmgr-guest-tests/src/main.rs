@@ -811,6 +811,7 @@ const TESTS: &[Test] = &[
     ("udp_mcast_tx_v4", net::udp_mcast_tx_v4),
     ("udp_mcast_tx_v6", net::udp_mcast_tx_v6),
     ("udp_rtp_stats_v4", net::udp_rtp_stats_v4),
+    ("udp_stats_idle_record_v4", net::udp_stats_idle_record_v4),
     ("udp_ts_v4", ts::udp_ts_v4),
     ("udp_fast_v4", fast::udp_fast_v4),
     ("udp_fast_v6", fast::udp_fast_v6),

@@ -29,7 +29,7 @@ pub(crate) use hostile::{udp_hostile_args, udp_stop_close_under_traffic, Flood};
 pub(crate) use multicast::{
     udp_mcast_ssm_v4, udp_mcast_ssm_v6, udp_mcast_tx_v4, udp_mcast_tx_v6, udp_mcast_v4, udp_mcast_v6,
 };
-pub(crate) use stats::udp_rtp_stats_v4;
+pub(crate) use stats::{udp_rtp_stats_v4, udp_stats_idle_record_v4};
 pub(crate) use unicast::{udp_rx_intact_v4, udp_rx_intact_v6, udp_tx_intact_v4, udp_tx_intact_v6};
 
 use super::{expect_errno, fail, open, TestResult};

@@ -100,3 +100,43 @@ pub(crate) fn udp_rtp_stats_v4() -> TestResult {
     dev.stop_stream(STREAM).map_err(fail("STOP_STREAM"))?;
     Ok(())
 }
+
+/// A statistics record is written when its stream's counters change, not
+/// on every worker pass: while another stream of the session keeps the
+/// worker busy, an idle stream's record stays as it was, `updated_ns` and
+/// its seqcount included; its first datagram moves it.
+pub(crate) fn udp_stats_idle_record_v4() -> TestResult {
+    const BUSY: u32 = 3;
+    const IDLE: u32 = 4;
+    const N: u64 = 200;
+    let (dev, region) = session(256)?;
+    let (busy_port, idle_port) = (free_port(V4)?, free_port(V4)?);
+    start_net(&dev, BUSY, abi::DIR_FROM_DEVICE, Some(addr(V4, busy_port)), None)?;
+    start_net(&dev, IDLE, abi::DIR_FROM_DEVICE, Some(addr(V4, idle_port)), None)?;
+    let record = |id| region.stream_stats(id).ok_or_else(|| format!("record {id} kept changing"));
+    let idle0 = record(IDLE)?;
+    let busy0 = record(BUSY)?;
+    ensure!(idle0.flags == abi::STATS_RUNNING && idle0.stream_id == IDLE, "record {IDLE} at start: {idle0:?}");
+    let tx = UdpSocket::bind((V4, 0)).map_err(fail("bind sender"))?;
+    // In bursts with pauses, so the worker runs (and publishes) many times.
+    for burst in 0..N / 10 {
+        for i in 0..10 {
+            tx.send_to(&numbered((burst * 10 + i) as u32), addr(V4, busy_port)).map_err(fail("send"))?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let b = net_status_until(&dev, BUSY, |c| c.rx_packets >= N)?;
+    ensure!(b.rx_packets == N, "stream {BUSY} received {} of {N}", b.rx_packets);
+    let busy1 = record(BUSY)?;
+    ensure!(busy1.counters == b && busy1.updated_ns > busy0.updated_ns, "record {BUSY}: {busy1:?}");
+    let idle1 = record(IDLE)?;
+    ensure!(idle1 == idle0, "the idle stream's record was rewritten: {idle0:?} then {idle1:?}");
+    tx.send_to(&numbered(0), addr(V4, idle_port)).map_err(fail("send"))?;
+    let i = net_status_until(&dev, IDLE, |c| c.rx_packets >= 1)?;
+    let idle2 = record(IDLE)?;
+    ensure!(
+        i.rx_packets == 1 && idle2.counters == i && idle2.updated_ns > idle0.updated_ns && idle2.seq != idle0.seq,
+        "record {IDLE} after its datagram: {idle2:?}"
+    );
+    Ok(())
+}
