@@ -110,8 +110,9 @@ impl Session {
             inner.counters.from_dev_packets += 1;
             inner.counters.from_dev_bytes += len as u64;
         }
+        session.lockless.set_copy_queued(inner.copy_queue.len());
         drop(inner);
-        session.waiters.notify_all();
+        session.wake_waiters();
         Ok(total)
     }
 
@@ -130,6 +131,7 @@ impl Session {
             }
             let p = inner.copy_queue.remove(0).map_err(|_| EAGAIN)?;
             inner.copy_bytes -= p.len();
+            session.lockless.set_copy_queued(inner.copy_queue.len());
             p
         };
         Ok(iov.copy_to_iter(&packet))

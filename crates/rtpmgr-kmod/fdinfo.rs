@@ -28,7 +28,8 @@ impl Session {
                 from
             );
         }
-        let c = &inner.counters;
+        let mut c = inner.counters;
+        self.lockless.fill(&mut c);
         seq_print!(
             m,
             "rtpmgr-counters:\tto_dev {} pkts {} B, from_dev {} pkts {} B, invalid_slots {}, invalid_indices {}, ring_full_drops {}, kicks {}, sleeps {}, waits {}/{}\n",

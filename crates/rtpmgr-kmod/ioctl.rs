@@ -89,13 +89,12 @@ impl Session {
             abi::RTPMGR_IOC_GET_STATUS => this.get_status(user),
             abi::RTPMGR_IOC_RESET => Session::reset(this),
             abi::RTPMGR_IOC_KICK => {
-                {
-                    let mut inner = this.inner.lock();
-                    if inner.region.is_none() {
-                        return Err(enotconn());
-                    }
-                    inner.counters.kicks += 1;
+                // Without the session mutex: the worker may hold it for a
+                // pass, and a kick must not wait for that.
+                if !this.lockless.configured() {
+                    return Err(enotconn());
                 }
+                this.lockless.count_kick();
                 Session::kick(this);
                 Ok(0)
             }
@@ -179,8 +178,11 @@ impl Session {
                 return Err(EBUSY);
             }
             inner.counters = SessionCounters::default();
+            self.lockless.zero_counters();
             inner.copy_queue.clear();
+            self.lockless.set_copy_queued(0);
             inner.copy_bytes = 0;
+            self.lockless.set_configured();
             (inner.region.replace(region), mappable.replace(mem))
         };
         // Unmapped (checked above): freeing it and giving back its charge
@@ -381,6 +383,7 @@ impl Session {
             };
             status.state = inner.state();
             status.session = inner.counters;
+            self.lockless.fill(&mut status.session);
             status._pad = 0;
         }
         write_arg(user, &status)?;
@@ -393,7 +396,9 @@ impl Session {
     fn reset(this: ArcBorrow<'_, Session>) -> Result<isize> {
         let taken = this.take_streams(|inner| {
             inner.counters = SessionCounters::default();
+            this.lockless.zero_counters();
             inner.copy_queue.clear();
+            this.lockless.set_copy_queued(0);
             inner.copy_bytes = 0;
             if let Some(r) = inner.region.as_mut() {
                 r.reset();
@@ -403,7 +408,7 @@ impl Session {
         // The rings are empty and show need-wakeup (as after configure):
         // the worker has nothing to do until the next kick. WAIT sleepers
         // re-check (to-device has room now).
-        this.waiters.notify_all();
+        this.wake_waiters();
         Ok(0)
     }
 
@@ -418,35 +423,30 @@ impl Session {
             return Err(EINVAL);
         }
         let mut jiffies = msecs_to_jiffies(args.timeout_ms);
-        let mut inner = self.inner.lock();
+        // Not the session mutex, which the worker holds for whole passes:
+        // the conditions come from the shared words under `mappable`, the
+        // lock `wake_waiters` takes before waking us.
+        let mut mappable = self.mappable.lock();
         let ready = loop {
-            let Some(region) = inner.region.as_ref() else {
-                return Err(enotconn());
-            };
-            let mut ready = 0;
-            if args.flags & abi::WAIT_FROM_DEV_READY != 0
-                && (region.fromdev_ready() || !inner.copy_queue.is_empty())
-            {
-                ready |= abi::WAIT_FROM_DEV_READY;
-            }
-            if args.flags & abi::WAIT_TO_DEV_SPACE != 0 && region.todev_space() {
-                ready |= abi::WAIT_TO_DEV_SPACE;
-            }
+            let ready = self.ready(&mappable).ok_or_else(enotconn)? & args.flags;
             if ready != 0 {
-                inner.counters.waits += 1;
+                self.lockless.count_wait(false);
                 break ready;
             }
             if jiffies == 0 {
-                inner.counters.wait_timeouts += 1;
+                self.lockless.count_wait(true);
                 return Err(ETIMEDOUT);
             }
-            match self.waiters.wait_interruptible_timeout(&mut inner, jiffies) {
+            match self
+                .waiters
+                .wait_interruptible_timeout(&mut mappable, jiffies)
+            {
                 kernel::sync::CondVarTimeoutResult::Timeout => jiffies = 0,
                 kernel::sync::CondVarTimeoutResult::Woken { jiffies: left } => jiffies = left,
                 kernel::sync::CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
             }
         };
-        drop(inner);
+        drop(mappable);
         args.ready = ready;
         write_arg(user, &args)?;
         Ok(0)

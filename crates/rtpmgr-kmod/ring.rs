@@ -77,7 +77,7 @@ impl SharedWord for Atomic<u32> {
 ///
 /// Invariant: `base` is the start of a live region's memory (at least its
 /// 4 KiB header page) for as long as this value exists: it lives inside
-/// the `Region` that owns that memory.
+/// the `Region` that owns that memory, or in a call on its `RegionMem`.
 struct Words {
     base: NonNull<u8>,
     ring: RingId,
@@ -255,6 +255,8 @@ impl Drop for PinCharge {
 pub(crate) struct RegionMem {
     mem: VVec<u8>,
     base: NonNull<u8>,
+    /// Slots per ring (the region's geometry).
+    slot_count: u32,
     /// The pages charged to the configuring process (bookkeeping only:
     /// uncharged when the memory is freed).
     _charge: Option<PinCharge>,
@@ -273,6 +275,32 @@ impl RegionMem {
     /// Bytes user space must map.
     pub(crate) fn len(&self) -> usize {
         self.mem.len()
+    }
+
+    /// `WAIT`'s and `poll()`'s conditions, `(from-device entries ready,
+    /// to-device slot free)`, from the shared index words alone: no session
+    /// mutex (see `Session::lockless`). The kernel's words (from-device
+    /// producer, to-device consumer) hold what the worker last published,
+    /// its private indices' values; a word user space scribbled on misleads
+    /// only its own `WAIT`, and an impossible pair reads as not ready.
+    pub(crate) fn readiness(&self) -> (bool, bool) {
+        let words = |ring| Words {
+            base: self.base,
+            ring,
+        };
+        let (from, to) = (words(RingId::FromDevice), words(RingId::ToDevice));
+        let count = self.slot_count;
+        let fill = |w: &Words| {
+            abi::ring_fill(
+                w.word(Word::Producer).load(Acquire),
+                w.word(Word::Consumer).load(Acquire),
+                count,
+            )
+        };
+        (
+            fill(&from).is_some_and(|f| f > 0),
+            fill(&to).is_some_and(|f| f < count),
+        )
     }
 
     /// The `index`-th page of the region, for `vm_insert_page`.
@@ -335,6 +363,7 @@ impl Region {
             RegionMem {
                 mem,
                 base,
+                slot_count: geometry.slot_count,
                 _charge: charge,
             },
             GFP_KERNEL_ACCOUNT,
@@ -506,20 +535,6 @@ impl Region {
     pub(crate) fn clear_need_wakeup(&self) {
         self.todev.clear_need_wakeup();
         self.fromdev.clear_need_wakeup();
-    }
-
-    /// `WAIT_FROM_DEV_READY`: published entries user space has not consumed.
-    pub(crate) fn fromdev_ready(&self) -> bool {
-        let consumer = self.word(RingId::FromDevice, Word::Consumer).load(Relaxed);
-        abi::ring_fill(self.fromdev.head(), consumer, self.geometry.slot_count)
-            .is_some_and(|f| f > 0)
-    }
-
-    /// `WAIT_TO_DEV_SPACE`: a free to-device slot.
-    pub(crate) fn todev_space(&self) -> bool {
-        let producer = self.word(RingId::ToDevice, Word::Producer).load(Relaxed);
-        let count = self.geometry.slot_count;
-        abi::ring_fill(producer, self.todev.tail(), count).is_some_and(|f| f < count)
     }
 
     /// `(to-device fill, from-device fill)` as far as the kernel knows.

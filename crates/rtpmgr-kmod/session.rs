@@ -14,7 +14,9 @@
 //! lock, so nothing may take `inner` under `mmap_lock`: `mmap` takes only
 //! `mappable`, the map slot's own lock, which is taken last (after `inner`
 //! in CONFIGURE_BUFFER, after `mmap_lock` in `mmap`) and under which
-//! nothing else is taken.
+//! nothing else is taken. KICK, WAIT and `poll()` take no `inner` either
+//! (the worker holds it for whole passes): they use `Lockless` and the
+//! shared words, WAIT sleeping with `mappable` as its condition lock.
 
 use crate::abi::{self, SessionCounters};
 use crate::mapping::MapCount;
@@ -29,6 +31,7 @@ use kernel::{
     page::PAGE_SIZE,
     prelude::*,
     sync::{
+        atomic::{Acquire, Atomic, Relaxed, Release},
         poll::{PollCondVar, PollTable},
         Arc, ArcBorrow, Mutex,
     },
@@ -170,6 +173,80 @@ impl Inner {
     }
 }
 
+/// What `KICK`, `WAIT` and `poll()` read and count without the session
+/// mutex, which the worker holds for a whole pass: a process that kicks or
+/// waits must not sleep on it behind the worker (a context switch per
+/// kick under load). The ring conditions come from the shared words
+/// (`RegionMem::readiness`); the rest is here.
+pub(crate) struct Lockless {
+    /// A region is configured (set by the first CONFIGURE_BUFFER; a
+    /// session never loses its region).
+    configured: Atomic<bool>,
+    /// `Inner::copy_queue.len()`, stored under `inner` after each change
+    /// and before the waiters are woken.
+    copy_queued: Atomic<usize>,
+    /// `SessionCounters::{kicks, waits, wait_timeouts}`.
+    kicks: Atomic<u64>,
+    waits: Atomic<u64>,
+    wait_timeouts: Atomic<u64>,
+}
+
+impl Lockless {
+    fn new() -> Lockless {
+        Lockless {
+            configured: Atomic::new(false),
+            copy_queued: Atomic::new(0),
+            kicks: Atomic::new(0),
+            waits: Atomic::new(0),
+            wait_timeouts: Atomic::new(0),
+        }
+    }
+
+    pub(crate) fn set_configured(&self) {
+        self.configured.store(true, Release);
+    }
+
+    pub(crate) fn configured(&self) -> bool {
+        self.configured.load(Acquire)
+    }
+
+    /// Call under `inner` after changing the copy queue.
+    pub(crate) fn set_copy_queued(&self, n: usize) {
+        self.copy_queued.store(n, Relaxed);
+    }
+
+    pub(crate) fn copy_queued(&self) -> bool {
+        self.copy_queued.load(Relaxed) != 0
+    }
+
+    pub(crate) fn count_kick(&self) {
+        self.kicks.add(1, Relaxed);
+    }
+
+    pub(crate) fn count_wait(&self, timed_out: bool) {
+        let c = if timed_out {
+            &self.wait_timeouts
+        } else {
+            &self.waits
+        };
+        c.add(1, Relaxed);
+    }
+
+    /// The session counters with the ones counted here.
+    pub(crate) fn fill(&self, c: &mut SessionCounters) {
+        c.kicks = self.kicks.load(Relaxed);
+        c.waits = self.waits.load(Relaxed);
+        c.wait_timeouts = self.wait_timeouts.load(Relaxed);
+    }
+
+    /// With the session counters (CONFIGURE_BUFFER, RESET).
+    pub(crate) fn zero_counters(&self) {
+        for c in [&self.kicks, &self.waits, &self.wait_timeouts] {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
 /// A session: the private data of an open `/dev/rtpmgr`.
 #[pin_data]
 pub(crate) struct Session {
@@ -188,6 +265,7 @@ pub(crate) struct Session {
     /// module's locking notes); a new VMA is counted in `maps` under it.
     #[pin]
     pub(crate) mappable: Mutex<Option<Arc<RegionMem>>>,
+    pub(crate) lockless: Lockless,
 }
 
 impl_has_work! {
@@ -220,6 +298,7 @@ impl Session {
                 work <- new_work!("rtpmgr::Session::work"),
                 maps,
                 mappable <- new_mutex!(None, "rtpmgr::Session::mappable"),
+                lockless: Lockless::new(),
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -230,7 +309,7 @@ impl Session {
     pub(crate) fn release(self: Arc<Self>) {
         let taken = self.take_streams(|inner| inner.closing = true);
         drop(taken);
-        self.waiters.notify_all();
+        self.wake_waiters();
         // SAFETY: `work` is an initialised work item inside `self`, alive
         // across the call. After it returns no run of the worker is pending
         // or executing, and none can be queued again: the file is going away
@@ -283,7 +362,31 @@ impl Session {
     /// sleepers re-check.
     pub(crate) fn after_removal(this: ArcBorrow<'_, Session>) {
         Session::kick(this);
-        this.waiters.notify_all();
+        this.wake_waiters();
+    }
+
+    /// Wake `WAIT` and `poll()` after a change of what they wait for (made
+    /// before the call). They check under `mappable`, which is held until
+    /// a waiter is on the wait queue, so taking it once here orders the
+    /// change before their check or the wake-up after their sleep: no
+    /// wake-up is lost between a waiter's check and its sleep.
+    pub(crate) fn wake_waiters(&self) {
+        drop(self.mappable.lock());
+        self.waiters.notify_all();
+    }
+
+    /// `WAIT`'s and `poll()`'s conditions (`WAIT_*` bits), with `mappable`
+    /// held; `None` before CONFIGURE_BUFFER.
+    pub(crate) fn ready(&self, mappable: &Option<Arc<RegionMem>>) -> Option<u32> {
+        let (from_ready, to_space) = mappable.as_ref()?.readiness();
+        let mut ready = 0;
+        if from_ready || self.lockless.copy_queued() {
+            ready |= abi::WAIT_FROM_DEV_READY;
+        }
+        if to_space {
+            ready |= abi::WAIT_TO_DEV_SPACE;
+        }
+        Some(ready)
     }
 
     /// `poll()`: readable while from-device entries (or packets for
@@ -292,15 +395,14 @@ impl Session {
     /// after every productive pass. Nothing before `CONFIGURE_BUFFER`.
     pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
         table.register_wait(file, &self.waiters);
-        let inner = self.inner.lock();
-        let Some(region) = inner.region.as_ref() else {
+        let Some(ready) = self.ready(&self.mappable.lock()) else {
             return 0;
         };
         let mut mask = 0;
-        if region.fromdev_ready() || !inner.copy_queue.is_empty() {
+        if ready & abi::WAIT_FROM_DEV_READY != 0 {
             mask |= bindings::POLLIN | bindings::POLLRDNORM;
         }
-        if region.todev_space() {
+        if ready & abi::WAIT_TO_DEV_SPACE != 0 {
             mask |= bindings::POLLOUT | bindings::POLLWRNORM;
         }
         mask

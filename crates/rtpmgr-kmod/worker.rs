@@ -68,7 +68,7 @@ impl WorkItem for Session {
             if tx.progress || rx == RxPass::Progress {
                 inner.publish_all_stats();
                 drop(inner);
-                this.waiters.notify_all();
+                this.wake_waiters();
                 continue;
             }
             // What the fast path counted since (it queues us for this).
