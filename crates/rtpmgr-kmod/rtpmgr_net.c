@@ -181,10 +181,27 @@ static bool rtpmgr_route4(struct sock *dsk, u32 len, struct rtpmgr_route *r)
 	} else if (!oif) {
 		oif = READ_ONCE(inet->uc_index);
 	}
-	rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr, inet->inet_dport,
-				   inet->inet_sport, IPPROTO_UDP, ip_sock_rt_tos(dsk), oif);
-	if (IS_ERR(rt))
-		return false;
+	/*
+	 * A connected unicast socket caches its route (connect sets it;
+	 * SO_BINDTODEVICE and a changed route make it obsolete), and
+	 * udp_sendmsg sends along it without a lookup: so do we, and store
+	 * what a lookup finds as udp_sendmsg does. Its source and destination
+	 * are the socket's (connect chose the source). Multicast sends look
+	 * up their route every time, there as here.
+	 */
+	rt = mc ? NULL : dst_rtable(sk_dst_check(dsk, 0));
+	if (rt) {
+		r->fl4.saddr = saddr;
+		r->fl4.daddr = daddr;
+	} else {
+		rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr,
+					   inet->inet_dport, inet->inet_sport, IPPROTO_UDP,
+					   ip_sock_rt_tos(dsk), oif);
+		if (IS_ERR(rt))
+			return false;
+		if (!mc)
+			sk_dst_set(dsk, dst_clone(&rt->dst));
+	}
 	if ((rt->rt_flags & RTCF_BROADCAST) ||
 	    len + sizeof(struct udphdr) + sizeof(struct iphdr) > dst_mtu(&rt->dst)) {
 		ip_rt_put(rt);

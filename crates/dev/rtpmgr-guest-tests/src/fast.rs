@@ -169,7 +169,8 @@ fn socket_filter(sock: &UdpSocket, prog: Option<&[libc::sock_filter]>) -> TestRe
 /// keeps every datagram from B: UDP drops and counts them, none is
 /// forwarded. Without the filter they go the fast path. A target whose
 /// socket user space disconnects (connect AF_UNSPEC) meanwhile has no peer:
-/// nothing is sent anywhere, the datagrams leave the fast path.
+/// nothing is sent anywhere, the datagrams leave the fast path; connected
+/// again, to another address, it gets the fast path's datagrams there.
 fn fast_guarded(ip: &str) -> TestResult {
     const N: u64 = 20;
     let (dev, _region) = session(64)?;
@@ -226,6 +227,20 @@ fn fast_guarded(ip: &str) -> TestResult {
         b2.tx_errors + a2.forward_drops >= b0.tx_errors + a.forward_drops + N,
         "the refused sends are not counted: A {a2:?}, B {b2:?}"
     );
+
+    // Connected again, to another sink: the fast path follows it (the
+    // route the socket caches is the new one), nothing reaches the old one.
+    let sink2 = UdpSocket::bind((ip, 0)).map_err(fail("bind second sink"))?;
+    sink2.set_read_timeout(Some(Duration::from_secs(5))).map_err(fail("timeout"))?;
+    b_sock.connect(sink2.local_addr().map_err(fail("local_addr"))?).map_err(fail("connect B again"))?;
+    for seq in 3 * N as u32..4 * N as u32 {
+        tx.send(&rtp_packet(seq)).map_err(fail("send"))?;
+        let n = sink2.recv(&mut buf).map_err(|e| format!("packet {seq} after B connected again: {e}"))?;
+        ensure!(buf[..n] == rtp_packet(seq)[..], "packet {seq} differs");
+    }
+    ensure!(sink.recv(&mut buf).is_err(), "a datagram reached the old sink");
+    let a3 = status(A)?;
+    ensure!(a3.fwd_fast_packets == 2 * N, "not on the fast path after connecting again: {a3:?}");
     Ok(())
 }
 
