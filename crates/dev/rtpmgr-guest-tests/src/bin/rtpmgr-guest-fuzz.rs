@@ -16,7 +16,10 @@
 //! the tap, multicast groups and sources, interfaces, reserved fields),
 //! GET_NET_STATUS, and datagrams of random size and content (some RTP) sent
 //! from the fuzzing process to the ports its streams bind, unicast and to
-//! an IPv4 group, so the worker's receive, forwarding and tap paths run.
+//! an IPv4 group, so the worker's receive, forwarding and tap paths run;
+//! relays that take the softirq fast path, with bursts through them while
+//! their target is disconnected or connected elsewhere, left running for
+//! the other operations (STOP_STREAM, RESET, close) to meet.
 //!
 //! The kernel must answer every call with a result or an errno: a splat,
 //! a hang (the host's timeout) or a refused-but-succeeded rmmod fails the
@@ -113,9 +116,9 @@ impl Fuzzer {
             self.dev = self.note("open", d);
             return Ok(());
         }
-        // Weights out of 49: sessions mostly stay open, configured and
+        // Weights out of 51: sessions mostly stay open, configured and
         // mapped, so the ring and streaming paths get most of the work.
-        match self.rng.below(49) {
+        match self.rng.below(51) {
             // Sessions live for about 80 operations.
             0 | 1 if self.rng.below(4) != 0 => {
                 let r = self.dev.as_ref().unwrap().info();
@@ -205,6 +208,7 @@ impl Fuzzer {
             }
             46 | 47 => self.poll_dev(),
             48 => self.close_during_poll(),
+            49 | 50 => self.fast_relay(),
             _ => self.net_send(),
         }
         Ok(())
@@ -366,15 +370,88 @@ impl Fuzzer {
 
     /// A few datagrams to the fuzzing ports (or an IPv4 group): random
     /// sizes up to beyond a slot, random bytes, half with an RTP header.
-    fn net_send(&mut self) {
+    /// The sender sockets, made on first use.
+    fn senders(&mut self) -> bool {
         if self.udp.is_none() {
             let pair = UdpSocket::bind("127.0.0.1:0").and_then(|a| Ok((a, UdpSocket::bind("[::1]:0")?)));
-            let Some((v4, v6)) = self.note("net-socket", pair) else { return };
+            let Some((v4, v6)) = self.note("net-socket", pair) else { return false };
             // Group datagrams stay on this host: TTL 0, looped back.
             let _ = v4.set_multicast_ttl_v4(0);
             let _ = v4.set_nonblocking(true);
             let _ = v6.set_nonblocking(true);
             self.udp = Some((v4, v6));
+        }
+        true
+    }
+
+    /// A udp -> udp relay on two of the low ids that takes the softirq
+    /// fast path (no tap, not NET_F_TS; either may be refused, an id
+    /// running already), its target sending to a pool port; a burst of RTP
+    /// datagrams through it, and sometimes the target disconnected
+    /// (`connect(AF_UNSPEC)`) or connected elsewhere with another burst
+    /// behind. The relay stays for the other operations to meet.
+    fn fast_relay(&mut self) {
+        if !self.senders() {
+            return;
+        }
+        let v6 = self.rng.below(3) == 0;
+        let any = SocketAddr::new(if v6 { "::1" } else { "127.0.0.1" }.parse().expect("literal address"), 0);
+        let a = self.rng.below(4) as u32;
+        let b = (a + 1 + self.rng.below(3) as u32) % 4;
+        let sink = self.net_endpoint(v6);
+        let made = udp_socket(None, Some(sink)).and_then(|out| Ok((out, udp_socket(Some(any), None)?)));
+        let Some((out, inp)) = self.note("fast-relay-sockets", made) else { return };
+        let Some(to) = self.note("fast-relay-addr", inp.local_addr()) else { return };
+        let mut spec = net_stream_spec(a, abi::DIR_FROM_DEVICE, inp.as_fd());
+        spec.flags = self.rng.pick(&[0, abi::NET_F_RTP]);
+        spec.clock_rate = 90_000;
+        spec.forward_to = b;
+        let dev = self.dev.as_ref().unwrap();
+        let (rb, ra) =
+            (dev.start_net_stream(&net_stream_spec(b, abi::DIR_TO_DEVICE, out.as_fd())), dev.start_net_stream(&spec));
+        self.note("fast-relay-start-target", rb);
+        self.note("fast-relay-start", ra);
+        self.rtp_burst(v6, to);
+        match self.rng.below(4) {
+            0 => {
+                let unspec = libc::sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+                // SAFETY: a valid sockaddr of the size given, read during the call.
+                let rc = unsafe {
+                    libc::connect(out.as_raw_fd(), &unspec, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t)
+                };
+                self.note("fast-relay-disconnect", if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+                self.rtp_burst(v6, to);
+            }
+            1 => {
+                let elsewhere = self.net_endpoint(v6);
+                self.note("fast-relay-reconnect", out.connect(elsewhere));
+                self.rtp_burst(v6, to);
+            }
+            _ => {}
+        }
+        if let Ok(c) = self.dev.as_ref().unwrap().net_status(a) {
+            if c.fwd_fast_packets > 0 {
+                self.note("fast-relay-fast", Ok(()));
+            }
+        }
+    }
+
+    /// 1 to 64 RTP datagrams of random sizes to `to`.
+    fn rtp_burst(&mut self, v6: bool, to: SocketAddr) {
+        for _ in 0..self.rng.below(64) + 1 {
+            let len = 12 + self.rng.below(1400) as usize;
+            let r = self.rng.next();
+            rtp::RtpBuilder::new(33, (r >> 8) as u16, (r >> 24) as u32, 0x5eed)
+                .write(&[], &mut self.buf[..12])
+                .expect("a 12-byte header");
+            let Some((s4, s6)) = &self.udp else { return };
+            let _ = if v6 { s6 } else { s4 }.send_to(&self.buf[..len], to);
+        }
+    }
+
+    fn net_send(&mut self) {
+        if !self.senders() {
+            return;
         }
         for _ in 0..self.rng.below(8) + 1 {
             let v6 = self.rng.below(3) == 0;
