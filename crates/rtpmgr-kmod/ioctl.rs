@@ -189,6 +189,8 @@ impl Session {
         // (which takes the configuring process's mmap lock) happen here,
         // without the session's locks.
         drop(old);
+        // A WAIT asleep on the old region: the new one has room.
+        self.wake_waiters();
         write_arg(user, &cfg)?;
         Ok(0)
     }
@@ -342,7 +344,9 @@ impl Session {
                 ..n.counters()
             })
             .ok_or(ENOENT)?;
-        // The record says the same (the fast path does not write it).
+        // The record says the same if the counters changed since it was
+        // last written (the fast path does not write it); an unchanged
+        // record is left as it is.
         inner.publish_stats(st.stream_id as usize, true);
         drop(inner);
         write_arg(user, &st)?;

@@ -263,12 +263,14 @@ pub(crate) struct RegionMem {
 }
 
 // SAFETY: `base` points into `mem`, which this owns and frees once (with the
-// last `Arc`). Through a shared reference it only hands out the base and
-// page pointers of the allocation; the bytes behind them are shared with
-// user space and read and written by `Region` under the session mutex.
+// last `Arc`), on whichever thread drops it. The bytes are shared with user
+// space in any case and only ever accessed atomically or by raw copies:
+// through `Region` under the session mutex, and through `readiness`.
 unsafe impl Send for RegionMem {}
-// SAFETY: as for `Send`: `&RegionMem` gives no access to the bytes, only
-// their addresses (`page`, `len`), which never change.
+// SAFETY: through `&RegionMem` only fixed facts are read (`len`, page
+// addresses) and the ring index words, atomically (`readiness`), which
+// any number of threads and user space may do at once; the memory lives
+// as long as the reference.
 unsafe impl Sync for RegionMem {}
 
 impl RegionMem {

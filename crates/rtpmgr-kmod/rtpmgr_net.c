@@ -153,6 +153,29 @@ struct rtpmgr_route {
 };
 
 /*
+ * Keep rt as dsk's cached route (a reference of its own), as udp_sendmsg
+ * does after a lookup for a connected socket, unless dsk's peer changed
+ * since the caller read daddr, saddr, dport and the bound device: a
+ * connect racing with us may have stored its route before this store,
+ * which would leave a socket connected to B with a route to A. connect
+ * writes the new peer before its own sk_dst_set, and the xchg in ours
+ * orders what it wrote before our re-read; so either connect's store
+ * comes last, or we see the new peer here and drop what we stored (the
+ * next send looks the route up again).
+ */
+static void rtpmgr_cache_route4(struct sock *dsk, struct rtable *rt, __be32 daddr, __be32 saddr,
+				__be16 dport, int bound_if)
+{
+	struct inet_sock *inet = inet_sk(dsk);
+
+	sk_dst_set(dsk, dst_clone(&rt->dst));
+	if (READ_ONCE(inet->inet_daddr) != daddr || READ_ONCE(inet->inet_saddr) != saddr ||
+	    READ_ONCE(inet->inet_dport) != dport || READ_ONCE(dsk->sk_bound_dev_if) != bound_if ||
+	    READ_ONCE(dsk->sk_state) != TCP_ESTABLISHED)
+		sk_dst_reset(dsk);
+}
+
+/*
  * Route a datagram of len payload bytes out of dsk (an AF_INET socket,
  * connected) as udp_sendmsg would: its bound device or multicast interface,
  * its mark, its source. Returns false (nothing held) when the worker must
@@ -162,8 +185,10 @@ struct rtpmgr_route {
 static bool rtpmgr_route4(struct sock *dsk, u32 len, struct rtpmgr_route *r)
 {
 	struct inet_sock *inet = inet_sk(dsk);
-	__be32 daddr = inet->inet_daddr, saddr = inet->inet_saddr;
-	int oif = READ_ONCE(dsk->sk_bound_dev_if);
+	__be32 daddr = READ_ONCE(inet->inet_daddr), saddr = READ_ONCE(inet->inet_saddr);
+	__be16 dport = READ_ONCE(inet->inet_dport);
+	int bound_if = READ_ONCE(dsk->sk_bound_dev_if), oif = bound_if;
+	bool cached;
 	bool mc = ipv4_is_multicast(daddr);
 	struct rtable *rt;
 	int ttl;
@@ -183,30 +208,32 @@ static bool rtpmgr_route4(struct sock *dsk, u32 len, struct rtpmgr_route *r)
 	}
 	/*
 	 * A connected unicast socket caches its route (connect sets it;
-	 * SO_BINDTODEVICE and a changed route make it obsolete), and
+	 * SO_BINDTODEVICE resets it; a changed route makes it obsolete), and
 	 * udp_sendmsg sends along it without a lookup: so do we, and store
-	 * what a lookup finds as udp_sendmsg does. Its source and destination
-	 * are the socket's (connect chose the source). Multicast sends look
-	 * up their route every time, there as here.
+	 * what a lookup finds as udp_sendmsg does (below, once the route
+	 * passed the checks: never a broadcast route, which udp_sendmsg does
+	 * not cache either). Its source and destination are the socket's
+	 * (connect chose the source). Multicast sends look up their route
+	 * every time, there as here.
 	 */
 	rt = mc ? NULL : dst_rtable(sk_dst_check(dsk, 0));
+	cached = rt != NULL;
 	if (rt) {
 		r->fl4.saddr = saddr;
 		r->fl4.daddr = daddr;
 	} else {
-		rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr,
-					   inet->inet_dport, inet->inet_sport, IPPROTO_UDP,
-					   ip_sock_rt_tos(dsk), oif);
+		rt = ip_route_output_ports(sock_net(dsk), &r->fl4, dsk, daddr, saddr, dport,
+					   inet->inet_sport, IPPROTO_UDP, ip_sock_rt_tos(dsk), oif);
 		if (IS_ERR(rt))
 			return false;
-		if (!mc)
-			sk_dst_set(dsk, dst_clone(&rt->dst));
 	}
 	if ((rt->rt_flags & RTCF_BROADCAST) ||
 	    len + sizeof(struct udphdr) + sizeof(struct iphdr) > dst_mtu(&rt->dst)) {
 		ip_rt_put(rt);
 		return false;
 	}
+	if (!mc && !cached)
+		rtpmgr_cache_route4(dsk, rt, daddr, saddr, dport, bound_if);
 	if (mc) {
 		ttl = READ_ONCE(inet->mc_ttl);
 	} else {
@@ -682,15 +709,20 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	int ret;
 
 	/*
-	 * A corked socket (UDP_CORK on user space's own descriptor) or one
-	 * with a corked datagram pending would append our datagram to user
-	 * space's: refuse the send instead (counted as a send error). An
-	 * unconnected one (connect(AF_UNSPEC) after START_NET_STREAM) gets
-	 * udp_sendmsg's own -EDESTADDRREQ, after autobind has taken the socket
-	 * lock: the worker holds its session's mutex here, which is why no
-	 * path takes that mutex under mmap_lock (kernel-module.md, Locking).
+	 * Refused (counted as a send error) without calling udp_sendmsg: a
+	 * socket user space left unconnected or unbound after
+	 * START_NET_STREAM (connect(AF_UNSPEC) unbinds an autobound one),
+	 * which has no peer, and whose autobind would bind it to a port
+	 * behind user space's back and can fail with -EAGAIN, which the
+	 * retry below would take for a full buffer; and a corked one, or one
+	 * with a corked datagram pending, where our datagram would be
+	 * appended to user space's. A change racing with this check reaches
+	 * udp_sendmsg, which may then take the socket lock: allowed, the
+	 * worker's session mutex is never taken under mmap_lock
+	 * (kernel-module.md, Locking).
 	 */
-	if (udp_test_bit(CORK, sk) || READ_ONCE(udp_sk(sk)->pending))
+	if (READ_ONCE(sk->sk_state) != TCP_ESTABLISHED || !READ_ONCE(inet_sk(sk)->inet_num) ||
+	    udp_test_bit(CORK, sk) || READ_ONCE(udp_sk(sk)->pending))
 		return -EDESTADDRREQ;
 	/*
 	 * The worker is a kworker: send with the credentials of the task that
@@ -700,6 +732,9 @@ int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len)
 	old = override_creds(n->file->f_cred);
 	ret = kernel_sendmsg(n->sock, &msg, &iov, 1, len);
 	revert_creds(old);
+	/* A failed autobind (a racing disconnect, no free port) says EAGAIN. */
+	if (ret == -EAGAIN && !READ_ONCE(inet_sk(sk)->inet_num))
+		return -EDESTADDRREQ;
 	if (ret != -EAGAIN)
 		return ret;
 	/* Arm the write-space wakeup, then re-check: space freed between the

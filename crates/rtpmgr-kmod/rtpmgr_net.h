@@ -93,8 +93,8 @@ long rtpmgr_net_recv(struct rtpmgr_net *n, void *dst, u32 cap, u8 *head, u32 hea
  * Send one datagram without blocking, with the credentials of the socket
  * file's opener. -EAGAIN: no send buffer space, the write-space callback
  * will call ready(ctx); -EBUSY: space appeared meanwhile, retry;
- * -EDESTADDRREQ: user space left the socket unconnected or corked (see
- * the function).
+ * -EDESTADDRREQ: user space left the socket unconnected, unbound or
+ * corked (see the function).
  */
 int rtpmgr_net_send(struct rtpmgr_net *n, const void *buf, u32 len);
 
