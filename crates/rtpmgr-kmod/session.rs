@@ -108,13 +108,11 @@ impl Inner {
     /// Every `udp` stream's record that changed: after a worker pass that
     /// moved something, and when the fast path (which runs in softirq and
     /// never writes a record) queues the worker for it, a few times a
-    /// second. Returns whether any was written.
-    pub(crate) fn publish_all_stats(&mut self) -> bool {
-        let mut any = false;
+    /// second.
+    pub(crate) fn publish_all_stats(&mut self) {
         for id in 0..self.streams.len() {
-            any |= self.publish_stats(id, true);
+            self.publish_stats(id, true);
         }
-        any
     }
 
     /// Take stream `id` out (to be dropped after unlocking); a `udp`

@@ -557,30 +557,16 @@ fn soak_report(g: &J, seed: u64, guest_ok: bool, log: &str) -> (String, bool) {
             py_str(f.get("median_of")),
             f.get("to_t").f()
         );
-        let _ = writeln!(
-            o,
-            "  rtpmgrd VmRSS {} -> {} KiB ({} KiB, bound {})",
-            pair("rss_kib", 0),
-            pair("rss_kib", 1),
-            fmt_plus(f.get("rss_growth_kib")),
-            py_str(f.get("rss_bound_kib"))
-        );
-        let _ = writeln!(
-            o,
-            "  SUnreclaim    {} -> {} KiB ({} KiB, bound {})",
-            pair("sunreclaim_kib", 0),
-            pair("sunreclaim_kib", 1),
-            fmt_plus(f.get("sunreclaim_growth_kib")),
-            py_str(f.get("sunreclaim_bound_kib"))
-        );
-        let _ = writeln!(
-            o,
-            "  Slab          {} -> {} KiB ({} KiB, bound {})",
-            pair("slab_kib", 0),
-            pair("slab_kib", 1),
-            fmt_plus(f.get("slab_growth_kib")),
-            py_str(f.get("slab_bound_kib"))
-        );
+        for (label, key) in [("rtpmgrd VmRSS", "rss"), ("SUnreclaim", "sunreclaim"), ("Slab", "slab")] {
+            let _ = writeln!(
+                o,
+                "  {label:13} {} -> {} KiB ({} KiB, bound {})",
+                pair(&format!("{key}_kib"), 0),
+                pair(&format!("{key}_kib"), 1),
+                fmt_plus(f.get(&format!("{key}_growth_kib"))),
+                py_str(f.get(&format!("{key}_bound_kib")))
+            );
+        }
     }
     let gen = g.get("generator");
     let _ = writeln!(
@@ -747,6 +733,25 @@ mod tests {
         let keys: Vec<&str> = v.entries().iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b", "a", "c"]);
         assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"b":1,"a":[true,null,1.5],"c":{"z":"x","y":2}}"#);
+    }
+
+    #[test]
+    fn soak_memory_lines_as_before() {
+        let g: J = serde_json::from_str(
+            r#"{"warmup_s": 60, "flat": {"median_of": 5, "from_t": 60.2, "to_t": 300.7,
+                "rss_kib": [4100, 4108], "rss_growth_kib": 8, "rss_bound_kib": 2048,
+                "sunreclaim_kib": [9000, 8990], "sunreclaim_growth_kib": -10, "sunreclaim_bound_kib": 4096,
+                "slab_kib": [20000, 20016], "slab_growth_kib": 16, "slab_bound_kib": 8192}}"#,
+        )
+        .unwrap();
+        let (text, _) = soak_report(&g, 1, true, "log");
+        for line in [
+            "  rtpmgrd VmRSS 4100 -> 4108 KiB (+8 KiB, bound 2048)",
+            "  SUnreclaim    9000 -> 8990 KiB (-10 KiB, bound 4096)",
+            "  Slab          20000 -> 20016 KiB (+16 KiB, bound 8192)",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+        }
     }
 
     #[test]
